@@ -1,0 +1,125 @@
+"""The ``xfer`` Typer app: global options, command groups, and error/exit-code handling."""
+
+from __future__ import annotations
+
+import importlib
+import signal
+import sys
+from typing import Annotated
+
+import typer
+
+from xfer_core import __version__
+from xfer_core.errors import ExitCode, XferError
+from xfer_core.output import Output, set_current
+
+app = typer.Typer(
+    name="xfer",
+    help=(
+        "Move data to, from and between HPC clusters.\n\n"
+        "Everyday sync: `xfer sync` / `xfer fetch` push and pull the directory pairs of "
+        "~/.config/xfer/remotes.toml over rsync or SFTP.\n\n"
+        "Bulk transfers: `xfer run` lists a source into a manifest, cuts it into "
+        "byte-balanced shards and runs one rclone per shard on Slurm or locally.\n\n"
+        "Exit codes: 0 ok, 1 some items failed, 2 usage/config error, "
+        "3 tool or service unavailable, 130 interrupted."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+#: Command modules, each with ``register(app)``; one per command group of DESIGN.md.
+COMMAND_MODULES = (
+    "sync_cmd",
+    "config_cmd",
+    "manifest_cmd",
+    "slurm_cmd",
+    "run_cmd",
+    "plugins_cmd",
+)
+
+_state = {"verbose": 0}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"xfer {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line on stdout (events, summary).")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Only warnings and errors.")] = False,
+    verbose: Annotated[
+        int, typer.Option("-v", "--verbose", count=True, help="More detail; tracebacks on errors.")
+    ] = 0,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Global options apply to every command (`xfer --json sync` == `xfer sync --json`)."""
+    _state["verbose"] = verbose
+    set_current(Output(json=json, quiet=quiet, verbose=verbose))
+
+
+def _register_commands() -> None:
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"xfer_core.cli.{name}").register(app)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: runs the app and maps errors to exit codes."""
+    # --version must not pay for the rest of the CLI
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:
+        print(f"xfer {__version__}")
+        return
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        rv = app(args=args, prog_name="xfer", standalone_mode=False)
+    except XferError as exc:
+        _print_error(exc.message, exc.hint)
+        if _state["verbose"]:
+            raise
+        sys.exit(int(exc.exit_code))
+    except KeyboardInterrupt:
+        print("xfer: interrupted", file=sys.stderr)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("xfer: interrupted", file=sys.stderr)
+        sys.exit(int(ExitCode.INTERRUPTED))
+    except Exception as exc:
+        # typer's (vendored) click usage errors: bad option, missing argument, unknown command
+        show = getattr(exc, "show", None)
+        if isinstance(exc, typer.TyperException) and callable(show):
+            show()
+            sys.exit(int(ExitCode.USAGE))
+        if _state["verbose"]:
+            raise
+        _print_error(
+            f"internal error: {type(exc).__name__}: {exc}", "run with -v for the traceback"
+        )
+        sys.exit(int(ExitCode.FAILED))
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    # SIGTERM takes the same clean path as Ctrl-C: temp files removed, state consistent.
+    raise KeyboardInterrupt
+
+
+def _print_error(message: str, hint: str | None) -> None:
+    print(f"xfer: error: {message}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {hint}", file=sys.stderr)

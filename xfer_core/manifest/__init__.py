@@ -1,0 +1,1 @@
+"""The manifest: one JSON Lines record per object (``xfer.manifest.v1``)."""

@@ -1,0 +1,89 @@
+"""How commands talk to the user: rich on a TTY, plain lines otherwise, JSON lines with ``--json``.
+
+Messages and progress go to stderr; results go to stdout. With ``--json`` every
+event and the final summary are single-line JSON objects on stdout, for CI.
+``NO_COLOR`` is honoured by rich itself.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+_json_encoder = msgspec.json.Encoder()
+
+
+class Output:
+    """Output mode of one CLI invocation (``--json``, ``-q``, ``-v``)."""
+
+    def __init__(self, *, json: bool = False, quiet: bool = False, verbose: int = 0):
+        self.json = json
+        self.quiet = quiet
+        self.verbose = verbose
+
+    @property
+    def is_tty(self) -> bool:
+        """True when rich live displays make sense (stderr is a terminal, not --json)."""
+        return not self.json and sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+
+    @cached_property
+    def console(self) -> Console:
+        """A rich console on stderr (imported lazily: rich is slow to import)."""
+        from rich.console import Console
+
+        return Console(stderr=True, highlight=False)
+
+    @cached_property
+    def stdout(self) -> Console:
+        """A rich console on stdout, for tables and results."""
+        from rich.console import Console
+
+        return Console(highlight=False)
+
+    def event(self, event: str, **fields: Any) -> None:
+        """Emit one JSON event line (only with ``--json``)."""
+        if self.json:
+            self.emit_json({"event": event, **fields})
+
+    def emit_json(self, obj: Any) -> None:
+        """Write one JSON object as a line on stdout."""
+        sys.stdout.buffer.write(_json_encoder.encode(obj) + b"\n")
+        sys.stdout.flush()
+
+    def info(self, message: str) -> None:
+        """A progress/info line on stderr (hidden by -q and --json)."""
+        if not self.quiet and not self.json:
+            print(message, file=sys.stderr, flush=True)
+
+    def debug(self, message: str) -> None:
+        """Shown with -v only."""
+        if self.verbose and not self.json:
+            print(message, file=sys.stderr, flush=True)
+
+    def warn(self, message: str) -> None:
+        """A warning line on stderr (shown even with -q; as an event with --json)."""
+        if self.json:
+            self.event("warning", message=message)
+        else:
+            print(f"xfer: warning: {message}", file=sys.stderr, flush=True)
+
+
+#: Set by the CLI's root callback; library code may also build its own.
+_current = Output()
+
+
+def current() -> Output:
+    """The Output of the running command."""
+    return _current
+
+
+def set_current(output: Output) -> None:
+    global _current
+    _current = output

@@ -1,0 +1,1 @@
+"""xfer_core.sync"""
