@@ -54,7 +54,7 @@ def register_transfer_backends(register: Callable[[TransferBackend], None]) -> N
     :class:`xfer_core.sync.backend.TransferBackend` instance this plugin provides
     (builtins: ``rsync``, ``sftp``). A backend opens one session per cluster and
     moves one local/remote directory pair at a time in the direction it is given;
-    it must pass the conformance suite in ``tests/conformance/``.
+    it must pass the conformance suite in ``xfer_core.testing`` (see ``plugins.md``).
     """
 
 

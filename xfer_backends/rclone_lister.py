@@ -1,0 +1,1 @@
+"""Builtin plugin module (not built yet): registers nothing until its issue lands."""
