@@ -37,6 +37,7 @@ COMMAND_MODULES = (
     "manifest_cmd",
     "slurm_cmd",
     "run_cmd",
+    "status_cmd",
     "plugins_cmd",
 )
 
