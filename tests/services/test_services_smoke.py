@@ -1,0 +1,87 @@
+"""Each real-service fixture used for real once: if these fail, the service tests mean nothing."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from xfer_core.testing.services import SshServer
+
+
+def test_ssh_command_runs_as_test_user(sshd: SshServer) -> None:
+    res = sshd.run("id -un && command -v rsync && echo $HOME", check=True)
+    user, rsync, home = res.stdout.split()
+    assert user == "xfertest"
+    assert rsync.endswith("/rsync")
+    assert Path(home) == sshd.home
+
+
+def test_rsync_over_ssh_writes_files_owned_by_test_user(
+    sshd: SshServer, remote_tmp_path: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "a.txt").write_text("hello\n")
+    subprocess.run(
+        [
+            "rsync",
+            "-a",
+            "-e",
+            sshd.ssh_command(),
+            f"{tmp_path}/",
+            f"{sshd.destination}:{remote_tmp_path}/",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    copied = remote_tmp_path / "a.txt"
+    assert copied.read_text() == "hello\n"
+    assert copied.stat().st_uid == sshd.uid
+
+
+def test_sftp_subsystem_works(sshd: SshServer, remote_tmp_path: Path) -> None:
+    res = subprocess.run(
+        ["sftp", "-b", "-", *sshd.sftp_args(), sshd.destination],
+        input=f"mkdir {remote_tmp_path}/made-by-sftp\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    assert (remote_tmp_path / "made-by-sftp").is_dir()
+
+
+def test_wrong_host_key_is_refused(sshd: SshServer, tmp_path: Path) -> None:
+    other = tmp_path / "known_hosts"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "k")], check=True
+    )
+    pub = (tmp_path / "k.pub").read_text().split()
+    other.write_text(f"[{sshd.host}]:{sshd.port} {pub[0]} {pub[1]}\n")
+    args = [
+        a if not a.startswith("UserKnownHostsFile=") else f"UserKnownHostsFile={other}"
+        for a in sshd.ssh_args()
+    ]
+    res = subprocess.run(
+        ["ssh", *args, sshd.destination, "true"], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 255
+
+
+def test_stop_drops_connections_and_start_restarts_on_same_port(sshd: SshServer) -> None:
+    port = sshd.port
+    long = subprocess.Popen(
+        ["ssh", *sshd.ssh_args(), sshd.destination, "sleep 30"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert sshd.run("true").returncode == 0
+        sshd.stop()
+        assert sshd.pid is None
+        assert long.wait(timeout=20) != 0  # the open session was dropped
+        assert sshd.run("true", timeout=30).returncode == 255
+    finally:
+        long.kill()
+        sshd.start()
+    assert sshd.port == port
+    assert sshd.run("echo back", check=True).stdout == "back\n"

@@ -1,0 +1,75 @@
+"""pytest plugin: session-scoped real-service fixtures ``sshd``, ``slurm`` and ``s3``.
+
+Load it from a ``conftest.py`` with ``pytest_plugins = ["xfer_core.testing.fixtures"]``.
+
+When a service's programs are missing (or the tests do not run as root, which
+sshd's user switch and slurmd need) the tests using it are skipped with the
+reason -- unless ``XFER_REQUIRE_SERVICES=1`` (set by ``.ci/run``), then they
+fail. A service that is installed but does not start is always an error.
+
+Tests marked ``@pytest.mark.soak`` are skipped unless ``XFER_SOAK=1``. Tests that
+use a service fixture get its marker (``sshd``, ``slurm``, ``s3``) so ``-m`` can
+select or deselect them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xfer_core.testing.services import SshServer, missing_programs
+
+SERVICE_FIXTURES = ("sshd", "slurm", "s3")
+
+
+def services_required() -> bool:
+    """True when missing services must fail the tests instead of skipping them."""
+    return os.environ.get("XFER_REQUIRE_SERVICES", "") not in ("", "0")
+
+
+def unavailable(reason: str) -> None:
+    """Skip the requesting test with ``reason``, or fail it under ``XFER_REQUIRE_SERVICES=1``."""
+    if services_required():
+        pytest.fail(f"{reason} (XFER_REQUIRE_SERVICES=1 turns this skip into a failure)")
+    pytest.skip(reason)
+
+
+def _require(service: str, programs: tuple[str, ...], *, root: bool) -> None:
+    missing = missing_programs(*programs)
+    if missing:
+        unavailable(f"{service}: not installed ({', '.join(missing)} not found)")
+    if root and os.geteuid() != 0:
+        unavailable(f"{service}: the test service needs root")
+
+
+@pytest.fixture(scope="session")
+def sshd() -> Iterator[SshServer]:
+    """A real sshd on 127.0.0.1 logging in the non-root user ``xfertest`` by key."""
+    _require(
+        "sshd",
+        ("sshd", "ssh", "ssh-keygen", "rsync", "useradd", "usermod"),
+        root=True,
+    )
+    with SshServer() as server:
+        yield server
+
+
+@pytest.fixture
+def remote_tmp_path(sshd: SshServer) -> Path:
+    """A fresh directory in the ssh test user's home, owned by that user."""
+    return sshd.mkdtemp()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    soak = os.environ.get("XFER_SOAK", "") not in ("", "0")
+    skip_soak = pytest.mark.skip(reason="soak test: set XFER_SOAK=1 to run it")
+    for item in items:
+        fixturenames = getattr(item, "fixturenames", ())
+        for name in SERVICE_FIXTURES:
+            if name in fixturenames:
+                item.add_marker(name)
+        if not soak and item.get_closest_marker("soak") is not None:
+            item.add_marker(skip_soak)

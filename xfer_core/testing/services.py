@@ -1,0 +1,454 @@
+"""Real services for tests: sshd, a single-node Slurm cluster and an S3 server.
+
+Each class starts its service on free loopback ports inside a private temp dir
+and stops it again (``close()``, or use it as a context manager). Nothing here
+needs systemd; the recipes are those of ``INFRA.md``. Several test sessions may
+run at once on one machine: ports are picked free, temp dirs are unique, and
+the shared pieces (the ``xfertest`` user) are set up under a file lock.
+
+Every service process is started with a parent-death signal, so a test session
+that is killed outright does not leave daemons behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+_Self = TypeVar("_Self", bound="_Service")
+
+#: Serialises machine-wide setup (user creation) between concurrent test sessions.
+_LOCK_FILE = Path(tempfile.gettempdir()) / "xfer-testing.lock"
+
+_PR_SET_PDEATHSIG = 1
+
+
+class ServiceError(RuntimeError):
+    """A service could not be started or did not become ready (the message says why)."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def missing_programs(*names: str) -> list[str]:
+    """The programs of ``names`` that are not found (PATH plus the sbin dirs)."""
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
+    return [n for n in names if shutil.which(n, path=path) is None]
+
+
+def _program(name: str) -> str:
+    path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/local/sbin"])
+    found = shutil.which(name, path=path)
+    if found is None:
+        raise ServiceError(f"{name}: not found on PATH or in /usr/sbin")
+    return found
+
+
+@contextlib.contextmanager
+def machine_lock() -> Iterator[None]:
+    """An exclusive lock shared by every test session on this machine."""
+    with open(_LOCK_FILE, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _die_with_parent() -> None:
+    # preexec_fn: the service gets SIGTERM when the test process dies, even by SIGKILL.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _spawn(
+    argv: Sequence[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=_die_with_parent,
+            start_new_session=True,
+        )
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (from /proc), children first."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # the command name may contain spaces and parentheses: split after the last ')'
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _terminate(proc: subprocess.Popen[bytes] | None, *, with_descendants: bool = False) -> None:
+    """Stop ``proc`` (SIGTERM, then SIGKILL after 10 s) and optionally everything it forked."""
+    if proc is None or proc.poll() is not None:
+        return
+    victims = _descendants(proc.pid) if with_descendants else []
+    for pid in [proc.pid, *victims]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+    for pid in victims:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _wait_for(
+    ready: Callable[[], bool],
+    *,
+    what: str,
+    proc: subprocess.Popen[bytes] | None,
+    log: Path,
+    timeout: float = 30.0,
+) -> None:
+    """Poll ``ready()`` until true; fail with the log's tail if the process dies or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if ready():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise ServiceError(
+                f"{what} exited with {proc.returncode} while starting:\n{_tail(log)}"
+            )
+        if time.monotonic() > deadline:
+            raise ServiceError(f"{what} not ready after {timeout:.0f} s:\n{_tail(log)}")
+        time.sleep(0.05)
+
+
+def _tail(log: Path, lines: int = 30) -> str:
+    try:
+        text = log.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class _Service:
+    """Temp dir handling and context-manager plumbing shared by the services."""
+
+    label = "service"
+
+    def __init__(self, base_dir: str | os.PathLike[str] | None = None):
+        self.dir = Path(tempfile.mkdtemp(prefix=f"xfer-{self.label}-", dir=base_dir))
+
+    def close(self) -> None:
+        """Stop the service and remove its temp dir."""
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def stop(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------- sshd
+
+TEST_USER = "xfertest"
+
+
+def ensure_test_user(name: str = TEST_USER) -> pwd.struct_passwd:
+    """Create the non-root login user for ssh tests if missing (bash shell, home dir,
+    password ``*`` so sshd accepts key logins) and return its passwd entry."""
+    with machine_lock():
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            subprocess.run(
+                [_program("useradd"), "-m", "-s", "/bin/bash", name],
+                check=True,
+                capture_output=True,
+            )
+            entry = pwd.getpwnam(name)
+        if not Path(entry.pw_shell).name.endswith("sh") or not os.access(entry.pw_shell, os.X_OK):
+            subprocess.run(
+                [_program("usermod"), "-s", "/bin/bash", name], check=True, capture_output=True
+            )
+        # a locked '!' password makes sshd refuse even key logins
+        subprocess.run([_program("usermod"), "-p", "*", name], check=True, capture_output=True)
+        entry = pwd.getpwnam(name)
+        home = Path(entry.pw_dir)
+        if not home.is_dir():
+            home.mkdir(parents=True)
+            os.chown(home, entry.pw_uid, entry.pw_gid)
+        return entry
+
+
+class SshServer(_Service):
+    """A private ``sshd`` on 127.0.0.1 that logs in the non-root user ``xfertest`` by key.
+
+    Attributes: ``host``, ``port``, ``user``, ``uid``, ``gid``, ``home`` (the user's
+    real home dir), ``key_path`` (client private key, 0600), ``known_hosts``
+    (holds the line for ``[127.0.0.1]:port``), ``host_key``, ``log_path``.
+    ``stop()`` / ``start()`` restart it on the same port (fault tests); ``stop()``
+    also drops every open connection, like a server going down.
+    """
+
+    label = "sshd"
+
+    def __init__(self, base_dir: str | os.PathLike[str] | None = None, *, user: str = TEST_USER):
+        super().__init__(base_dir)
+        self.dir.chmod(0o755)  # sshd reads authorized_keys as the user
+        entry = ensure_test_user(user)
+        self.host = "127.0.0.1"
+        self.user = user
+        self.uid = entry.pw_uid
+        self.gid = entry.pw_gid
+        self.home = Path(entry.pw_dir)
+        self.port = free_port()
+        self.host_key = self.dir / "ssh_host_ed25519_key"
+        self.key_path = self.dir / "client" / "id_ed25519"
+        self.known_hosts = self.dir / "known_hosts"
+        self.authorized_keys = self.dir / "authorized_keys"
+        self.config_path = self.dir / "sshd_config"
+        self.log_path = self.dir / "sshd.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._scratch = self.home / ".xfer-tests" / uuid.uuid4().hex[:12]
+        self._make_keys()
+        self._scratch_made = False
+        try:
+            self._first_start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _make_keys(self) -> None:
+        keygen = _program("ssh-keygen")
+        self.key_path.parent.mkdir(mode=0o700)
+        for key, comment in ((self.host_key, "xfer-test-host"), (self.key_path, "xfer-test")):
+            subprocess.run(
+                [keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)],
+                check=True,
+                capture_output=True,
+            )
+        self.key_path.chmod(0o600)
+        shutil.copyfile(self.key_path.with_suffix(".pub"), self.authorized_keys)
+        self.authorized_keys.chmod(0o644)
+
+    def _write_config(self) -> None:
+        host_pub = self.host_key.with_suffix(".pub").read_text().split()
+        self.known_hosts.write_text(f"[{self.host}]:{self.port} {host_pub[0]} {host_pub[1]}\n")
+        self.config_path.write_text(
+            "\n".join(
+                [
+                    f"Port {self.port}",
+                    f"ListenAddress {self.host}",
+                    f"HostKey {self.host_key}",
+                    f"PidFile {self.dir / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {self.authorized_keys}",
+                    f"AllowUsers {self.user}",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PermitRootLogin no",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "X11Forwarding no",
+                    "PrintMotd no",
+                    "UseDNS no",
+                    # tests open many connections at once (parallel pairs, pools)
+                    "MaxStartups 100",
+                    "MaxSessions 100",
+                    "Subsystem sftp internal-sftp",
+                    "",
+                ]
+            )
+        )
+
+    def _first_start(self) -> None:
+        # a free port can be taken by another session before sshd binds it: retry on a new one
+        for attempt in range(5):
+            try:
+                self.start()
+                break
+            except ServiceError:
+                if attempt == 4 or "Address already in use" not in _tail(self.log_path, 5):
+                    raise
+                self.port = free_port()
+        # one real login proves keys, user, shell and PATH before any test relies on them
+        res = self.run("command -v rsync && echo ok")
+        if res.returncode != 0 or "ok" not in res.stdout:
+            raise ServiceError(
+                f"ssh login as {self.user} on port {self.port} failed "
+                f"(exit {res.returncode}): {res.stderr.strip()}\n{_tail(self.log_path)}"
+            )
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the listening sshd (None while stopped)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
+
+    def start(self) -> None:
+        """Start sshd (again) on ``self.port``; returns when it accepts connections."""
+        if self.pid is not None:
+            return
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)
+        self._write_config()
+        self._proc = _spawn(
+            [_program("sshd"), "-D", "-e", "-f", str(self.config_path)], self.log_path
+        )
+        proc = self._proc
+        try:
+            _wait_for(lambda: _port_open(self.port), what="sshd", proc=proc, log=self.log_path)
+        except ServiceError:
+            _terminate(proc)
+            self._proc = None
+            raise
+
+    def stop(self) -> None:
+        """Stop sshd and drop every open connection (their session processes are killed)."""
+        _terminate(self._proc, with_descendants=True)
+        self._proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self._scratch_made:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+        super().close()
+
+    # -- client side ---------------------------------------------------------------
+    def ssh_args(self) -> list[str]:
+        """Options for ``ssh`` (and ``rsync -e``) that reach this server with the test key only."""
+        return ["-p", str(self.port), *self._client_options()]
+
+    def sftp_args(self) -> list[str]:
+        """The same options for ``sftp`` / ``scp`` (which spell the port ``-P``)."""
+        return ["-P", str(self.port), *self._client_options()]
+
+    def _client_options(self) -> list[str]:
+        return [
+            "-F",
+            "/dev/null",
+            "-i",
+            str(self.key_path),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            "-o",
+            "GlobalKnownHostsFile=/dev/null",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "ConnectTimeout=10",
+            "-o",
+            "LogLevel=ERROR",
+        ]
+
+    def ssh_command(self) -> str:
+        """The ssh command line as one string, for ``rsync -e``."""
+        return shlex.join(["ssh", *self.ssh_args()])
+
+    @property
+    def destination(self) -> str:
+        """``user@host`` for ssh, rsync and sftp."""
+        return f"{self.user}@{self.host}"
+
+    def run(
+        self, cmd: str, *, check: bool = False, timeout: float = 60, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the shell command ``cmd`` as the test user over real ssh."""
+        return subprocess.run(
+            ["ssh", *self.ssh_args(), self.destination, cmd],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+        )
+
+    def mkdtemp(self, prefix: str = "t") -> Path:
+        """A fresh empty directory in the user's home, owned by the user, removed by ``close()``.
+
+        Concurrent test sessions share the user's home; use this instead of fixed names.
+        """
+        if not self._scratch_made:
+            for path in (self._scratch.parent, self._scratch):
+                path.mkdir(exist_ok=True)
+                os.chown(path, self.uid, self.gid)
+            self._scratch_made = True
+        path = Path(tempfile.mkdtemp(prefix=f"{prefix}-", dir=self._scratch))
+        path.chmod(0o755)
+        os.chown(path, self.uid, self.gid)
+        return path
+
+    def chown(self, path: str | os.PathLike[str]) -> None:
+        """Give ``path`` and everything below it to the test user (for files made by root)."""
+        os.chown(path, self.uid, self.gid, follow_symlinks=False)
+        for root, dirs, files in os.walk(path):
+            os.chown(root, self.uid, self.gid)
+            for name in dirs + files:
+                os.chown(os.path.join(root, name), self.uid, self.gid, follow_symlinks=False)
+
+
+__all__ = [
+    "TEST_USER",
+    "ServiceError",
+    "SshServer",
+    "ensure_test_user",
+    "free_port",
+    "machine_lock",
+    "missing_programs",
+]
