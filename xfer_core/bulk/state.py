@@ -213,7 +213,9 @@ def build_shard_state(
         running = msgspec.structs.replace(running, alive=liveness(running))
         attempts = max(attempts, running.attempt)
     running_alive = None if running is None else running.alive is not False
-    last_error = files.fail.strip() if files.fail is not None else None
+    last_error = None
+    if files.fail is not None:
+        last_error = files.fail.strip() or f"attempt {attempts}: failed (no reason recorded)"
     if running is not None and running.alive is False and not done_valid:
         last_error = (
             f"attempt {running.attempt}: worker died "
