@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from xfer_core.testing.services import SshServer
+from xfer_core.testing.services import SlurmCluster, SshServer
 
 
 def test_ssh_command_runs_as_test_user(sshd: SshServer) -> None:
@@ -85,3 +85,39 @@ def test_stop_drops_connections_and_start_restarts_on_same_port(sshd: SshServer)
         sshd.start()
     assert sshd.port == port
     assert sshd.run("echo back", check=True).stdout == "back\n"
+
+
+def test_sbatch_wait_job_runs_and_writes_output(slurm: SlurmCluster, tmp_path: Path) -> None:
+    out = tmp_path / "job.out"
+    res = slurm.run(
+        [
+            "sbatch",
+            "--wait",
+            "-D",
+            str(tmp_path),
+            "-o",
+            str(out),
+            "--wrap",
+            "echo hello from $SLURM_JOB_ID",
+        ],
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    job_id = res.stdout.split()[-1]
+    assert out.read_text() == f"hello from {job_id}\n"
+
+
+def test_slurm_array_limit_and_ctld_restart(slurm: SlurmCluster, tmp_path: Path) -> None:
+    too_big = slurm.run(
+        ["sbatch", f"--array=0-{slurm.max_array_size}", "-o", "/dev/null", "--wrap", "true"]
+    )
+    assert too_big.returncode != 0
+    held = slurm.run(
+        ["sbatch", "--parsable", "--hold", "-o", "/dev/null", "--wrap", "true"], check=True
+    )
+    job_id = held.stdout.strip()
+    slurm.restart_ctld()
+    # the job survives the controller restart (state is saved in state_dir)
+    res = slurm.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], check=True)
+    assert res.stdout.split() == [job_id, "PENDING"]
+    slurm.run(["scancel", job_id], check=True)

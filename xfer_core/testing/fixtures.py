@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from xfer_core.testing.services import SshServer, missing_programs
+from xfer_core.testing.services import SlurmCluster, SshServer, missing_programs
 
 SERVICE_FIXTURES = ("sshd", "slurm", "s3")
 
@@ -55,6 +55,18 @@ def sshd() -> Iterator[SshServer]:
     )
     with SshServer() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def slurm() -> Iterator[SlurmCluster]:
+    """A real single-node Slurm cluster (private munged, slurmctld, slurmd); no sacct."""
+    _require(
+        "slurm",
+        ("slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "sinfo", "munged"),
+        root=True,
+    )
+    with SlurmCluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture

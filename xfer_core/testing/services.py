@@ -443,9 +443,246 @@ class SshServer(_Service):
                 os.chown(os.path.join(root, name), self.uid, self.gid, follow_symlinks=False)
 
 
+# --------------------------------------------------------------------------- Slurm
+
+
+def _mem_mb() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) // 1024
+    return 1024
+
+
+class SlurmCluster(_Service):
+    """A single-node Slurm cluster (munged, slurmctld, slurmd) with its own config and ports.
+
+    Every Slurm command must see ``SLURM_CONF``: pass ``env={**os.environ, **cluster.env}``
+    or use :meth:`run`. The cluster has a private munged (its socket is named in
+    ``AuthInfo``), so it shares nothing with other sessions or a system Slurm.
+    Jobs run as the submitting user (root in CI). There is no slurmdbd: ``sacct``
+    is not available against this cluster.
+
+    Attributes: ``env``, ``conf_path``, ``state_dir``, ``spool_dir``, ``max_array_size``,
+    ``partition``, ``node``, ``cpus``, ``ctld_port``, ``slurmd_port``, ``log_dir``.
+    """
+
+    label = "slurm"
+
+    def __init__(
+        self,
+        base_dir: str | os.PathLike[str] | None = None,
+        *,
+        max_array_size: int = 1001,
+        cpus: int | None = None,
+    ):
+        super().__init__(base_dir)
+        self.dir.chmod(0o755)  # munged (user munge) keeps its socket in here
+        self.max_array_size = max_array_size
+        self.cpus = cpus or os.cpu_count() or 1
+        self.partition = "debug"
+        self.node = "localhost"
+        self.conf_path = self.dir / "slurm.conf"
+        self.state_dir = self.dir / "state"
+        self.spool_dir = self.dir / "spool"
+        self.log_dir = self.dir / "log"
+        self.munge_dir = self.dir / "munge"
+        self.munge_socket = self.munge_dir / "munge.socket"
+        self.env = {"SLURM_CONF": str(self.conf_path)}
+        self._munged: subprocess.Popen[bytes] | None = None
+        self._ctld: subprocess.Popen[bytes] | None = None
+        self._slurmd: subprocess.Popen[bytes] | None = None
+        for path in (self.state_dir, self.spool_dir, self.log_dir):
+            path.mkdir()
+        try:
+            self._start_munged()
+            self._start_daemons()
+        except BaseException:
+            self.close()
+            raise
+
+    # -- munge ---------------------------------------------------------------------
+    def _start_munged(self) -> None:
+        munge = pwd.getpwnam("munge")
+        key = Path("/etc/munge/munge.key")
+        if not key.exists():
+            raise ServiceError(f"{key} is missing (create it with `mungekey -c` as user munge)")
+        self.munge_dir.mkdir(mode=0o755)
+        os.chown(self.munge_dir, munge.pw_uid, munge.pw_gid)
+        log = self.log_dir / "munged.log"
+        with open(log, "ab") as out:
+            self._munged = subprocess.Popen(
+                [
+                    _program("munged"),
+                    "--foreground",
+                    f"--socket={self.munge_socket}",
+                    f"--pid-file={self.munge_dir / 'munged.pid'}",
+                    f"--seed-file={self.munge_dir / 'munged.seed'}",
+                    f"--key-file={key}",
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                user=munge.pw_uid,
+                group=munge.pw_gid,
+                extra_groups=[],
+                preexec_fn=_die_with_parent,
+                start_new_session=True,
+            )
+        proc = self._munged
+        _wait_for(self.munge_socket.exists, what="munged", proc=proc, log=log)
+
+    # -- slurmctld / slurmd ----------------------------------------------------------
+    def _write_config(self, ctld_port: int, slurmd_port: int) -> None:
+        self.ctld_port = ctld_port
+        self.slurmd_port = slurmd_port
+        mem = max(256, int(_mem_mb() * 0.9))
+        d = self.dir
+        self.conf_path.write_text(
+            "\n".join(
+                [
+                    "ClusterName=xfertest",
+                    "SlurmctldHost=localhost",
+                    "SlurmUser=root",
+                    "SlurmdUser=root",
+                    "AuthType=auth/munge",
+                    "CredType=cred/munge",
+                    f"AuthInfo=socket={self.munge_socket},cred_expire=10",
+                    "ProctrackType=proctrack/linuxproc",
+                    "TaskPlugin=task/none",
+                    "SelectType=select/cons_tres",
+                    "SelectTypeParameters=CR_Core",
+                    "MpiDefault=none",
+                    "JobAcctGatherType=jobacct_gather/none",
+                    "AccountingStorageType=accounting_storage/none",
+                    "JobCompType=jobcomp/none",
+                    "ReturnToService=2",
+                    # short waits keep cancel/requeue tests quick
+                    "KillWait=5",
+                    "InactiveLimit=0",
+                    # schedule batch jobs at once (default: up to 3 s later)
+                    "SchedulerParameters=batch_sched_delay=0",
+                    "MinJobAge=600",
+                    f"StateSaveLocation={self.state_dir}",
+                    f"SlurmdSpoolDir={self.spool_dir}",
+                    f"SlurmctldPidFile={d / 'slurmctld.pid'}",
+                    f"SlurmdPidFile={d / 'slurmd.pid'}",
+                    f"SlurmctldLogFile={self.log_dir / 'slurmctld.log'}",
+                    f"SlurmdLogFile={self.log_dir / 'slurmd.log'}",
+                    f"SlurmctldPort={ctld_port}",
+                    f"SlurmdPort={slurmd_port}",
+                    f"MaxArraySize={self.max_array_size}",
+                    f"MaxJobCount={max(10000, self.max_array_size * 4)}",
+                    f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} "
+                    f"RealMemory={mem} State=UNKNOWN",
+                    f"PartitionName={self.partition} Nodes={self.node} Default=YES "
+                    "MaxTime=INFINITE State=UP",
+                    "",
+                ]
+            )
+        )
+
+    def _start_daemons(self) -> None:
+        for attempt in range(5):
+            self._write_config(free_port(), free_port())
+            try:
+                self._start_ctld()
+                self._start_slurmd()
+                break
+            except ServiceError:
+                self._stop_daemons()
+                if attempt == 4:
+                    raise
+        self.wait_idle()
+        self._wait_scheduler()
+
+    def _daemon_env(self) -> dict[str, str]:
+        return {**os.environ, **self.env}
+
+    def _start_ctld(self) -> None:
+        log = self.log_dir / "slurmctld.out"
+        ctld_log = self.log_dir / "slurmctld.log"
+        self._ctld_log_offset = ctld_log.stat().st_size if ctld_log.exists() else 0
+        self._ctld = _spawn([_program("slurmctld"), "-D", "-i"], log, env=self._daemon_env())
+        proc = self._ctld
+        _wait_for(lambda: _port_open(self.ctld_port), what="slurmctld", proc=proc, log=log)
+
+    def _wait_scheduler(self) -> None:
+        # slurmctld's first scheduling pass comes ~3 s after start; a job submitted before it
+        # waits for it, which costs an `sbatch --wait` 10 s. Its first pass logs its parameters.
+        ctld_log = self.log_dir / "slurmctld.log"
+
+        def scheduled() -> bool:
+            with open(ctld_log, "rb") as fh:
+                fh.seek(self._ctld_log_offset)
+                return b"SchedulerParameters=" in fh.read()
+
+        with contextlib.suppress(ServiceError):
+            _wait_for(scheduled, what="slurm scheduler", proc=self._ctld, log=ctld_log, timeout=10)
+
+    def _start_slurmd(self) -> None:
+        log = self.log_dir / "slurmd.out"
+        self._slurmd = _spawn(
+            [_program("slurmd"), "-D", "-N", self.node], log, env=self._daemon_env()
+        )
+        proc = self._slurmd
+        _wait_for(lambda: _port_open(self.slurmd_port), what="slurmd", proc=proc, log=log)
+
+    def wait_idle(self, timeout: float = 60) -> None:
+        """Wait until the node reports ``idle`` (after start or a restart)."""
+
+        def idle() -> bool:
+            res = self.run(["sinfo", "-h", "-o", "%T"], timeout=10)
+            return res.returncode == 0 and res.stdout.strip() == "idle"
+
+        _wait_for(
+            idle,
+            what="slurm node",
+            proc=self._ctld,
+            log=self.log_dir / "slurmctld.log",
+            timeout=timeout,
+        )
+
+    def run(
+        self, argv: Sequence[str], *, check: bool = False, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a Slurm command (``sbatch``, ``squeue``, ``scontrol`` ...) against this cluster."""
+        return subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            env={**os.environ, **self.env},
+            stdin=subprocess.DEVNULL,
+        )
+
+    def restart_ctld(self) -> None:
+        """Stop and start slurmctld (state is kept); returns when it answers again."""
+        _terminate(self._ctld)
+        self._start_ctld()
+
+        def answers() -> bool:
+            return self.run(["scontrol", "ping"], timeout=10).returncode == 0
+
+        _wait_for(answers, what="slurmctld", proc=self._ctld, log=self.log_dir / "slurmctld.log")
+        self._wait_scheduler()
+
+    def _stop_daemons(self) -> None:
+        _terminate(self._slurmd, with_descendants=True)
+        _terminate(self._ctld)
+        self._slurmd = self._ctld = None
+
+    def stop(self) -> None:
+        """Stop slurmd (and running jobs), slurmctld and munged."""
+        self._stop_daemons()
+        _terminate(self._munged)
+        self._munged = None
+
+
 __all__ = [
     "TEST_USER",
     "ServiceError",
+    "SlurmCluster",
     "SshServer",
     "ensure_test_user",
     "free_port",
