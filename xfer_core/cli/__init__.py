@@ -1,1 +1,22 @@
-"""The command line: thin Typer commands that parse, call xfer_core, and render."""
+"""The command line: thin Typer commands that parse, call xfer_core, and render.
+
+:func:`main` is the console script. It answers ``xfer --version`` before
+importing Typer and the command modules, so that call stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``xfer`` script."""
+    args = sys.argv[1:] if argv is None else argv
+    if args == ["--version"]:
+        from xfer_core import __version__
+
+        print(f"xfer {__version__}")
+        return
+    from xfer_core.cli.app import main as run_app
+
+    run_app(args)

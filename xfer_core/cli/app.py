@@ -78,12 +78,8 @@ _register_commands()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point: runs the app and maps errors to exit codes."""
-    # --version must not pay for the rest of the CLI
+    """Run the app and map errors to exit codes (``xfer_core.cli.main`` calls this)."""
     args = sys.argv[1:] if argv is None else argv
-    if args == ["--version"]:
-        print(f"xfer {__version__}")
-        return
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         rv = app(args=args, prog_name="xfer", standalone_mode=False)
