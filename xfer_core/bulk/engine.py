@@ -1,16 +1,118 @@
 """The shard-engine interface (plugin kind ``shard_engine``): what copies one shard.
 
-Owned by the execution issue; see ``plugins.md`` for the full contract.
+An engine does not copy anything itself. At render time (``xfer slurm render``,
+``xfer run``) it writes two bash functions into ``worker.sh``; the worker runs
+them on a compute node, where only bash and coreutils are assumed (no Python,
+jq or awk):
+
+``xfer_copy FILES LOG``
+    copy every object named in the shard's file list ``FILES`` from the source
+    root to the destination root; append all output to ``LOG``; return non-zero
+    on failure.
+``xfer_verify FILES LOG``
+    check that every object named in ``FILES`` is at the destination with the
+    right size (and hash where both sides have one); return non-zero otherwise.
+    A name missing from the *source* is a failure too: copy tools skip such names
+    silently, so verification is what proves a shard complete.
+
+Both functions, on failure, write a one-line reason (``rclone exit 5: ...``,
+``verify: 3 missing, 1 size mismatch``) to the file named by the shell variable
+``$XFER_REASON``; the worker puts it in ``state/shard_<i>.fail``.
+
+The tool itself runs through the chosen container runtime. The worker defines
+a bash function ``xfer_tool`` that runs the tool (``rclone``, ``s5cmd``...)
+through the runtime with the arguments it is given, so engine functions call
+``xfer_tool copy ...``, never the binary directly.
+
+A third-party engine (e.g. s5cmd for S3 destinations) subclasses
+:class:`ShardEngine`, sets ``tool``, implements :meth:`render_functions`, and
+registers an instance from ``register_shard_engines``::
+
+    from xfer_core.bulk.engine import EngineContext, ShardEngine
+    from xfer_core.hookspecs import hookimpl
+
+    class S5cmdEngine(ShardEngine):
+        name = "s5cmd"
+        tool = "s5cmd"
+        description = "s5cmd run, for S3 destinations"
+
+        def render_functions(self, ctx: EngineContext) -> str:
+            return (
+                "xfer_copy() { ... xfer_tool run \\"$1.cmds\\" >>\\"$2\\" 2>&1 ...; }\\n"
+                "xfer_verify() { ... }\\n"
+            )
+
+    @hookimpl
+    def register_shard_engines(register):
+        register(S5cmdEngine())
+
+Every value an engine puts into its bash must go through :func:`shlex.quote`
+(:func:`xfer_core.bulk.render.sh` is a shorthand).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import ClassVar
 
+import msgspec
+
+from xfer_core.bulk.runtime import Mount
 from xfer_core.plugin import Kind, Plugin
 
 
+class EngineContext(msgspec.Struct, frozen=True, kw_only=True):
+    """What an engine knows when it renders its functions (all frozen at render time)."""
+
+    #: Source root as the engine's tool spells it (``/data/set``, ``s3src:bucket/prefix``).
+    source_root: str
+    #: Destination root, same spelling rules.
+    dest_root: str
+    #: Extra flags of the user for the tool (``--rclone-flags``), already split.
+    flags: tuple[str, ...] = ()
+    #: The tool's config file (rclone.conf), or None; mounted read-only by runtimes.
+    config_path: str | None = None
+    #: Absolute path of the run dir (holds ``shards/`` with the lists).
+    run_dir: str = ""
+    #: How records are checked: ``hash`` (size, plus hash where both sides have
+    #: one) or ``size`` (size only; cheaper, never reads the source twice).
+    verify: str = "hash"
+
+
 class ShardEngine(Plugin):
-    """Base class of shard engines (builtin: rclone)."""
+    """Base class of shard engines (builtin: ``rclone``)."""
 
     kind: ClassVar[Kind] = "shard_engine"
+    #: The program the runtime wraps (``argv[0]`` given to ``ContainerRuntime.wrap``).
+    tool: ClassVar[str] = ""
+
+    def render_functions(self, ctx: EngineContext) -> str:
+        """Bash source defining ``xfer_copy FILES LOG`` and ``xfer_verify FILES LOG``.
+
+        See the module docstring for their contract. The text is pasted into
+        ``worker.sh`` after the ``xfer_tool`` function is defined. It must quote
+        every value from ``ctx`` with :func:`shlex.quote`.
+        """
+        raise NotImplementedError
+
+    def mounts(self, ctx: EngineContext) -> list[Mount]:
+        """Host paths a container must see: the config (read-only), the run dir's
+        shard lists (read-only), and local source (read-only) / destination
+        (read-write) roots. The default covers tools whose roots are local
+        paths when they start with ``/``."""
+        mounts: list[Mount] = []
+        if ctx.config_path:
+            mounts.append(Mount(ctx.config_path, ctx.config_path, read_only=True))
+        if ctx.run_dir:
+            shards = str(Path(ctx.run_dir) / "shards")
+            mounts.append(Mount(shards, shards, read_only=True))
+        for root, read_only in ((ctx.source_root, True), (ctx.dest_root, False)):
+            if root.startswith("/"):
+                mounts.append(Mount(root, root, read_only=read_only))
+        return mounts
+
+    def prepare(self, run_dir: Path, shard_indices: Sequence[int], ctx: EngineContext) -> None:
+        """Precompute per-shard inputs at render time (e.g. an s5cmd command file
+        per shard beside ``shard_%06d.files``), so the worker needs no Python.
+        Called once per render with every shard index. Default: nothing to do."""

@@ -1,0 +1,416 @@
+"""Render a run dir's scripts: ``worker.sh``, ``sbatch_array.sh``, ``submit.sh``,
+``config.resolved.json``.
+
+Every value that reaches a shell is quoted with :func:`shlex.quote`; values that
+land in ``#SBATCH`` lines (which sbatch parses itself, not a shell) are checked
+against strict formats instead. ``rclone.conf`` is referenced by path only: it
+must be mode 0600, is mounted read-only into containers, and is never copied
+into the run dir or printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import stat
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from xfer_core import __version__
+from xfer_core.atomic import atomic_write_text
+from xfer_core.bulk.engine import EngineContext, ShardEngine
+from xfer_core.bulk.runtime import ContainerRuntime
+from xfer_core.errors import ConfigError, XferError
+
+if TYPE_CHECKING:
+    from xfer_core.manifest.shard import ShardMeta
+
+#: Slurm's default ``MaxArraySize`` when the cluster cannot be asked.
+DEFAULT_MAX_ARRAY_SIZE = 1001
+
+_SENTINEL = "\x00xfer-args\x00"
+
+
+def sh(value: str | int) -> str:
+    """``value`` quoted for bash (shorthand of :func:`shlex.quote`)."""
+    return shlex.quote(str(value))
+
+
+class RenderOptions(msgspec.Struct, kw_only=True):
+    """Every option of a rendered run (frozen into ``config.resolved.json``)."""
+
+    num_shards: int | None = None
+    array_concurrency: int = 16
+    job_name: str = "xfer"
+    time_limit: str = "24:00:00"
+    partition: str | None = None
+    cpus_per_task: int = 4
+    mem: str = "8G"
+    rclone_image: str | None = None
+    rclone_config: str | None = None
+    #: Extra flags for the engine's tool, one string as typed (split with shlex).
+    rclone_flags: str = ""
+    #: Runtime name; None picks ``pyxis`` when an image is given, else ``host``.
+    runtime: str | None = None
+    max_attempts: int = 3
+    engine: str = "rclone"
+    #: ``hash`` (size + hash where both sides have one) or ``size``.
+    verify: str = "hash"
+    #: None: ask the Slurm scheduler (``scontrol show config``), else 1001.
+    max_array_size: int | None = None
+    #: Seconds before the time limit when Slurm sends USR1 (``--signal=B:USR1@N``).
+    signal_seconds: int = 120
+    #: Override the roots recorded in the shards (default: from shard 0's first record).
+    source_root: str | None = None
+    dest_root: str | None = None
+
+
+class ResolvedConfig(msgspec.Struct, kw_only=True):
+    """``config.resolved.json``: every option, frozen, plus what was derived. No secrets."""
+
+    xfer_version: str
+    rendered_at: float
+    run_dir: str
+    source_root: str
+    dest_root: str
+    num_shards: int
+    #: Array tasks; task t runs shards t, t+tasks, ...
+    tasks: int
+    max_array_size: int
+    array_concurrency: int
+    max_attempts: int
+    engine: str
+    runtime: str
+    rclone_image: str | None
+    #: Path only; the file is never copied or read into the run dir.
+    rclone_config: str | None
+    rclone_flags: list[str]
+    verify: str
+    job_name: str
+    time_limit: str
+    partition: str | None
+    cpus_per_task: int
+    mem: str
+    signal_seconds: int
+    #: The runtime-wrapped tool command (``"$@"`` = the engine's arguments).
+    tool_command: str
+
+
+# --- checks ------------------------------------------------------------------------
+
+_JOB_NAME = re.compile(r"[A-Za-z0-9_.+@=-]{1,200}")
+_PARTITION = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*")
+_TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}|(\d+-\d+)|UNLIMITED|INFINITE|infinite|unlimited")
+_MEM = re.compile(r"\d+[KMGT]?")
+
+
+def _check_sbatch_value(flag: str, value: str, pattern: re.Pattern[str], example: str) -> str:
+    if not pattern.fullmatch(value):
+        raise ConfigError(
+            f"{flag} {value!r} is not accepted in an #SBATCH line",
+            hint=f"use a value like {example}",
+        )
+    return value
+
+
+def check_rclone_config(path: str | os.PathLike[str]) -> str:
+    """The absolute path of an rclone config that exists and is private (mode 0600)."""
+    p = Path(path).expanduser()
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"rclone config {str(p)!r} does not exist",
+            hint="pass --rclone-config PATH of an existing rclone.conf",
+        ) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"rclone config {str(p)!r} is not a regular file")
+    if st.st_mode & 0o077:
+        q = sh(str(p))
+        raise ConfigError(
+            f"rclone config {str(p)!r} is mode {stat.S_IMODE(st.st_mode):04o}; it holds "
+            "credentials and must be readable by its owner only",
+            hint=f"chmod 600 {q}",
+        )
+    return str(p.resolve())
+
+
+def parse_flags(flags: str) -> list[str]:
+    """Split ``--rclone-flags`` like a shell would (quotes group, nothing expands)."""
+    try:
+        return shlex.split(flags)
+    except ValueError as exc:
+        raise ConfigError(f"--rclone-flags {flags!r}: {exc}") from None
+
+
+# --- shards ------------------------------------------------------------------------
+
+
+def load_meta(run_dir: Path) -> ShardMeta:
+    """The current sharding of ``run_dir`` (``shards/shards.meta.json``)."""
+    from xfer_core.manifest.shard import load_shard_meta
+
+    shards_dir = run_dir / "shards"
+    if not (shards_dir / "shards.meta.json").is_file():
+        raise XferError(
+            f"{shards_dir}: no shards.meta.json",
+            hint="shard the manifest first: xfer manifest shard --in RUN/manifest.jsonl "
+            "--outdir RUN/shards --num-shards N",
+        )
+    return load_shard_meta(shards_dir)
+
+
+# --- rendering -----------------------------------------------------------------------
+
+
+def default_runtime(image: str | None) -> str:
+    """``pyxis`` when an image is given (the seed's setup), else ``host``."""
+    return "pyxis" if image else "host"
+
+
+def tool_function_body(
+    runtime: ContainerRuntime, engine: ShardEngine, ctx: EngineContext, image: str | None
+) -> str:
+    """The body of ``xfer_tool``: the runtime-wrapped tool with ``"$@"`` for the arguments."""
+    argv = runtime.wrap(
+        [engine.tool, _SENTINEL],
+        image=image if runtime.needs_image else None,
+        mounts=engine.mounts(ctx),
+    )
+    if argv.count(_SENTINEL) != 1:
+        raise XferError(
+            f"runtime {runtime.name!r} dropped or repeated the tool's arguments",
+            hint="a runtime's wrap() must keep every argv element",
+        )
+    return " ".join('"$@"' if a == _SENTINEL else sh(a) for a in argv)
+
+
+def render_worker(
+    *,
+    run_dir: Path,
+    num_shards: int,
+    tasks: int,
+    max_attempts: int,
+    runtime: ContainerRuntime,
+    engine: ShardEngine,
+    ctx: EngineContext,
+    image: str | None,
+) -> tuple[str, str]:
+    """``(worker.sh text, xfer_tool body)``."""
+    template = resources.files("xfer_core.bulk").joinpath("templates/worker.sh").read_text()
+    settings = "\n".join(
+        [
+            f"RUN_DIR={sh(str(run_dir))}",
+            f"NUM_SHARDS={int(num_shards)}",
+            f"TASKS={int(tasks)}",
+            f"MAX_ATTEMPTS={int(max_attempts)}",
+        ]
+    )
+    tool = tool_function_body(runtime, engine, ctx, image)
+    text = (
+        template.replace("@@SETTINGS@@", settings)
+        .replace("@@RUNTIME@@", runtime.name)
+        .replace("@@TOOL@@", tool)
+        .replace("@@ENGINE@@", engine.name)
+        .replace("@@ENGINE_FUNCTIONS@@", engine.render_functions(ctx))
+    )
+    return text, tool
+
+
+def render_sbatch(run_dir: Path, opts: RenderOptions, tasks: int, concurrency: int) -> str:
+    """``sbatch_array.sh``: the array job; each task runs ``worker.sh --task $SLURM_ARRAY_TASK_ID``."""
+    job_name = _check_sbatch_value("--job-name", opts.job_name, _JOB_NAME, "xfer-run1")
+    time_limit = _check_sbatch_value("--time-limit", opts.time_limit, _TIME, "24:00:00")
+    mem = _check_sbatch_value("--mem", opts.mem, _MEM, "8G")
+    lines = [
+        "#!/usr/bin/env bash",
+        f"#SBATCH --job-name={job_name}",
+        f"#SBATCH --array=0-{tasks - 1}%{concurrency}",
+        f"#SBATCH --time={time_limit}",
+    ]
+    if opts.partition:
+        part = _check_sbatch_value("--partition", opts.partition, _PARTITION, "transfer")
+        lines.append(f"#SBATCH --partition={part}")
+    lines += [
+        "#SBATCH --ntasks=1",
+        f"#SBATCH --cpus-per-task={int(opts.cpus_per_task)}",
+        f"#SBATCH --mem={mem}",
+        "#SBATCH --output=logs/slurm-%A_%a.out",
+        "#SBATCH --requeue",
+        f"#SBATCH --signal=B:USR1@{int(opts.signal_seconds)}",
+        "# Generated by xfer. Submit from the run dir (submit.sh does it):",
+        "#   cd RUN_DIR && sbatch sbatch_array.sh",
+        "# `xfer slurm submit` submits only the tasks whose shards are not done.",
+        "# The batch shell becomes worker.sh, so USR1 (time limit) reaches its trap.",
+        f'exec bash {sh(str(run_dir / "worker.sh"))} --task "$SLURM_ARRAY_TASK_ID"',
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_submit(run_dir: Path) -> str:
+    """``submit.sh``: submit (or re-submit) the whole array by hand."""
+    return "\n".join(
+        [
+            "#!/usr/bin/env bash",
+            "# Submit this run's array job; tasks whose shards are done exit at once.",
+            "# `xfer slurm submit --run-dir RUN` submits only tasks with work left and",
+            "# records the job id in jobs.json. Extra arguments go to sbatch.",
+            "set -euo pipefail",
+            f"cd -- {sh(str(run_dir))}",
+            'exec sbatch --parsable "$@" sbatch_array.sh',
+            "",
+        ]
+    )
+
+
+def resolve_max_array_size(opts: RenderOptions, env: dict[str, str] | None = None) -> int:
+    """``opts.max_array_size``, else the Slurm scheduler's answer, else 1001."""
+    if opts.max_array_size is not None:
+        if opts.max_array_size < 1:
+            raise ConfigError("--max-array-size must be at least 1")
+        return opts.max_array_size
+    from xfer_core.plugins import get_registry
+
+    try:
+        slurm = get_registry().get("scheduler", "slurm")
+    except XferError:
+        return DEFAULT_MAX_ARRAY_SIZE
+    found = slurm.max_tasks(env)
+    return int(found) if found else DEFAULT_MAX_ARRAY_SIZE
+
+
+def render_run(
+    run_dir: str | os.PathLike[str],
+    opts: RenderOptions,
+    *,
+    env: dict[str, str] | None = None,
+) -> ResolvedConfig:
+    """Write ``worker.sh``, ``sbatch_array.sh``, ``submit.sh`` and ``config.resolved.json``.
+
+    Raises :class:`XferError` for bad options (before writing anything).
+    """
+    from xfer_core.plugins import get_registry
+
+    root = Path(run_dir).resolve()
+    registry = get_registry()
+    engine: ShardEngine = registry.get("shard_engine", opts.engine)
+    runtime_name = opts.runtime or default_runtime(opts.rclone_image)
+    runtime: ContainerRuntime = registry.get("runtime", runtime_name)
+    if runtime.needs_image and not opts.rclone_image:
+        raise ConfigError(
+            f"--runtime {runtime_name} needs --rclone-image",
+            hint="e.g. --rclone-image rclone/rclone:latest, or --runtime host",
+        )
+    if opts.max_attempts < 1:
+        raise ConfigError("--max-attempts must be at least 1")
+    if opts.array_concurrency < 1:
+        raise ConfigError("--array-concurrency must be at least 1")
+    if opts.cpus_per_task < 1:
+        raise ConfigError("--cpus-per-task must be at least 1")
+    if opts.verify not in ("hash", "size"):
+        raise ConfigError(f"--verify {opts.verify!r}: use hash or size")
+    meta = load_meta(root)
+    found = len(meta.shards)
+    if opts.num_shards is not None and opts.num_shards != found:
+        raise ConfigError(
+            f"--num-shards {opts.num_shards} but {root / 'shards'} holds {found} shards",
+            hint=f"re-shard with the wanted count, or pass --num-shards {found} (or leave it out)",
+        )
+    conf = check_rclone_config(opts.rclone_config) if opts.rclone_config else None
+    if opts.source_root and opts.dest_root:
+        source_root, dest_root = opts.source_root, opts.dest_root
+    else:
+        source_root, dest_root = meta.source_root, meta.dest_root
+    if not source_root or not dest_root:
+        raise ConfigError(
+            f"{root / 'shards'}: the manifest records no source/dest root",
+            hint="rebuild the manifest with --source and --dest",
+        )
+    flags = parse_flags(opts.rclone_flags)
+    max_array = resolve_max_array_size(opts, env)
+    tasks = min(found, max_array)
+    concurrency = min(opts.array_concurrency, tasks)
+    ctx = EngineContext(
+        source_root=source_root,
+        dest_root=dest_root,
+        flags=tuple(flags),
+        config_path=conf,
+        run_dir=str(root),
+        verify=opts.verify,
+    )
+    if runtime.needs_image and dest_root.startswith("/"):
+        # a container runtime bind-mounts the local destination: it must exist
+        Path(dest_root).mkdir(parents=True, exist_ok=True)
+    worker, tool = render_worker(
+        run_dir=root,
+        num_shards=found,
+        tasks=tasks,
+        max_attempts=opts.max_attempts,
+        runtime=runtime,
+        engine=engine,
+        ctx=ctx,
+        image=opts.rclone_image,
+    )
+    sbatch = render_sbatch(root, opts, tasks, concurrency)
+    engine.prepare(root, range(found), ctx)
+    resolved = ResolvedConfig(
+        xfer_version=__version__,
+        rendered_at=time.time(),
+        run_dir=str(root),
+        source_root=source_root,
+        dest_root=dest_root,
+        num_shards=found,
+        tasks=tasks,
+        max_array_size=max_array,
+        array_concurrency=opts.array_concurrency,
+        max_attempts=opts.max_attempts,
+        engine=engine.name,
+        runtime=runtime.name,
+        rclone_image=opts.rclone_image if runtime.needs_image else None,
+        rclone_config=conf,
+        rclone_flags=flags,
+        verify=opts.verify,
+        job_name=opts.job_name,
+        time_limit=opts.time_limit,
+        partition=opts.partition,
+        cpus_per_task=opts.cpus_per_task,
+        mem=opts.mem,
+        signal_seconds=opts.signal_seconds,
+        tool_command=tool,
+    )
+    for d in ("state", "logs"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "worker.sh", worker, perms=0o755)
+    atomic_write_text(root / "sbatch_array.sh", sbatch, perms=0o755)
+    atomic_write_text(root / "submit.sh", render_submit(root), perms=0o755)
+    atomic_write_text(
+        root / "config.resolved.json",
+        msgspec.json.format(msgspec.json.encode(resolved)).decode() + "\n",
+    )
+    return resolved
+
+
+def load_resolved(run_dir: str | os.PathLike[str]) -> ResolvedConfig:
+    """``RUN/config.resolved.json``; an :class:`XferError` when the run is not rendered."""
+    path = Path(run_dir) / "config.resolved.json"
+    try:
+        return msgspec.json.decode(path.read_bytes(), type=ResolvedConfig)
+    except FileNotFoundError:
+        raise XferError(
+            f"{path} does not exist: the run dir is not rendered",
+            hint="render it first: xfer slurm render --run-dir RUN ... (or xfer run)",
+        ) from None
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise XferError(f"{path}: {exc}", hint="re-render the run dir") from None
+
+
+def tasks_for_shards(shards: Sequence[int], tasks: int) -> list[int]:
+    """Array task ids that cover ``shards`` when task t runs shards t, t+tasks, ..."""
+    return sorted({s % tasks for s in shards})

@@ -1,0 +1,61 @@
+"""Submit a rendered run dir's unfinished shards to a scheduler (``xfer slurm submit``,
+``xfer run --submit``, ``xfer retry``)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from xfer_core.bulk.render import load_resolved
+from xfer_core.bulk.scheduler import Scheduler, Submission, SubmitOptions
+from xfer_core.bulk.state import load_run_state, pending_shards
+from xfer_core.errors import XferError
+
+
+def shards_to_submit(run_dir: str | os.PathLike[str]) -> list[int]:
+    """Shards of ``run_dir`` that are not done and not running now.
+
+    Shards out of attempts are included: a new submission gives every unfinished
+    shard ``max_attempts`` more tries.
+    """
+    resolved = load_resolved(run_dir)
+    state = load_run_state(run_dir)
+    if len(state.shards) != resolved.num_shards:
+        raise XferError(
+            f"{run_dir}: worker.sh was rendered for {resolved.num_shards} shards but "
+            f"shards/ now holds {len(state.shards)}",
+            hint="re-render after re-sharding: xfer slurm render --run-dir RUN ...",
+        )
+    return pending_shards(state, include_failed=True)
+
+
+def submit_run(
+    run_dir: str | os.PathLike[str],
+    scheduler: str,
+    *,
+    concurrency: int | None = None,
+    shards: Sequence[int] | None = None,
+    max_attempts: int | None = None,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> Submission | None:
+    """Submit ``shards`` (default: every shard not done) of a rendered run dir.
+
+    Returns None when there is nothing to submit. The scheduler records the
+    submission in ``RUN/jobs.json``.
+    """
+    from xfer_core.plugins import get_registry
+
+    root = Path(run_dir).resolve()
+    resolved = load_resolved(root)
+    todo = list(shards) if shards is not None else shards_to_submit(root)
+    if not todo:
+        return None
+    plugin: Scheduler = get_registry().get("scheduler", scheduler)
+    options = SubmitOptions(
+        max_attempts=max_attempts or resolved.max_attempts,
+        extra_args=tuple(extra_args),
+        env=dict(env or {}),
+    )
+    return plugin.submit(root, todo, concurrency or resolved.array_concurrency, options)
