@@ -1,1 +1,471 @@
-"""Builtin plugin module (not built yet): registers nothing until its issue lands."""
+"""The ``rsync`` transfer backend: the local ``rsync`` over OpenSSH.
+
+One ssh master connection per cluster (``ControlMaster``) carries the login
+check, the remote ``~``/``$VAR`` expansion, the ``mkdir -p`` fallback and every
+rsync of that cluster. rsync runs with ``-rlpt --update``: ``rsync -a`` without
+owner, group and devices, which mean nothing across two accounts on two
+machines (and which the sftp backend could not match).
+
+Old rsyncs (macOS ships 2.6.9 or openrsync) are detected from ``rsync
+--version`` and only given flags they know: without ``--mkpath`` the remote
+directory is made with ``ssh mkdir -p``; without ``--protect-args`` the remote
+path is shell-quoted; without ``--info=progress2`` progress advances per file.
+``XFER_RSYNC_EMULATE=2.6.9`` makes xfer treat the local rsync as that version
+(how the tests cover the old-rsync paths with a new binary).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from xfer_core.errors import ConfigError, TransferError
+from xfer_core.hookspecs import hookimpl
+from xfer_core.plugin import AVAILABLE, Availability
+from xfer_core.sync import remote_path
+from xfer_core.sync.backend import (
+    PairJob,
+    PairResult,
+    ProgressSink,
+    Remote,
+    TransferBackend,
+    TransferOptions,
+    TransferSession,
+)
+
+#: rsync exit codes (man rsync, EXIT VALUES) → what to tell the user.
+RSYNC_EXIT = {
+    1: "rsync syntax or usage error",
+    2: "rsync protocol incompatibility",
+    3: "errors selecting input/output files or dirs",
+    4: "requested action not supported by the remote rsync",
+    5: "error starting the rsync protocol",
+    10: "error in socket I/O",
+    11: "error in file I/O",
+    12: "error in the rsync protocol data stream (connection lost?)",
+    13: "errors with program diagnostics",
+    14: "error in IPC code",
+    20: "interrupted",
+    21: "some error returned by waitpid()",
+    22: "error allocating memory",
+    23: "partial transfer due to error",
+    24: "partial transfer: some source files vanished",
+    25: "the --max-delete limit stopped deletions",
+    30: "timeout in data send/receive",
+    35: "timeout waiting for the daemon connection",
+    255: "ssh failed",
+}
+
+_MARK = b"XFER:"
+_OUT_FORMAT = "XFER:%i:%l:%n"
+_PROGRESS2 = re.compile(rb"^\s*([\d,]+)\s+\d+%")
+_STATS_FILES = re.compile(rb"Number of files: [\d,]+ \(reg: ([\d,]+)")
+_STATS_SENT = re.compile(rb"Number of regular files transferred: ([\d,]+)")
+_ESCAPE = re.compile(rb"\\#([0-7]{3})")
+
+
+@dataclass(frozen=True)
+class RsyncCaps:
+    """What the local rsync can do, from ``rsync --version``."""
+
+    version: tuple[int, int, int]
+    #: openrsync (macOS 15+) speaks protocol 29 and lacks most long options.
+    openrsync: bool = False
+    #: The real binary's version when emulating an older one (needs ``--old-args``).
+    real_version: tuple[int, int, int] | None = None
+
+    @property
+    def mkpath(self) -> bool:
+        return not self.openrsync and self.version >= (3, 2, 3)
+
+    @property
+    def protect_args(self) -> bool:
+        return not self.openrsync and self.version >= (3, 0, 0)
+
+    @property
+    def progress2(self) -> bool:
+        return not self.openrsync and self.version >= (3, 1, 0)
+
+    @property
+    def eight_bit(self) -> bool:
+        return not self.openrsync
+
+    @property
+    def old_args(self) -> bool:
+        """Emulating a pre-3.2.4 rsync with a newer binary: turn its own arg escaping off."""
+        real = self.real_version or self.version
+        return not self.protect_args and not self.openrsync and real >= (3, 2, 4)
+
+
+def parse_version(text: str) -> RsyncCaps:
+    """Capabilities from the first lines of ``rsync --version`` (rsync or openrsync)."""
+    if "openrsync" in text:
+        return RsyncCaps((2, 6, 9), openrsync=True)
+    m = re.search(r"version\s+v?(\d+)\.(\d+)\.(\d+)", text)
+    if m is None:
+        return RsyncCaps((2, 6, 9))
+    return RsyncCaps((int(m.group(1)), int(m.group(2)), int(m.group(3))))
+
+
+def detect_caps(rsync: str, emulate: str | None = None) -> RsyncCaps:
+    """Run ``rsync --version`` once; ``emulate`` (e.g. ``"2.6.9"``) pretends an older rsync."""
+    res = subprocess.run([rsync, "--version"], capture_output=True, text=True, timeout=30)
+    caps = parse_version(res.stdout + res.stderr)
+    if emulate:
+        fake = parse_version(f"version {emulate}")
+        return RsyncCaps(fake.version, real_version=caps.version)
+    return caps
+
+
+def ssh_base(target: Remote) -> list[str]:
+    """``ssh`` argv reaching ``target`` non-interactively with xfer's host-key policy."""
+    argv = ["ssh"]
+    if target.ssh_config:
+        argv += ["-F", target.ssh_config]
+    if target.port:
+        argv += ["-p", str(target.port)]
+    if target.user:
+        argv += ["-l", target.user]
+    if target.key_path:
+        argv += ["-i", target.key_path]
+    if target.known_hosts:
+        argv += ["-o", f"UserKnownHostsFile={target.known_hosts}"]
+    strict = "accept-new" if target.accept_new_host_key else "yes"
+    argv += [
+        "-o",
+        f"StrictHostKeyChecking={strict}",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"ConnectTimeout={max(1, round(target.connect_timeout))}",
+    ]
+    return argv
+
+
+def explain_ssh_failure(stderr: str, target: Remote) -> str:
+    """One line saying why ssh could not reach ``target`` (from ssh's stderr)."""
+    text = stderr.strip()
+    where = f"{target.name} ({target.label})"
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Host key for" in text:
+        return (
+            f"{where}: host key does not match known_hosts (possible man-in-the-middle); "
+            "if the server's key really changed, remove the old line with `ssh-keygen -R`"
+        )
+    if "Host key verification failed" in text or ("No " in text and "host key is known" in text):
+        return (
+            f"{where}: host key is unknown; add it to known_hosts "
+            "or re-run with --accept-new-host-key"
+        )
+    if "Permission denied" in text:
+        return f"{where}: login refused (check user and key_path): {_last_line(text)}"
+    for needle in ("Connection refused", "timed out", "Could not resolve", "No route to host"):
+        if needle in text:
+            return f"{where}: unreachable: {_last_line(text)}"
+    return f"{where}: ssh failed: {_last_line(text) or 'no message'}"
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    return lines[-1] if lines else ""
+
+
+def unescape_name(raw: bytes) -> str:
+    """A name as rsync printed it (``\\#ooo`` escapes) back to the real name (fs-decoded)."""
+    return os.fsdecode(_ESCAPE.sub(lambda m: bytes([int(m.group(1), 8)]), raw))
+
+
+class RsyncBackend(TransferBackend):
+    """rsync over ssh, one ssh master connection per cluster."""
+
+    name = "rsync"
+    description = "the local rsync over OpenSSH (-rlpt --update, ssh master connection per cluster)"
+
+    def __init__(self, rsync: str | None = None, emulate: str | None = None):
+        self._rsync = rsync
+        self._emulate = emulate
+
+    def _binary(self) -> str | None:
+        return self._rsync or shutil.which("rsync")
+
+    def check(self) -> Availability:
+        if self._binary() is None:
+            return Availability(False, "rsync: not on PATH")
+        if shutil.which("ssh") is None:
+            return Availability(False, "ssh: not on PATH")
+        return AVAILABLE
+
+    async def open(self, target: Remote, options: TransferOptions) -> TransferSession:
+        rsync = self._binary()
+        if rsync is None:
+            raise TransferError("rsync: not on PATH")
+        emulate = self._emulate or os.environ.get("XFER_RSYNC_EMULATE") or None
+        caps = await asyncio.to_thread(detect_caps, rsync, emulate)
+        session = RsyncSession(rsync, caps, target)
+        await session.connect()
+        return session
+
+
+class RsyncSession(TransferSession):
+    """One cluster: an ssh master connection and the rsync runs that reuse it."""
+
+    def __init__(self, rsync: str, caps: RsyncCaps, target: Remote):
+        self.rsync = rsync
+        self.caps = caps
+        self.target = target
+        self._dir = tempfile.mkdtemp(prefix="xfer-ssh-")
+        control = os.path.join(self._dir, "cm")
+        self.ssh = [
+            *ssh_base(target),
+            "-o",
+            "ControlMaster=auto",
+            "-o",
+            f"ControlPath={control}",
+            "-o",
+            "ControlPersist=120",
+        ]
+
+    async def connect(self) -> None:
+        """Start the master connection; any login problem becomes one TransferError line."""
+        # The master stays in the background: its stderr goes to a file, never a pipe we wait on.
+        log = os.path.join(self._dir, "master.log")
+        with open(log, "wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                *self.ssh,
+                self.target.host,
+                "true",
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+            rc = await proc.wait()
+        if rc != 0:
+            message = Path(log).read_text(errors="replace")
+            await self.close()
+            raise TransferError(explain_ssh_failure(message, self.target))
+
+    async def _ssh(self, command: str) -> tuple[int, bytes, bytes]:
+        proc = await asyncio.create_subprocess_exec(
+            *self.ssh,
+            self.target.host,
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        return proc.returncode or 0, out, err
+
+    async def resolve(self, path: str) -> str:
+        """The remote path with ``~``/``$VAR`` expanded by the remote side."""
+        if not remote_path.needs_expansion(path):
+            return path
+        wanted = remote_path.refs(path)
+        rc, out, err = await self._ssh(remote_path.query_command(wanted))
+        if rc != 0:
+            raise TransferError(explain_ssh_failure(err.decode(errors="replace"), self.target))
+        return remote_path.substitute(path, wanted, out, cluster=self.target.name)
+
+    async def transfer(self, job: PairJob, progress: ProgressSink) -> PairResult:
+        started = time.monotonic()
+        result = PairResult(job.cluster, job.alias, job.direction, dry_run=job.dry_run)
+        try:
+            await self._run(job, progress, result)
+        except (TransferError, ConfigError) as exc:
+            result.error = exc.message
+        result.seconds = round(time.monotonic() - started, 3)
+        return result
+
+    async def _run(self, job: PairJob, progress: ProgressSink, result: PairResult) -> None:
+        problem = job.local_problem()
+        if problem:
+            raise TransferError(problem)
+        remote = await self.resolve(job.remote)
+        if job.direction == "push":
+            if not self.caps.mkpath and not job.dry_run:
+                rc, _, err = await self._ssh("mkdir -p -- " + shlex.quote(remote))
+                if rc != 0:
+                    raise TransferError(
+                        f"{job.cluster}/{job.alias}: cannot create {remote!r}: "
+                        f"{_last_line(err.decode(errors='replace'))}"
+                    )
+        elif not job.dry_run:
+            try:
+                os.makedirs(job.local, exist_ok=True)
+            except OSError as exc:
+                raise TransferError(
+                    f"{job.cluster}/{job.alias}: cannot create {job.local}: {exc.strerror}"
+                ) from None
+        argv = self.argv(job, remote)
+        rc, stderr = await self._stream(argv, job, progress, result)
+        if rc != 0:
+            raise TransferError(self._explain(rc, stderr, job))
+
+    def argv(self, job: PairJob, remote: str) -> list[str]:
+        """The rsync command line for ``job`` (``remote`` already expanded)."""
+        caps = self.caps
+        argv = [self.rsync, "-rlpt", "--update", f"--out-format={_OUT_FORMAT}", "--stats"]
+        if caps.eight_bit:
+            argv.append("-8")
+        if caps.protect_args:
+            argv.append("-s")
+        if caps.old_args:
+            argv.append("--old-args")
+        if caps.mkpath and job.direction == "push":
+            argv.append("--mkpath")
+        if caps.progress2:
+            argv += ["--info=progress2"]
+        if job.delete:
+            argv.append("--delete")
+        if job.checksum:
+            argv.append("--checksum")
+        if job.dry_run:
+            argv.append("--dry-run")
+        argv += job.excludes.rsync_args()
+        argv += ["-e", shlex.join(self.ssh)]
+        remote_arg = remote.rstrip("/") + "/"
+        if not caps.protect_args:
+            remote_arg = shlex.quote(remote_arg)
+        remote_spec = f"{self.target.host}:{remote_arg}"
+        local = job.local.rstrip("/") + "/"
+        argv += (
+            ["--", local, remote_spec] if job.direction == "push" else ["--", remote_spec, local]
+        )
+        return argv
+
+    async def _stream(
+        self, argv: list[str], job: PairJob, progress: ProgressSink, result: PairResult
+    ) -> tuple[int, str]:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+        reader = _OutputReader(self.caps, progress, result)
+        err_task = asyncio.ensure_future(proc.stderr.read())
+        try:
+            buf = b""
+            while chunk := await proc.stdout.read(65536):
+                buf += chunk
+                *lines, buf = re.split(rb"[\r\n]", buf)
+                for line in lines:
+                    reader.line(line)
+            if buf:
+                reader.line(buf)
+            stderr = await err_task
+            rc = await proc.wait()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            err_task.cancel()
+            raise
+        reader.finish()
+        return rc, stderr.decode("utf-8", "replace")
+
+    def _explain(self, rc: int, stderr: str, job: PairJob) -> str:
+        pair = f"{job.cluster}/{job.alias}"
+        if rc == 255:
+            return explain_ssh_failure(stderr, self.target).replace(self.target.name, pair, 1)
+        lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if ln.startswith("rsync:")), lines[0] if lines else "")
+        what = RSYNC_EXIT.get(rc, "failed")
+        if "No such file or directory" in stderr and job.direction == "pull":
+            return f"{pair}: remote directory {job.remote!r} does not exist"
+        return f"{pair}: rsync exit {rc} ({what}){': ' + detail if detail else ''}"
+
+    async def close(self) -> None:
+        control = os.path.join(self._dir, "cm")
+        if os.path.exists(control):
+            with contextlib.suppress(OSError):
+                proc = await asyncio.create_subprocess_exec(
+                    "ssh",
+                    "-o",
+                    f"ControlPath={control}",
+                    "-O",
+                    "exit",
+                    self.target.host,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                await proc.wait()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+class _OutputReader:
+    """Turns rsync's stdout (``--out-format`` lines, progress2, ``--stats``) into progress."""
+
+    def __init__(self, caps: RsyncCaps, progress: ProgressSink, result: PairResult):
+        self.caps = caps
+        self.progress = progress
+        self.result = result
+        self.regular: int | None = None
+        self.transferred: int | None = None
+        self._seen_bytes = 0
+
+    def line(self, line: bytes) -> None:
+        if line.startswith(_MARK):
+            self._item(line[len(_MARK) :])
+            return
+        m = _PROGRESS2.match(line)
+        if m is not None and self.caps.progress2:
+            done = int(m.group(1).replace(b",", b""))
+            if done > self._seen_bytes:
+                self.progress.advance(done - self._seen_bytes)
+                self._seen_bytes = done
+            return
+        m = _STATS_FILES.search(line)
+        if m is not None:
+            self.regular = int(m.group(1).replace(b",", b""))
+            return
+        m = _STATS_SENT.search(line)
+        if m is not None:
+            self.transferred = int(m.group(1).replace(b",", b""))
+
+    def _item(self, rest: bytes) -> None:
+        itemize, _, rest = rest.partition(b":")
+        size_text, _, raw_name = rest.partition(b":")
+        name = unescape_name(raw_name)
+        try:
+            size = int(size_text.replace(b",", b""))
+        except ValueError:
+            size = 0
+        result = self.result
+        if itemize.startswith(b"*deleting"):
+            result.deleted += 1
+            self.progress.item("delete", name.rstrip("/"))
+        elif itemize[:1] in (b"<", b">") and itemize[1:2] == b"f":
+            result.files_sent += 1
+            result.bytes_sent += size
+            self.progress.item("send", name, size)
+            if not self.caps.progress2:
+                self.progress.advance(size)
+        elif itemize[:2] == b"cL":
+            result.files_sent += 1
+            self.progress.item("link", name)
+        elif itemize[:2] == b"cd":
+            self.progress.item("mkdir", name.rstrip("/"))
+
+    def finish(self) -> None:
+        if self.regular is not None:
+            sent = self.transferred if self.transferred is not None else self.result.files_sent
+            self.result.skipped = max(0, self.regular - sent)
+
+
+@hookimpl
+def register_transfer_backends(register: Callable[[TransferBackend], None]) -> None:
+    """Register the builtin rsync backend."""
+    register(RsyncBackend())

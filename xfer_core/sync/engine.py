@@ -1,0 +1,213 @@
+"""The one sync engine behind ``xfer sync`` (push) and ``xfer fetch`` (pull).
+
+:func:`run_sync` selects the config's pairs for the direction, merges each
+pair's excludes, picks the backend (falling back from rsync to sftp when rsync
+is not installed), opens one backend session per cluster and runs the pairs --
+``jobs`` at a time -- reporting through a :class:`~xfer_core.sync.progress.Reporter`.
+A cluster that cannot be reached fails its own pairs with one line; the other
+clusters go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from xfer_core.config.model import Cluster, Config, DirPair
+from xfer_core.errors import ConfigError, UnavailableError, XferError
+from xfer_core.plugins import Registry, get_registry
+from xfer_core.sync.backend import (
+    Direction,
+    PairJob,
+    PairResult,
+    Remote,
+    TransferBackend,
+    TransferOptions,
+    TransferSession,
+)
+from xfer_core.sync.excludes import ExcludeMatcher, merge_excludes
+from xfer_core.sync.progress import Reporter, Summary, summarize
+
+DEFAULT_BACKEND = "rsync"
+FALLBACK_BACKEND = "sftp"
+
+
+@dataclass
+class SyncRequest:
+    """Everything one ``xfer sync``/``fetch`` run needs besides the config."""
+
+    direction: Direction
+    clusters: Sequence[str] = ()
+    aliases: Sequence[str] = ()
+    #: Backend name; None = ``[global] transfer_backend``, then rsync.
+    backend: str | None = None
+    excludes: Sequence[str] = ()
+    dry_run: bool = False
+    delete: bool = False
+    checksum: bool = False
+    #: Pairs run at once (across and within clusters).
+    jobs: int = 1
+    accept_new_host_key: bool = False
+    options: TransferOptions = field(default_factory=TransferOptions)
+
+
+def remote_for(cluster: Cluster, *, accept_new_host_key: bool = False) -> Remote:
+    """The connection target of ``cluster``: config values, the rest left to the ssh config.
+
+    ``$XFER_SSH_CONFIG`` names an ssh_config file used instead of ``~/.ssh/config``.
+    """
+    key = os.path.expanduser(os.path.expandvars(cluster.key_path)) if cluster.key_path else None
+    return Remote(
+        name=cluster.name,
+        host=cluster.host,
+        port=cluster.port,
+        user=cluster.user,
+        key_path=key,
+        ssh_config=os.environ.get("XFER_SSH_CONFIG") or None,
+        accept_new_host_key=accept_new_host_key,
+    )
+
+
+def local_path(path: str) -> str:
+    """A config ``local`` path: ``~`` and ``$VAR`` expanded here, made absolute."""
+    return os.path.abspath(os.path.expanduser(os.path.expandvars(path)))
+
+
+def choose_backend(
+    name: str | None, config: Config, registry: Registry, reporter: Reporter
+) -> TransferBackend:
+    """The backend to use: ``name``, else the config's, else rsync; rsync missing → sftp."""
+    chosen = name or config.global_.transfer_backend or DEFAULT_BACKEND
+    backend: TransferBackend = registry.get("transfer", chosen)
+    avail = backend.check()
+    if avail.ok:
+        return backend
+    if chosen == DEFAULT_BACKEND:
+        fallback: TransferBackend = registry.get("transfer", FALLBACK_BACKEND)
+        if fallback.check().ok:
+            reporter.warning(f"{avail.reason}; falling back to the {FALLBACK_BACKEND} backend")
+            return fallback
+    raise UnavailableError(
+        f"transfer backend {chosen!r} cannot run here: {avail.reason}",
+        hint="`xfer plugins` shows every backend and what it needs",
+    )
+
+
+def build_jobs(config: Config, request: SyncRequest) -> list[tuple[Cluster, PairJob]]:
+    """The selected pairs as jobs, in config order (unknown names → ConfigError)."""
+    from xfer_core.config.load import select
+
+    jobs = []
+    selected: list[tuple[Cluster, DirPair]] = select(
+        config, request.clusters, request.aliases, request.direction
+    )
+    for cluster, pair in selected:
+        patterns = merge_excludes(config, cluster, pair, request.direction, request.excludes)
+        jobs.append(
+            (
+                cluster,
+                PairJob(
+                    cluster=cluster.name,
+                    alias=pair.alias,
+                    direction=request.direction,
+                    local=local_path(pair.local),
+                    remote=pair.remote,
+                    excludes=ExcludeMatcher(patterns),
+                    dry_run=request.dry_run,
+                    delete=request.delete,
+                    checksum=request.checksum,
+                ),
+            )
+        )
+    return jobs
+
+
+def run_sync(
+    config: Config,
+    request: SyncRequest,
+    reporter: Reporter | None = None,
+    registry: Registry | None = None,
+) -> Summary:
+    """Run ``request`` against ``config`` and return the summary (``summary.ok`` → exit 0).
+
+    Raises :class:`XferError` only for problems of the whole run (bad selection,
+    bad exclude pattern, no usable backend); per-pair and per-cluster failures are
+    in the summary.
+    """
+    reporter = reporter or Reporter()
+    try:
+        if request.jobs < 1:
+            raise ConfigError(f"--jobs must be at least 1, not {request.jobs}")
+        jobs = build_jobs(config, request)
+        backend = choose_backend(request.backend, config, registry or get_registry(), reporter)
+        started = time.monotonic()
+        results = asyncio.run(run_jobs(backend, jobs, request, reporter))
+        summary = summarize(
+            request.direction, backend.name, request.dry_run, results, time.monotonic() - started
+        )
+        reporter.summary(summary)
+        return summary
+    finally:
+        reporter.close()
+
+
+async def run_jobs(
+    backend: TransferBackend,
+    jobs: list[tuple[Cluster, PairJob]],
+    request: SyncRequest,
+    reporter: Reporter,
+) -> list[PairResult]:
+    """Run every job, ``request.jobs`` at a time, one session per cluster; results in job order."""
+    limit = asyncio.Semaphore(request.jobs)
+    sessions: dict[str, asyncio.Task[TransferSession]] = {}
+
+    def session_for(cluster: Cluster) -> asyncio.Task[TransferSession]:
+        if cluster.name not in sessions:
+            target = remote_for(cluster, accept_new_host_key=request.accept_new_host_key)
+            sessions[cluster.name] = asyncio.ensure_future(backend.open(target, request.options))
+        return sessions[cluster.name]
+
+    async def one(cluster: Cluster, job: PairJob) -> PairResult:
+        async with limit:
+            sink = reporter.pair_start(job)
+            started = time.monotonic()
+            result = PairResult(job.cluster, job.alias, job.direction, dry_run=job.dry_run)
+            problem = job.local_problem()
+            if problem:
+                result.error = problem
+            else:
+                try:
+                    session = await asyncio.shield(session_for(cluster))
+                except XferError as exc:
+                    result.error = exc.message
+                except OSError as exc:
+                    result.error = f"{cluster.name}: cannot connect: {exc}"
+                else:
+                    result = await session.transfer(job, sink)
+            if not result.seconds:
+                result.seconds = round(time.monotonic() - started, 3)
+            reporter.pair_done(job, result)
+            return result
+
+    try:
+        return list(await asyncio.gather(*(one(c, j) for c, j in jobs)))
+    finally:
+        for task in sessions.values():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                await task.result().close()
+            elif not task.done():
+                task.cancel()
+
+
+__all__ = [
+    "SyncRequest",
+    "build_jobs",
+    "choose_backend",
+    "local_path",
+    "remote_for",
+    "run_jobs",
+    "run_sync",
+]
