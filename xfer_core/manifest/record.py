@@ -22,8 +22,10 @@ SCHEMA = "xfer.manifest.v1"
 PATH_B64 = "path_b64"
 
 
-class ManifestRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
-    """One object. Unknown extra fields from other tools are ignored on read."""
+class ManifestRecord(msgspec.Struct, forbid_unknown_fields=False):
+    """One object. Unknown extra fields from other tools are ignored on read; missing
+    optional fields read as their defaults. Every field is written, ``schema`` included,
+    so each line is self-describing for the other tools that read this format."""
 
     path: str
     size: int
