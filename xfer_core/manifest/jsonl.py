@@ -96,6 +96,14 @@ class ManifestWriter:
         if len(self._buf) >= self._FLUSH_AT:
             self._flush()
 
+    def write_batch(self, records: list[ManifestRecord]) -> None:
+        """Append a list of records (one bulk encode: much faster than many ``write``)."""
+        self._buf += self._encoder.encode_lines(records)
+        self.count += len(records)
+        self.total_bytes += sum(r.size for r in records)
+        if len(self._buf) >= self._FLUSH_AT:
+            self._flush()
+
     def write_all(self, records: Iterable[ManifestRecord]) -> None:
         """Append many records."""
         for record in records:
