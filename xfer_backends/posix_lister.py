@@ -1,1 +1,357 @@
-"""Builtin plugin module (not built yet): registers nothing until its issue lands."""
+"""The ``posix`` lister: walks a local or mounted tree itself.
+
+Listing a parallel file system is latency-bound, so directories are scanned by
+a small thread pool (``os.scandir`` and ``lstat`` release the GIL while they
+wait). Each entry costs one ``lstat`` (``DirEntry.stat(follow_symlinks=False)``,
+which reuses what ``readdir`` returned where it can). Entries flow to the
+caller in batches through a bounded queue, so memory stays flat however many
+files there are. Names are read as bytes: a name that is not valid UTF-8
+survives exactly (see :func:`xfer_core.manifest.record.path_fields`).
+
+Policy, documented in ``docs/manifest.md``:
+
+- regular files are entries; directories are walked; empty directories yield nothing;
+- symlinks are skipped and reported (``symlinks="skip"``, the default), or
+  followed (``symlinks="follow"``: a link to a file becomes an entry with the
+  target's size and mtime, a link to a directory is walked once — loops are
+  detected by device and inode);
+- FIFOs, sockets and devices are skipped and reported;
+- an unreadable directory, or an entry that cannot be stat'ed, is reported as
+  an error (the listing is then incomplete and ``manifest build`` fails unless
+  told otherwise);
+- a file that vanishes during the walk is gone: it is not an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import stat
+import threading
+from collections.abc import Iterator
+from typing import Any, ClassVar
+
+from xfer_core.errors import ConfigError, TransferError
+from xfer_core.hookspecs import hookimpl
+from xfer_core.manifest.lister import ListEntry, Lister, ListOptions, ListProblem, is_remote
+from xfer_core.manifest.record import path_fields
+
+#: Hash names (rclone's spelling) the posix lister can compute when asked.
+SUPPORTED_HASHES = ("md5", "sha1", "sha256", "sha512")
+_DEFAULT_THREADS = 8
+#: Entries per batch handed to the consumer (bounds memory for huge directories).
+_BATCH = 2048
+#: Batches waiting for the consumer, at most.
+_QUEUE_BATCHES = 32
+_DONE = object()
+
+
+def _show(name: bytes) -> str:
+    """A one-line, readable form of a path for messages."""
+    text = name.decode("utf-8", "backslashreplace")
+    return text.replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _hash_file(path: bytes, names: tuple[str, ...]) -> dict[str, str]:
+    hashers = [hashlib.new(n) for n in names]
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            for h in hashers:
+                h.update(chunk)
+    return {n: h.hexdigest() for n, h in zip(names, hashers, strict=True)}
+
+
+class _Walk:
+    """One walk: directories to scan, scanned inline (1 thread) or by a thread pool."""
+
+    def __init__(self, root: bytes, options: ListOptions, threads: int) -> None:
+        self.root = root
+        self.options = options
+        self.follow = options.symlinks == "follow"
+        wanted = options.hashes or ()
+        self.hashes = tuple(h for h in wanted if h in SUPPORTED_HASHES)
+        self.threads = threads
+        self.stack: list[bytes] = []
+        self.dirs: queue.LifoQueue[Any] = queue.LifoQueue()
+        self.out: queue.Queue[Any] = queue.Queue(maxsize=_QUEUE_BATCHES)
+        self.pending = 0
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.seen_dirs: set[tuple[int, int]] = set()
+
+    def _add_dir(self, rel: bytes) -> None:
+        if self.threads == 1:
+            self.stack.append(rel)
+            return
+        with self.lock:
+            self.pending += 1
+        self.dirs.put(rel)
+
+    # -- scanning one directory (shared by both modes) ------------------------
+    def _scan(self, rel: bytes) -> Iterator[list[ListEntry] | ListProblem]:
+        """Batches of entries and problems of one directory; subdirectories go to _add_dir."""
+        full = self.root + b"/" + rel if rel else self.root
+        prefix = rel + b"/" if rel else b""
+        try:
+            it = os.scandir(full)
+        except FileNotFoundError:
+            if not rel:
+                raise
+            return  # removed while we walked
+        except OSError as exc:
+            if not rel:
+                raise
+            yield ListProblem(f"{_show(full)}: cannot read directory ({exc.strerror})")
+            return
+        batch: list[ListEntry] = []
+        hashes = self.hashes
+        add_dir = self._add_dir
+        S_ISREG = stat.S_ISREG
+        with it:
+            while True:
+                try:
+                    entry = next(it)
+                except StopIteration:
+                    break
+                except OSError as exc:
+                    yield ListProblem(f"{_show(full)}: error reading directory ({exc.strerror})")
+                    break
+                name = entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        add_dir(prefix + name)
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    yield ListProblem(f"{_show(entry.path)}: cannot stat ({exc.strerror})")
+                    continue
+                if not S_ISREG(st.st_mode):
+                    target, problem = self._special(entry.path, prefix + name, st)
+                    if problem is not None:
+                        yield problem
+                    if target is None:
+                        continue
+                    st = target
+                relname = prefix + name
+                try:
+                    path = relname.decode("utf-8")
+                    meta: dict[str, Any] = {}
+                except UnicodeDecodeError:
+                    path, meta = path_fields(relname)
+                digests: dict[str, str] = {}
+                if hashes:
+                    try:
+                        digests = _hash_file(entry.path, hashes)
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        yield ListProblem(f"{_show(entry.path)}: cannot read ({exc.strerror})")
+                        continue
+                batch.append(ListEntry(path, st.st_size, st.st_mtime, digests, None, None, meta))
+                if len(batch) >= _BATCH:
+                    yield batch
+                    batch = []
+        if batch:
+            yield batch
+
+    def _special(
+        self, full: bytes, relname: bytes, st: os.stat_result
+    ) -> tuple[os.stat_result | None, ListProblem | None]:
+        """Policy for what is not a regular file: (stat to list it with, or None; problem)."""
+        if not stat.S_ISLNK(st.st_mode):
+            kind = "FIFO" if stat.S_ISFIFO(st.st_mode) else "special file"
+            return None, ListProblem(f"{_show(full)}: {kind} skipped", error=False)
+        if not self.follow:
+            return None, ListProblem(
+                f"{_show(full)}: symlink skipped (use --follow-symlinks)", error=False
+            )
+        try:
+            target = os.stat(full)
+        except OSError as exc:
+            return None, ListProblem(
+                f"{_show(full)}: broken symlink skipped ({exc.strerror})", error=False
+            )
+        if stat.S_ISDIR(target.st_mode):
+            key = (target.st_dev, target.st_ino)
+            with self.lock:
+                loop = key in self.seen_dirs
+                self.seen_dirs.add(key)
+            if loop:
+                return None, ListProblem(
+                    f"{_show(full)}: symlinked directory already walked (loop?)", error=False
+                )
+            self._add_dir(relname)
+            return None, None
+        if not stat.S_ISREG(target.st_mode):
+            return None, ListProblem(
+                f"{_show(full)}: symlink to a special file skipped", error=False
+            )
+        return target, None
+
+    # -- driving ------------------------------------------------------------------
+    def run(self) -> Iterator[ListEntry]:
+        try:
+            st = os.stat(self.root)
+        except OSError as exc:
+            raise ConfigError(f"source {_show(self.root)}: {exc.strerror}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise ConfigError(f"source {_show(self.root)}: not a directory")
+        self.seen_dirs.add((st.st_dev, st.st_ino))
+        items = self._inline() if self.threads == 1 else self._threaded()
+        on_problem = self.options.on_problem
+        on_progress = self.options.on_progress
+        count = total = 0
+        try:
+            for item in items:
+                if isinstance(item, list):
+                    yield from item
+                    if on_progress is not None:
+                        count += len(item)
+                        total += sum(e.size for e in item)
+                        on_progress(count, total)
+                else:
+                    on_problem(item)
+        except PermissionError as exc:
+            raise TransferError(
+                f"source {_show(self.root)}: cannot read ({exc.strerror})",
+                hint="check the directory's permissions",
+            ) from None
+
+    def _inline(self) -> Iterator[list[ListEntry] | ListProblem]:
+        self.stack.append(b"")
+        while self.stack:
+            yield from self._scan(self.stack.pop())
+
+    def _threaded(self) -> Iterator[list[ListEntry] | ListProblem]:
+        self._add_dir(b"")
+        workers = [
+            threading.Thread(target=self._worker, name=f"posix-lister-{i}", daemon=True)
+            for i in range(self.threads)
+        ]
+        for w in workers:
+            w.start()
+        try:
+            while True:
+                item = self.out.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.stop.set()
+            for _ in workers:
+                self.dirs.put(_DONE)
+            for w in workers:
+                w.join()
+
+    def _emit(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.out.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _worker(self) -> None:
+        while not self.stop.is_set():
+            rel = self.dirs.get()
+            if rel is _DONE:
+                return
+            try:
+                for item in self._scan(rel):
+                    if not self._emit(item):
+                        return
+            except BaseException as exc:  # re-raised by the consumer
+                self._emit(exc)
+            finally:
+                with self.lock:
+                    self.pending -= 1
+                    finished = self.pending == 0
+                if finished:
+                    self._emit(_DONE)
+
+
+#: File-system types where a stat costs a network round trip: walk them with a thread pool.
+NETWORK_FS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "cifs",
+        "smb3",
+        "ceph",
+        "glusterfs",
+        "panfs",
+        "wekafs",
+        "pvfs2",
+        "orangefs",
+        "9p",
+        "virtiofs",
+        "afs",
+    }
+)
+
+
+def filesystem_type(path: str) -> str:
+    """The type of the file system holding ``path`` (from /proc/self/mounts), or ``""``."""
+    best, kind = "", ""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                mount = fields[1].replace("\\040", " ")
+                inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best):
+                    best, kind = mount, fields[2]
+    except OSError:
+        return ""
+    return kind
+
+
+def default_threads(path: str) -> int:
+    """Threads for ``path``: 1 on local disks (no GIL hand-offs), 8 where stat is remote."""
+    kind = filesystem_type(path)
+    if kind in NETWORK_FS or kind.startswith("fuse"):
+        return _DEFAULT_THREADS
+    return 1
+
+
+class PosixLister(Lister):
+    """Walks a local or mounted directory with parallel ``os.scandir``."""
+
+    name: ClassVar[str] = "posix"
+    description: ClassVar[str] = "local/mounted trees: parallel os.scandir, one stat per file"
+    priority: ClassVar[int] = 10
+
+    def handles(self, source: str) -> bool:
+        """A local path (not ``remote:path``) that is a directory."""
+        return not is_remote(source) and os.path.isdir(os.path.expanduser(source))
+
+    def normalize_root(self, source: str) -> str:
+        """The absolute path (symlinks kept as given), without a trailing ``/``."""
+        return os.path.abspath(os.path.expanduser(source))
+
+    def list(self, source: str, options: ListOptions) -> Iterator[ListEntry]:
+        """Walk ``source``; see the module docstring for the symlink and error policy."""
+        if options.symlinks not in ("skip", "follow"):
+            raise ConfigError(
+                f"symlink policy must be 'skip' or 'follow', not {options.symlinks!r}"
+            )
+        root = self.normalize_root(source)
+        threads = options.parallel if options.parallel > 0 else default_threads(root)
+        return _Walk(os.fsencode(root), options, threads).run()
+
+
+@hookimpl
+def register_listers(register: Any) -> None:
+    """Register the builtin ``posix`` lister."""
+    register(PosixLister())
