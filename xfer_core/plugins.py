@@ -69,7 +69,7 @@ class Registry:
             version = ep.dist.version if ep.dist is not None else "?"
             try:
                 obj = ep.load()
-            except Exception as exc:  # a broken plugin must not break the CLI
+            except (Exception, SystemExit) as exc:  # a broken plugin must not break the CLI
                 self.broken.append(BrokenPlugin(ep.name, dist, _describe(exc)))
                 continue
             self.add(obj, name=ep.name, distribution=dist, version=version)
@@ -88,6 +88,16 @@ class Registry:
         except Exception as exc:
             self.broken.append(BrokenPlugin(name or repr(obj), distribution, _describe(exc)))
             return
+        # pluggy accepts any hookimpl name; a misspelt hook would silently do nothing
+        for caller in self.pm.get_hookcallers(obj) or ():
+            if caller.spec is None:
+                self.broken.append(
+                    BrokenPlugin(
+                        f"{plugin_name}.{caller.name}",
+                        distribution,
+                        f"{caller.name!r} is not an xfer hook (known: {', '.join(HOOKS.values())})",
+                    )
+                )
         for kind, hook_name in HOOKS.items():
             for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                 if impl.plugin is not obj:
@@ -95,7 +105,7 @@ class Registry:
                 found: list[Any] = []
                 try:
                     impl.function(register=found.append)
-                except Exception as exc:
+                except (Exception, SystemExit) as exc:
                     self.broken.append(
                         BrokenPlugin(f"{plugin_name}.{hook_name}", distribution, _describe(exc))
                     )

@@ -1,0 +1,300 @@
+"""The plugin manager and ``xfer plugins``: third-party distributions load like builtins,
+broken ones are reported by name and never break the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import types
+from pathlib import Path
+
+import pytest
+
+from xfer_core.bulk.runtime import ContainerRuntime
+from xfer_core.errors import XferError
+from xfer_core.hookspecs import hookimpl
+from xfer_core.plugin import KINDS, Availability
+from xfer_core.plugins import Registry
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Echo(ContainerRuntime):
+    name = "echo-test"
+    description = "test runtime"
+    needs_image = False
+
+    def wrap(self, argv, *, image, mounts=(), env=None):  # type: ignore[no-untyped-def]
+        return ["echo", *argv]
+
+
+def _module(name: str, **hooks: object) -> types.ModuleType:
+    mod = types.ModuleType(name)
+    for hook_name, fn in hooks.items():
+        setattr(mod, hook_name, hookimpl(fn))  # type: ignore[call-overload]
+    return mod
+
+
+def test_registered_plugin_is_found_by_kind_and_name() -> None:
+    reg = Registry()
+    reg.add(
+        _module("good", register_runtimes=lambda register: register(Echo())),
+        distribution="xfer-good",
+        version="1.0",
+    )
+    assert reg.get("runtime", "echo-test").wrap(["x"], image=None) == ["echo", "x"]
+    assert [p.name for p in reg.all("runtime")] == ["echo-test"]
+    (info,) = reg.infos()
+    assert (info.name, info.kind, info.distribution, info.version, info.available) == (
+        "echo-test",
+        "runtime",
+        "xfer-good",
+        "1.0",
+        True,
+    )
+    assert reg.broken == []
+
+
+def test_unknown_plugin_name_is_an_xfer_error_listing_known_ones() -> None:
+    reg = Registry()
+    reg.add(_module("good", register_runtimes=lambda register: register(Echo())))
+    with pytest.raises(XferError, match=r"unknown runtime 'nope' \(known: echo-test\)") as info:
+        reg.get("runtime", "nope")
+    assert info.value.hint is not None and "xfer plugins" in info.value.hint
+
+
+def _boom(register: object) -> None:
+    raise RuntimeError("hook exploded")
+
+
+@pytest.mark.parametrize(
+    ("hooks", "expected"),
+    [
+        ({"register_runtimes": _boom}, "RuntimeError: hook exploded"),
+        ({"register_runtimes": lambda register: register(object())}, "not a named xfer Plugin"),
+        ({"register_listers": lambda register: register(Echo())}, "is a runtime plugin"),
+        ({"register_runtime": lambda register: None}, "'register_runtime' is not an xfer hook"),
+        ({"register_runtimes": lambda reg: None}, "PluginValidationError"),
+    ],
+)
+def test_bad_plugins_are_reported_not_raised(hooks: dict[str, object], expected: str) -> None:
+    reg = Registry()
+    reg.add(_module("bad", **hooks), name="bad", distribution="xfer-bad")
+    reg.add(_module("good", register_runtimes=lambda register: register(Echo())), name="good")
+    assert [p.name for p in reg.all("runtime")] == ["echo-test"]
+    assert len(reg.broken) == 1
+    assert reg.broken[0].entry_point.startswith("bad")
+    assert reg.broken[0].distribution == "xfer-bad"
+    assert expected in reg.broken[0].error
+
+
+def test_duplicate_name_keeps_the_first() -> None:
+    reg = Registry()
+    reg.add(_module("one", register_runtimes=lambda register: register(Echo())), name="one")
+    reg.add(_module("two", register_runtimes=lambda register: register(Echo())), name="two")
+    assert len(reg.all("runtime")) == 1
+    assert "already registered" in reg.broken[0].error
+
+
+def test_check_that_raises_makes_the_plugin_unavailable() -> None:
+    class Fragile(Echo):
+        name = "fragile"
+
+        def check(self) -> Availability:
+            raise OSError("no /proc")
+
+    reg = Registry()
+    reg.add(_module("f", register_runtimes=lambda register: register(Fragile())))
+    (info,) = reg.infos()
+    assert not info.available
+    assert "OSError: no /proc" in info.reason
+
+
+def _fake_distribution(site: Path, name: str, version: str, entry: str, code: str) -> None:
+    """A minimal installed distribution: a module plus its .dist-info with one entry point."""
+    module = entry.split("=")[1].strip()
+    (site / f"{module}.py").write_text(textwrap.dedent(code))
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[xfer_test]\n{entry}\n")
+
+
+def test_entry_points_load_with_distribution_and_broken_import_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_distribution(
+        tmp_path,
+        "xfer-echo",
+        "2.0.1",
+        "echo = xfer_echo_ep",
+        """
+        from xfer_core.bulk.runtime import ContainerRuntime
+        from xfer_core.hookspecs import hookimpl
+
+        class Echo(ContainerRuntime):
+            name = "echo-test"
+
+        @hookimpl
+        def register_runtimes(register):
+            register(Echo())
+        """,
+    )
+    _fake_distribution(
+        tmp_path, "xfer-dead", "0.1", "dead = xfer_dead_ep", "raise SystemExit('bye')\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry()
+    reg.load_entry_points("xfer_test")
+    (info,) = reg.infos()
+    assert (info.name, info.distribution, info.version) == ("echo-test", "xfer-echo", "2.0.1")
+    assert [(b.entry_point, b.distribution) for b in reg.broken] == [("dead", "xfer-dead")]
+    assert "SystemExit: bye" in reg.broken[0].error
+
+
+def _xfer(*args: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [python, "-m", "xfer_core.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_plugins_json_lists_builtins_with_kind_and_availability() -> None:
+    res = _xfer("plugins", "--json")
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    ours = [row for row in data["plugins"] if row["distribution"] == "hpc-xfer"]
+    assert ours
+    for row in ours:
+        assert row["kind"] in KINDS
+        assert isinstance(row["available"], bool)
+        assert row["available"] or row["reason"]
+    assert not [b for b in data["broken"] if b["distribution"] == "hpc-xfer"]
+    # the global flag gives the same document
+    assert json.loads(_xfer("--json", "plugins").stdout)["plugins"] == data["plugins"]
+
+
+def test_plugins_table() -> None:
+    res = _xfer("plugins")
+    assert res.returncode == 0, res.stderr
+    assert "xfer plugins" in res.stdout
+    assert "hpc-xfer" in res.stdout
+
+
+# -- a real third-party distribution, installed with uv into a fresh venv ---------------------
+
+GOOD_PYPROJECT = """\
+[project]
+name = "xfer-hello"
+version = "1.2.3"
+
+[project.entry-points.xfer]
+hello = "xfer_hello"
+
+[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+"""
+
+GOOD_MODULE = """\
+from xfer_core.bulk.runtime import ContainerRuntime
+from xfer_core.hookspecs import hookimpl
+from xfer_core.plugin import Availability
+
+
+class Hello(ContainerRuntime):
+    name = "hello"
+    description = "says hello instead of running anything"
+    needs_image = False
+
+    def wrap(self, argv, *, image, mounts=(), env=None):
+        return ["echo", "hello", *argv]
+
+    def check(self):
+        return Availability(False, "hello: not on this machine")
+
+
+@hookimpl
+def register_runtimes(register):
+    register(Hello())
+"""
+
+BROKEN_PYPROJECT = GOOD_PYPROJECT.replace("xfer-hello", "xfer-broken").replace(
+    'hello = "xfer_hello"', 'broken = "xfer_broken"'
+)
+BROKEN_MODULE = 'raise ImportError("xfer_broken needs libfoo, which is missing")\n'
+
+
+def _uv(*args: str, cwd: Path) -> None:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
+    }
+    # the cache filled by `uv sync` has everything; fall back to the index if it does not
+    for extra in (["--offline"], []):
+        res = subprocess.run(
+            ["uv", *args, *extra], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+        )
+        if res.returncode == 0:
+            return
+    raise AssertionError(f"uv {' '.join(args)} failed:\n{res.stderr}")
+
+
+@pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not on PATH")
+def test_installed_plugin_is_listed_and_broken_one_is_reported(tmp_path: Path) -> None:
+    for name, pyproject, module_name, module in (
+        ("good", GOOD_PYPROJECT, "xfer_hello", GOOD_MODULE),
+        ("broken", BROKEN_PYPROJECT, "xfer_broken", BROKEN_MODULE),
+    ):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "pyproject.toml").write_text(pyproject)
+        (tmp_path / name / f"{module_name}.py").write_text(module)
+    venv = tmp_path / "venv"
+    python = str(venv / "bin" / "python")
+    _uv("venv", "--quiet", "--python", sys.executable, str(venv), cwd=tmp_path)
+    # xfer as a user gets it (a built wheel, not editable) plus both plugin distributions
+    _uv(
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        python,
+        str(ROOT),
+        str(tmp_path / "good"),
+        str(tmp_path / "broken"),
+        cwd=tmp_path,
+    )
+    xfer = str(venv / "bin" / "xfer")
+    res = subprocess.run([xfer, "plugins", "--json"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    data = json.loads(res.stdout)
+    hello = [row for row in data["plugins"] if row["name"] == "hello"]
+    assert hello == [
+        {
+            "name": "hello",
+            "kind": "runtime",
+            "distribution": "xfer-hello",
+            "version": "1.2.3",
+            "available": False,
+            "reason": "hello: not on this machine",
+            "description": "says hello instead of running anything",
+        }
+    ]
+    assert {row["distribution"] for row in data["plugins"]} >= {"hpc-xfer", "xfer-hello"}
+    (broken,) = data["broken"]
+    assert (broken["entry_point"], broken["distribution"]) == ("broken", "xfer-broken")
+    assert "needs libfoo" in broken["error"]
+    # the table form warns about it on stderr and still succeeds, as does every other command
+    table = subprocess.run(
+        [xfer, "plugins"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+    assert table.returncode == 0, table.stderr
+    assert "xfer-hello 1.2.3" in table.stdout
+    assert "plugin broken (xfer-broken) failed to load" in table.stderr
+    assert subprocess.run([xfer, "--help"], capture_output=True, timeout=120).returncode == 0
