@@ -59,7 +59,10 @@ def _param_lines(cmd: Any, ctx: Any) -> tuple[list[str], list[str]]:
         if param.param_type_name == "argument":
             help_text = _one_line(getattr(param, "help", None) or "")
             required = " (required)" if param.required else ""
-            item = f"- `{param.make_metavar(ctx)}`{required}"
+            # typer's vendored click: TyperArgument has no make_metavar(); it names itself
+            display = getattr(param, "_usage_display_name", None)
+            metavar = display() if callable(display) else param.make_metavar(ctx)
+            item = f"- `{metavar}`{required}"
             arguments.append(f"{item}: {help_text}" if help_text else item)
             continue
         record = param.get_help_record(ctx)
