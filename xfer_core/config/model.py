@@ -27,6 +27,8 @@ class Cluster(msgspec.Struct, forbid_unknown_fields=True):
     port: int | None = None
     user: str | None = None
     key_path: str | None = None
+    #: Per-cluster backend (sbatchman accepts it too); ``--backend`` wins over it.
+    transfer_backend: str | None = None
     excludes: list[str] = []
     sync_excludes: list[str] = []
     fetch_excludes: list[str] = []
@@ -38,6 +40,8 @@ class GlobalConfig(msgspec.Struct, forbid_unknown_fields=True):
     """The ``[global]`` table."""
 
     transfer_backend: str | None = None
+    #: Base directory for relative ``local`` paths (sbatchman's key; default: the config's directory).
+    local_base: str | None = None
     common_excludes: list[str] = []
     sync_excludes: list[str] = []
     fetch_excludes: list[str] = []
