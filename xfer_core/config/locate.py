@@ -10,6 +10,7 @@ string is never taken for a key.
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 KeyPath = tuple[str | int, ...]
@@ -205,10 +206,9 @@ class _Scanner:
 
 def _scan(text: str) -> _Scanner:
     scanner = _Scanner(text)
-    try:
+    # best effort: on a problem, keep what was found before it
+    with contextlib.suppress(IndexError, ValueError):
         scanner.document()
-    except (IndexError, ValueError):
-        pass  # best effort: keep what was found before the problem
     return scanner
 
 
