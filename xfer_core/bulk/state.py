@@ -497,7 +497,7 @@ def load_shard_refs(run_dir: str | os.PathLike[str]) -> list[ShardRef]:
     from xfer_core.manifest.shard import load_shard_meta
 
     meta = load_shard_meta(Path(run_dir) / "shards")
-    return [ShardRef(records=s.records, bytes=s.bytes, digest=s.digest) for s in meta.shards]
+    return [ShardRef(records=s.records, bytes=s.bytes, digest=s.sha256) for s in meta.shards]
 
 
 def load_run_state(
