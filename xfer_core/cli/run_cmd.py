@@ -1,9 +1,223 @@
-"""Command module (not built yet): registers nothing until its issue lands."""
+"""``xfer run``: build → analyze → shard → render, and with ``--submit`` run it."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from xfer_core.cli.slurm_cmd import (
+    Concurrency,
+    Cpus,
+    Engine,
+    Image,
+    JobName,
+    MaxArraySize,
+    MaxAttempts,
+    Mem,
+    Partition,
+    RcloneConfig,
+    RcloneFlags,
+    RunDir,
+    Runtime,
+    TimeLimit,
+    Verify,
+    print_submission,
+    render_options,
+)
+
+if TYPE_CHECKING:
+    from xfer_core.output import Output
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _stage_printer(out: Output) -> Callable[[str, dict[str, object]], None]:
+    def on_stage(name: str, details: dict[str, object]) -> None:
+        out.event(name, **details)
+        if name == "manifest":
+            if details.get("reused"):
+                out.info(f"manifest: reusing {details['path']} (same source and dest)")
+            else:
+                out.info(
+                    f"manifest: {details['objects']} objects, "
+                    f"{_size(float(details['bytes']))} listed in {details['seconds']} s"  # type: ignore[arg-type]
+                )
+        elif name == "analyze":
+            out.info(
+                f"analyze: profile {details['profile']}, "
+                f"suggested {details['suggested_shards']} shards"
+            )
+        elif name == "shard":
+            out.info(f"shard: {details['shards']} shards (imbalance {details['imbalance']})")
+        elif name == "render":
+            out.info(
+                f"render: runtime {details['runtime']}, engine {details['engine']}, "
+                f"{details['tasks']} tasks"
+            )
+
+    return on_stage
+
+
+def summarize_local(run_dir: Path, started: float) -> int:
+    """Print the outcome of a finished local run; the exit code (0 all done, 1 otherwise)."""
+    from xfer_core.bulk.state import load_run_state
+    from xfer_core.output import current
+
+    out = current()
+    state = load_run_state(run_dir)
+    t = state.totals
+    seconds = time.monotonic() - started
+    failed = [s for s in state.shards if s.status != "done"]
+    out.event(
+        "summary",
+        run_dir=str(run_dir),
+        shards=t.shards,
+        done=t.done,
+        failed=len(failed),
+        objects=t.records_done,
+        bytes=t.bytes_done,
+        seconds=round(seconds, 3),
+        failures=[{"shard": s.index, "reason": s.last_error} for s in failed],
+    )
+    if not out.json:
+        rate = t.bytes_done / seconds if seconds > 0 else 0.0
+        line = (
+            f"{t.done}/{t.shards} shards done: {t.records_done} objects, "
+            f"{_size(t.bytes_done)} in {seconds:.1f} s ({_size(rate)}/s)"
+        )
+        out.info(line)
+        for s in failed[:20]:
+            out.info(f"  shard {s.index}: {s.status}: {s.last_error or 'not run'}")
+        if failed:
+            out.info(f"details: xfer status --run-dir {run_dir}; logs in {run_dir / 'logs'}")
+    return 0 if not failed else 1
+
+
+def run_cmd(
+    run_dir: RunDir,
+    source: Annotated[
+        str | None,
+        typer.Option("--source", "-s", help="Local dir or rclone remote:path to copy from."),
+    ] = None,
+    dest: Annotated[
+        str | None,
+        typer.Option("--dest", "-d", help="Local dir or rclone remote:path to copy to."),
+    ] = None,
+    num_shards: Annotated[
+        int | None, typer.Option("--num-shards", "-n", min=1, help="Number of shards.")
+    ] = None,
+    auto: Annotated[
+        bool, typer.Option("--auto", help="Shard count from `manifest analyze`.")
+    ] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler",
+            help="local | slurm (default: slurm when sbatch is on PATH and slurmctld "
+            "answers, else local).",
+        ),
+    ] = None,
+    submit: Annotated[
+        bool,
+        typer.Option(
+            "--submit", help="Start it: local runs in the foreground; slurm submits the array."
+        ),
+    ] = False,
+    rebuild: Annotated[
+        bool,
+        typer.Option("--rebuild", help="List the source again even if RUN/manifest.jsonl exists."),
+    ] = False,
+    array_concurrency: Concurrency = 4,
+    runtime: Runtime = None,
+    rclone_image: Image = None,
+    rclone_config: RcloneConfig = None,
+    rclone_flags: RcloneFlags = None,
+    max_attempts: MaxAttempts = 3,
+    verify: Verify = "hash",
+    engine: Engine = "rclone",
+    job_name: JobName = "xfer",
+    time_limit: TimeLimit = "24:00:00",
+    partition: Partition = None,
+    cpus_per_task: Cpus = 4,
+    mem: Mem = "8G",
+    max_array_size: MaxArraySize = None,
+) -> None:
+    """List a source into a manifest, shard it, render the worker, and with --submit run it.
+
+    Re-running the same command resumes: the manifest is reused (--rebuild lists
+    again), sharding is deterministic, and only shards that are not done run.
+    Without --source/--dest, a rendered run dir is (re)submitted as it is.
+    rclone flags default to the ones `manifest analyze` suggests.
+
+    Examples:
+
+        xfer run --run-dir /tmp/demo --source ~/data --dest /tmp/demo-dest --num-shards 4 --submit
+
+        xfer run --run-dir run_001 --source s3src:bucket/set --dest s3dst:bucket/set \\
+            --num-shards 512 --array-concurrency 96 --rclone-image rclone/rclone:latest \\
+            --rclone-config ~/.config/rclone/rclone.conf --partition transfer --submit
+    """
+    from xfer_core.bulk.pipeline import PrepareOptions, pick_scheduler, prepare_run
+    from xfer_core.bulk.render import load_resolved
+    from xfer_core.bulk.submit import submit_run
+    from xfer_core.errors import ConfigError
+    from xfer_core.output import current
+
+    out = current()
+    started = time.monotonic()
+    root = run_dir.resolve()
+    if (source is None) != (dest is None):
+        raise ConfigError("give both --source and --dest (or neither, to resume a run dir)")
+    chosen = pick_scheduler(scheduler)
+    if source is not None and dest is not None:
+        opts = render_options(
+            num_shards=None,
+            array_concurrency=array_concurrency,
+            job_name=job_name,
+            time_limit=time_limit,
+            partition=partition,
+            cpus_per_task=cpus_per_task,
+            mem=mem,
+            rclone_image=rclone_image,
+            rclone_config=rclone_config,
+            rclone_flags=rclone_flags,
+            runtime=runtime,
+            max_attempts=max_attempts,
+            engine=engine,
+            verify=verify,
+            max_array_size=max_array_size if chosen == "slurm" else max_array_size or 1 << 24,
+        )
+        prepare_run(
+            root,
+            PrepareOptions(source=source, dest=dest, num_shards=num_shards, auto=auto),
+            opts,
+            on_stage=_stage_printer(out),
+        )
+    else:
+        load_resolved(root)
+    if not submit:
+        out.info(f"ready: {root} (scheduler {chosen}); start it with:")
+        out.info(f"  xfer run --run-dir {root} --scheduler {chosen} --submit")
+        return
+    out.event("scheduler", name=chosen)
+    sub = submit_run(root, chosen, concurrency=array_concurrency)
+    if chosen == "local" or (sub is not None and sub.finished):
+        if sub is None:
+            out.info(f"{root}: every shard is done; nothing to run")
+        raise typer.Exit(summarize_local(root, started))
+    print_submission(sub, root)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``run``."""
+    app.command("run")(run_cmd)

@@ -1,0 +1,152 @@
+"""``xfer run`` as a library call: build → analyze → shard → render (→ submit).
+
+Re-running on the same run dir resumes: the manifest is reused when its roots
+match (unless ``rebuild``), sharding is deterministic (same manifest and options
+give the same shards, so ``.done`` files stay valid), and a submission runs only
+the shards that are not done.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from xfer_core.atomic import atomic_write_bytes
+from xfer_core.bulk.render import RenderOptions, ResolvedConfig, check_rclone_config, render_run
+from xfer_core.errors import ConfigError, XferError
+
+#: Called with a stage name and its details (for progress lines / JSON events).
+StageHook = Callable[[str, dict[str, object]], None]
+
+
+class PrepareOptions(msgspec.Struct, kw_only=True):
+    """What ``xfer run`` needs besides the render options."""
+
+    source: str
+    dest: str
+    num_shards: int | None = None
+    auto: bool = False
+    #: List the source again even when RUN/manifest.jsonl has the same roots.
+    rebuild: bool = False
+    #: Use the flags ``manifest analyze`` suggests when the user gave none.
+    suggested_flags: bool = True
+
+
+class Prepared(msgspec.Struct, kw_only=True):
+    """What :func:`prepare_run` did."""
+
+    resolved: ResolvedConfig
+    manifest_reused: bool
+    objects: int
+    bytes: int
+
+
+def _manifest_roots(path: Path) -> tuple[str, str] | None:
+    from xfer_core.manifest.jsonl import read_manifest
+
+    try:
+        for record in read_manifest(path):
+            return record.source_root, record.dest_root
+    except XferError:
+        return None
+    return None
+
+
+def pick_scheduler(requested: str | None, env: dict[str, str] | None = None) -> str:
+    """``requested``, else ``slurm`` when sbatch is on PATH and slurmctld answers, else ``local``."""
+    if requested:
+        return requested
+    from xfer_core.plugins import get_registry
+
+    try:
+        slurm = get_registry().get("scheduler", "slurm")
+    except XferError:
+        return "local"
+    return "slurm" if slurm.reachable(env).ok else "local"
+
+
+def prepare_run(
+    run_dir: str | os.PathLike[str],
+    prep: PrepareOptions,
+    render: RenderOptions,
+    *,
+    on_stage: StageHook | None = None,
+    env: dict[str, str] | None = None,
+) -> Prepared:
+    """Build (or reuse) the manifest, analyze it, shard it and render the scripts."""
+    from xfer_core.manifest.analyze import analyze_manifest
+    from xfer_core.manifest.build import build_manifest, normalize_dest
+    from xfer_core.manifest.lister import ListOptions, select_lister
+    from xfer_core.manifest.shard import shard_manifest
+
+    def stage(name: str, **details: object) -> None:
+        if on_stage is not None:
+            on_stage(name, details)
+
+    if (prep.num_shards is None) == (not prep.auto):
+        raise ConfigError("give exactly one of --num-shards N or --auto")
+    root = Path(run_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    # fail on a bad rclone.conf before listing anything
+    conf = check_rclone_config(render.rclone_config) if render.rclone_config else None
+    manifest = root / "manifest.jsonl"
+    reused = False
+    roots = _manifest_roots(manifest) if manifest.is_file() and not prep.rebuild else None
+    if roots is not None and roots == (
+        select_lister(prep.source).normalize_root(prep.source),
+        normalize_dest(prep.dest),
+    ):
+        reused = True
+        stage("manifest", reused=True, path=str(manifest))
+    else:
+        result = build_manifest(
+            prep.source,
+            prep.dest,
+            manifest,
+            options=ListOptions(rclone_config=conf),
+        )
+        stage(
+            "manifest",
+            reused=False,
+            path=str(manifest),
+            objects=result.objects,
+            bytes=result.bytes,
+            seconds=round(result.seconds, 3),
+        )
+    analysis = analyze_manifest(manifest)
+    atomic_write_bytes(
+        root / "analysis.json", msgspec.json.format(msgspec.json.encode(analysis)) + b"\n"
+    )
+    stage(
+        "analyze",
+        objects=analysis.records,
+        bytes=analysis.total_bytes,
+        profile=analysis.profile,
+        suggested_shards=analysis.suggested_shards,
+    )
+    meta = shard_manifest(
+        manifest,
+        root / "shards",
+        num_shards=prep.num_shards,
+        auto=prep.auto,
+    )
+    stage("shard", shards=meta.num_shards, imbalance=round(meta.imbalance, 4))
+    if prep.suggested_flags and not render.rclone_flags:
+        render = msgspec.structs.replace(render, rclone_flags=analysis.rclone_flags_text)
+    resolved = render_run(root, render, env=env)
+    stage(
+        "render",
+        runtime=resolved.runtime,
+        engine=resolved.engine,
+        tasks=resolved.tasks,
+        rclone_flags=resolved.rclone_flags,
+    )
+    return Prepared(
+        resolved=resolved,
+        manifest_reused=reused,
+        objects=analysis.records,
+        bytes=analysis.total_bytes,
+    )
