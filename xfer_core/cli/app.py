@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
 import signal
 import sys
+import traceback
 from typing import Annotated
 
 import typer
@@ -84,18 +86,20 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = app(args=args, prog_name="xfer", standalone_mode=False)
     except XferError as exc:
-        _print_error(exc.message, exc.hint)
         if _state["verbose"]:
-            raise
+            traceback.print_exc()
+        _print_error(exc.message, exc.hint)
         sys.exit(int(exc.exit_code))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):
         print("xfer: interrupted", file=sys.stderr)
         sys.exit(int(ExitCode.INTERRUPTED))
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        print("xfer: interrupted", file=sys.stderr)
-        sys.exit(int(ExitCode.INTERRUPTED))
+    except BrokenPipeError:
+        # `xfer ... | head`: the reader left; no traceback, and no second error at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(int(ExitCode.FAILED))
     except Exception as exc:
         # typer's (vendored) click usage errors: bad option, missing argument, unknown command
         show = getattr(exc, "show", None)
@@ -103,12 +107,18 @@ def main(argv: list[str] | None = None) -> None:
             show()
             sys.exit(int(ExitCode.USAGE))
         if _state["verbose"]:
-            raise
+            traceback.print_exc()
+        first_line = (str(exc).splitlines() or [""])[0]
         _print_error(
-            f"internal error: {type(exc).__name__}: {exc}", "run with -v for the traceback"
+            f"internal error: {type(exc).__name__}: {first_line}",
+            None if _state["verbose"] else "run with -v for the traceback",
         )
         sys.exit(int(ExitCode.FAILED))
-    sys.exit(rv if isinstance(rv, int) else 0)
+    code = rv if isinstance(rv, int) else 0
+    if code == ExitCode.INTERRUPTED:
+        # typer turns KeyboardInterrupt (Ctrl-C, and SIGTERM via _sigterm) into Exit(130)
+        print("xfer: interrupted", file=sys.stderr)
+    sys.exit(code)
 
 
 def _sigterm(signum: int, frame: object) -> None:
