@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.foundation.test_plugins import _uv
 from xfer_core import hookspecs
 from xfer_core.plugins import HOOKS, Registry
 
@@ -124,25 +124,16 @@ def test_walkthrough_installs_and_is_listed(tmp_path: Path) -> None:
     for name, code in walkthrough_files().items():
         (plugin_dir / name).write_text(code, encoding="utf-8")
     venv = tmp_path / "venv"
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT")
-    }
-
-    def uv(*args: str) -> None:
-        res = subprocess.run(
-            ["uv", *args], capture_output=True, text=True, env=env, timeout=240, cwd=tmp_path
-        )
-        assert res.returncode == 0, res.stderr
-
-    uv("venv", "--quiet", "--python", sys.executable, str(venv))
+    python = str(venv / "bin" / "python")
+    # the foundation's helper: uv with the cache first (--offline), then the index
+    _uv("venv", "--quiet", "--python", sys.executable, str(venv), cwd=tmp_path)
     # xfer itself (as in a checkout) and the plugin exactly as the walkthrough says: `-e .`
-    uv("pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-e", str(ROOT))
-    uv("pip", "install", "--quiet", "--python", str(venv / "bin" / "python"), "-e", str(plugin_dir))
+    _uv("pip", "install", "--quiet", "--python", python, "-e", str(ROOT), cwd=tmp_path)
+    _uv("pip", "install", "--quiet", "--python", python, "-e", ".", cwd=plugin_dir)
     res = subprocess.run(
         [str(venv / "bin" / "xfer"), "plugins", "--json"],
         capture_output=True,
         text=True,
-        env=env,
         timeout=60,
     )
     assert res.returncode == 0, res.stderr
