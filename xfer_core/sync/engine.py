@@ -16,7 +16,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from xfer_core.config.model import Cluster, Config, DirPair
+from xfer_core.config.load import backend_for, select
+from xfer_core.config.model import Cluster, Config
 from xfer_core.errors import ConfigError, UnavailableError, XferError
 from xfer_core.plugins import Registry, get_registry
 from xfer_core.sync.backend import (
@@ -42,7 +43,7 @@ class SyncRequest:
     direction: Direction
     clusters: Sequence[str] = ()
     aliases: Sequence[str] = ()
-    #: Backend name; None = ``[global] transfer_backend``, then rsync.
+    #: Backend name; None = the cluster's ``transfer_backend``, then ``[global]``'s, then rsync.
     backend: str | None = None
     excludes: Sequence[str] = ()
     dry_run: bool = False
@@ -59,52 +60,38 @@ def remote_for(cluster: Cluster, *, accept_new_host_key: bool = False) -> Remote
 
     ``$XFER_SSH_CONFIG`` names an ssh_config file used instead of ``~/.ssh/config``.
     """
-    key = os.path.expanduser(os.path.expandvars(cluster.key_path)) if cluster.key_path else None
     return Remote(
         name=cluster.name,
         host=cluster.host,
         port=cluster.port,
         user=cluster.user,
-        key_path=key,
+        key_path=cluster.key_path,
         ssh_config=os.environ.get("XFER_SSH_CONFIG") or None,
         accept_new_host_key=accept_new_host_key,
     )
 
 
-def local_path(path: str) -> str:
-    """A config ``local`` path: ``~`` and ``$VAR`` expanded here, made absolute."""
-    return os.path.abspath(os.path.expanduser(os.path.expandvars(path)))
-
-
-def choose_backend(
-    name: str | None, config: Config, registry: Registry, reporter: Reporter
-) -> TransferBackend:
-    """The backend to use: ``name``, else the config's, else rsync; rsync missing → sftp."""
-    chosen = name or config.global_.transfer_backend or DEFAULT_BACKEND
-    backend: TransferBackend = registry.get("transfer", chosen)
+def choose_backend(name: str, registry: Registry, reporter: Reporter) -> TransferBackend:
+    """The backend called ``name``; rsync that cannot run here falls back to sftp (one warning)."""
+    backend: TransferBackend = registry.get("transfer", name)
     avail = backend.check()
     if avail.ok:
         return backend
-    if chosen == DEFAULT_BACKEND:
+    if name == DEFAULT_BACKEND:
         fallback: TransferBackend = registry.get("transfer", FALLBACK_BACKEND)
         if fallback.check().ok:
             reporter.warning(f"{avail.reason}; falling back to the {FALLBACK_BACKEND} backend")
             return fallback
     raise UnavailableError(
-        f"transfer backend {chosen!r} cannot run here: {avail.reason}",
+        f"transfer backend {name!r} cannot run here: {avail.reason}",
         hint="`xfer plugins` shows every backend and what it needs",
     )
 
 
 def build_jobs(config: Config, request: SyncRequest) -> list[tuple[Cluster, PairJob]]:
     """The selected pairs as jobs, in config order (unknown names → ConfigError)."""
-    from xfer_core.config.load import select
-
     jobs = []
-    selected: list[tuple[Cluster, DirPair]] = select(
-        config, request.clusters, request.aliases, request.direction
-    )
-    for cluster, pair in selected:
+    for cluster, pair in select(config, request.clusters, request.aliases, request.direction):
         patterns = merge_excludes(config, cluster, pair, request.direction, request.excludes)
         jobs.append(
             (
@@ -113,7 +100,7 @@ def build_jobs(config: Config, request: SyncRequest) -> list[tuple[Cluster, Pair
                     cluster=cluster.name,
                     alias=pair.alias,
                     direction=request.direction,
-                    local=local_path(pair.local),
+                    local=os.path.abspath(pair.local),
                     remote=pair.remote,
                     excludes=ExcludeMatcher(patterns),
                     dry_run=request.dry_run,
@@ -142,11 +129,19 @@ def run_sync(
         if request.jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, not {request.jobs}")
         jobs = build_jobs(config, request)
-        backend = choose_backend(request.backend, config, registry or get_registry(), reporter)
+        registry = registry or get_registry()
+        chosen: dict[str, TransferBackend] = {}
+        backends: dict[str, TransferBackend] = {}
+        for cluster, _ in jobs:
+            name = backend_for(config, cluster, request.backend)
+            if name not in chosen:
+                chosen[name] = choose_backend(name, registry, reporter)
+            backends[cluster.name] = chosen[name]
         started = time.monotonic()
-        results = asyncio.run(run_jobs(backend, jobs, request, reporter))
+        results = asyncio.run(run_jobs(backends, jobs, request, reporter))
+        names = ",".join(sorted({b.name for b in backends.values()}))
         summary = summarize(
-            request.direction, backend.name, request.dry_run, results, time.monotonic() - started
+            request.direction, names, request.dry_run, results, time.monotonic() - started
         )
         reporter.summary(summary)
         return summary
@@ -155,19 +150,24 @@ def run_sync(
 
 
 async def run_jobs(
-    backend: TransferBackend,
+    backends: dict[str, TransferBackend],
     jobs: list[tuple[Cluster, PairJob]],
     request: SyncRequest,
     reporter: Reporter,
 ) -> list[PairResult]:
-    """Run every job, ``request.jobs`` at a time, one session per cluster; results in job order."""
+    """Run every job, ``request.jobs`` at a time, one session per cluster; results in job order.
+
+    ``backends`` maps each cluster name to the backend that serves it.
+    """
     limit = asyncio.Semaphore(request.jobs)
     sessions: dict[str, asyncio.Task[TransferSession]] = {}
 
     def session_for(cluster: Cluster) -> asyncio.Task[TransferSession]:
         if cluster.name not in sessions:
             target = remote_for(cluster, accept_new_host_key=request.accept_new_host_key)
-            sessions[cluster.name] = asyncio.ensure_future(backend.open(target, request.options))
+            sessions[cluster.name] = asyncio.ensure_future(
+                backends[cluster.name].open(target, request.options)
+            )
         return sessions[cluster.name]
 
     async def one(cluster: Cluster, job: PairJob) -> PairResult:
@@ -206,7 +206,6 @@ __all__ = [
     "SyncRequest",
     "build_jobs",
     "choose_backend",
-    "local_path",
     "remote_for",
     "run_jobs",
     "run_sync",
