@@ -1,0 +1,110 @@
+"""Property tests of the pure planner (the skip rule every tree-walking backend uses)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from xfer_core.sync.plan import Entry, Plan, needs_send, plan_sync
+
+NAMES = st.sampled_from(["a", "b", "c d", "é"])
+PATHS = st.lists(NAMES, min_size=1, max_size=3).map("/".join)
+FILE = st.builds(
+    lambda size, mtime, mode: Entry("file", size, mtime, mode),
+    st.integers(0, 3),
+    st.integers(0, 3),
+    st.sampled_from([0o644, 0o600, 0o755]),
+)
+LEAF = st.one_of(FILE, st.builds(lambda t: Entry("link", target=t), st.sampled_from(["x", "../y"])))
+
+
+@st.composite
+def trees(draw: st.DrawFn) -> dict[str, Entry]:
+    """A consistent tree: every parent of an entry is a directory."""
+    tree: dict[str, Entry] = {"": Entry("dir", mode=0o755)}
+    for path, leaf in draw(st.lists(st.tuples(PATHS, LEAF), max_size=12)):
+        parts = path.split("/")
+        parents = ["/".join(parts[:i]) for i in range(1, len(parts))]
+        if any(tree.get(p, Entry("dir")).kind != "dir" for p in parents) or path in tree:
+            continue
+        for p in parents:
+            tree.setdefault(p, Entry("dir", mode=draw(st.sampled_from([0o755, 0o700]))))
+        tree[path] = leaf
+    return tree
+
+
+def apply(plan: Plan, src: dict[str, Entry], dst: dict[str, Entry]) -> dict[str, Entry]:
+    """What the destination holds after a backend carried out ``plan``."""
+    out = dict(dst)
+    for path in plan.replace:
+        for p in [p for p in out if p == path or p.startswith(path + "/")]:
+            del out[p]
+    for path in plan.mkdirs + plan.send + plan.links + plan.dir_attrs:
+        out[path] = src[path]
+    for path in plan.delete:
+        out.pop(path, None)
+    return out
+
+
+@settings(max_examples=300)
+@given(trees(), trees(), st.booleans(), st.booleans())
+def test_plan_then_replan_is_a_no_op(
+    src: dict[str, Entry], dst: dict[str, Entry], delete: bool, checksum: bool
+) -> None:
+    plan = plan_sync(src, dst, delete=delete)
+    after = apply(plan, src, dst)
+    again = plan_sync(src, after, delete=delete, checksum=checksum)
+    assert (again.send, again.links, again.mkdirs, again.replace, again.delete) == (
+        [],
+        [],
+        [],
+        [],
+        [],
+    )
+    assert again.compare == [] or checksum
+
+
+@given(trees(), trees(), st.booleans())
+def test_every_source_file_is_accounted_for_once(
+    src: dict[str, Entry], dst: dict[str, Entry], checksum: bool
+) -> None:
+    plan = plan_sync(src, dst, checksum=checksum)
+    files = [p for p, e in src.items() if e.kind == "file"]
+    decided = plan.send + plan.compare
+    assert len(decided) == len(set(decided))
+    assert len(decided) + plan.skipped == len(files)
+    assert plan.delete == []
+
+
+@given(trees(), trees(), st.booleans())
+def test_newer_destination_files_are_never_sent(
+    src: dict[str, Entry], dst: dict[str, Entry], checksum: bool
+) -> None:
+    plan = plan_sync(src, dst, checksum=checksum)
+    for path in plan.send + plan.compare:
+        d = dst.get(path)
+        assert d is None or d.kind != "file" or d.mtime <= src[path].mtime
+
+
+@given(trees(), trees())
+def test_order_parents_before_children_and_deletes_children_first(
+    src: dict[str, Entry], dst: dict[str, Entry]
+) -> None:
+    plan = plan_sync(src, dst, delete=True)
+    for i, path in enumerate(plan.mkdirs):
+        assert all(not path.startswith(p + "/") for p in plan.mkdirs[i + 1 :])
+    for i, path in enumerate(plan.delete):
+        assert all(not p.startswith(path + "/") for p in plan.delete[i + 1 :])
+    assert set(plan.delete) == {p for p in dst if p and p not in src}
+
+
+def test_skip_rule_matches_rsync_update() -> None:
+    src = Entry("file", 10, 100)
+    assert needs_send(src, None, checksum=False) is True
+    assert needs_send(src, Entry("dir"), checksum=False) is True
+    assert needs_send(src, Entry("file", 10, 100), checksum=False) is False
+    assert needs_send(src, Entry("file", 11, 100), checksum=False) is True
+    assert needs_send(src, Entry("file", 10, 99), checksum=False) is True
+    assert needs_send(src, Entry("file", 99, 101), checksum=False) is False  # newer: kept
+    assert needs_send(src, Entry("file", 10, 100), checksum=True) is None  # compare content
+    assert needs_send(src, Entry("file", 11, 100), checksum=True) is True

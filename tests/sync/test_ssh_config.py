@@ -1,0 +1,50 @@
+"""Host, port, user, key and known_hosts left out of the config come from the ssh config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from xfer_backends.rsync import RsyncBackend
+from xfer_backends.sftp import SftpBackend, known_hosts_path
+from xfer_core.sync.backend import Remote, TransferBackend
+from xfer_core.testing.conformance import job_for, run_pair
+from xfer_core.testing.services import SshServer
+
+
+@pytest.fixture
+def ssh_config(sshd: SshServer, tmp_path: Path) -> Path:
+    path = tmp_path / "ssh_config"
+    path.write_text(
+        "Host cluster-alias\n"
+        f"  HostName {sshd.host}\n"
+        f"  Port {sshd.port}\n"
+        f"  User {sshd.user}\n"
+        f"  IdentityFile {sshd.key_path}\n"
+        "  IdentitiesOnly yes\n"
+        f"  UserKnownHostsFile {sshd.known_hosts}\n"
+        "  GlobalKnownHostsFile /dev/null\n"
+    )
+    return path
+
+
+@pytest.mark.parametrize("backend", [RsyncBackend(), SftpBackend()], ids=["rsync", "sftp"])
+def test_everything_from_ssh_config(
+    backend: TransferBackend, sshd: SshServer, ssh_config: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("via ssh config")
+    dest = sshd.mkdtemp("sshcfg")
+    remote = Remote(name="aliased", host="cluster-alias", ssh_config=str(ssh_config))
+    result, _ = run_pair(backend, remote, job_for(src, dest))
+    assert result.error == "", result
+    assert (dest / "f.txt").read_text() == "via ssh config"
+
+
+def test_known_hosts_file_from_ssh_config(sshd: SshServer, ssh_config: Path) -> None:
+    remote = Remote(name="aliased", host="cluster-alias", ssh_config=str(ssh_config))
+    assert known_hosts_path(remote) == sshd.known_hosts
+    explicit = Remote(name="x", host="h", known_hosts="/some/file")
+    assert known_hosts_path(explicit) == Path("/some/file")
