@@ -10,10 +10,10 @@ from xfer_backends.rsync import RsyncBackend
 from xfer_backends.sftp import SftpBackend
 from xfer_core.sync.backend import TransferBackend
 from xfer_core.testing.conformance import (
+    job_for,
     make_tree,
     remote_for_server,
     run_pair,
-    job_for,
     snapshot,
 )
 from xfer_core.testing.services import SshServer
