@@ -199,6 +199,55 @@ class _Service:
         self.close()
 
 
+def _retry_on_new_ports(start: Callable[[], None], new_ports: Callable[[], None]) -> None:
+    """``start()``; when it fails, pick new ports and try again (a port found free can be
+    taken by another test session before the service binds it)."""
+    for attempt in range(5):
+        try:
+            start()
+            return
+        except ServiceError:
+            if attempt == 4:
+                raise
+            new_ports()
+
+
+class _Server(_Service):
+    """A service that is one process listening on ``self.port``: start/stop/restart, pid."""
+
+    port: int
+    log_path: Path
+
+    def __init__(self, base_dir: str | os.PathLike[str] | None = None):
+        super().__init__(base_dir)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """Pid of the server process (None while stopped)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return None
+        return self._proc.pid
+
+    def _launch(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+        proc = self._proc = _spawn(argv, self.log_path, env=env)
+        try:
+            _wait_for(lambda: _port_open(self.port), what=self.label, proc=proc, log=self.log_path)
+        except ServiceError:
+            _terminate(proc)
+            self._proc = None
+            raise
+
+    def _first_start(self) -> None:
+        def new_port() -> None:
+            self.port = free_port()
+
+        _retry_on_new_ports(self.start, new_port)
+
+    def start(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
 # --------------------------------------------------------------------------- sshd
 
 TEST_USER = "xfertest"
@@ -231,7 +280,7 @@ def ensure_test_user(name: str = TEST_USER) -> pwd.struct_passwd:
         return entry
 
 
-class SshServer(_Service):
+class SshServer(_Server):
     """A private ``sshd`` on 127.0.0.1 that logs in the non-root user ``xfertest`` by key.
 
     Attributes: ``host``, ``port``, ``user``, ``uid``, ``gid``, ``home`` (the user's
@@ -259,12 +308,12 @@ class SshServer(_Service):
         self.authorized_keys = self.dir / "authorized_keys"
         self.config_path = self.dir / "sshd_config"
         self.log_path = self.dir / "sshd.log"
-        self._proc: subprocess.Popen[bytes] | None = None
         self._scratch = self.home / ".xfer-tests" / uuid.uuid4().hex[:12]
         self._make_keys()
         self._scratch_made = False
         try:
             self._first_start()
+            self._check_login()
         except BaseException:
             self.close()
             raise
@@ -312,16 +361,7 @@ class SshServer(_Service):
             )
         )
 
-    def _first_start(self) -> None:
-        # a free port can be taken by another session before sshd binds it: retry on a new one
-        for attempt in range(5):
-            try:
-                self.start()
-                break
-            except ServiceError:
-                if attempt == 4 or "Address already in use" not in _tail(self.log_path, 5):
-                    raise
-                self.port = free_port()
+    def _check_login(self) -> None:
         # one real login proves keys, user, shell and PATH before any test relies on them
         res = self.run("command -v rsync && echo ok")
         if res.returncode != 0 or "ok" not in res.stdout:
@@ -330,29 +370,13 @@ class SshServer(_Service):
                 f"(exit {res.returncode}): {res.stderr.strip()}\n{_tail(self.log_path)}"
             )
 
-    @property
-    def pid(self) -> int | None:
-        """Pid of the listening sshd (None while stopped)."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None
-        return self._proc.pid
-
     def start(self) -> None:
         """Start sshd (again) on ``self.port``; returns when it accepts connections."""
         if self.pid is not None:
             return
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         self._write_config()
-        self._proc = _spawn(
-            [_program("sshd"), "-D", "-e", "-f", str(self.config_path)], self.log_path
-        )
-        proc = self._proc
-        try:
-            _wait_for(lambda: _port_open(self.port), what="sshd", proc=proc, log=self.log_path)
-        except ServiceError:
-            _terminate(proc)
-            self._proc = None
-            raise
+        self._launch([_program("sshd"), "-D", "-e", "-f", str(self.config_path)])
 
     def stop(self) -> None:
         """Stop sshd and drop every open connection (their session processes are killed)."""
@@ -582,16 +606,19 @@ class SlurmCluster(_Service):
         )
 
     def _start_daemons(self) -> None:
-        for attempt in range(5):
-            self._write_config(free_port(), free_port())
+        def start() -> None:
             try:
                 self._start_ctld()
                 self._start_slurmd()
-                break
             except ServiceError:
                 self._stop_daemons()
-                if attempt == 4:
-                    raise
+                raise
+
+        def new_ports() -> None:
+            self._write_config(free_port(), free_port())
+
+        new_ports()
+        _retry_on_new_ports(start, new_ports)
         self.wait_idle()
         self._wait_scheduler()
 
@@ -682,7 +709,12 @@ class SlurmCluster(_Service):
 # --------------------------------------------------------------------------- S3
 
 
-class S3Server(_Service):
+def _rclone_env() -> dict[str, str]:
+    # AWS_CA_BUNDLE makes rclone's S3 client fail even against plain http
+    return {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+
+
+class S3Server(_Server):
     """An S3 endpoint on 127.0.0.1 (``rclone serve s3``) over a local dir: each top-level
     directory of ``root`` is a bucket (``src`` and ``dst`` exist from the start).
 
@@ -719,17 +751,9 @@ class S3Server(_Service):
         self.rclone_config = self.dir / "rclone.conf"
         self.log_path = self.dir / "rclone-serve.log"
         self.env = {"RCLONE_CONFIG": str(self.rclone_config)}
-        self._proc: subprocess.Popen[bytes] | None = None
         self.port = free_port()
         try:
-            for attempt in range(5):
-                try:
-                    self.start()
-                    break
-                except ServiceError:
-                    if attempt == 4:
-                        raise
-                    self.port = free_port()
+            self._first_start()
             self._check_round_trip()
         except BaseException:
             self.close()
@@ -738,13 +762,6 @@ class S3Server(_Service):
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        """Pid of the server (None while stopped)."""
-        if self._proc is None or self._proc.poll() is not None:
-            return None
-        return self._proc.pid
 
     def _write_config(self) -> None:
         text = "\n".join(
@@ -768,8 +785,7 @@ class S3Server(_Service):
         if self.pid is not None:
             return
         self._write_config()
-        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
-        self._proc = _spawn(
+        self._launch(
             [
                 self.rclone,
                 "serve",
@@ -787,18 +803,8 @@ class S3Server(_Service):
                 "0",
                 str(self.root),
             ],
-            self.log_path,
-            env=env,
+            env=_rclone_env(),
         )
-        proc = self._proc
-        try:
-            _wait_for(
-                lambda: _port_open(self.port), what="rclone serve s3", proc=proc, log=self.log_path
-            )
-        except ServiceError:
-            _terminate(proc)
-            self._proc = None
-            raise
 
     def stop(self) -> None:
         """Stop the server (connections drop; ``root`` is kept)."""
@@ -813,7 +819,6 @@ class S3Server(_Service):
         self, *args: str, check: bool = False, timeout: float = 120, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """Run ``rclone --config <rclone_config> ARGS`` (AWS_CA_BUNDLE removed from its env)."""
-        env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
         return subprocess.run(
             [self.rclone, "--config", str(self.rclone_config), *args],
             capture_output=True,
@@ -822,7 +827,7 @@ class S3Server(_Service):
             check=check,
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
-            env=env,
+            env=_rclone_env(),
         )
 
     def _check_round_trip(self) -> None:
