@@ -75,7 +75,12 @@ def _write_state(state: Path, i: int, spec: dict) -> None:
         (state / f"shard_{i}.running").write_text(text + "\n")
 
 
-def _load(specs: list[dict], max_attempts: int, jobs_alive: bool | None = None) -> RunState:
+def _load(
+    specs: list[dict],
+    max_attempts: int,
+    jobs_alive: bool | None = None,
+    jobs: list[JobRecord] | None = None,
+) -> RunState:
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state"
         state.mkdir()
@@ -83,6 +88,8 @@ def _load(specs: list[dict], max_attempts: int, jobs_alive: bool | None = None) 
             _write_state(state, i, spec)
         (state / ".shard_0.done.x1y2.tmp").write_text("in flight")  # temp files are ignored
         refs = [ShardRef(records=s["records"], bytes=s["bytes"], digest=CURRENT) for s in specs]
+        if jobs is not None:
+            (Path(tmp) / "jobs.json").write_bytes(msgspec.json.encode(jobs))
         return load_run_state(tmp, shards=refs, max_attempts=max_attempts, jobs_alive=jobs_alive)
 
 
@@ -91,13 +98,23 @@ def _load(specs: list[dict], max_attempts: int, jobs_alive: bool | None = None) 
     specs=st.lists(shard_files, max_size=12),
     max_attempts=st.integers(1, 4),
     jobs_alive=st.sampled_from([None, True, False]),
+    job_shards=st.lists(st.lists(st.integers(0, 11), max_size=6), max_size=3),
 )
 def test_generated_state_dirs_follow_the_contract(
-    specs: list[dict], max_attempts: int, jobs_alive: bool | None
+    specs: list[dict], max_attempts: int, jobs_alive: bool | None, job_shards: list[list[int]]
 ) -> None:
-    rs = _load(specs, max_attempts, jobs_alive)
+    jobs = [
+        JobRecord(scheduler="slurm", job_id=str(n), submitted_at=1.0, shards=shards)
+        for n, shards in enumerate(job_shards)
+    ]
+    rs = _load(specs, max_attempts, jobs_alive, jobs)
     assert len(rs.shards) == len(specs)
     for spec, s in zip(specs, rs.shards, strict=True):
+        # each submission that included the shard (an empty list: all) gives max_attempts tries
+        subs = sum(1 for shards in job_shards if not shards or s.index in shards)
+        assert s.submissions == subs
+        limit = max_attempts * max(1, subs)
+        assert s.attempt_limit == limit
         # done iff the .done digest matches the current shard; a stale .done is flagged
         assert (s.status == "done") == (spec["done"] == "current")
         assert s.stale_done == (spec["done"] == "old")
@@ -114,7 +131,7 @@ def test_generated_state_dirs_follow_the_contract(
             assert s.status == "running"
             assert s.running is not None
         elif dead_worker or spec["fail"] is not None:
-            assert s.status == ("failed" if s.attempts >= max_attempts else "retrying")
+            assert s.status == ("failed" if s.attempts >= limit else "retrying")
             assert s.last_error
             if dead_worker:
                 assert "worker died" in s.last_error
@@ -140,6 +157,9 @@ def test_generated_state_dirs_follow_the_contract(
     for s in rs.shards:
         assert (s.index in todo) == (s.status in ("pending", "retrying"))
     # a larger attempt budget brings permanently failed shards back
+    assert pending_shards(rs, include_failed=True) == [
+        s.index for s in rs.shards if s.status in ("pending", "retrying", "failed")
+    ]
     assert pending_shards(rs, max_attempts=99) == [
         s.index for s in rs.shards if s.status in ("pending", "retrying", "failed")
     ]

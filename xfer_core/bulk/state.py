@@ -11,9 +11,12 @@ current sharding in ``RUN/shards/shards.meta.json``:
   shard. A ``.running`` whose process is gone (same host, pid dead or reused), or whose
   scheduler jobs are all gone (``jobs_alive=False``), is a dead attempt: it counts as
   a failed attempt.
-- ``shard_<i>.attempt`` counts attempts started; ``shard_<i>.fail`` holds the reason of
-  the last failed attempt. With ``attempts >= max_attempts`` the failure is permanent
-  (``failed``), else the shard will be tried again (``retrying``).
+- ``shard_<i>.attempt`` counts attempts started, over every submission; ``shard_<i>.fail``
+  holds the reason of the last failed attempt. Each submission gives a shard
+  ``max_attempts`` tries, so its *attempt limit* is ``max_attempts`` times the number of
+  submissions (``jobs.json``) that included it (at least one). With ``attempts`` at the
+  limit the failure is permanent (``failed``), else the shard will be tried again
+  (``retrying``; by the running submission, or by the next one).
 
 Precedence: done > running > failed/retrying > pending.
 
@@ -73,8 +76,12 @@ class ShardState(msgspec.Struct, kw_only=True):
 
     index: int
     status: ShardStatus
-    #: Attempts started so far (``.attempt``).
+    #: Attempts started so far (``.attempt``), over every submission.
     attempts: int = 0
+    #: Submissions (``jobs.json``) that included this shard.
+    submissions: int = 0
+    #: ``max_attempts`` x max(1, submissions): a failure at this count is permanent.
+    attempt_limit: int = 1
     records: int = 0
     bytes: int = 0
     #: Content digest of the current shard (from ``shards.meta.json``).
@@ -202,6 +209,7 @@ def build_shard_state(
     files: StateFiles,
     *,
     max_attempts: int,
+    submissions: int,
     liveness: _Liveness,
 ) -> ShardState:
     """One :class:`ShardState` from the shard's meta and the content of its state files."""
@@ -221,17 +229,20 @@ def build_shard_state(
             f"attempt {running.attempt}: worker died "
             f"(pid {running.pid} on {running.host} is gone, no result recorded)"
         )
+    limit = max_attempts * max(1, submissions)
     status = shard_status(
         done_valid=done_valid,
         running_alive=running_alive,
         has_fail=files.fail is not None,
         attempts=attempts,
-        max_attempts=max_attempts,
+        max_attempts=limit,
     )
     return ShardState(
         index=index,
         status=status,
         attempts=attempts,
+        submissions=submissions,
+        attempt_limit=limit,
         records=ref.records,
         bytes=ref.bytes,
         digest=ref.digest,
@@ -240,6 +251,19 @@ def build_shard_state(
         done_at=files.done_mtime if done_valid else None,
         running=running if status == "running" else None,
     )
+
+
+def count_submissions(jobs: Iterable[JobRecord], num_shards: int) -> list[int]:
+    """Per shard, how many of ``jobs`` included it (a job with no shard list: all of them)."""
+    counts = [0] * num_shards
+    for job in jobs:
+        if not job.shards:
+            counts = [c + 1 for c in counts]
+            continue
+        for i in set(job.shards):
+            if 0 <= i < num_shards:
+                counts[i] += 1
+    return counts
 
 
 def summarize(shards: Iterable[ShardState]) -> RunTotals:
@@ -276,16 +300,17 @@ def pending_shards(
 ) -> list[int]:
     """The shard indexes a (re)submission should run, ascending.
 
-    Not done, not permanently failed (``attempts >= max_attempts``; default: the run's
-    ``max_attempts``) unless ``include_failed``, and not running unless ``include_running``.
+    Not done, not permanently failed (attempts at the shard's attempt limit, computed
+    with ``max_attempts`` when given) unless ``include_failed``, and not running unless
+    ``include_running``.
     """
-    limit = run_state.max_attempts if max_attempts is None else max_attempts
     out = []
     for s in run_state.shards:
         if s.status == "done":
             continue
         if s.status == "running" and not include_running:
             continue
+        limit = s.attempt_limit if max_attempts is None else max_attempts * max(1, s.submissions)
         if s.status in ("failed", "retrying") and s.attempts >= limit and not include_failed:
             continue
         out.append(s.index)
@@ -465,20 +490,6 @@ def read_max_attempts(run_dir: str | os.PathLike[str]) -> int:
     return DEFAULT_MAX_ATTEMPTS
 
 
-def read_resolved_config(run_dir: str | os.PathLike[str]) -> dict[str, object]:
-    """``RUN/config.resolved.json`` as a dict (empty when absent)."""
-    path = Path(run_dir) / "config.resolved.json"
-    try:
-        data = msgspec.json.decode(path.read_bytes())
-    except FileNotFoundError:
-        return {}
-    except msgspec.DecodeError as exc:
-        raise XferError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise XferError(f"{path}: expected a JSON object")
-    return data
-
-
 def read_jobs(run_dir: str | os.PathLike[str]) -> list[JobRecord]:
     """The submissions recorded in ``RUN/jobs.json`` (empty when none)."""
     path = Path(run_dir) / "jobs.json"
@@ -505,13 +516,14 @@ def load_run_state(
     *,
     shards: Sequence[ShardRef] | None = None,
     max_attempts: int | None = None,
+    jobs: Sequence[JobRecord] | None = None,
     jobs_alive: bool | None = None,
     now: float | None = None,
 ) -> RunState:
     """The state of every shard of ``run_dir``.
 
     ``shards`` defaults to the run's ``shards/shards.meta.json``; ``max_attempts`` to
-    the run's ``config.resolved.json``. ``jobs_alive`` is what the scheduler knows:
+    the run's ``config.resolved.json``; ``jobs`` to its ``jobs.json``. ``jobs_alive`` is what the scheduler knows:
     False when none of the run's jobs is queued or running any more (every
     ``.running`` is then a dead attempt), None when unknown.
     """
@@ -521,10 +533,18 @@ def load_run_state(
     refs = list(shards) if shards is not None else load_shard_refs(root)
     limit = read_max_attempts(root) if max_attempts is None else max_attempts
     files = read_state_files(root / "state")
+    submissions = count_submissions(read_jobs(root) if jobs is None else jobs, len(refs))
     liveness = _Liveness(jobs_alive)
     empty = StateFiles()
     states = [
-        build_shard_state(i, ref, files.get(i, empty), max_attempts=limit, liveness=liveness)
+        build_shard_state(
+            i,
+            ref,
+            files.get(i, empty),
+            max_attempts=limit,
+            submissions=submissions[i],
+            liveness=liveness,
+        )
         for i, ref in enumerate(refs)
     ]
     orphans = sorted(i for i in files if i >= len(refs))
