@@ -507,7 +507,8 @@ def load_shard_refs(run_dir: str | os.PathLike[str]) -> list[ShardRef]:
     """Records, bytes and digest of every shard of the current sharding of ``run_dir``."""
     from xfer_core.manifest.shard import load_shard_meta
 
-    meta = load_shard_meta(Path(run_dir) / "shards")
+    # no per-shard file checks: state is read often (status --watch) and must stay fast
+    meta = load_shard_meta(Path(run_dir) / "shards", check_files=False)
     return [ShardRef(records=s.records, bytes=s.bytes, digest=s.sha256) for s in meta.shards]
 
 

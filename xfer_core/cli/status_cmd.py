@@ -1,9 +1,385 @@
-"""Command module (not built yet): registers nothing until its issue lands."""
+"""``xfer status`` and ``xfer retry``: the state of a run dir, and resubmitting what is not done."""
 
 from __future__ import annotations
 
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import msgspec
 import typer
+
+from xfer_core.bulk.scheduler import JobInfo
+from xfer_core.errors import ExitCode, XferError
+from xfer_core.output import Output, current
+
+if TYPE_CHECKING:
+    from xfer_core.bulk.state import JobRecord, Progress, RunState
+
+#: Shards listed per status in the human output (all of them are in --json).
+_LIST_LIMIT = 20
+
+RunDirOption = Annotated[
+    Path,
+    typer.Option(
+        "--run-dir",
+        "-r",
+        help="The run dir (holds shards/, state/, logs/).",
+        file_okay=False,
+        show_default=False,
+    ),
+]
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    if not run_dir.is_dir():
+        raise XferError(f"{run_dir}: no such run dir")
+    if not (run_dir / "shards" / "shards.meta.json").is_file():
+        raise XferError(
+            f"{run_dir}: not a run dir (no shards/shards.meta.json)",
+            hint="create one with `xfer run` or `xfer manifest shard --outdir RUN/shards`",
+        )
+
+
+#: Scheduler states after which a job runs no worker any more (Slurm's words; sacct
+#: appends "by UID" to CANCELLED).
+_ENDED = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "REVOKED",
+        "SPECIAL_EXIT",
+    }
+)
+
+
+class SchedulerView(msgspec.Struct, kw_only=True):
+    """What one scheduler says about the run's jobs it ran."""
+
+    scheduler: str
+    job_ids: list[str]
+    #: False when the scheduler could not be asked; ``message`` says why.
+    reachable: bool
+    message: str | None = None
+    jobs: list[JobInfo] = []
+    #: Jobs/tasks by state word (``RUNNING``, ``PENDING``...).
+    states: dict[str, int] = {}
+
+    @property
+    def alive(self) -> bool | None:
+        """Whether any job may still run a worker (None: cannot tell)."""
+        if not self.reachable:
+            return None
+        return any(j.state.split(" ")[0] not in _ENDED for j in self.jobs)
+
+
+def ask_schedulers(jobs: Sequence[JobRecord]) -> list[SchedulerView]:
+    """Each recorded scheduler's view of its jobs (``squeue`` for Slurm); never raises."""
+    from xfer_core.plugins import get_registry
+
+    by_name: dict[str, list[str]] = {}
+    for job in jobs:
+        by_name.setdefault(job.scheduler, []).append(job.job_id)
+    views = []
+    for name, ids in by_name.items():
+        view = SchedulerView(scheduler=name, job_ids=ids, reachable=False)
+        try:
+            sched = get_registry().get("scheduler", name)
+            avail = sched.reachable()
+            if not avail.ok:
+                view.message = f"not reachable ({avail.reason}); state from the run dir only"
+            else:
+                view.jobs = list(sched.queue_info(ids))
+                view.reachable = True
+                view.states = dict(Counter(j.state for j in view.jobs))
+        except XferError as exc:
+            view.message = f"{exc.message}; state from the run dir only"
+        views.append(view)
+    return views
+
+
+class Snapshot:
+    """One look at a run: its state files, its jobs and the schedulers' view of them."""
+
+    def __init__(self, run_dir: Path, *, ask_scheduler: bool = True):
+        from xfer_core.bulk.state import estimate_progress, load_run_state, read_jobs
+
+        self.jobs: list[JobRecord] = read_jobs(run_dir)
+        # the schedulers are asked before the state files are read: a task that ends in
+        # between then shows as done, never as a dead worker
+        self.views: list[SchedulerView] = ask_schedulers(self.jobs) if ask_scheduler else []
+        alive = [v.alive for v in self.views if v.scheduler != "local"]
+        jobs_alive = None if not alive or None in alive else any(alive)
+        self.state: RunState = load_run_state(run_dir, jobs_alive=jobs_alive)
+        self.progress: Progress = estimate_progress(self.state, self.jobs)
+
+    @property
+    def exit_code(self) -> int:
+        """1 when any shard failed for good, else 0 (also while the run goes on)."""
+        return int(ExitCode.FAILED) if self.state.totals.failed else int(ExitCode.OK)
+
+    def to_json(self) -> dict[str, Any]:
+        st = self.state
+        return {
+            "run_dir": st.run_dir,
+            "max_attempts": st.max_attempts,
+            "complete": st.complete,
+            "finished": st.finished,
+            "totals": msgspec.to_builtins(st.totals),
+            "progress": msgspec.to_builtins(self.progress),
+            "failed": [
+                {"shard": s.index, "attempts": s.attempts, "last_error": s.last_error}
+                for s in st.shards
+                if s.status == "failed"
+            ],
+            "jobs": msgspec.to_builtins(self.jobs),
+            "schedulers": msgspec.to_builtins(self.views),
+            "orphans": st.orphans,
+            "shards": msgspec.to_builtins(st.shards),
+            "exit_code": self.exit_code,
+            "loaded_at": st.loaded_at,
+        }
+
+
+# --- human output -------------------------------------------------------------------------
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600:02d}h"
+
+
+def _pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.1f}%" if whole else "-"
+
+
+def summary_lines(snap: Snapshot) -> list[str]:
+    """The plain-text report: totals, rate, scheduler, the shards that need attention."""
+    st, t = snap.state, snap.state.totals
+    head = [
+        f"run dir: {st.run_dir}  (max attempts {st.max_attempts})",
+        f"shards: {t.shards} total, {t.done} done, {t.running} running, "
+        f"{t.retrying} retrying, {t.failed} failed, {t.pending} pending",
+        f"objects: {t.records_done}/{t.records} done ({_pct(t.records_done, t.records)}); "
+        f"bytes: {_bytes(t.bytes_done)} / {_bytes(t.bytes)} ({_pct(t.bytes_done, t.bytes)}); "
+        f"attempts: {t.attempts}",
+    ]
+    return head + _info_lines(snap) + _shard_lines(st) + _verdict(st)
+
+
+def _info_lines(snap: Snapshot) -> list[str]:
+    st, t, p = snap.state, snap.state.totals, snap.progress
+    lines = []
+    if p.bytes_per_second is not None and p.since is not None and p.until is not None:
+        rate = f"rate: {_bytes(p.bytes_per_second)}/s over the last {_duration(p.until - p.since)}"
+        if p.eta_seconds is not None:
+            rate += f"; ETA {_duration(p.eta_seconds)}"
+        lines.append(rate)
+    elif not st.complete:
+        lines.append("rate: not known yet (no shard finished since the last submission)")
+    if t.stale_done:
+        lines.append(f"ignored: {t.stale_done} .done file(s) of an older sharding")
+    return lines + _scheduler_lines(snap)
+
+
+def _verdict(st: RunState) -> list[str]:
+    if st.complete:
+        return ["all shards done"]
+    if st.totals.failed:
+        return [
+            f"{st.totals.failed} shard(s) failed for good; "
+            "`xfer retry --include-failed` tries them again"
+        ]
+    return []
+
+
+def _scheduler_lines(snap: Snapshot) -> list[str]:
+    lines = []
+    for job in snap.jobs:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.submitted_at))
+        lines.append(
+            f"job {job.job_id} ({job.scheduler}, {len(job.shards)} shard(s), submitted {when})"
+        )
+    for view in snap.views:
+        label = f"{view.scheduler} scheduler"
+        if view.states:
+            states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(view.states.items()))
+            lines.append(f"{label}: {states}")
+        elif view.reachable:
+            lines.append(f"{label}: no job of this run is queued or running")
+        if view.message:
+            lines.append(f"{label}: {view.message}")
+    return lines
+
+
+def _shard_lines(st: RunState) -> list[str]:
+    lines = []
+    for status in ("failed", "retrying", "running"):
+        shards = [s for s in st.shards if s.status == status]
+        if not shards:
+            continue
+        lines.append(f"{status} shards:")
+        for s in shards[:_LIST_LIMIT]:
+            head = f"  shard {s.index} ({s.attempts}/{st.max_attempts} attempts)"
+            if s.running is not None:
+                r = s.running
+                since = _duration(max(0.0, st.loaded_at - r.started_at))
+                lines.append(f"{head}: attempt {r.attempt} on {r.host} pid {r.pid} for {since}")
+            else:
+                lines.append(f"{head}: {s.last_error}")
+        if len(shards) > _LIST_LIMIT:
+            lines.append(f"  ... and {len(shards) - _LIST_LIMIT} more (all in --json)")
+    return lines
+
+
+def _render_rich(snap: Snapshot) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    st, t = snap.state, snap.state.totals
+    totals = Table(show_header=True, header_style="bold", title=f"xfer status: {st.run_dir}")
+    for col in ("shards", "done", "running", "retrying", "failed", "pending", "objects", "bytes"):
+        totals.add_column(col, justify="right")
+    totals.add_row(
+        str(t.shards),
+        f"[green]{t.done}[/]",
+        f"[cyan]{t.running}[/]",
+        f"[yellow]{t.retrying}[/]",
+        f"[red]{t.failed}[/]" if t.failed else "0",
+        str(t.pending),
+        f"{t.records_done}/{t.records}",
+        f"{_bytes(t.bytes_done)} / {_bytes(t.bytes)} ({_pct(t.bytes_done, t.bytes)})",
+    )
+    parts: list[Any] = [totals]
+    attention = [s for s in st.shards if s.status in ("failed", "retrying", "running")]
+    if attention:
+        table = Table(show_header=True, header_style="bold")
+        for col in ("shard", "status", "attempts", "bytes", "detail"):
+            table.add_column(col, justify="right" if col in ("shard", "bytes") else "left")
+        colour = {"failed": "red", "retrying": "yellow", "running": "cyan"}
+        for s in attention[: _LIST_LIMIT * 3]:
+            if s.running is not None:
+                r = s.running
+                detail = f"attempt {r.attempt} on {r.host} pid {r.pid}"
+            else:
+                detail = s.last_error or ""
+            table.add_row(
+                str(s.index),
+                f"[{colour[s.status]}]{s.status}[/]",
+                f"{s.attempts}/{st.max_attempts}",
+                _bytes(s.bytes),
+                Text(detail),
+            )
+        parts.append(table)
+    parts.append(Text("\n".join(_info_lines(snap) + _verdict(st))))
+    return Group(*parts)
+
+
+def _emit(out: Output, snap: Snapshot, as_json: bool) -> None:
+    if as_json:
+        out.emit_json(snap.to_json())
+    elif out.stdout.is_terminal:
+        out.stdout.print(_render_rich(snap))
+    else:
+        print("\n".join(summary_lines(snap)), flush=True)
+
+
+def status(
+    run_dir: RunDirOption,
+    json: Annotated[
+        bool, typer.Option("--json", help="One JSON object (per refresh with --watch).")
+    ] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="Refresh until every shard is done or failed.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.2, help="Seconds between refreshes (--watch).")
+    ] = 5.0,
+    no_scheduler: Annotated[
+        bool,
+        typer.Option("--no-scheduler", help="Do not ask squeue/sacct; the run dir alone."),
+    ] = False,
+) -> None:
+    """Show the state of a run: shards done/running/retrying/failed/pending, attempts,
+    objects and bytes done, rate and ETA, the last error of each failed shard.
+
+    Works from the run dir alone (any scheduler); for Slurm runs it adds what
+    `squeue` (and `sacct`, when accounting is enabled) say about the jobs of
+    `jobs.json`, or one line saying why they could not be asked.
+
+    Rate and ETA: bytes of the shards finished since the latest submission
+    (`.done` file times) divided by the time since that submission; ETA is the
+    bytes still to do over that rate.
+
+    Exit status: 0 when nothing failed for good (all done, or still going);
+    1 when any shard failed MAX_ATTEMPTS times; 2 for a missing or broken run dir.
+    With `--watch` it returns when every shard is done or failed for good (or on
+    Ctrl-C) with the same codes.
+
+    Examples:
+
+        xfer status --run-dir run_001
+
+        xfer status --run-dir run_001 --watch --interval 10
+
+        xfer status --run-dir run_001 --json | jq .totals
+    """
+    out = current()
+    as_json = json or out.json
+    _check_run_dir(run_dir)
+    snap = Snapshot(run_dir, ask_scheduler=not no_scheduler)
+    if watch and not as_json and out.is_tty and out.stdout.is_terminal:
+        snap = _watch_live(out, run_dir, snap, interval, not no_scheduler)
+    else:
+        _emit(out, snap, as_json)
+        try:
+            while watch and not snap.state.finished:
+                time.sleep(interval)
+                snap = Snapshot(run_dir, ask_scheduler=not no_scheduler)
+                _emit(out, snap, as_json)
+        except KeyboardInterrupt:
+            pass
+    raise typer.Exit(snap.exit_code)
+
+
+def _watch_live(out: Output, run_dir: Path, snap: Snapshot, interval: float, ask: bool) -> Snapshot:
+    from rich.live import Live
+
+    with Live(_render_rich(snap), console=out.stdout, auto_refresh=False) as live:
+        try:
+            while not snap.state.finished:
+                time.sleep(interval)
+                snap = Snapshot(run_dir, ask_scheduler=ask)
+                live.update(_render_rich(snap), refresh=True)
+        except KeyboardInterrupt:
+            pass
+    return snap
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
+    """Add ``status`` (and ``retry``) to ``app``."""
+    app.command("status")(status)
