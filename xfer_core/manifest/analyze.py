@@ -1,0 +1,293 @@
+"""Size profile of a manifest (``xfer manifest analyze``) and what it suggests.
+
+One streaming pass with flat memory: a fine histogram (exact below 128 B, 64
+sub-buckets per power of two above, so percentiles are within 1/64 of the true
+value) plus exact per-log2-bucket counts and bytes. Everything the suggestions
+depend on (counts and bytes below 1 MiB / at or above 64 MiB) is exact, so
+:func:`suggest` gives the same answer here and inside ``shard --auto``, which
+computes the same inputs from its own pass.
+
+The rules (also in docs/manifest.md):
+
+- profile: ``small-files`` when >= 50 % of objects are < 1 MiB and < 50 % of the
+  bytes are in objects >= 64 MiB; ``large-files`` when >= 50 % of the bytes are in
+  objects >= 64 MiB and < 50 % of objects are < 1 MiB; otherwise ``mixed``.
+- per-object overhead (bytes-equivalent cost of one object): one object costs
+  about ``PER_OBJECT_SECONDS`` of one transfer slot (HEAD + PUT/COPY round trips);
+  a shard task moves ``TASK_BYTES_PER_SECOND`` over ``transfers`` slots, so one
+  object costs ``PER_OBJECT_SECONDS * TASK_BYTES_PER_SECOND / transfers`` bytes.
+- shard count: ``total_weight = total_bytes + records * overhead``;
+  ``N = clamp(max(ceil(total_weight / TARGET_SHARD_WEIGHT),
+  ceil(records / MAX_OBJECTS_PER_SHARD)), 1, records)``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal, NamedTuple
+
+import msgspec
+
+from xfer_core.errors import ManifestError
+from xfer_core.manifest.jsonl import read_manifest
+
+ANALYSIS_SCHEMA = "xfer.analysis.v1"
+
+#: Objects below this size count as small (exactly 2**20: decided on log2 buckets).
+SMALL_OBJECT = 1 << 20
+#: Objects at or above this size count as large.
+LARGE_OBJECT = 1 << 26
+#: Round-trip time one object costs a transfer slot (check + request + commit).
+PER_OBJECT_SECONDS = 0.05
+#: What one shard task (one rclone) moves per second on a transfer node.
+TASK_BYTES_PER_SECOND = 640 << 20
+#: A shard should hold about this much weight (bytes plus per-object overhead).
+TARGET_SHARD_WEIGHT = 64 << 30
+#: ... and at most this many objects (keeps retries and file lists small).
+MAX_OBJECTS_PER_SHARD = 50_000
+
+Profile = Literal["empty", "small-files", "large-files", "mixed"]
+
+_COMMON_TAIL = ["--retries", "10", "--low-level-retries", "20", "--stats", "30s"]
+#: rclone flags per profile: (transfers, flags).
+PROFILE_FLAGS: dict[str, tuple[int, list[str]]] = {
+    "small-files": (32, ["--transfers", "32", "--checkers", "64", "--fast-list", *_COMMON_TAIL]),
+    "mixed": (
+        24,
+        [
+            "--transfers", "24", "--checkers", "96", "--fast-list",
+            "--multi-thread-streams", "4", "--multi-thread-cutoff", "256M",
+            *_COMMON_TAIL,
+        ],
+    ),
+    "large-files": (
+        16,
+        [
+            "--transfers", "16", "--checkers", "128", "--fast-list",
+            "--multi-thread-streams", "8", "--multi-thread-cutoff", "256M",
+            *_COMMON_TAIL,
+        ],
+    ),
+}  # fmt: skip
+PROFILE_FLAGS["empty"] = PROFILE_FLAGS["small-files"]
+
+# Fine histogram: sizes < 2**_EXACT_BITS each have their own bucket; above, each
+# power of two is cut into 2**_SUB_BITS buckets.
+_EXACT_BITS = 7
+_SUB_BITS = 6
+_EXACT = 1 << _EXACT_BITS
+_FINE_BUCKETS = _EXACT + (64 - _EXACT_BITS) * (1 << _SUB_BITS)
+
+
+class Suggestion(NamedTuple):
+    """What :func:`suggest` derives from a manifest's size profile."""
+
+    profile: Profile
+    reason: str
+    transfers: int
+    rclone_flags: list[str]
+    object_overhead: int
+    total_weight: int
+    shards: int
+
+
+def overhead_for(transfers: int) -> int:
+    """Bytes-equivalent cost of one object when a task runs ``transfers`` slots."""
+    return int(PER_OBJECT_SECONDS * TASK_BYTES_PER_SECOND) // transfers
+
+
+def shard_count(records: int, total_bytes: int, object_overhead: int) -> int:
+    """Suggested shard count for ``records`` objects of ``total_bytes`` (0 when empty)."""
+    if records == 0:
+        return 0
+    total_weight = total_bytes + records * object_overhead
+    by_weight = -(-total_weight // TARGET_SHARD_WEIGHT)
+    by_count = -(-records // MAX_OBJECTS_PER_SHARD)
+    return min(records, max(1, by_weight, by_count))
+
+
+def suggest(
+    records: int,
+    total_bytes: int,
+    small_objects: int,
+    large_bytes: int,
+    object_overhead: int | None = None,
+) -> Suggestion:
+    """Profile, rclone flags, per-object overhead and shard count.
+
+    ``small_objects``: how many objects are < 1 MiB; ``large_bytes``: bytes in
+    objects >= 64 MiB. ``object_overhead`` overrides the suggested one.
+    """
+    profile: Profile
+    if records == 0:
+        profile, reason = "empty", "no objects"
+    else:
+        small_share = small_objects / records
+        large_share = large_bytes / total_bytes if total_bytes else 0.0
+        shares = (
+            f"{small_share:.0%} of objects < 1 MiB, {large_share:.0%} of bytes in objects >= 64 MiB"
+        )
+        if small_share >= 0.5 and large_share < 0.5:
+            profile, reason = "small-files", shares + ": per-object cost dominates"
+        elif large_share >= 0.5 and small_share < 0.5:
+            profile, reason = "large-files", shares + ": bandwidth dominates"
+        else:
+            profile, reason = "mixed", shares
+    transfers, flags = PROFILE_FLAGS[profile]
+    overhead = overhead_for(transfers) if object_overhead is None else object_overhead
+    return Suggestion(
+        profile=profile,
+        reason=reason,
+        transfers=transfers,
+        rclone_flags=list(flags),
+        object_overhead=overhead,
+        total_weight=total_bytes + records * overhead,
+        shards=shard_count(records, total_bytes, overhead),
+    )
+
+
+class SizeBucket(msgspec.Struct, frozen=True):
+    """One log2 bucket: sizes in ``[low, high)``; bucket 0 is exactly size 0."""
+
+    low: int
+    high: int
+    count: int
+    bytes: int
+
+
+class Analysis(msgspec.Struct, frozen=True):
+    """The result of :func:`analyze_manifest` (``xfer manifest analyze --json``)."""
+
+    manifest: str
+    records: int
+    total_bytes: int
+    zero_size: int
+    min_size: int
+    max_size: int
+    mean_size: float
+    #: Nearest-rank percentiles: exact below 128 B, else within 1/64 of the true value.
+    p50: int
+    p90: int
+    p99: int
+    #: Objects < 1 MiB, and bytes in objects >= 64 MiB (both exact).
+    small_objects: int
+    large_bytes: int
+    #: Names with a newline or carriage return: no --files-from-raw list can carry them.
+    unsendable_names: int
+    histogram: list[SizeBucket]
+    profile: Profile
+    profile_reason: str
+    transfers: int
+    suggested_rclone_flags: list[str]
+    #: Bytes-equivalent cost of one object, the default for ``shard``.
+    object_overhead: int
+    total_weight: int
+    suggested_shards: int
+    schema: str = ANALYSIS_SCHEMA
+
+    @property
+    def rclone_flags_text(self) -> str:
+        """The suggested flags as one string for ``--rclone-flags``."""
+        return " ".join(self.suggested_rclone_flags)
+
+
+def _fine_bounds(bucket: int) -> tuple[int, int]:
+    if bucket < _EXACT:
+        return bucket, bucket + 1
+    exp = _EXACT_BITS + ((bucket - _EXACT) >> _SUB_BITS)
+    sub = (bucket - _EXACT) & ((1 << _SUB_BITS) - 1)
+    width = 1 << (exp - _SUB_BITS)
+    low = ((1 << _SUB_BITS) + sub) * width
+    return low, low + width
+
+
+def _percentile(fine: list[int], records: int, p: float, lo: int, hi: int) -> int:
+    """Nearest-rank percentile from the fine histogram, interpolated inside its bucket."""
+    rank = max(1, -(-(round(p * 1000) * records) // 1000))
+    seen = 0
+    for bucket, count in enumerate(fine):
+        if count and seen + count >= rank:
+            low, high = _fine_bounds(bucket)
+            value = low + int((high - 1 - low) * (rank - seen - 0.5) / count + 0.5)
+            return min(max(value, lo), hi)
+        seen += count
+    return hi
+
+
+def analyze_manifest(path: str | os.PathLike[str]) -> Analysis:
+    """Stream ``path`` once and return its :class:`Analysis` (memory stays flat).
+
+    Raises :class:`~xfer_core.errors.ManifestError` (``FILE:LINE: reason``) on a bad line.
+    """
+    fine = [0] * _FINE_BUCKETS
+    log2_bytes = [0] * 65
+    records = 0
+    lo = -1
+    hi = 0
+    unsendable = 0
+    exact, sub_bits, sub_mask = _EXACT, _SUB_BITS, (1 << _SUB_BITS) - 1
+    for record in read_manifest(path):
+        size = record.size
+        bits = size.bit_length()
+        if size < exact:
+            fine[size] += 1
+        else:
+            if bits > 64:
+                raise ManifestError(
+                    f"{os.fspath(path)}: record {records + 1}: size {size} is not plausible (>= 2**64)"
+                )
+            exp = bits - 1
+            fine[
+                exact + ((exp - _EXACT_BITS) << sub_bits) + ((size >> (exp - sub_bits)) & sub_mask)
+            ] += 1
+        log2_bytes[bits] += size
+        records += 1
+        if size > hi:
+            hi = size
+        if size < lo or lo < 0:
+            lo = size
+        name = record.path
+        if "\n" in name or "\r" in name:
+            unsendable += 1
+    lo = max(lo, 0)
+    log2_counts = [0] * 65
+    for bucket, count in enumerate(fine):
+        if count:
+            log2_counts[_fine_bounds(bucket)[0].bit_length()] += count
+    total = sum(log2_bytes)
+    histogram = [
+        SizeBucket(
+            low=0 if bits == 0 else 1 << (bits - 1),
+            high=1 << bits,
+            count=log2_counts[bits],
+            bytes=log2_bytes[bits],
+        )
+        for bits in range(65)
+        if log2_counts[bits]
+    ]
+    small = sum(log2_counts[: SMALL_OBJECT.bit_length()])
+    large = sum(log2_bytes[LARGE_OBJECT.bit_length() :])
+    s = suggest(records, total, small, large)
+    return Analysis(
+        manifest=os.fspath(path),
+        records=records,
+        total_bytes=total,
+        zero_size=log2_counts[0],
+        min_size=lo,
+        max_size=hi,
+        mean_size=total / records if records else 0.0,
+        p50=_percentile(fine, records, 0.50, lo, hi),
+        p90=_percentile(fine, records, 0.90, lo, hi),
+        p99=_percentile(fine, records, 0.99, lo, hi),
+        small_objects=small,
+        large_bytes=large,
+        unsendable_names=unsendable,
+        histogram=histogram,
+        profile=s.profile,
+        profile_reason=s.reason,
+        transfers=s.transfers,
+        suggested_rclone_flags=s.rclone_flags,
+        object_overhead=s.object_overhead,
+        total_weight=s.total_weight,
+        suggested_shards=s.shards,
+    )

@@ -1,0 +1,627 @@
+"""Byte-balanced, deterministic sharding of a manifest (``xfer manifest shard``).
+
+Model: every object has a weight ``size + object_overhead`` (small objects are
+not free). Objects are taken heaviest first (ties: CRC-32 of the path bytes, then
+position in the manifest) and each goes to the lightest shard so far (ties: fewer
+records, then lower shard index) -- greedy LPT with a heap. An object heavier
+than a fair share therefore ends up alone in its shard.
+
+Memory: the first pass keeps one packed Python int per record (size, path CRC,
+index) and spools the names to an anonymous temp file; no record objects are
+kept. The second pass streams the manifest again and copies each raw line into
+its shard, so records are never re-encoded and stay byte-identical.
+
+Output (in ``outdir``): ``shard_%06d.jsonl`` (the records), ``shard_%06d.files``
+(one name per line, exact bytes, for ``rclone copy --files-from-raw``) and
+``shards.meta.json`` (:class:`ShardMeta`), written last. Names containing a
+newline or carriage return cannot be carried by that list (rclone splits lines
+on both); they are refused, or with ``allow_unsendable`` left out of every shard
+and written to ``unsendable.jsonl`` and listed in the meta.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import heapq
+import os
+import re
+import shutil
+import tempfile
+import zlib
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from operator import itemgetter
+from pathlib import Path
+from typing import IO
+
+import msgspec
+
+from xfer_core.errors import ManifestError, XferError
+from xfer_core.manifest.analyze import LARGE_OBJECT, SMALL_OBJECT, suggest
+from xfer_core.manifest.jsonl import decode_line
+from xfer_core.manifest.record import PATH_B64, SCHEMA, ManifestRecord
+
+SHARDS_SCHEMA = "xfer.shards.v1"
+META_NAME = "shards.meta.json"
+UNSENDABLE_NAME = "unsendable.jsonl"
+#: Most shards one run may have (the shard index is packed into 24 bits).
+MAX_SHARDS = 1 << 24
+_MAX_RECORDS = 1 << 32
+
+_STALE = re.compile(r"shard_\d{6,}\.(jsonl|files)\Z")
+
+# Heap entries are single ints: load << _LOAD_SHIFT | records << _SHARD_BITS | shard,
+# so heap order is (load, records, shard) without tuples.
+_SHARD_BITS = 24
+_LOAD_SHIFT = 64
+_ONE_RECORD = 1 << _SHARD_BITS
+_SHARD_MASK = _ONE_RECORD - 1
+_COUNT_MASK = (1 << (_LOAD_SHIFT - _SHARD_BITS)) - 1
+_LOW32 = 0xFFFFFFFF
+_FLUSH_AT = 1 << 17
+_CHANGED = (
+    "the record count differs between the two passes over the manifest: it changed while "
+    "being sharded, or a line holds more than one JSON object"
+)
+
+
+def jsonl_name(index: int) -> str:
+    """File name of shard ``index``'s records."""
+    return f"shard_{index:06d}.jsonl"
+
+
+def files_name(index: int) -> str:
+    """File name of shard ``index``'s ``--files-from-raw`` list."""
+    return f"shard_{index:06d}.files"
+
+
+class ShardInfo(msgspec.Struct, frozen=True):
+    """One shard as recorded in ``shards.meta.json``."""
+
+    index: int
+    jsonl: str
+    files: str
+    records: int
+    bytes: int
+    #: bytes + records * object_overhead
+    weight: int
+    #: sha256 of the shard's .jsonl bytes: the shard's identity for run state.
+    sha256: str
+    #: sha256 of the .files list.
+    files_sha256: str
+
+
+class Unsendable(msgspec.Struct, frozen=True):
+    """A record left out of every shard because no file list can carry its name."""
+
+    line: int
+    path: str
+    reason: str
+    path_b64: str | None = None
+
+
+class ShardMeta(msgspec.Struct, frozen=True):
+    """``shards.meta.json``: the sharding of one manifest."""
+
+    manifest: str
+    num_shards: int
+    #: How the shard count was chosen: ``num-shards``, ``target-shard-bytes`` or ``auto``.
+    sizing: str
+    total_records: int
+    total_bytes: int
+    object_overhead: int
+    total_weight: int
+    largest_weight: int
+    #: max(ceil(total_weight / num_shards), largest_weight): no sharding can do better.
+    lower_bound: int
+    max_weight: int
+    min_weight: int
+    #: max_weight / lower_bound (1.0 is optimal).
+    imbalance: float
+    source_root: str
+    dest_root: str
+    shards: list[ShardInfo]
+    unsendable: list[Unsendable] = []
+    method: str = "lpt-heap"
+    schema: str = SHARDS_SCHEMA
+
+
+_meta_encoder = msgspec.json.Encoder()
+_meta_decoder = msgspec.json.Decoder(ShardMeta)
+_record_decoder = msgspec.json.Decoder(ManifestRecord)
+
+
+def load_shard_meta(outdir: str | os.PathLike[str], *, check_files: bool = True) -> ShardMeta:
+    """Read ``outdir/shards.meta.json``; with ``check_files`` also require every
+    listed shard file to exist. Raises :class:`XferError` (exit 2) when it cannot."""
+    path = Path(outdir) / META_NAME
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise XferError(
+            f"{path}: cannot read shard metadata ({exc.strerror})",
+            hint="run `xfer manifest shard` first (an interrupted run leaves no meta)",
+        ) from None
+    try:
+        meta = _meta_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise XferError(f"{path}: not valid shard metadata ({exc})") from None
+    if meta.schema != SHARDS_SCHEMA:
+        raise XferError(
+            f"{path}: unknown schema {meta.schema!r} (this xfer reads {SHARDS_SCHEMA!r})"
+        )
+    if check_files:
+        for info in meta.shards:
+            for name in (info.jsonl, info.files):
+                if not (path.parent / name).is_file():
+                    raise XferError(
+                        f"{path}: lists {name}, which is missing; re-run the shard step"
+                    )
+    return meta
+
+
+def _unsendable_reason(name: bytes) -> str:
+    return "name contains a newline" if b"\n" in name else "name contains a carriage return"
+
+
+def _scan(
+    name: str, fh: IO[bytes], spool: IO[bytes], keys: list[int], unsendable: list[Unsendable]
+) -> tuple[int, int, str, str, bool]:
+    """Pass 1: validate every line, append one sort key per sendable record and
+    spool its name. Returns (records, total_bytes, source_root, dest_root, saw_blank_lines)."""
+    decode = _record_decoder.decode
+    crc32 = zlib.crc32
+    append = keys.append
+    names: list[bytes] = []
+    add_name = names.append
+    index = 0
+    total = 0
+    roots: tuple[str, str] | None = None
+    blank = False
+    for lineno, line in enumerate(fh, 1):
+        try:
+            rec = decode(line)
+        except msgspec.DecodeError:
+            if not line.strip():
+                blank = True
+                continue
+            rec = decode_line(line, f"{name}:{lineno}")  # raises with the shared message
+        path = rec.path
+        if (
+            rec.schema != SCHEMA
+            or rec.size < 0
+            or not path
+            or path[0] == "/"
+            or "\x00" in path
+            or ".." in path
+        ):
+            # raises the shared message, unless the path was only suspicious ("a..b")
+            rec = decode_line(line, f"{name}:{lineno}")
+        if roots is None:
+            roots = (rec.source_root, rec.dest_root)
+        elif rec.source_root != roots[0] or rec.dest_root != roots[1]:
+            raise ManifestError(
+                f"{name}:{lineno}: roots {rec.source_root!r} -> {rec.dest_root!r} differ from "
+                f"the first record's {roots[0]!r} -> {roots[1]!r}; one shard set needs one "
+                "pair of roots",
+                hint="split the manifest by root, or `xfer manifest rebase` it to common roots",
+            )
+        try:
+            raw = path.encode() if not rec.meta or PATH_B64 not in rec.meta else _b64_name(rec)
+        except (UnicodeEncodeError, ValueError, TypeError) as exc:
+            raise ManifestError(
+                f"{name}:{lineno}: path is not valid Unicode text ({exc})"
+            ) from None
+        if b"\n" not in raw and b"\r" not in raw:
+            size = rec.size
+            total += size
+            append((size << 64) | ((_LOW32 ^ crc32(raw)) << 32) | (_LOW32 - index))
+            add_name(raw)
+        else:
+            b64 = rec.meta.get(PATH_B64) if rec.meta else None
+            reason = _unsendable_reason(raw)
+            unsendable.append(Unsendable(line=lineno, path=path, reason=reason, path_b64=b64))
+            add_name(b"")
+        index += 1
+        if len(names) >= 4096:
+            names.append(b"")
+            spool.write(b"\n".join(names))
+            names.clear()
+            if index >= _MAX_RECORDS:
+                raise ManifestError(f"{name}:{lineno}: more than {_MAX_RECORDS} records")
+    if names:
+        names.append(b"")
+        spool.write(b"\n".join(names))
+    src, dst = roots if roots is not None else ("", "")
+    return index, total, src, dst, blank
+
+
+def _blocks(fh: IO[bytes], size: int = 1 << 24) -> Iterator[bytes]:
+    """The file in blocks of about ``size`` bytes that end at a newline (the last may not)."""
+    rest = b""
+    while True:
+        data = fh.read(size)
+        if not data:
+            if rest:
+                yield rest
+            return
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            rest += data
+            continue
+        yield rest + data[:cut] if rest else data[:cut]
+        rest = data[cut:]
+
+
+def _b64_name(rec: ManifestRecord) -> bytes:
+    import base64
+
+    return base64.b64decode(rec.meta[PATH_B64], validate=True)
+
+
+def _lpt(
+    keys: list[int], records: int, num_shards: int, overhead: int
+) -> tuple[array[int], list[int]]:
+    """Assign records (keys sorted ascending, taken from the end) to shards.
+
+    Returns the per-record shard array (``num_shards`` marks unsendable records)
+    and the final heap entries."""
+    assign = array("I", [num_shards]) * records
+    heap = list(range(num_shards))
+    replace = heapq.heapreplace
+    one, shard_mask, low32, shift = _ONE_RECORD, _SHARD_MASK, _LOW32, _LOAD_SHIFT
+    for key in reversed(keys):
+        top = heap[0]
+        assign[low32 - (key & low32)] = top & shard_mask
+        replace(heap, top + (((key >> 64) + overhead) << shift) + one)
+    return assign, heap
+
+
+def _size_classes(keys: list[int]) -> tuple[int, int]:
+    """(objects < 1 MiB, bytes in objects >= 64 MiB) from the ascending keys."""
+    small = bisect_left(keys, SMALL_OBJECT << 64)
+    large_from = bisect_left(keys, LARGE_OBJECT << 64)
+    return small, sum(k >> 64 for k in keys[large_from:])
+
+
+def shard_manifest(
+    in_path: str | os.PathLike[str],
+    outdir: str | os.PathLike[str],
+    *,
+    num_shards: int | None = None,
+    target_shard_bytes: int | None = None,
+    auto: bool = False,
+    object_overhead: int | None = None,
+    allow_unsendable: bool = False,
+) -> ShardMeta:
+    """Split the manifest ``in_path`` into byte-balanced shards in ``outdir``.
+
+    Exactly one of ``num_shards``, ``target_shard_bytes`` (shards of about that
+    weight) or ``auto`` (the count :func:`~xfer_core.manifest.analyze.suggest`
+    gives) chooses the shard count. ``object_overhead`` defaults to the
+    suggested bytes-equivalent cost of one object for this manifest's profile.
+
+    Same input and options give byte-identical files. The outdir appears
+    complete or the old one stays valid: files are written to a temp dir first,
+    the old meta is removed before any shard file is replaced, stale shard files
+    of a previous run are removed, and the new meta is moved in last.
+
+    Raises :class:`XferError` (exit 2) for bad lines (``FILE:LINE``), an empty
+    manifest, a bad shard count and, unless ``allow_unsendable``, names that
+    cannot go into a ``--files-from-raw`` list.
+    """
+    chosen = [num_shards is not None, target_shard_bytes is not None, auto]
+    if sum(chosen) != 1:
+        raise XferError("give exactly one of --num-shards, --target-shard-bytes or --auto")
+    if num_shards is not None and num_shards < 1:
+        raise XferError(f"--num-shards must be at least 1, not {num_shards}")
+    if target_shard_bytes is not None and target_shard_bytes < 1:
+        raise XferError(f"--target-shard-bytes must be positive, not {target_shard_bytes}")
+    if object_overhead is not None and object_overhead < 0:
+        raise XferError(f"--object-overhead must not be negative, not {object_overhead}")
+    name = os.fspath(in_path)
+    out = Path(outdir)
+    if out.exists() and not out.is_dir():
+        raise XferError(f"{out}: exists and is not a directory")
+    try:
+        fh = open(name, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise ManifestError(f"{name}: cannot read manifest ({exc.strerror})") from None
+    with fh:
+        before = os.fstat(fh.fileno())
+        spool_dir = out.parent if out.parent.is_dir() else None
+        with tempfile.TemporaryFile(dir=spool_dir) as spool:
+            keys: list[int] = []
+            unsendable: list[Unsendable] = []
+            records, total_bytes, src_root, dst_root, blank = _scan(
+                name, fh, spool, keys, unsendable
+            )
+            _check_counts(name, records, unsendable, allow_unsendable)
+            keys.sort()
+            small, large = _size_classes(keys)
+            sendable = len(keys)
+            advice = suggest(sendable, total_bytes, small, large, object_overhead)
+            overhead = advice.object_overhead
+            total_weight = total_bytes + sendable * overhead
+            if auto:
+                sizing, n = "auto", advice.shards
+            elif target_shard_bytes is not None:
+                sizing = "target-shard-bytes"
+                n = min(sendable, max(1, -(-total_weight // target_shard_bytes)))
+            else:
+                assert num_shards is not None
+                sizing, n = "num-shards", num_shards
+            _check_shard_count(name, n, sendable)
+            largest = (keys[-1] >> 64) + overhead
+            assign, heap = _lpt(keys, records, n, overhead)
+            del keys
+            spool.seek(0)
+            fh.seek(0)
+            tmp = _make_tmpdir(out)
+            try:
+                shards = _write_shards(
+                    fh, spool, assign, blank, bool(unsendable), heap, overhead, tmp
+                )
+                if os.fstat(fh.fileno()).st_mtime_ns != before.st_mtime_ns:
+                    raise XferError(f"{name}: the manifest changed while it was being sharded")
+                weights = [s.weight for s in shards]
+                lower = max(-(-total_weight // n), largest)
+                meta = ShardMeta(
+                    manifest=os.path.abspath(name),
+                    num_shards=n,
+                    sizing=sizing,
+                    total_records=sendable,
+                    total_bytes=total_bytes,
+                    object_overhead=overhead,
+                    total_weight=total_weight,
+                    largest_weight=largest,
+                    lower_bound=lower,
+                    max_weight=max(weights),
+                    min_weight=min(weights),
+                    imbalance=round(max(weights) / lower, 6) if lower else 1.0,
+                    source_root=src_root,
+                    dest_root=dst_root,
+                    shards=shards,
+                    unsendable=unsendable,
+                )
+                _write_file(tmp / META_NAME, _meta_encoder.encode(meta) + b"\n")
+                _install(tmp, out, [*_names(shards), *([UNSENDABLE_NAME] if unsendable else [])])
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+def _check_counts(
+    name: str, records: int, unsendable: list[Unsendable], allow_unsendable: bool
+) -> None:
+    if unsendable and not allow_unsendable:
+        shown = "; ".join(f"line {u.line}: {u.path!r} ({u.reason})" for u in unsendable[:5])
+        more = f" and {len(unsendable) - 5} more" if len(unsendable) > 5 else ""
+        raise ManifestError(
+            f"{name}: {len(unsendable)} name(s) cannot be listed for rclone --files-from-raw "
+            f"(newline or carriage return in the name): {shown}{more}",
+            hint="rename them at the source, or pass --allow-unsendable to shard the rest and "
+            f"list these in {UNSENDABLE_NAME}",
+        )
+    if records == 0:
+        raise ManifestError(f"{name}: the manifest has no records; nothing to shard")
+    if records == len(unsendable):
+        raise ManifestError(f"{name}: every record is unsendable; nothing to shard")
+
+
+def _check_shard_count(name: str, n: int, sendable: int) -> None:
+    if n > sendable:
+        raise XferError(
+            f"{n} shards for {sendable} object(s) in {name}: a shard would be empty",
+            hint=f"use --num-shards {sendable} or fewer",
+        )
+    if n > MAX_SHARDS:
+        raise XferError(f"{n} shards is more than the {MAX_SHARDS} one run supports")
+
+
+def _names(shards: list[ShardInfo]) -> list[str]:
+    return [n for s in shards for n in (s.jsonl, s.files)]
+
+
+def _make_tmpdir(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+
+
+def _write_shards(
+    fh: IO[bytes],
+    spool: IO[bytes],
+    assign: array[int],
+    has_blank: bool,
+    has_unsendable: bool,
+    heap: list[int],
+    overhead: int,
+    tmp: Path,
+) -> list[ShardInfo]:
+    """Pass 2: copy each raw line to its shard's .jsonl and its name to the .files list.
+
+    ``assign[i]`` is record i's shard; ``len(heap)`` (the shard count) marks an
+    unsendable record, whose line goes to ``unsendable.jsonl``."""
+    n = len(heap)
+    paths = [tmp / jsonl_name(i) for i in range(n)] + [tmp / UNSENDABLE_NAME]
+    lists = [tmp / files_name(i) for i in range(n)]
+    written = [*paths[:n], *lists, *([paths[n]] if has_unsendable else [])]
+    bufs = [bytearray() for _ in range(n + 1)]
+    fbufs = [bytearray() for _ in range(n + 1)]
+    digests = [hashlib.sha256() for _ in range(n + 1)]
+    fdigests = [hashlib.sha256() for _ in range(n + 1)]
+    with _ShardFiles(paths, lists, keep_open=_fd_budget(2 * n + 1)) as files:
+
+        def flush(s: int) -> None:
+            files.write(s, bufs[s], fbufs[s])
+            digests[s].update(bufs[s])
+            fdigests[s].update(fbufs[s])
+            bufs[s].clear()
+            fbufs[s].clear()
+
+        pos = 0
+        names_in = iter(spool)
+        for lines in _line_chunks(fh):
+            if has_blank:
+                lines = [ln for ln in lines if ln.strip()]
+            k = len(lines)
+            ids = assign[pos : pos + k]
+            pos += k
+            if len(ids) != k:
+                raise XferError(_CHANGED)
+            names = list(islice(names_in, k))
+            # group the chunk by shard with C-level sort/itemgetter (stable: manifest order kept)
+            if k > 1:
+                pick = itemgetter(*sorted(range(k), key=ids.__getitem__))
+                lines, names, sids = pick(lines), pick(names), pick(ids)
+            else:
+                sids = ids
+            a = 0
+            while a < k:
+                s = sids[a]
+                b = bisect_right(sids, s, a)
+                buf = bufs[s]
+                buf += b"\n".join(lines[a:b])
+                buf += b"\n"
+                fbufs[s] += b"".join(names[a:b])
+                if len(buf) >= _FLUSH_AT:
+                    flush(s)
+                a = b
+        if pos != len(assign):
+            raise XferError(_CHANGED)
+        for s in range(n):
+            flush(s)
+        if has_unsendable:
+            fbufs[n].clear()
+            flush(n)
+    with ThreadPoolExecutor(8) as pool:
+        # concurrent fsyncs share journal commits: much faster than one by one
+        list(pool.map(_fsync, written))
+    infos = []
+    for entry in heap:
+        s = entry & _SHARD_MASK
+        records = (entry >> _SHARD_BITS) & _COUNT_MASK
+        weight = entry >> _LOAD_SHIFT
+        infos.append(
+            ShardInfo(
+                index=s,
+                jsonl=jsonl_name(s),
+                files=files_name(s),
+                records=records,
+                bytes=weight - records * overhead,
+                weight=weight,
+                sha256=digests[s].hexdigest(),
+                files_sha256=fdigests[s].hexdigest(),
+            )
+        )
+    infos.sort(key=lambda i: i.index)
+    return infos
+
+
+def _line_chunks(fh: IO[bytes]) -> Iterator[list[bytes]]:
+    """The file's lines (without their newline), one list per block."""
+    for block in _blocks(fh):
+        lines = block.split(b"\n")
+        if block.endswith(b"\n"):
+            lines.pop()
+        yield lines
+
+
+def _fd_budget(wanted: int) -> bool:
+    """True when ``wanted`` more files may stay open (raising the soft limit if allowed)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + 64
+    if soft == resource.RLIM_INFINITY or need <= soft:
+        return True
+    if hard == resource.RLIM_INFINITY or need <= hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
+            return True
+    return False
+
+
+class _ShardFiles:
+    """Append-only shard outputs: kept open when the fd limit allows, else reopened."""
+
+    def __init__(self, paths: list[Path], lists: list[Path], *, keep_open: bool):
+        self._paths = paths
+        self._lists = lists
+        self._fds: dict[Path, int] = {}
+        self._keep = keep_open
+
+    def __enter__(self) -> _ShardFiles:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def _append(self, path: Path, data: bytearray) -> None:
+        fd = self._fds.get(path)
+        if fd is None:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o666)
+            if self._keep:
+                self._fds[path] = fd
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            if not self._keep:
+                os.close(fd)
+
+    def write(self, shard: int, records: bytearray, names: bytearray) -> None:
+        self._append(self._paths[shard], records)
+        if shard < len(self._lists):
+            self._append(self._lists[shard], names)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        _fsync(path)
+
+
+def _install(tmp: Path, out: Path, names: list[str]) -> None:
+    """Move the finished files from ``tmp`` into ``out``; the meta goes last.
+
+    A new outdir is one rename. Into an existing one: the old meta goes first (so
+    no meta ever describes a half-replaced set), then the shard files, then stale
+    shard files of an earlier run with more shards are removed, then the meta.
+    """
+    if not out.exists():
+        os.rename(tmp, out)
+        _fsync_dir(out.parent)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(out / META_NAME)
+    _fsync_dir(out)
+    keep = set(names)
+    for n in names:
+        os.replace(tmp / n, out / n)
+    for entry in os.scandir(out):
+        if entry.name not in keep and (_STALE.match(entry.name) or entry.name == UNSENDABLE_NAME):
+            os.unlink(entry.path)
+    os.replace(tmp / META_NAME, out / META_NAME)
+    _fsync_dir(out)
