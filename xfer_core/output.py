@@ -7,17 +7,15 @@ event and the final summary are single-line JSON objects on stdout, for CI.
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 if TYPE_CHECKING:
+    import msgspec
     from rich.console import Console
-
-_json_encoder = msgspec.json.Encoder()
 
 
 class Output:
@@ -54,7 +52,7 @@ class Output:
 
     def emit_json(self, obj: Any) -> None:
         """Write one JSON object as a line on stdout."""
-        sys.stdout.buffer.write(_json_encoder.encode(obj) + b"\n")
+        sys.stdout.buffer.write(_json_encoder().encode(obj) + b"\n")
         sys.stdout.flush()
 
     def info(self, message: str) -> None:
@@ -73,6 +71,14 @@ class Output:
             self.event("warning", message=message)
         else:
             print(f"xfer: warning: {message}", file=sys.stderr, flush=True)
+
+
+@functools.cache
+def _json_encoder() -> msgspec.json.Encoder:
+    # msgspec is imported on first use: `xfer --help` and friends never need it
+    import msgspec
+
+    return msgspec.json.Encoder()
 
 
 #: Set by the CLI's root callback; library code may also build its own.
