@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import msgspec
 import typer
 
-from xfer_core.bulk.scheduler import JobInfo
+from xfer_core.bulk.scheduler import JobInfo, Scheduler
 from xfer_core.errors import ExitCode, XferError
 from xfer_core.output import Output, current
 
@@ -94,6 +94,10 @@ def ask_schedulers(jobs: Sequence[JobRecord]) -> list[SchedulerView]:
         view = SchedulerView(scheduler=name, job_ids=ids, reachable=False)
         try:
             sched = get_registry().get("scheduler", name)
+            if type(sched).queue_info is Scheduler.queue_info:
+                # no queue to ask (local): liveness comes from the .running pids alone
+                views.append(view)
+                continue
             avail = sched.reachable()
             if not avail.ok:
                 view.message = f"not reachable ({avail.reason}); state from the run dir only"
@@ -107,6 +111,15 @@ def ask_schedulers(jobs: Sequence[JobRecord]) -> list[SchedulerView]:
     return views
 
 
+def jobs_alive(views: Sequence[SchedulerView]) -> bool | None:
+    """For :func:`~xfer_core.bulk.state.load_run_state`: False when every scheduler was
+    asked and none has a job of the run left, True when one has, None when unknown."""
+    alive = [v.alive for v in views]
+    if not alive or None in alive:
+        return None
+    return any(alive)
+
+
 class Snapshot:
     """One look at a run: its state files, its jobs and the schedulers' view of them."""
 
@@ -117,9 +130,9 @@ class Snapshot:
         # the schedulers are asked before the state files are read: a task that ends in
         # between then shows as done, never as a dead worker
         self.views: list[SchedulerView] = ask_schedulers(self.jobs) if ask_scheduler else []
-        alive = [v.alive for v in self.views if v.scheduler != "local"]
-        jobs_alive = None if not alive or None in alive else any(alive)
-        self.state: RunState = load_run_state(run_dir, jobs_alive=jobs_alive)
+        self.state: RunState = load_run_state(
+            run_dir, jobs=self.jobs, jobs_alive=jobs_alive(self.views)
+        )
         self.progress: Progress = estimate_progress(self.state, self.jobs)
 
     @property
@@ -162,6 +175,8 @@ def _bytes(n: float) -> str:
 
 
 def _duration(seconds: float) -> str:
+    if seconds < 10:
+        return f"{seconds:.1f}s"
     s = int(seconds)
     if s < 60:
         return f"{s}s"
@@ -380,6 +395,99 @@ def _watch_live(out: Output, run_dir: Path, snap: Snapshot, interval: float, ask
     return snap
 
 
+def retry(
+    run_dir: RunDirOption,
+    include_failed: Annotated[
+        bool,
+        typer.Option(
+            "--include-failed",
+            help="Also run shards that used up their attempts (each gets max_attempts more).",
+        ),
+    ] = False,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            "--scheduler", help="Scheduler to use (default: the one of the last submission)."
+        ),
+    ] = None,
+    array_concurrency: Annotated[
+        int | None,
+        typer.Option("--array-concurrency", "-C", min=1, help="Override the rendered throttle."),
+    ] = None,
+) -> None:
+    """Resubmit only what is not done: pending and retrying shards, and with
+    `--include-failed` those that failed for good too.
+
+    Uses the scheduler of the run's last submission (`jobs.json`): on Slurm it
+    submits an array of just the tasks holding those shards and returns; on the
+    local scheduler it runs them in the foreground. Refuses while a job of the run
+    is still queued or running (wait with `xfer status --watch`, or cancel it).
+
+    Exit status: 0 when submitted (Slurm) or when every shard ends done (local, or
+    nothing left to do); 1 when shards are still failed (local) or when only
+    permanently failed shards are left and `--include-failed` was not given.
+
+    Examples:
+
+        xfer retry --run-dir run_001
+
+        xfer retry --run-dir run_001 --include-failed --array-concurrency 8
+    """
+    from xfer_core.bulk.render import load_resolved
+    from xfer_core.bulk.state import load_run_state, pending_shards, read_jobs
+    from xfer_core.bulk.submit import submit_run
+    from xfer_core.cli.run_cmd import summarize_local
+    from xfer_core.cli.slurm_cmd import print_submission
+
+    out = current()
+    started = time.monotonic()
+    _check_run_dir(run_dir)
+    root = run_dir.resolve()
+    resolved = load_resolved(root)
+    jobs = read_jobs(root)
+    chosen = scheduler or (jobs[-1].scheduler if jobs else None)
+    if chosen is None:
+        raise XferError(
+            f"{root}: nothing was submitted yet, so there is nothing to retry",
+            hint=f"start it: xfer run --run-dir {root} --submit (or xfer slurm submit)",
+        )
+    views = ask_schedulers([j for j in jobs if j.scheduler == chosen])
+    busy = [v for v in views if v.alive]
+    if busy:
+        states = ", ".join(f"{n} {st.lower()}" for st, n in sorted(busy[0].states.items()))
+        raise XferError(
+            f"{root}: job {', '.join(busy[0].job_ids)} of this run is still in the queue "
+            f"({states}); retrying now would run its shards twice",
+            hint="wait for it (xfer status --watch) or cancel it (scancel) first",
+        )
+    state = load_run_state(root, jobs=jobs, jobs_alive=jobs_alive(views))
+    if len(state.shards) != resolved.num_shards:
+        raise XferError(
+            f"{root}: worker.sh was rendered for {resolved.num_shards} shards but shards/ "
+            f"now holds {len(state.shards)}",
+            hint="re-render after re-sharding: xfer slurm render --run-dir RUN ... (or xfer run)",
+        )
+    todo = pending_shards(state, include_failed=include_failed)
+    if not todo:
+        t = state.totals
+        out.event("retry", scheduler=chosen, shards=[], done=t.done, failed=t.failed)
+        if t.failed:
+            out.info(
+                f"{root}: nothing to retry: {t.done} done, {t.failed} failed for good "
+                f"({t.running} running); add --include-failed to try those again"
+            )
+            raise typer.Exit(int(ExitCode.FAILED))
+        out.info(f"{root}: nothing to retry ({t.done} done, {t.running} running)")
+        return
+    out.event("retry", scheduler=chosen, shards=todo)
+    out.info(f"retrying {len(todo)} shard(s) on the {chosen} scheduler")
+    sub = submit_run(root, chosen, concurrency=array_concurrency, shards=todo)
+    if sub is not None and sub.finished:
+        raise typer.Exit(summarize_local(root, started))
+    print_submission(sub, root)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``status`` (and ``retry``) to ``app``."""
+    """Add ``status`` and ``retry`` to ``app``."""
     app.command("status")(status)
+    app.command("retry")(retry)
