@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
-import msgspec
 import typer
 
-from xfer_core.bulk.scheduler import JobInfo, Scheduler
 from xfer_core.errors import ExitCode, XferError
 from xfer_core.output import Output, current
 
 if TYPE_CHECKING:
+    from xfer_core.bulk.queue_view import SchedulerView
     from xfer_core.bulk.state import JobRecord, Progress, RunState
 
 #: Shards listed per status in the human output (all of them are in --json).
@@ -43,87 +40,11 @@ def _check_run_dir(run_dir: Path) -> None:
         )
 
 
-#: Scheduler states after which a job runs no worker any more (Slurm's words; sacct
-#: appends "by UID" to CANCELLED).
-_ENDED = frozenset(
-    {
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEOUT",
-        "NODE_FAIL",
-        "PREEMPTED",
-        "OUT_OF_MEMORY",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "REVOKED",
-        "SPECIAL_EXIT",
-    }
-)
-
-
-class SchedulerView(msgspec.Struct, kw_only=True):
-    """What one scheduler says about the run's jobs it ran."""
-
-    scheduler: str
-    job_ids: list[str]
-    #: False when the scheduler could not be asked; ``message`` says why.
-    reachable: bool
-    message: str | None = None
-    jobs: list[JobInfo] = []
-    #: Jobs/tasks by state word (``RUNNING``, ``PENDING``...).
-    states: dict[str, int] = {}
-
-    @property
-    def alive(self) -> bool | None:
-        """Whether any job may still run a worker (None: cannot tell)."""
-        if not self.reachable:
-            return None
-        return any(j.state.split(" ")[0] not in _ENDED for j in self.jobs)
-
-
-def ask_schedulers(jobs: Sequence[JobRecord]) -> list[SchedulerView]:
-    """Each recorded scheduler's view of its jobs (``squeue`` for Slurm); never raises."""
-    from xfer_core.plugins import get_registry
-
-    by_name: dict[str, list[str]] = {}
-    for job in jobs:
-        by_name.setdefault(job.scheduler, []).append(job.job_id)
-    views = []
-    for name, ids in by_name.items():
-        view = SchedulerView(scheduler=name, job_ids=ids, reachable=False)
-        try:
-            sched = get_registry().get("scheduler", name)
-            if type(sched).queue_info is Scheduler.queue_info:
-                # no queue to ask (local): liveness comes from the .running pids alone
-                views.append(view)
-                continue
-            avail = sched.reachable()
-            if not avail.ok:
-                view.message = f"not reachable ({avail.reason}); state from the run dir only"
-            else:
-                view.jobs = list(sched.queue_info(ids))
-                view.reachable = True
-                view.states = dict(Counter(j.state for j in view.jobs))
-        except XferError as exc:
-            view.message = f"{exc.message}; state from the run dir only"
-        views.append(view)
-    return views
-
-
-def jobs_alive(views: Sequence[SchedulerView]) -> bool | None:
-    """For :func:`~xfer_core.bulk.state.load_run_state`: False when every scheduler was
-    asked and none has a job of the run left, True when one has, None when unknown."""
-    alive = [v.alive for v in views]
-    if not alive or None in alive:
-        return None
-    return any(alive)
-
-
 class Snapshot:
     """One look at a run: its state files, its jobs and the schedulers' view of them."""
 
     def __init__(self, run_dir: Path, *, ask_scheduler: bool = True):
+        from xfer_core.bulk.queue_view import ask_schedulers, jobs_alive
         from xfer_core.bulk.state import estimate_progress, load_run_state, read_jobs
 
         self.jobs: list[JobRecord] = read_jobs(run_dir)
@@ -141,6 +62,8 @@ class Snapshot:
         return int(ExitCode.FAILED) if self.state.totals.failed else int(ExitCode.OK)
 
     def to_json(self) -> dict[str, Any]:
+        import msgspec
+
         st = self.state
         return {
             "run_dir": st.run_dir,
@@ -433,6 +356,7 @@ def retry(
 
         xfer retry --run-dir run_001 --include-failed --array-concurrency 8
     """
+    from xfer_core.bulk.queue_view import ask_schedulers, jobs_alive
     from xfer_core.bulk.render import load_resolved
     from xfer_core.bulk.state import load_run_state, pending_shards, read_jobs
     from xfer_core.bulk.submit import submit_run
