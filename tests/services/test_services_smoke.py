@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from pathlib import Path
+
+import pytest
 
 from xfer_core.testing.services import S3Server, SlurmCluster, SshServer
 
@@ -150,3 +154,34 @@ def test_s3_stop_and_restart_keeps_data(s3: S3Server) -> None:
     assert down.returncode != 0
     s3.start()
     assert s3.run_rclone("cat", s3.remote("dst", "kept.txt"), check=True).stdout == "kept"
+
+
+def _processes_holding(prefix: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fd_dir = f"/proc/{entry}/fd"
+            if any(os.readlink(f"{fd_dir}/{fd}").startswith(prefix) for fd in os.listdir(fd_dir)):
+                pids.append(int(entry))
+        except OSError:
+            continue
+    return pids
+
+
+@pytest.mark.usefixtures("slurm")  # a second cluster beside the session's one
+def test_second_cluster_close_kills_running_jobs(tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    with SlurmCluster() as cluster:
+        cluster.run(
+            ["sbatch", "-o", "/dev/null", "--wrap", f"touch {marker}; sleep 300"], check=True
+        )
+        for _ in range(300):
+            if marker.exists():
+                break
+            time.sleep(0.1)
+        assert marker.exists(), cluster.run(["squeue"]).stdout
+        prefix = f"{cluster.dir}/"
+        assert _processes_holding(prefix)  # slurmstepd and friends hold its files
+    assert _processes_holding(prefix) == []

@@ -700,10 +700,42 @@ class SlurmCluster(_Service):
         self._slurmd = self._ctld = None
 
     def stop(self) -> None:
-        """Stop slurmd (and running jobs), slurmctld and munged."""
+        """Cancel every job, then stop slurmd, slurmctld and munged."""
+        if self._ctld is not None and self._ctld.poll() is None:
+            self._cancel_all_jobs()
         self._stop_daemons()
         _terminate(self._munged)
         self._munged = None
+        self._kill_strays()
+
+    def _cancel_all_jobs(self) -> None:
+        jobs = self.run(["squeue", "-h", "-o", "%A"], timeout=30).stdout.split()
+        if not jobs:
+            return
+        self.run(["scancel", *jobs], timeout=30)
+
+        def gone() -> bool:
+            return not self.run(["squeue", "-h", "-o", "%A"], timeout=30).stdout.split()
+
+        with contextlib.suppress(ServiceError):
+            _wait_for(gone, what="job cancel", proc=None, log=self.log_dir / "slurmd.log")
+
+    def _kill_strays(self) -> None:
+        # slurmd double-forks slurmstepd, so a step that outlived cancelling is no
+        # descendant of slurmd; it still holds slurmd's log, in our dir: kill it and its job.
+        ours = str(self.dir) + "/"
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit() or int(entry) == os.getpid():
+                continue
+            try:
+                fd_dir = f"/proc/{entry}/fd"
+                targets = [os.readlink(f"{fd_dir}/{fd}") for fd in os.listdir(fd_dir)]
+            except OSError:
+                continue
+            if any(t.startswith(ours) for t in targets):
+                for pid in [*_descendants(int(entry)), int(entry)]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
 
 
 # --------------------------------------------------------------------------- S3
