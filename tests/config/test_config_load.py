@@ -15,6 +15,7 @@ from xfer_core.config.load import (
     select,
     validate_text,
 )
+from xfer_core.config.model import Config
 from xfer_core.config.paths import resolve_config_path
 from xfer_core.errors import ConfigError, ExitCode
 
@@ -214,18 +215,18 @@ def test_good_config_has_no_problems() -> None:
 
 
 @pytest.fixture
-def config() -> object:
+def config() -> Config:
     return parse_config(GOOD, "remotes.toml", base_dir="/cfg")
 
 
-def test_select_all_in_config_order(config) -> None:  # type: ignore[no-untyped-def]
+def test_select_all_in_config_order(config: Config) -> None:
     got = [(c.name, p.alias) for c, p in select(config, [], [], "push")]
     assert got == [("cluster-a", "myproject"), ("cluster-a", "exp"), ("cluster-b", "myproject")]
     got = [(c.name, p.alias) for c, p in select(config, [], [], "pull")]
     assert got == [("cluster-a", "myproject")]
 
 
-def test_select_by_cluster_and_alias(config) -> None:  # type: ignore[no-untyped-def]
+def test_select_by_cluster_and_alias(config: Config) -> None:
     got = [(c.name, p.alias) for c, p in select(config, ["cluster-b"], [], "push")]
     assert got == [("cluster-b", "myproject")]
     got = [(c.name, p.alias) for c, p in select(config, [], ["myproject"], "push")]
@@ -234,7 +235,7 @@ def test_select_by_cluster_and_alias(config) -> None:  # type: ignore[no-untyped
     assert got == [("cluster-a", "exp")]
 
 
-def test_select_unknown_names_list_known_ones(config) -> None:  # type: ignore[no-untyped-def]
+def test_select_unknown_names_list_known_ones(config: Config) -> None:
     with pytest.raises(ConfigError) as info:
         select(config, ["cluster-c"], [], "push")
     assert "unknown cluster 'cluster-c'" in str(info.value)
@@ -248,7 +249,7 @@ def test_select_unknown_names_list_known_ones(config) -> None:  # type: ignore[n
     assert info.value.hint == "did you mean 'myproject'?"
 
 
-def test_select_nothing_to_do_is_an_error(config) -> None:  # type: ignore[no-untyped-def]
+def test_select_nothing_to_do_is_an_error(config: Config) -> None:
     with pytest.raises(ConfigError, match="nothing to fetch"):
         select(config, ["cluster-b"], [], "pull")
 
