@@ -71,6 +71,18 @@ def test_validate_good_config(tmp_path: Path) -> None:
     assert "ok (2 clusters, 3 sync dirs, 1 fetch dirs)" in proc.stderr
 
 
+def test_validate_warns_about_backends_not_installed(tmp_path: Path) -> None:
+    cfg = tmp_path / "remotes.toml"
+    cfg.write_text(
+        GOOD.replace('transfer_backend = "rsync"', 'transfer_backend = "carrier-pigeon"')
+    )
+    proc = xfer("config", "validate", "--config", str(cfg))
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "xfer: warning: global: transfer_backend 'carrier-pigeon' is not installed" in proc.stderr
+    )
+
+
 def test_missing_config_file(tmp_path: Path) -> None:
     proc = xfer("config", "validate", "--config", str(tmp_path / "none.toml"))
     assert proc.returncode == 2

@@ -11,6 +11,7 @@ from xfer_core.errors import ConfigError, ExitCode
 from xfer_core.output import current
 
 if TYPE_CHECKING:
+    from xfer_core.config.model import Config
     from xfer_core.config.paths import ConfigLocation
 
 config_app = typer.Typer(
@@ -174,6 +175,7 @@ def validate(config: ConfigOption = None, json: JsonOption = False) -> None:
             print(f"xfer: error: {problem}", file=sys.stderr)
     else:
         loaded = parse_config(text, shown, base_dir=location.path.parent.absolute())
+        _warn_unknown_backends(loaded)
         sync = sum(len(c.sync_dirs) for c in loaded.clusters)
         fetch = sum(len(c.fetch_dirs) for c in loaded.clusters)
         out.info(
@@ -181,6 +183,22 @@ def validate(config: ConfigOption = None, json: JsonOption = False) -> None:
         )
     if problems:
         raise typer.Exit(int(ExitCode.USAGE))
+
+
+def _warn_unknown_backends(loaded: Config) -> None:
+    """A backend name no installed plugin provides is legal (the file may be shared) but suspicious."""
+    from xfer_core.plugins import get_registry
+
+    known = get_registry().names("transfer")
+    named = [("global", loaded.global_.transfer_backend)] + [
+        (f"cluster '{c.name}'", c.transfer_backend) for c in loaded.clusters
+    ]
+    for where, name in named:
+        if name and name not in known:
+            current().warn(
+                f"{where}: transfer_backend '{name}' is not installed here "
+                f"(installed: {', '.join(known)}; see `xfer plugins`)"
+            )
 
 
 def path(config: ConfigOption = None, json: JsonOption = False) -> None:
