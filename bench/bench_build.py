@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -59,8 +58,8 @@ def generate(root: Path, files: int) -> Path:
     return tree
 
 
-def timed(argv: list[str], stdout_path: str) -> tuple[float, int]:
-    """Run ``argv`` with stdout to a file; (wall seconds, peak RSS in MiB of the child)."""
+def timed(argv: list[str], stdout_path: str) -> tuple[float, float, int]:
+    """Run ``argv`` with stdout to a file: (wall s, CPU s, peak RSS MiB), children included."""
     with open(stdout_path, "wb") as out:
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.PIPE)
@@ -69,7 +68,7 @@ def timed(argv: list[str], stdout_path: str) -> tuple[float, int]:
     if os.waitstatus_to_exitcode(status) != 0:
         err = proc.stderr.read().decode() if proc.stderr else ""
         raise SystemExit(f"{argv[0]} failed: {err}")
-    return elapsed, usage.ru_maxrss // 1024
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss // 1024
 
 
 def count_lines(path: str) -> int:
@@ -77,7 +76,7 @@ def count_lines(path: str) -> int:
         return sum(1 for _ in fh)
 
 
-def measure(tree: Path, work: str) -> dict[str, tuple[float, int, int]]:
+def measure(tree: Path, work: str) -> dict[str, tuple[float, float, int, int]]:
     xfer = [sys.executable, "-m", "xfer_core.cli"]
     rclone = shutil.which("rclone") or str(Path(sys.executable).parent / "rclone")
     out = f"{work}/out"
@@ -109,14 +108,14 @@ def measure(tree: Path, work: str) -> dict[str, tuple[float, int, int]]:
     }
     results = {}
     for label, argv in runs.items():
-        best: tuple[float, int] | None = None
-        for _ in range(2):
-            elapsed, rss = timed(argv, out)
-            best = (elapsed, rss) if best is None or elapsed < best[0] else best
+        best: tuple[float, float, int] | None = None
+        for _ in range(3):
+            run = timed(argv, out)
+            best = run if best is None or run[0] < best[0] else best
         assert best is not None
         produced = out if label != "xfer manifest build" else f"{work}/manifest.jsonl"
         # rclone's array adds 2 lines ("[" and "]"); the tree has one marker file
-        results[label] = (best[0], best[1], count_lines(produced))
+        results[label] = (*best, count_lines(produced))
     return results
 
 
@@ -132,17 +131,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="xfer-bench-") as work:
         big_res = measure(big, work)
         small_res = measure(small, work)
-    base = big_res["find -printf"][0]
-    print(f"\nTree: {args.files:,} files (100 per directory), page cache warm; best of 2.\n")
-    print("| tool | files | wall s | ratio to find | peak RSS MiB | "
-          f"peak RSS MiB at {args.small:,} files |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for label, (secs, rss, lines) in big_res.items():
+    base_wall, base_cpu = big_res["find -printf"][:2]
+    print(
+        f"\nTree: {args.files:,} files (100 per directory), page cache warm, best of 3 "
+        f"by wall time; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.\n"
+    )
+    print(
+        "| tool | files | wall s | wall vs find | CPU s | CPU vs find | peak RSS MiB | "
+        f"peak RSS MiB at {args.small:,} files |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for label, (wall, cpu, rss, lines) in big_res.items():
         print(
-            f"| {label} | {lines:,} | {secs:.2f} | {secs / base:.2f}x | {rss} | "
-            f"{small_res[label][1]} |"
+            f"| {label} | {lines:,} | {wall:.2f} | {wall / base_wall:.2f}x | {cpu:.2f} | "
+            f"{cpu / base_cpu:.2f}x | {rss} | {small_res[label][2]} |"
         )
-    print(f"\n(machine: {os.cpu_count()} CPUs; {resource.getpagesize()} B pages)")
 
 
 if __name__ == "__main__":

@@ -24,15 +24,23 @@ Policy, documented in ``docs/manifest.md``:
 
 from __future__ import annotations
 
+import base64
+import gc
 import hashlib
+import json
 import os
 import queue
 import stat
+import subprocess
+import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from xfer_core.errors import ConfigError, TransferError
+import msgspec
+
+from xfer_core.errors import ConfigError, ExitCode, TransferError, XferError
 from xfer_core.hookspecs import hookimpl
 from xfer_core.manifest.lister import ListEntry, Lister, ListOptions, ListProblem, is_remote
 from xfer_core.manifest.record import path_fields
@@ -62,6 +70,34 @@ def _hash_file(path: bytes, names: tuple[str, ...]) -> dict[str, str]:
     return {n: h.hexdigest() for n, h in zip(names, hashers, strict=True)}
 
 
+#: (relative name, size, mtime, hashes) as the walk finds it
+_Raw = tuple[bytes, int, float, dict[str, str]]
+
+
+def _entries(
+    items: Iterator[list[_Raw] | ListProblem], options: ListOptions
+) -> Iterator[ListEntry]:
+    """ListEntry objects from raw batches; problems and progress to the option callbacks."""
+    on_problem = options.on_problem
+    on_progress = options.on_progress
+    count = total = 0
+    for item in items:
+        if isinstance(item, ListProblem):
+            on_problem(item)
+            continue
+        for name, size, mtime, digests in item:
+            try:
+                path = name.decode("utf-8")
+                meta: dict[str, Any] = {}
+            except UnicodeDecodeError:
+                path, meta = path_fields(name)
+            yield ListEntry(path, size, mtime, digests, None, None, meta)
+        if on_progress is not None:
+            count += len(item)
+            total += sum(r[1] for r in item)
+            on_progress(count, total)
+
+
 class _Walk:
     """One walk: directories to scan, scanned inline (1 thread) or by a thread pool."""
 
@@ -89,8 +125,8 @@ class _Walk:
         self.dirs.put(rel)
 
     # -- scanning one directory (shared by both modes) ------------------------
-    def _scan(self, rel: bytes) -> Iterator[list[ListEntry] | ListProblem]:
-        """Batches of entries and problems of one directory; subdirectories go to _add_dir."""
+    def _scan(self, rel: bytes) -> Iterator[list[_Raw] | ListProblem]:
+        """Batches of raw entries and problems of one directory; subdirectories go to _add_dir."""
         full = self.root + b"/" + rel if rel else self.root
         prefix = rel + b"/" if rel else b""
         try:
@@ -104,7 +140,7 @@ class _Walk:
                 raise
             yield ListProblem(f"{_show(full)}: cannot read directory ({exc.strerror})")
             return
-        batch: list[ListEntry] = []
+        batch: list[_Raw] = []
         hashes = self.hashes
         add_dir = self._add_dir
         S_ISREG = stat.S_ISREG
@@ -135,12 +171,6 @@ class _Walk:
                     if target is None:
                         continue
                     st = target
-                relname = prefix + name
-                try:
-                    path = relname.decode("utf-8")
-                    meta: dict[str, Any] = {}
-                except UnicodeDecodeError:
-                    path, meta = path_fields(relname)
                 digests: dict[str, str] = {}
                 if hashes:
                     try:
@@ -150,7 +180,7 @@ class _Walk:
                     except OSError as exc:
                         yield ListProblem(f"{_show(entry.path)}: cannot read ({exc.strerror})")
                         continue
-                batch.append(ListEntry(path, st.st_size, st.st_mtime, digests, None, None, meta))
+                batch.append((prefix + name, st.st_size, st.st_mtime, digests))
                 if len(batch) >= _BATCH:
                     yield batch
                     batch = []
@@ -192,7 +222,8 @@ class _Walk:
         return target, None
 
     # -- driving ------------------------------------------------------------------
-    def run(self) -> Iterator[ListEntry]:
+    def check_root(self) -> None:
+        """Fail early and clearly when the root is missing or not a directory."""
         try:
             st = os.stat(self.root)
         except OSError as exc:
@@ -200,32 +231,23 @@ class _Walk:
         if not stat.S_ISDIR(st.st_mode):
             raise ConfigError(f"source {_show(self.root)}: not a directory")
         self.seen_dirs.add((st.st_dev, st.st_ino))
-        items = self._inline() if self.threads == 1 else self._threaded()
-        on_problem = self.options.on_problem
-        on_progress = self.options.on_progress
-        count = total = 0
+
+    def items(self) -> Iterator[list[_Raw] | ListProblem]:
+        """Raw batches and problems of the whole walk."""
         try:
-            for item in items:
-                if isinstance(item, list):
-                    yield from item
-                    if on_progress is not None:
-                        count += len(item)
-                        total += sum(e.size for e in item)
-                        on_progress(count, total)
-                else:
-                    on_problem(item)
+            yield from self._inline() if self.threads == 1 else self._threaded()
         except PermissionError as exc:
             raise TransferError(
                 f"source {_show(self.root)}: cannot read ({exc.strerror})",
                 hint="check the directory's permissions",
             ) from None
 
-    def _inline(self) -> Iterator[list[ListEntry] | ListProblem]:
+    def _inline(self) -> Iterator[list[_Raw] | ListProblem]:
         self.stack.append(b"")
         while self.stack:
             yield from self._scan(self.stack.pop())
 
-    def _threaded(self) -> Iterator[list[ListEntry] | ListProblem]:
+    def _threaded(self) -> Iterator[list[_Raw] | ListProblem]:
         self._add_dir(b"")
         workers = [
             threading.Thread(target=self._worker, name=f"posix-lister-{i}", daemon=True)
@@ -326,11 +348,17 @@ def default_threads(path: str) -> int:
 
 
 class PosixLister(Lister):
-    """Walks a local or mounted directory with parallel ``os.scandir``."""
+    """Walks a local or mounted directory with ``os.scandir``."""
 
     name: ClassVar[str] = "posix"
     description: ClassVar[str] = "local/mounted trees: parallel os.scandir, one stat per file"
     priority: ClassVar[int] = 10
+
+    def __init__(self, helper_process: bool | None = None) -> None:
+        #: Walk in a helper process (None: when there is more than one CPU). The walk
+        #: (system calls) and turning entries into records (Python) then run on two
+        #: cores at once instead of taking turns on one.
+        self.helper_process = helper_process
 
     def handles(self, source: str) -> bool:
         """A local path (not ``remote:path``) that is a directory."""
@@ -348,10 +376,104 @@ class PosixLister(Lister):
             )
         root = self.normalize_root(source)
         threads = options.parallel if options.parallel > 0 else default_threads(root)
-        return _Walk(os.fsencode(root), options, threads).run()
+        walk = _Walk(os.fsencode(root), options, threads)
+        walk.check_root()
+        helper = self.helper_process
+        if helper is None:
+            helper = (os.cpu_count() or 1) > 1
+        return _entries(_helper_items(walk) if helper else walk.items(), options)
+
+
+# -- the helper process ---------------------------------------------------------------
+# Frames on the helper's stdout: 4-byte big-endian length + msgpack of
+# ["B", [[name, size, mtime, hashes], ...]] | ["P", message, error] | ["X", message, code] | ["D"]
+
+
+def _helper_items(walk: _Walk) -> Iterator[list[_Raw] | ListProblem]:
+    """Run the walk in ``python -m xfer_backends.posix_lister`` and read its frames."""
+    spec = {
+        "root": base64.b64encode(walk.root).decode("ascii"),
+        "threads": walk.threads,
+        "symlinks": walk.options.symlinks,
+        "hashes": list(walk.hashes),
+    }
+    argv = [sys.executable, "-m", "xfer_backends.posix_lister", json.dumps(spec)]
+    with tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=errors, stdin=subprocess.DEVNULL
+        )
+        assert proc.stdout is not None
+        decode = msgspec.msgpack.Decoder().decode
+        read = proc.stdout.read
+        try:
+            while True:
+                head = read(4)
+                if len(head) < 4:
+                    break
+                frame = decode(read(int.from_bytes(head, "big")))
+                tag = frame[0]
+                if tag == "B":
+                    yield frame[1]
+                elif tag == "P":
+                    yield ListProblem(frame[1], error=frame[2])
+                elif tag == "X":
+                    raise XferError(frame[1], exit_code=ExitCode(frame[2]))
+                else:
+                    return
+            proc.wait()
+            errors.seek(0)
+            tail = errors.read().decode("utf-8", "replace").strip().splitlines()
+            raise XferError(
+                f"the posix walker process died (status {proc.returncode})"
+                + (f": {tail[-1]}" if tail else ""),
+                exit_code=ExitCode.FAILED,
+            )
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            proc.stdout.close()
+
+
+def _helper_main(spec_json: str) -> int:
+    """The helper process: walk, and write frames to stdout."""
+    gc.disable()  # millions of short-lived acyclic objects; refcounting frees them
+    spec = json.loads(spec_json)
+    options = ListOptions(hashes=tuple(spec["hashes"]), symlinks=spec["symlinks"])
+    walk = _Walk(base64.b64decode(spec["root"]), options, int(spec["threads"]))
+    out = sys.stdout.buffer
+    encode = msgspec.msgpack.Encoder().encode
+
+    def send(frame: list[Any]) -> None:
+        data = encode(frame)
+        out.write(len(data).to_bytes(4, "big"))
+        out.write(data)
+
+    try:
+        try:
+            walk.check_root()
+            for item in walk.items():
+                if isinstance(item, ListProblem):
+                    send(["P", item.message, item.error])
+                else:
+                    send(["B", item])
+            send(["D"])
+        except XferError as exc:
+            send(["X", exc.message, int(exc.exit_code)])
+        except OSError as exc:
+            send(["X", f"{_show(walk.root)}: {exc.strerror}", int(ExitCode.FAILED)])
+        out.flush()
+    except BrokenPipeError:
+        # the reader stopped early: nothing left to say (and nothing to flush at exit)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 @hookimpl
 def register_listers(register: Any) -> None:
     """Register the builtin ``posix`` lister."""
     register(PosixLister())
+
+
+if __name__ == "__main__":
+    sys.exit(_helper_main(sys.argv[1]))

@@ -36,7 +36,6 @@ from xfer_core.manifest.lister import (
     ListEntry,
     Lister,
     ListOptions,
-    check_rclone_config,
     is_remote,
     join_location,
 )
@@ -212,6 +211,8 @@ class RcloneLister(Lister):
     def command(self, source: str, options: ListOptions, *, recursive: bool = True) -> list[str]:
         """The argv of one ``rclone lsjson`` of ``source``, wrapped for the runtime."""
         argv = ["rclone", "lsjson"]
+        from xfer_core.bulk.render import check_rclone_config
+
         config = check_rclone_config(options.rclone_config) if options.rclone_config else None
         host = options.runtime in ("", "host")
         if config is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import pytest
 
 from tests.manifest_io.helpers import make_tree, xfer
 from xfer_backends.posix_lister import PosixLister, filesystem_type
-from xfer_core.errors import ConfigError, ExitCode
+from xfer_core.errors import ConfigError, ExitCode, XferError
 from xfer_core.manifest.build import build_manifest
 from xfer_core.manifest.jsonl import read_manifest
 from xfer_core.manifest.lister import ListOptions, ListProblem
@@ -150,6 +151,54 @@ def test_early_close_stops_worker_threads(tmp_path: Path) -> None:
     next(it)
     it.close()  # type: ignore[attr-defined]
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize("helper", [False, True])
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_inline_threaded_and_helper_walks_agree(tree, helper: bool, parallel: int) -> None:
+    src, made = tree
+    problems: list[ListProblem] = []
+    progress: list[tuple[int, int]] = []
+    os.symlink("plain.txt", os.path.join(src, "a-link"))
+    options = ListOptions(
+        parallel=parallel, on_problem=problems.append, on_progress=lambda *a: progress.append(a)
+    )
+    entries = list(PosixLister(helper_process=helper).list(str(src), options))
+    got = {}
+    for e in entries:
+        raw = e.meta.get("path_b64")
+        got[base64.b64decode(raw) if raw else e.path.encode()] = e.size
+    assert got == made
+    assert [p.message.rsplit("/", 1)[1] for p in problems] == [
+        "a-link: symlink skipped (use --follow-symlinks)"
+    ]
+    assert progress[-1] == (len(made), sum(made.values()))
+
+
+def test_helper_walk_stops_when_the_reader_does(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    for d in range(30):
+        (src / f"d{d}").mkdir(parents=True)
+        for f in range(100):
+            (src / f"d{d}" / f"f{f}").write_bytes(b"")
+    import gc
+
+    it = PosixLister(helper_process=True).list(str(src), ListOptions())
+    next(it)
+    it.close()  # type: ignore[attr-defined]
+    gc.collect()
+    # the helper was killed and reaped: no child of ours is left
+    children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+    assert children == []
+
+
+def test_helper_walk_reports_a_vanished_root(tmp_path: Path) -> None:
+    from xfer_backends.posix_lister import _helper_items, _Walk
+
+    walk = _Walk(os.fsencode(tmp_path / "gone"), ListOptions(), 1)
+    with pytest.raises(XferError, match="No such file") as info:
+        list(_helper_items(walk))
+    assert info.value.exit_code == ExitCode.USAGE
 
 
 def test_filesystem_type_of_root_is_known() -> None:

@@ -11,10 +11,11 @@ import pytest
 
 from tests.manifest_io.helpers import xfer
 from xfer_backends.rclone_lister import RcloneLister, classify_rclone_error
+from xfer_core.bulk.render import check_rclone_config
 from xfer_core.errors import ConfigError, ExitCode, XferError
 from xfer_core.manifest.build import build_manifest
 from xfer_core.manifest.jsonl import read_manifest
-from xfer_core.manifest.lister import ListOptions, check_rclone_config
+from xfer_core.manifest.lister import ListOptions
 
 pytestmark = pytest.mark.s3
 
@@ -194,7 +195,7 @@ def test_rclone_config_must_be_private(s3, tmp_path: Path) -> None:
     assert proc.returncode == ExitCode.USAGE
     assert f"chmod 600 {conf}" in proc.stderr
     assert s3.secret_key not in proc.stderr
-    with pytest.raises(ConfigError, match="No such file"):
+    with pytest.raises(ConfigError, match="does not exist"):
         check_rclone_config(str(tmp_path / "absent.conf"))
 
 

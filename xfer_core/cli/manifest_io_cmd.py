@@ -74,7 +74,8 @@ def _list_options(
     hashes: tuple[str, ...] | None = None,
 ) -> ListOptions:
     from xfer_backends.rclone_lister import split_flags
-    from xfer_core.manifest.lister import ListOptions, check_rclone_config
+    from xfer_core.bulk.render import check_rclone_config
+    from xfer_core.manifest.lister import ListOptions
 
     return ListOptions(
         hashes=hashes,

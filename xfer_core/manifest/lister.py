@@ -31,7 +31,6 @@ A third-party lister subclasses :class:`Lister` and registers an instance::
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -82,7 +81,7 @@ class ListOptions(msgspec.Struct, kw_only=True):
     #: (rclone: ``--hash`` on remotes; posix: none); ``()`` = no hashes;
     #: ``("md5",)`` = exactly these (posix reads and hashes every file).
     hashes: tuple[str, ...] | None = None
-    #: rclone.conf to use (checked to be mode 0600 by :func:`check_rclone_config`).
+    #: rclone.conf to use (must be mode 0600: checked before rclone runs).
     rclone_config: str | None = None
     #: Container image holding rclone, for runtimes that need one.
     rclone_image: str | None = None
@@ -160,31 +159,6 @@ def is_remote(source: str) -> bool:
         return False
     # "C:" style drive letters do not occur on the POSIX hosts xfer targets
     return not os.path.exists(source)
-
-
-def check_rclone_config(path: str) -> str:
-    """Refuse an rclone.conf that is missing or readable by others; return its absolute path.
-
-    The file holds credentials: it must be mode 0600 (or stricter). Its
-    contents are never read here nor printed.
-    """
-    full = os.path.abspath(os.path.expanduser(path))
-    try:
-        st = os.stat(full)
-    except OSError as exc:
-        raise ConfigError(
-            f"rclone config {full}: {exc.strerror}",
-            hint="pass --rclone-config PATH of an existing rclone.conf",
-        ) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"rclone config {full}: not a regular file")
-    if st.st_mode & 0o077:
-        raise ConfigError(
-            f"rclone config {full} is mode {stat.S_IMODE(st.st_mode):04o}; "
-            "it holds credentials and must be readable by its owner only",
-            hint=f"chmod 600 {full}",
-        )
-    return full
 
 
 def select_lister(
