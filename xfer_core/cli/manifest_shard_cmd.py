@@ -110,11 +110,6 @@ def _print_analysis(a: Analysis) -> None:
         f"suggested shards: [bold]{a.suggested_shards}[/] "
         f"(weight {human_bytes(a.total_weight)} = bytes + objects × overhead)"
     )
-    if a.unsendable_names:
-        current().warn(
-            f"{a.unsendable_names} name(s) contain a newline or carriage return: rclone "
-            "--files-from-raw cannot list them (shard refuses them unless --allow-unsendable)"
-        )
 
 
 def _pow2(n: int) -> str:
@@ -149,13 +144,6 @@ def shard(
             help="Bytes-equivalent cost of one object (default: analyze's suggestion), e.g. 1MiB.",
         ),
     ] = None,
-    allow_unsendable: Annotated[
-        bool,
-        typer.Option(
-            "--allow-unsendable",
-            help="Shard the rest when some names contain a newline/CR; list those in unsendable.jsonl.",
-        ),
-    ] = False,
     json: Annotated[bool, typer.Option("--json", help="Print a JSON summary line.")] = False,
 ) -> None:
     """Split a manifest into byte-balanced, deterministic shards.
@@ -194,7 +182,6 @@ def shard(
         object_overhead=(
             None if object_overhead is None else parse_size(object_overhead, "--object-overhead")
         ),
-        allow_unsendable=allow_unsendable,
     )
     if json or out.json:
         summary = {
@@ -207,7 +194,6 @@ def shard(
             "lower_bound": meta.lower_bound,
             "max_weight": meta.max_weight,
             "imbalance": meta.imbalance,
-            "unsendable": len(meta.unsendable),
         }
         out.emit_json(summary)
         return
@@ -217,11 +203,6 @@ def shard(
         f"(max weight {human_bytes(meta.max_weight)}, lower bound {human_bytes(meta.lower_bound)}, "
         f"overhead {human_bytes(meta.object_overhead)}/object)"
     )
-    if meta.unsendable:
-        out.warn(
-            f"{len(meta.unsendable)} record(s) with a newline/CR in the name are in no shard; "
-            f"see {outdir}/unsendable.jsonl"
-        )
 
 
 def register(manifest_app: typer.Typer) -> None:

@@ -172,8 +172,6 @@ class Analysis(msgspec.Struct, frozen=True):
     #: Objects < 1 MiB, and bytes in objects >= 64 MiB (both exact).
     small_objects: int
     large_bytes: int
-    #: Names with a newline or carriage return: no --files-from-raw list can carry them.
-    unsendable_names: int
     histogram: list[SizeBucket]
     profile: Profile
     profile_reason: str
@@ -224,7 +222,6 @@ def analyze_manifest(path: str | os.PathLike[str]) -> Analysis:
     records = 0
     lo = -1
     hi = 0
-    unsendable = 0
     exact, sub_bits, sub_mask = _EXACT, _SUB_BITS, (1 << _SUB_BITS) - 1
     for record in read_manifest(path):
         size = record.size
@@ -246,9 +243,6 @@ def analyze_manifest(path: str | os.PathLike[str]) -> Analysis:
             hi = size
         if size < lo or lo < 0:
             lo = size
-        name = record.path
-        if "\n" in name or "\r" in name:
-            unsendable += 1
     lo = max(lo, 0)
     log2_counts = [0] * 65
     for bucket, count in enumerate(fine):
@@ -281,7 +275,6 @@ def analyze_manifest(path: str | os.PathLike[str]) -> Analysis:
         p99=_percentile(fine, records, 0.99, lo, hi),
         small_objects=small,
         large_bytes=large,
-        unsendable_names=unsendable,
         histogram=histogram,
         profile=s.profile,
         profile_reason=s.reason,

@@ -13,10 +13,11 @@ its shard, so records are never re-encoded and stay byte-identical.
 
 Output (in ``outdir``): ``shard_%06d.jsonl`` (the records), ``shard_%06d.files``
 (one name per line, exact bytes, for ``rclone copy --files-from-raw``) and
-``shards.meta.json`` (:class:`ShardMeta`), written last. Names containing a
-newline or carriage return cannot be carried by that list (rclone splits lines
-on both); they are refused, or with ``allow_unsendable`` left out of every shard
-and written to ``unsendable.jsonl`` and listed in the meta.
+``shards.meta.json`` (:class:`ShardMeta`), written last. The ``.files`` lists
+spell names the way rclone does internally (its Standard encoding, see
+:mod:`xfer_core.manifest.rclone_names`): a name with a tab, CR or newline is
+listed as ``tab␉name``, so every name -- newlines included -- fits on one line
+and rclone finds it.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ import msgspec
 from xfer_core.errors import ManifestError, XferError
 from xfer_core.manifest.analyze import LARGE_OBJECT, SMALL_OBJECT, suggest
 from xfer_core.manifest.jsonl import decode_line
+from xfer_core.manifest.rclone_names import NEEDS_ENCODING, rclone_standard_name
 from xfer_core.manifest.record import PATH_B64, SCHEMA, ManifestRecord
 
 SHARDS_SCHEMA = "xfer.shards.v1"
 META_NAME = "shards.meta.json"
-UNSENDABLE_NAME = "unsendable.jsonl"
 #: Most shards one run may have (the shard index is packed into 24 bits).
 MAX_SHARDS = 1 << 24
 _MAX_RECORDS = 1 << 32
@@ -95,15 +96,6 @@ class ShardInfo(msgspec.Struct, frozen=True):
     files_sha256: str
 
 
-class Unsendable(msgspec.Struct, frozen=True):
-    """A record left out of every shard because no file list can carry its name."""
-
-    line: int
-    path: str
-    reason: str
-    path_b64: str | None = None
-
-
 class ShardMeta(msgspec.Struct, frozen=True):
     """``shards.meta.json``: the sharding of one manifest."""
 
@@ -125,7 +117,6 @@ class ShardMeta(msgspec.Struct, frozen=True):
     source_root: str
     dest_root: str
     shards: list[ShardInfo]
-    unsendable: list[Unsendable] = []
     method: str = "lpt-heap"
     schema: str = SHARDS_SCHEMA
 
@@ -164,17 +155,14 @@ def load_shard_meta(outdir: str | os.PathLike[str], *, check_files: bool = True)
     return meta
 
 
-def _unsendable_reason(name: bytes) -> str:
-    return "name contains a newline" if b"\n" in name else "name contains a carriage return"
-
-
 def _scan(
-    name: str, fh: IO[bytes], spool: IO[bytes], keys: list[int], unsendable: list[Unsendable]
+    name: str, fh: IO[bytes], spool: IO[bytes], keys: list[int]
 ) -> tuple[int, int, str, str, bool]:
-    """Pass 1: validate every line, append one sort key per sendable record and
-    spool its name. Returns (records, total_bytes, source_root, dest_root, saw_blank_lines)."""
+    """Pass 1: validate every line, append one sort key per record and spool its
+    name as rclone spells it. Returns (records, total_bytes, source_root, dest_root, saw_blank_lines)."""
     decode = _record_decoder.decode
     crc32 = zlib.crc32
+    needs = NEEDS_ENCODING.search
     append = keys.append
     names: list[bytes] = []
     add_name = names.append
@@ -216,16 +204,10 @@ def _scan(
             raise ManifestError(
                 f"{name}:{lineno}: path is not valid Unicode text ({exc})"
             ) from None
-        if b"\n" not in raw and b"\r" not in raw:
-            size = rec.size
-            total += size
-            append((size << 64) | ((_LOW32 ^ crc32(raw)) << 32) | (_LOW32 - index))
-            add_name(raw)
-        else:
-            b64 = rec.meta.get(PATH_B64) if rec.meta else None
-            reason = _unsendable_reason(raw)
-            unsendable.append(Unsendable(line=lineno, path=path, reason=reason, path_b64=b64))
-            add_name(b"")
+        size = rec.size
+        total += size
+        append((size << 64) | ((_LOW32 ^ crc32(raw)) << 32) | (_LOW32 - index))
+        add_name(raw if needs(raw) is None else rclone_standard_name(raw))
         index += 1
         if len(names) >= 4096:
             names.append(b"")
@@ -268,9 +250,8 @@ def _lpt(
 ) -> tuple[array[int], list[int]]:
     """Assign records (keys sorted ascending, taken from the end) to shards.
 
-    Returns the per-record shard array (``num_shards`` marks unsendable records)
-    and the final heap entries."""
-    assign = array("I", [num_shards]) * records
+    Returns the per-record shard array and the final heap entries."""
+    assign = array("I", [0]) * records
     heap = list(range(num_shards))
     replace = heapq.heapreplace
     one, shard_mask, low32, shift = _ONE_RECORD, _SHARD_MASK, _LOW32, _LOAD_SHIFT
@@ -296,7 +277,6 @@ def shard_manifest(
     target_shard_bytes: int | None = None,
     auto: bool = False,
     object_overhead: int | None = None,
-    allow_unsendable: bool = False,
 ) -> ShardMeta:
     """Split the manifest ``in_path`` into byte-balanced shards in ``outdir``.
 
@@ -311,8 +291,7 @@ def shard_manifest(
     of a previous run are removed, and the new meta is moved in last.
 
     Raises :class:`XferError` (exit 2) for bad lines (``FILE:LINE``), an empty
-    manifest, a bad shard count and, unless ``allow_unsendable``, names that
-    cannot go into a ``--files-from-raw`` list.
+    manifest and a bad shard count.
     """
     chosen = [num_shards is not None, target_shard_bytes is not None, auto]
     if sum(chosen) != 1:
@@ -336,11 +315,9 @@ def shard_manifest(
         spool_dir = out.parent if out.parent.is_dir() else None
         with tempfile.TemporaryFile(dir=spool_dir) as spool:
             keys: list[int] = []
-            unsendable: list[Unsendable] = []
-            records, total_bytes, src_root, dst_root, blank = _scan(
-                name, fh, spool, keys, unsendable
-            )
-            _check_counts(name, records, unsendable, allow_unsendable)
+            records, total_bytes, src_root, dst_root, blank = _scan(name, fh, spool, keys)
+            if records == 0:
+                raise ManifestError(f"{name}: the manifest has no records; nothing to shard")
             keys.sort()
             small, large = _size_classes(keys)
             sendable = len(keys)
@@ -363,9 +340,7 @@ def shard_manifest(
             fh.seek(0)
             tmp = _make_tmpdir(out)
             try:
-                shards = _write_shards(
-                    fh, spool, assign, blank, bool(unsendable), heap, overhead, tmp
-                )
+                shards = _write_shards(fh, spool, assign, blank, heap, overhead, tmp)
                 if os.fstat(fh.fileno()).st_mtime_ns != before.st_mtime_ns:
                     raise XferError(f"{name}: the manifest changed while it was being sharded")
                 weights = [s.weight for s in shards]
@@ -386,31 +361,12 @@ def shard_manifest(
                     source_root=src_root,
                     dest_root=dst_root,
                     shards=shards,
-                    unsendable=unsendable,
                 )
                 _write_file(tmp / META_NAME, _meta_encoder.encode(meta) + b"\n")
-                _install(tmp, out, [*_names(shards), *([UNSENDABLE_NAME] if unsendable else [])])
+                _install(tmp, out, _names(shards))
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
     return meta
-
-
-def _check_counts(
-    name: str, records: int, unsendable: list[Unsendable], allow_unsendable: bool
-) -> None:
-    if unsendable and not allow_unsendable:
-        shown = "; ".join(f"line {u.line}: {u.path!r} ({u.reason})" for u in unsendable[:5])
-        more = f" and {len(unsendable) - 5} more" if len(unsendable) > 5 else ""
-        raise ManifestError(
-            f"{name}: {len(unsendable)} name(s) cannot be listed for rclone --files-from-raw "
-            f"(newline or carriage return in the name): {shown}{more}",
-            hint="rename them at the source, or pass --allow-unsendable to shard the rest and "
-            f"list these in {UNSENDABLE_NAME}",
-        )
-    if records == 0:
-        raise ManifestError(f"{name}: the manifest has no records; nothing to shard")
-    if records == len(unsendable):
-        raise ManifestError(f"{name}: every record is unsendable; nothing to shard")
 
 
 def _check_shard_count(name: str, n: int, sendable: int) -> None:
@@ -437,24 +393,21 @@ def _write_shards(
     spool: IO[bytes],
     assign: array[int],
     has_blank: bool,
-    has_unsendable: bool,
     heap: list[int],
     overhead: int,
     tmp: Path,
 ) -> list[ShardInfo]:
     """Pass 2: copy each raw line to its shard's .jsonl and its name to the .files list.
 
-    ``assign[i]`` is record i's shard; ``len(heap)`` (the shard count) marks an
-    unsendable record, whose line goes to ``unsendable.jsonl``."""
+    ``assign[i]`` is record i's shard."""
     n = len(heap)
-    paths = [tmp / jsonl_name(i) for i in range(n)] + [tmp / UNSENDABLE_NAME]
+    paths = [tmp / jsonl_name(i) for i in range(n)]
     lists = [tmp / files_name(i) for i in range(n)]
-    written = [*paths[:n], *lists, *([paths[n]] if has_unsendable else [])]
-    bufs = [bytearray() for _ in range(n + 1)]
-    fbufs = [bytearray() for _ in range(n + 1)]
-    digests = [hashlib.sha256() for _ in range(n + 1)]
-    fdigests = [hashlib.sha256() for _ in range(n + 1)]
-    with _ShardFiles(paths, lists, keep_open=_fd_budget(2 * n + 1)) as files:
+    bufs = [bytearray() for _ in range(n)]
+    fbufs = [bytearray() for _ in range(n)]
+    digests = [hashlib.sha256() for _ in range(n)]
+    fdigests = [hashlib.sha256() for _ in range(n)]
+    with _ShardFiles(paths, lists, keep_open=_fd_budget(2 * n)) as files:
 
         def flush(s: int) -> None:
             files.write(s, bufs[s], fbufs[s])
@@ -495,12 +448,9 @@ def _write_shards(
             raise XferError(_CHANGED)
         for s in range(n):
             flush(s)
-        if has_unsendable:
-            fbufs[n].clear()
-            flush(n)
     with ThreadPoolExecutor(8) as pool:
         # concurrent fsyncs share journal commits: much faster than one by one
-        list(pool.map(_fsync, written))
+        list(pool.map(_fsync, [*paths, *lists]))
     infos = []
     for entry in heap:
         s = entry & _SHARD_MASK
@@ -579,8 +529,7 @@ class _ShardFiles:
 
     def write(self, shard: int, records: bytearray, names: bytearray) -> None:
         self._append(self._paths[shard], records)
-        if shard < len(self._lists):
-            self._append(self._lists[shard], names)
+        self._append(self._lists[shard], names)
 
 
 def _fsync(path: Path) -> None:
@@ -621,7 +570,7 @@ def _install(tmp: Path, out: Path, names: list[str]) -> None:
     for n in names:
         os.replace(tmp / n, out / n)
     for entry in os.scandir(out):
-        if entry.name not in keep and (_STALE.match(entry.name) or entry.name == UNSENDABLE_NAME):
+        if entry.name not in keep and _STALE.match(entry.name):
             os.unlink(entry.path)
     os.replace(tmp / META_NAME, out / META_NAME)
     _fsync_dir(out)
