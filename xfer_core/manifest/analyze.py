@@ -202,6 +202,10 @@ def _fine_bounds(bucket: int) -> tuple[int, int]:
 def _percentile(fine: list[int], records: int, p: float, lo: int, hi: int) -> int:
     """Nearest-rank percentile from the fine histogram, interpolated inside its bucket."""
     rank = max(1, -(-(round(p * 1000) * records) // 1000))
+    if rank >= records:
+        return hi  # the extremes are known exactly
+    if rank == 1:
+        return lo
     seen = 0
     for bucket, count in enumerate(fine):
         if count and seen + count >= rank:
