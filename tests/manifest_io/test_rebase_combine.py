@@ -101,6 +101,32 @@ def test_rebase_bad_inputs(tmp_path: Path) -> None:
     assert not (tmp_path / "o.jsonl").exists()
 
 
+def test_wrong_types_and_bad_flags_are_one_line_usage_errors(tmp_path: Path) -> None:
+    m = tmp_path / "m.jsonl"
+    m.write_text('{"path": "a", "size": "12"}\n')
+    proc = xfer(
+        "manifest", "rebase", "--in", str(m), "--out", str(tmp_path / "o"), "--dest-root", "x:"
+    )
+    assert proc.returncode == ExitCode.USAGE
+    assert proc.stderr.startswith(f"xfer: error: {m}:1: Expected `int`, got `str`")
+    assert not (tmp_path / "o").exists()
+    src = tmp_path / "src"
+    src.mkdir()
+    flags = xfer(
+        "manifest",
+        "build",
+        "-s",
+        str(src),
+        "-d",
+        "/d",
+        "-o",
+        str(tmp_path / "o"),
+        "--extra-lsjson-flags",
+        "--include 'unbalanced",
+    )
+    assert flags.returncode == ExitCode.USAGE and "--extra-lsjson-flags" in flags.stderr
+
+
 def test_rebase_cli(tmp_path: Path) -> None:
     m = tmp_path / "m.jsonl"
     write_manifest(m, [_rec("a"), _rec("b")])
