@@ -1,8 +1,10 @@
 """The ``rsync`` transfer backend: the local ``rsync`` over OpenSSH.
 
-One ssh master connection per cluster (``ControlMaster``) carries the login
-check, the remote ``~``/``$VAR`` expansion, the ``mkdir -p`` fallback and every
-rsync of that cluster. rsync runs with ``-rlpt --update``: ``rsync -a`` without
+One ssh master connection per cluster (``ControlMaster=auto``, opened by the
+first ssh the session runs) carries the remote ``~``/``$VAR`` expansion, the
+``mkdir -p`` fallback and every rsync of that cluster. Login problems
+(unreachable, refused key, unknown or changed host key) surface as the failing
+pair's one-line error. rsync runs with ``-rlpt --update``: ``rsync -a`` without
 owner, group and devices, which mean nothing across two accounts on two
 machines (and which the sftp backend could not match).
 
@@ -27,7 +29,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from xfer_core.errors import ConfigError, TransferError
 from xfer_core.hookspecs import hookimpl
@@ -152,10 +153,10 @@ def ssh_base(target: Remote) -> list[str]:
     return argv
 
 
-def explain_ssh_failure(stderr: str, target: Remote) -> str:
+def explain_ssh_failure(stderr: str, target: Remote, who: str | None = None) -> str:
     """One line saying why ssh could not reach ``target`` (from ssh's stderr)."""
     text = stderr.strip()
-    where = f"{target.name} ({target.label})"
+    where = f"{who or target.name} ({target.label})"
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Host key for" in text:
         return (
             f"{where}: host key does not match known_hosts (possible man-in-the-middle); "
@@ -210,9 +211,9 @@ class RsyncBackend(TransferBackend):
             raise TransferError("rsync: not on PATH")
         emulate = self._emulate or os.environ.get("XFER_RSYNC_EMULATE") or None
         caps = await asyncio.to_thread(detect_caps, rsync, emulate)
-        session = RsyncSession(rsync, caps, target)
-        await session.connect()
-        return session
+        # No probe connection: the first ssh of the session (rsync's own, or the remote
+        # path expansion) becomes the master and later ones reuse it.
+        return RsyncSession(rsync, caps, target)
 
 
 class RsyncSession(TransferSession):
@@ -234,25 +235,6 @@ class RsyncSession(TransferSession):
             "ControlPersist=120",
         ]
 
-    async def connect(self) -> None:
-        """Start the master connection; any login problem becomes one TransferError line."""
-        # The master stays in the background: its stderr goes to a file, never a pipe we wait on.
-        log = os.path.join(self._dir, "master.log")
-        with open(log, "wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                *self.ssh,
-                self.target.host,
-                "true",
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-            )
-            rc = await proc.wait()
-        if rc != 0:
-            message = Path(log).read_text(errors="replace")
-            await self.close()
-            raise TransferError(explain_ssh_failure(message, self.target))
-
     async def _ssh(self, command: str) -> tuple[int, bytes, bytes]:
         proc = await asyncio.create_subprocess_exec(
             *self.ssh,
@@ -263,6 +245,8 @@ class RsyncSession(TransferSession):
             stderr=subprocess.PIPE,
         )
         out, err = await proc.communicate()
+        if proc.returncode == 255:  # ssh itself failed (not the remote command)
+            raise TransferError(explain_ssh_failure(err.decode(errors="replace"), self.target))
         return proc.returncode or 0, out, err
 
     async def resolve(self, path: str) -> str:
@@ -272,7 +256,9 @@ class RsyncSession(TransferSession):
         wanted = remote_path.refs(path)
         rc, out, err = await self._ssh(remote_path.query_command(wanted))
         if rc != 0:
-            raise TransferError(explain_ssh_failure(err.decode(errors="replace"), self.target))
+            raise TransferError(
+                f"{self.target.name}: cannot expand {path!r}: {_last_line(err.decode(errors='replace'))}"
+            )
         return remote_path.substitute(path, wanted, out, cluster=self.target.name)
 
     async def transfer(self, job: PairJob, progress: ProgressSink) -> PairResult:
@@ -377,8 +363,8 @@ class RsyncSession(TransferSession):
 
     def _explain(self, rc: int, stderr: str, job: PairJob) -> str:
         pair = f"{job.cluster}/{job.alias}"
-        if rc == 255:
-            return explain_ssh_failure(stderr, self.target).replace(self.target.name, pair, 1)
+        if rc == 255 or "(0 bytes received so far)" in stderr:  # ssh never got rsync started
+            return explain_ssh_failure(stderr, self.target, pair)
         lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
         detail = next((ln for ln in lines if ln.startswith("rsync:")), lines[0] if lines else "")
         what = RSYNC_EXIT.get(rc, "failed")

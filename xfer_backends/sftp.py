@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 #: Temporary names of files being written (also recognised and removed when left over).
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.xfertmp$", re.DOTALL)
 _CHUNK = 1 << 20
+#: Files up to this size are pushed with a single write request.
+_SMALL = 256 * 1024
 
 
 def temp_name(path: str) -> str:
@@ -334,6 +336,14 @@ async def connect(target: Remote) -> asyncssh.SSHClientConnection:
         "login_timeout": target.connect_timeout,
         "client_factory": lambda: policy,
         "keepalive_interval": 15,
+        # AES-GCM costs asyncssh one cryptography call per packet (chacha20-poly1305: three)
+        "encryption_algs": [
+            "aes128-gcm@openssh.com",
+            "aes256-gcm@openssh.com",
+            "chacha20-poly1305@openssh.com",
+            "aes128-ctr",
+            "aes256-ctr",
+        ],
     }
     if target.port:
         kwargs["port"] = target.port
@@ -363,11 +373,56 @@ async def connect(target: Remote) -> asyncssh.SSHClientConnection:
         raise TransferError(f"{where}: unreachable: {reason}") from None
     except (asyncssh.Error, ValueError) as exc:
         raise TransferError(f"{where}: ssh failed: {exc}") from None
+    _coalesce_writes(conn)
     if policy.new_key is not None:
         _remember(
             kh_path, _host_pattern(target.host, conn.get_extra_info("peername")[1]), policy.new_key
         )
     return conn
+
+
+class _CoalescingTransport:
+    """Sends everything asyncssh wrote during one event-loop iteration in one ``send()``.
+
+    asyncssh writes every SSH packet to the socket at once; with hundreds of small
+    files in flight that is one system call (and one wake-up of the server) per
+    packet. OpenSSH batches its output per loop iteration; this does the same.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._pending.clear()
+        self._transport.abort()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
+def _coalesce_writes(conn: asyncssh.SSHClientConnection) -> None:
+    transport = getattr(conn, "_transport", None)
+    if isinstance(transport, asyncio.Transport):
+        wrapper: Any = _CoalescingTransport(transport, asyncio.get_running_loop())
+        conn._transport = wrapper
 
 
 def _remember(path: Path, pattern: str, key: asyncssh.SSHKey) -> None:
@@ -567,6 +622,37 @@ class _PairRun:
 
     async def _copy(self, path: str, entry: Entry) -> None:
         tmp = temp_name(path)
+        try:
+            if self.job.direction == "push" and entry.size <= _SMALL:
+                await self._put_small(path, tmp, entry)
+            else:
+                await self._copy_large(path, tmp)
+                await self.dst.set_attrs(tmp, entry)
+            await self.dst.rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.dst.remove(tmp, "file"))
+            raise
+
+    async def _put_small(self, path: str, tmp: str, entry: Entry) -> None:
+        """Open, write, then set mode+mtime and close in flight together."""
+        import asyncssh
+
+        with open(join(self.job.local, path), "rb") as fh:
+            data = fh.read()
+        remote_tmp = os.fsencode(join(self.remote_root, tmp))
+        out = await self.session.sftp.open(remote_tmp, "wb", asyncssh.SFTPAttrs(permissions=0o600))
+        attrs = asyncssh.SFTPAttrs(permissions=entry.mode, atime=entry.mtime, mtime=entry.mtime)
+        try:
+            await out.write(data)
+            # one round trip for both: the server handles a channel's requests in order
+            await asyncio.gather(out.setstat(attrs), out.close())
+        finally:
+            await out.close()
+        self.progress.advance(len(data))
+
+    async def _copy_large(self, path: str, tmp: str) -> None:
+        """asyncssh's parallel copy: many read/write requests in flight."""
         seen = 0
 
         def advanced(_s: bytes, _d: bytes, copied: int, _total: int) -> None:
@@ -576,23 +662,13 @@ class _PairRun:
                 seen = copied
 
         sftp = self.session.sftp
-        try:
-            if self.job.direction == "push":
-                local_src = os.fsencode(join(self.job.local, path))
-                await sftp.put(
-                    local_src, os.fsencode(join(self.remote_root, tmp)), progress_handler=advanced
-                )
-            else:
-                local_tmp = os.fsencode(join(self.job.local, tmp))
-                await sftp.get(
-                    os.fsencode(join(self.remote_root, path)), local_tmp, progress_handler=advanced
-                )
-            await self.dst.set_attrs(tmp, entry)
-            await self.dst.rename(tmp, path)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.dst.remove(tmp, "file"))
-            raise
+        local, remote = join(self.job.local, path), join(self.remote_root, path)
+        if self.job.direction == "push":
+            remote_tmp = os.fsencode(join(self.remote_root, tmp))
+            await sftp.put(os.fsencode(local), remote_tmp, progress_handler=advanced)
+        else:
+            local_tmp = os.fsencode(join(self.job.local, tmp))
+            await sftp.get(os.fsencode(remote), local_tmp, progress_handler=advanced)
 
     async def _link(self, path: str, entry: Entry, old: Entry | None) -> None:
         if old is not None:

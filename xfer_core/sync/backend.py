@@ -77,7 +77,7 @@ class TransferOptions(msgspec.Struct, frozen=True):
     """Per-run tuning a backend may use when it opens a session."""
 
     #: Files moved at once within one pair (backends that can parallelise, e.g. sftp).
-    parallel_files: int = 8
+    parallel_files: int = 64
 
 
 class PathFilter(Protocol):
@@ -220,6 +220,8 @@ class TransferBackend(Plugin):
         Raise :class:`xfer_core.errors.TransferError` with a one-line message when
         the cluster cannot be used at all (unreachable, login refused, host key
         unknown or changed); the engine then fails this cluster's pairs with that
-        message and goes on with the others.
+        message and goes on with the others. A backend that connects lazily (rsync:
+        its first ssh becomes the shared master connection) may instead report
+        these as each pair's ``PairResult.error``.
         """
         raise NotImplementedError
