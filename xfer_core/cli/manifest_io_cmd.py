@@ -342,7 +342,7 @@ def combine(
         typer.Argument(
             help="Manifests (.jsonl) or raw `rclone lsjson` parts (.json arrays).",
             show_default=False,
-            metavar="PART...",
+            metavar="PART",
         ),
     ] = None,
     parts_dir: Annotated[
