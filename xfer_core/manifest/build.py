@@ -131,7 +131,7 @@ def build_manifest(
 
     opts = msgspec.structs.replace(opts, on_problem=problem, on_progress=on_progress)
     started = time.monotonic()
-    src_prefix = join_location(source_root, "")
+    src_prefix = chosen.join(source_root, "")
     dst_prefix = join_location(dest_root, "")
     with paused_gc(), ManifestWriter(out) as writer:
         batch: list[ManifestRecord] = []
