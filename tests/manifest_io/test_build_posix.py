@@ -276,3 +276,62 @@ def test_build_cli_plain_summary_and_usage_errors(tree, tmp_path: Path) -> None:
         "manifest", "build", "-s", str(src), "-d", "/d", "-o", str(out), "--lister", "zz"
     )
     assert unknown.returncode == ExitCode.USAGE and "unknown lister 'zz'" in unknown.stderr
+
+
+def test_interrupted_build_leaves_nothing_behind(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "big-sparse", "wb") as fh:
+        fh.truncate(64 << 30)  # hashing 64 GiB of holes takes far longer than we wait
+    out = tmp_path / "out" / "m.jsonl"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "xfer_core.cli",
+            "--json",
+            "manifest",
+            "build",
+            "-s",
+            str(src),
+            "-d",
+            "/d",
+            "-o",
+            str(out),
+            "--hash",
+            "md5,sha1,sha256",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # the helper process is hashing once its command line shows up under our pid
+    deadline = 200
+    while deadline and not _children(proc.pid):
+        deadline -= 1
+        subprocess.run(["sleep", "0.05"], check=True)
+    helpers = _children(proc.pid)
+    assert helpers, "the walker helper process never started"
+    proc.send_signal(2)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == ExitCode.INTERRUPTED, err
+    assert "xfer: interrupted" in err
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == []  # no temp file either
+    for pid in helpers:
+        assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(p) for p in text.split()]
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
