@@ -13,7 +13,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.manifest_shard.helpers import write_items, xfer
-from xfer_core.manifest.rclone_names import QUOTE, rclone_raw_name, rclone_standard_name
+from xfer_core.manifest.rclone_names import (
+    QUOTE,
+    rclone_name_list,
+    rclone_raw_name,
+    rclone_standard_name,
+)
 from xfer_core.manifest.shard import load_shard_meta, shard_manifest
 from xfer_core.tools import find_rclone
 
@@ -146,3 +151,11 @@ def test_meta_is_plain_json_for_other_tools(tmp_path: Path) -> None:
     assert raw["schema"] == "xfer.shards.v1"
     assert raw["source_root"] == "s3src:bucket/data" and raw["dest_root"] == "s3dst:bucket/data"
     assert {s["jsonl"] for s in raw["shards"]} == {"shard_000000.jsonl", "shard_000001.jsonl"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=8).filter(lambda b: b"\0" not in b), max_size=6))
+def test_name_list_spells_each_name_on_its_own_line(names: list[bytes]) -> None:
+    listed = rclone_name_list(names)
+    assert listed == b"".join(rclone_standard_name(n) + b"\n" for n in names)
+    assert listed.count(b"\n") == len(names)

@@ -23,11 +23,12 @@ _SYMBOL = 0x2400
 _DEL_SYMBOL = "\u2421"
 
 #: Bytes that make a name need encoding (fast test before the slow path).
-NEEDS_ENCODING = re.compile(
+_NEEDS = re.compile(
     rb"[\x00-\x1f\x7f]"
     rb"|\xe2\x90[\x80-\x9f\xa1]"  # U+2400-U+241F, U+2421
     rb"|\xe2\x80\x9b"  # U+201B, the quote
 )
+_NEEDS_BUT_LF = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]|\xe2\x90[\x80-\x9f\xa1]|\xe2\x80\x9b")
 _ENCODED = re.compile(rb"\xe2\x80\x9b|\xe2\x90[\x80-\x9f\xa1]")
 
 
@@ -48,9 +49,20 @@ def _encode(text: str) -> str:
 
 def rclone_standard_name(raw: bytes) -> bytes:
     """The ``/``-separated name ``raw`` as rclone spells it (for ``--files-from-raw``)."""
-    if NEEDS_ENCODING.search(raw) is None:
+    if _NEEDS.search(raw) is None:
         return raw
     return _encode(raw.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
+
+
+def rclone_name_list(names: list[bytes]) -> bytes:
+    """``names`` as rclone spells them, one per line: a ``--files-from-raw`` list."""
+    if not names:
+        return b""
+    joined = b"\n".join(names)
+    # one C-level scan of the whole batch; names needing work are rare
+    if joined.count(b"\n") != len(names) - 1 or _NEEDS_BUT_LF.search(joined) is not None:
+        joined = b"\n".join([rclone_standard_name(n) for n in names])
+    return joined + b"\n"
 
 
 def _decode(text: str) -> str:

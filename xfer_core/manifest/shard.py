@@ -44,7 +44,7 @@ import msgspec
 from xfer_core.errors import ManifestError, XferError
 from xfer_core.manifest.analyze import LARGE_OBJECT, SMALL_OBJECT, suggest
 from xfer_core.manifest.jsonl import decode_line
-from xfer_core.manifest.rclone_names import NEEDS_ENCODING, rclone_standard_name
+from xfer_core.manifest.rclone_names import rclone_name_list
 from xfer_core.manifest.record import PATH_B64, SCHEMA, ManifestRecord
 
 SHARDS_SCHEMA = "xfer.shards.v1"
@@ -162,7 +162,6 @@ def _scan(
     name as rclone spells it. Returns (records, total_bytes, source_root, dest_root, saw_blank_lines)."""
     decode = _record_decoder.decode
     crc32 = zlib.crc32
-    needs = NEEDS_ENCODING.search
     append = keys.append
     names: list[bytes] = []
     add_name = names.append
@@ -207,17 +206,14 @@ def _scan(
         size = rec.size
         total += size
         append((size << 64) | ((_LOW32 ^ crc32(raw)) << 32) | (_LOW32 - index))
-        add_name(raw if needs(raw) is None else rclone_standard_name(raw))
+        add_name(raw)
         index += 1
         if len(names) >= 4096:
-            names.append(b"")
-            spool.write(b"\n".join(names))
+            spool.write(rclone_name_list(names))
             names.clear()
             if index >= _MAX_RECORDS:
                 raise ManifestError(f"{name}:{lineno}: more than {_MAX_RECORDS} records")
-    if names:
-        names.append(b"")
-        spool.write(b"\n".join(names))
+    spool.write(rclone_name_list(names))
     src, dst = roots if roots is not None else ("", "")
     return index, total, src, dst, blank
 
