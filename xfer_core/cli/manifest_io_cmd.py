@@ -76,7 +76,13 @@ def _list_options(
     from xfer_backends.rclone_lister import split_flags
     from xfer_core.bulk.render import check_rclone_config
     from xfer_core.manifest.lister import ListOptions
+    from xfer_core.output import current
 
+    if rclone_image and runtime in ("", "host"):
+        current().warn(
+            f"--rclone-image {rclone_image} is ignored with --runtime host "
+            "(pass --runtime podman|docker|apptainer|pyxis|enroot to run rclone in it)"
+        )
     return ListOptions(
         hashes=hashes,
         rclone_config=check_rclone_config(str(rclone_config)) if rclone_config else None,
