@@ -172,16 +172,28 @@ class Tools:
             f'user = "{sshd.user}"\nkey_path = "{sshd.key_path}"\n\n'
             f'[[clusters.sync_dirs]]\nalias = "tree"\nlocal = "{src}"\nremote = "{dest}"\n'
         )
+        # sbatchman's rsync runs plain `ssh -p PORT` (no key, no known_hosts option):
+        # an `ssh` first on PATH adds the test key and known_hosts without touching ~root.
+        wrap = self.work / "ssh-wrapper"
+        wrap.mkdir(exist_ok=True)
+        (wrap / "ssh").write_text(
+            "#!/bin/sh\nexec /usr/bin/ssh "
+            + shlex.join([a for a in sshd.ssh_args() if a not in ("-p", str(sshd.port))])
+            + ' "$@"\n'
+        )
+        (wrap / "ssh").chmod(0o755)
         res = subprocess.run(
             [self.sbatchman, "sync", "-b", backend],
             capture_output=True,
             text=True,
-            env={**os.environ, "HOME": str(home)},
+            env={**os.environ, "HOME": str(home), "PATH": f"{wrap}:{os.environ['PATH']}"},
             stdin=subprocess.DEVNULL,
             timeout=3600,
         )
         if res.returncode != 0:
             raise RuntimeError(f"sbatchman {backend} failed: {(res.stderr or res.stdout)[-2000:]}")
+        if "failed" in res.stdout or "cannot connect" in res.stdout:  # it exits 0 on failures
+            raise RuntimeError(f"sbatchman {backend}: {res.stdout[-2000:]}")
         return None
 
 
