@@ -1,0 +1,196 @@
+"""Hostile input: shell syntax in config values, CLI flags, names and manifest paths.
+
+Every value that reaches a shell (rsync's remote shell, the remote path expansion,
+ssh options, the rendered worker.sh) is tried with ``$(touch CANARY)``, backticks,
+``;`` and quotes. Nothing may execute (no CANARY file anywhere, locally or on the
+cluster), and the hostile-named files arrive intact or the value is refused with one
+clear error line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tomlkit
+
+from xfer_core.testing.services import SshServer
+
+from .conftest import Tally
+from .helpers import INJECTION_NAMES, canaries, read_tree, write_tree, xfer
+
+CLASS = "hostile input: shell injection"
+
+EVIL = "$(touch CANARY) `touch CANARY`;touch CANARY 'q' \"d\""
+
+
+def _ssh_env(sshd: SshServer, tmp: Path) -> dict[str, str]:
+    ssh_config = tmp / "ssh_config"
+    ssh_config.write_text(
+        f"Host *\n  UserKnownHostsFile {sshd.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+    )
+    return {"XFER_SSH_CONFIG": str(ssh_config)}
+
+
+def _config(path: Path, cluster: dict[str, object], pairs: dict[str, dict[str, object]]) -> Path:
+    doc = {"clusters": [{**cluster, **{k: [v] for k, v in pairs.items()}}]}
+    path.write_text(tomlkit.dumps(doc))
+    return path
+
+
+def _cluster(sshd: SshServer, **changes: object) -> dict[str, object]:
+    base: dict[str, object] = {
+        "name": "evil",
+        "host": sshd.host,
+        "port": sshd.port,
+        "user": sshd.user,
+        "key_path": str(sshd.key_path),
+        "excludes": ["$(touch CANARY)", "`touch CANARY`;x", "skip'me"],
+    }
+    return {**base, **changes}
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("backend", ["rsync", "sftp"])
+def test_sync_and_fetch_with_shell_syntax_everywhere(
+    sshd: SshServer, tmp_path: Path, backend: str, tally: Tally
+) -> None:
+    local = tmp_path / f"src {EVIL}"
+    files = write_tree(local, INJECTION_NAMES)
+    write_tree(local, ["skip'me", "$(touch CANARY)"])  # excluded by the hostile patterns
+    rdir = sshd.mkdtemp("inj")
+    rel = rdir.relative_to(sshd.home)
+    back = tmp_path / f"back {EVIL}"
+    config = _config(
+        tmp_path / "remotes.toml",
+        _cluster(sshd),
+        {
+            "sync_dirs": {"alias": "p", "local": str(local), "remote": f"~/{rel}/dst {EVIL}"},
+            "fetch_dirs": {"alias": "b", "local": str(back), "remote": f"~/{rel}/dst {EVIL}"},
+        },
+    )
+    env = _ssh_env(sshd, tmp_path)
+    common = ["--config", str(config), "-b", backend]
+    push = xfer("sync", *common, "-e", "`touch CANARY`", env=env, cwd=tmp_path)
+    assert push.returncode == 0, push.stderr
+    remote_tree = read_tree(rdir / f"dst {EVIL}")
+    assert remote_tree == files
+    fetch = xfer("fetch", *common, "-e", "$(touch CANARY);x", env=env, cwd=tmp_path)
+    assert fetch.returncode == 0, fetch.stderr
+    assert read_tree(back) == files
+    assert canaries(tmp_path, rdir, sshd.home) == []
+    lost = len(set(files) - set(remote_tree)) + len(set(files) - set(read_tree(back)))
+    tally(cases=2 * len(INJECTION_NAMES), lost=lost)
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("backend", ["rsync", "sftp"])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("host", "127.0.0.1;touch CANARY"),
+        ("host", "-oProxyCommand=touch CANARY"),
+        ("host", "$(touch CANARY)"),
+        ("user", "$(touch CANARY)"),
+        ("user", "x;touch CANARY"),
+        ("key_path", "k`touch CANARY`"),
+    ],
+)
+def test_hostile_host_user_key_fail_cleanly(
+    sshd: SshServer, tmp_path: Path, backend: str, field: str, value: str, tally: Tally
+) -> None:
+    local = tmp_path / "src"
+    write_tree(local, ["a.txt"])
+    rdir = sshd.mkdtemp("injh")
+    rel = rdir.relative_to(sshd.home)
+    config = _config(
+        tmp_path / "remotes.toml",
+        _cluster(sshd, **{field: value}),
+        {"sync_dirs": {"alias": "p", "local": str(local), "remote": f"~/{rel}/d"}},
+    )
+    proc = xfer(
+        "sync", "--config", str(config), "-b", backend, env=_ssh_env(sshd, tmp_path), cwd=tmp_path
+    )
+    # refused (usage) or failed (connection): either way a clear error and nothing ran
+    assert proc.returncode in (1, 2), (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "FAILED" in proc.stderr or "xfer: error:" in proc.stderr, proc.stderr
+    assert not (rdir / "d" / "a.txt").exists()
+    assert canaries(tmp_path, rdir, sshd.home) == []
+    tally(cases=1)
+
+
+def test_local_run_with_hostile_flags_names_and_manifest_paths(
+    tmp_path: Path, tally: Tally
+) -> None:
+    """Manifest with shell-syntax paths → shard → rendered worker.sh run by the local
+    scheduler, with shell syntax in the roots; --job-name/--partition with shell syntax
+    are refused before anything runs."""
+    src = tmp_path / f"src {EVIL}"
+    files = write_tree(src, INJECTION_NAMES)
+    run = tmp_path / f"run {EVIL}"
+    dst = tmp_path / f"dst {EVIL}"
+    args = [
+        "--json",
+        "run",
+        "--run-dir",
+        str(run),
+        "--source",
+        str(src),
+        "--dest",
+        str(dst),
+        "--num-shards",
+        "3",
+        "--scheduler",
+        "local",
+        "--submit",
+    ]
+    for flag in ("--job-name", "--partition"):
+        refused = xfer(*args, flag, EVIL, cwd=tmp_path)
+        assert refused.returncode == 2, refused.stderr
+        assert f"{flag} " in refused.stderr and "Traceback" not in refused.stderr
+        assert not dst.exists() and canaries(tmp_path) == []
+    proc = xfer(*args, "--job-name", "ok-name", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert summary["done"] == summary["shards"] == 3
+    assert read_tree(dst) == files
+    manifest = [json.loads(line) for line in (run / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["path"] for r in manifest) == sorted(files)
+    assert canaries(tmp_path) == []
+    tally(cases=len(INJECTION_NAMES), lost=len(set(files) - set(read_tree(dst))))
+
+
+def test_hostile_rclone_flags_never_reach_a_shell(tmp_path: Path, tally: Tally) -> None:
+    """--rclone-flags is split like a shell would, but nothing in it is executed: the
+    words reach rclone as arguments (here: refused by rclone, so the shard fails)."""
+    src = tmp_path / "src"
+    write_tree(src, ["a.txt", "b.txt"])
+    run = tmp_path / "run"
+    dst = tmp_path / "dst"
+    proc = xfer(
+        "run",
+        "--run-dir",
+        str(run),
+        "--source",
+        str(src),
+        "--dest",
+        str(dst),
+        "--num-shards",
+        "1",
+        "--scheduler",
+        "local",
+        "--max-attempts",
+        "1",
+        "--rclone-flags",
+        "--transfers 2 '$(touch CANARY)' \"`touch CANARY`\" ';touch' CANARY",
+        "--submit",
+        cwd=tmp_path,
+    )
+    assert proc.returncode in (1, 2), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert canaries(tmp_path) == []
+    if proc.returncode == 1:  # it ran and failed: the shard must not claim done
+        assert not list((run / "state").glob("*.done"))
+    tally(cases=1)
