@@ -229,10 +229,19 @@ class _Server(_Service):
             return None
         return self._proc.pid
 
-    def _launch(self, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+    def _launch(self, argv: Sequence[str], marker: str, env: dict[str, str] | None = None) -> None:
+        """Start ``argv``; ready when its log shows ``marker`` (it bound *our* port: another
+        session's server on a port we lost in a race answers connects too)."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+
+        def ready() -> bool:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(offset)
+                return marker.encode() in fh.read()
+
         proc = self._proc = _spawn(argv, self.log_path, env=env)
         try:
-            _wait_for(lambda: _port_open(self.port), what=self.label, proc=proc, log=self.log_path)
+            _wait_for(ready, what=self.label, proc=proc, log=self.log_path)
         except ServiceError:
             _terminate(proc)
             self._proc = None
@@ -376,7 +385,10 @@ class SshServer(_Server):
             return
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         self._write_config()
-        self._launch([_program("sshd"), "-D", "-e", "-f", str(self.config_path)])
+        self._launch(
+            [_program("sshd"), "-D", "-e", "-f", str(self.config_path)],
+            marker=f"Server listening on {self.host} port {self.port}.",
+        )
 
     def stop(self) -> None:
         """Stop sshd and drop every open connection (their session processes are killed)."""
@@ -835,6 +847,7 @@ class S3Server(_Server):
                 "0",
                 str(self.root),
             ],
+            marker=f"Starting s3 server on [{self.endpoint}/]",
             env=_rclone_env(),
         )
 
