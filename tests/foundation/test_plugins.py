@@ -158,7 +158,11 @@ def test_entry_points_load_with_distribution_and_broken_import_is_reported(
 
 def _xfer(*args: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [python, "-m", "xfer_core.cli", *args], capture_output=True, text=True, timeout=120
+        [python, "-m", "xfer_core.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},  # the table must not wrap names
     )
 
 
