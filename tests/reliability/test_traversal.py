@@ -28,7 +28,7 @@ def _b64(name: bytes) -> dict[str, str]:
     return {"path_b64": base64.b64encode(name).decode()}
 
 
-BAD_RECORDS = {
+BAD_RECORDS: dict[str, dict[str, object]] = {
     "dotdot": {"path": "../escape.txt"},
     "inner dotdot": {"path": "a/../../escape.txt"},
     "absolute": {"path": "/tmp/escape.txt"},
