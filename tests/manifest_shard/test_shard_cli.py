@@ -248,3 +248,14 @@ def test_records_helper_roundtrip_is_what_the_shard_copies(tmp_path: Path) -> No
     meta = shard_manifest(manifest, tmp_path / "o", num_shards=1)
     assert (tmp_path / "o" / meta.shards[0].jsonl).read_bytes() == manifest.read_bytes()
     assert len(records(items)) == meta.total_records
+
+
+def test_progress_lines_name_each_phase(tmp_path: Path) -> None:
+    manifest = write_items(tmp_path / "m.jsonl", sized([1, 2, 3]))
+    lines: list[str] = []
+    shard_manifest(manifest, tmp_path / "o", num_shards=2, progress=lines.append)
+    assert lines == [
+        f"reading {manifest} ...",
+        "placing 3 records into 2 shards ...",
+        "writing 2 shards ...",
+    ]

@@ -179,6 +179,7 @@ def shard(
             else parse_size(target_shard_bytes, "--target-shard-bytes")
         ),
         auto=auto,
+        progress=out.info if out.is_tty else None,
         object_overhead=(
             None if object_overhead is None else parse_size(object_overhead, "--object-overhead")
         ),

@@ -32,7 +32,7 @@ import tempfile
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from operator import itemgetter
@@ -273,6 +273,7 @@ def shard_manifest(
     target_shard_bytes: int | None = None,
     auto: bool = False,
     object_overhead: int | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ShardMeta:
     """Split the manifest ``in_path`` into byte-balanced shards in ``outdir``.
 
@@ -286,9 +287,12 @@ def shard_manifest(
     the old meta is removed before any shard file is replaced, stale shard files
     of a previous run are removed, and the new meta is moved in last.
 
+    ``progress`` is called with a short line as each phase starts.
+
     Raises :class:`XferError` (exit 2) for bad lines (``FILE:LINE``), an empty
     manifest and a bad shard count.
     """
+    say = progress or (lambda _line: None)
     chosen = [num_shards is not None, target_shard_bytes is not None, auto]
     if sum(chosen) != 1:
         raise XferError("give exactly one of --num-shards, --target-shard-bytes or --auto")
@@ -311,30 +315,32 @@ def shard_manifest(
         spool_dir = out.parent if out.parent.is_dir() else None
         with tempfile.TemporaryFile(dir=spool_dir) as spool:
             keys: list[int] = []
+            say(f"reading {name} ...")
             records, total_bytes, src_root, dst_root, blank = _scan(name, fh, spool, keys)
             if records == 0:
                 raise ManifestError(f"{name}: the manifest has no records; nothing to shard")
             keys.sort()
             small, large = _size_classes(keys)
-            sendable = len(keys)
-            advice = suggest(sendable, total_bytes, small, large, object_overhead)
+            advice = suggest(records, total_bytes, small, large, object_overhead)
             overhead = advice.object_overhead
-            total_weight = total_bytes + sendable * overhead
+            total_weight = total_bytes + records * overhead
             if auto:
                 sizing, n = "auto", advice.shards
             elif target_shard_bytes is not None:
                 sizing = "target-shard-bytes"
-                n = min(sendable, max(1, -(-total_weight // target_shard_bytes)))
+                n = min(records, max(1, -(-total_weight // target_shard_bytes)))
             else:
                 assert num_shards is not None
                 sizing, n = "num-shards", num_shards
-            _check_shard_count(name, n, sendable)
+            _check_shard_count(name, n, records)
             largest = (keys[-1] >> 64) + overhead
+            say(f"placing {records:,} records into {n:,} shards ...")
             assign, heap = _lpt(keys, records, n, overhead)
             del keys
             spool.seek(0)
             fh.seek(0)
             tmp = _make_tmpdir(out)
+            say(f"writing {n:,} shards ...")
             try:
                 shards = _write_shards(fh, spool, assign, blank, heap, overhead, tmp)
                 if os.fstat(fh.fileno()).st_mtime_ns != before.st_mtime_ns:
@@ -345,7 +351,7 @@ def shard_manifest(
                     manifest=os.path.abspath(name),
                     num_shards=n,
                     sizing=sizing,
-                    total_records=sendable,
+                    total_records=records,
                     total_bytes=total_bytes,
                     object_overhead=overhead,
                     total_weight=total_weight,
@@ -365,11 +371,11 @@ def shard_manifest(
     return meta
 
 
-def _check_shard_count(name: str, n: int, sendable: int) -> None:
-    if n > sendable:
+def _check_shard_count(name: str, n: int, records: int) -> None:
+    if n > records:
         raise XferError(
-            f"{n} shards for {sendable} object(s) in {name}: a shard would be empty",
-            hint=f"use --num-shards {sendable} or fewer",
+            f"{n} shards for {records} object(s) in {name}: a shard would be empty",
+            hint=f"use --num-shards {records} or fewer",
         )
     if n > MAX_SHARDS:
         raise XferError(f"{n} shards is more than the {MAX_SHARDS} one run supports")
