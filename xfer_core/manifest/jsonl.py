@@ -8,6 +8,7 @@ its real name or not at all.
 
 from __future__ import annotations
 
+import operator
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from xfer_core.errors import ManifestError
 from xfer_core.manifest.record import SCHEMA, ManifestRecord, check_relative_path
 
 _decoder = msgspec.json.Decoder(ManifestRecord)
+_size = operator.attrgetter("size")
 
 
 def decode_line(line: bytes, where: str) -> ManifestRecord:
@@ -98,9 +100,14 @@ class ManifestWriter:
 
     def write_batch(self, records: list[ManifestRecord]) -> None:
         """Append a list of records (one bulk encode: much faster than many ``write``)."""
-        self._buf += self._encoder.encode_lines(records)
+        data = self._encoder.encode_lines(records)
         self.count += len(records)
-        self.total_bytes += sum(r.size for r in records)
+        self.total_bytes += sum(map(_size, records))
+        if not self._buf and len(data) >= self._FLUSH_AT:
+            assert self._fh is not None, "ManifestWriter used outside 'with'"
+            self._fh.write(data)  # big batch: skip the copy into the buffer
+            return
+        self._buf += data
         if len(self._buf) >= self._FLUSH_AT:
             self._flush()
 
