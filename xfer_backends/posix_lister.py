@@ -28,6 +28,7 @@ import base64
 import gc
 import hashlib
 import json
+import operator
 import os
 import queue
 import stat
@@ -71,6 +72,7 @@ def _hash_file(path: bytes, names: tuple[str, ...]) -> dict[str, str]:
 
 
 #: (relative name, size, mtime, hashes) as the walk finds it
+_size = operator.itemgetter(1)
 _Raw = tuple[bytes, int, float, dict[str, str]]
 
 
@@ -94,7 +96,7 @@ def _entries(
             yield ListEntry(path, size, mtime, digests, None, None, meta)
         if on_progress is not None:
             count += len(item)
-            total += sum(r[1] for r in item)
+            total += sum(map(_size, item))
             on_progress(count, total)
 
 
@@ -396,6 +398,7 @@ def _helper_items(walk: _Walk) -> Iterator[list[_Raw] | ListProblem]:
         "threads": walk.threads,
         "symlinks": walk.options.symlinks,
         "hashes": list(walk.hashes),
+        "parent": os.getpid(),
     }
     argv = [sys.executable, "-m", "xfer_backends.posix_lister", json.dumps(spec)]
     with tempfile.TemporaryFile() as errors:
@@ -435,10 +438,29 @@ def _helper_items(walk: _Walk) -> Iterator[list[_Raw] | ListProblem]:
             proc.stdout.close()
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel kill this helper when the xfer process that started it ends.
+
+    Covers the one gap the reader's cleanup cannot: a Ctrl-C that lands while
+    ``Popen`` is still starting the helper.
+    """
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent ended before prctl took effect
+        os._exit(1)
+
+
 def _helper_main(spec_json: str) -> int:
     """The helper process: walk, and write frames to stdout."""
     gc.disable()  # millions of short-lived acyclic objects; refcounting frees them
     spec = json.loads(spec_json)
+    _die_with_parent(int(spec["parent"]))
     options = ListOptions(hashes=tuple(spec["hashes"]), symlinks=spec["symlinks"])
     walk = _Walk(base64.b64decode(spec["root"]), options, int(spec["threads"]))
     out = sys.stdout.buffer

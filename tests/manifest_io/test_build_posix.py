@@ -306,11 +306,11 @@ def test_interrupted_build_leaves_nothing_behind(tmp_path: Path) -> None:
         text=True,
     )
     # the helper process is hashing once its command line shows up under our pid
-    deadline = 200
-    while deadline and not _children(proc.pid):
+    deadline = 400
+    while deadline and not _helpers(proc.pid):
         deadline -= 1
         subprocess.run(["sleep", "0.05"], check=True)
-    helpers = _children(proc.pid)
+    helpers = _helpers(proc.pid)
     assert helpers, "the walker helper process never started"
     proc.send_signal(2)
     _, err = proc.communicate(timeout=60)
@@ -322,12 +322,21 @@ def test_interrupted_build_leaves_nothing_behind(tmp_path: Path) -> None:
         assert not Path(f"/proc/{pid}").exists() or "Z" in _state(pid)
 
 
-def _children(pid: int) -> list[int]:
+def _helpers(pid: int) -> list[int]:
+    """Children of ``pid`` that run the posix walker."""
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
     except OSError:
         return []
-    return [int(p) for p in text.split()]
+    found = []
+    for child in text.split():
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"xfer_backends.posix_lister" in cmdline:
+            found.append(int(child))
+    return found
 
 
 def _state(pid: int) -> str:
