@@ -7,7 +7,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.manifest_io.helpers import xfer
@@ -69,6 +69,7 @@ def test_rebase_maps_prefixes_by_whole_component(tmp_path: Path) -> None:
     assert got[2].dest_root == "new:dst/sub" and got[2].dest == "new:dst/sub/c"
 
 
+@settings(deadline=None)
 @given(
     root=st.text(alphabet="ab/:", min_size=1, max_size=12),
     old=st.text(alphabet="ab/:", min_size=1, max_size=6),
@@ -295,6 +296,7 @@ def test_combine_cli_reports_conflicts_and_exit_codes(tmp_path: Path) -> None:
     assert usage.returncode == ExitCode.USAGE
 
 
+@settings(deadline=None)
 @given(
     st.lists(
         st.fixed_dictionaries(
