@@ -283,11 +283,13 @@ def _client_class() -> Any:
             self.accept_new = accept_new
             self.verdict = ""
             self.new_key: asyncssh.SSHKey | None = None
+            self.new_host = ""
 
         def validate_host_public_key(
             self, host: str, addr: str, port: int, key: asyncssh.SSHKey
         ) -> bool:
-            trusted = self.known.match(host, addr, port)
+            # ``host`` is the name asyncssh matched known_hosts with (HostName, HostKeyAlias)
+            trusted = self.known.match(host, addr, port if port != 22 else None)
             if trusted[0] or trusted[1]:
                 self.verdict = "mismatch"
                 return False
@@ -295,6 +297,7 @@ def _client_class() -> Any:
                 self.verdict = "unknown"
                 return False
             self.new_key = key
+            self.new_host = _host_pattern(host, port)
             return True
 
     return HostKeyPolicy
@@ -375,9 +378,7 @@ async def connect(target: Remote) -> asyncssh.SSHClientConnection:
         raise TransferError(f"{where}: ssh failed: {exc}") from None
     _coalesce_writes(conn)
     if policy.new_key is not None:
-        _remember(
-            kh_path, _host_pattern(target.host, conn.get_extra_info("peername")[1]), policy.new_key
-        )
+        _remember(kh_path, policy.new_host, policy.new_key)
     return conn
 
 

@@ -48,3 +48,28 @@ def test_known_hosts_file_from_ssh_config(sshd: SshServer, ssh_config: Path) -> 
     assert known_hosts_path(remote) == sshd.known_hosts
     explicit = Remote(name="x", host="h", known_hosts="/some/file")
     assert known_hosts_path(explicit) == Path("/some/file")
+
+
+@pytest.mark.parametrize("backend", [RsyncBackend(), SftpBackend()], ids=["rsync", "sftp"])
+def test_accept_new_host_key_through_a_host_alias(
+    backend: TransferBackend, sshd: SshServer, tmp_path: Path
+) -> None:
+    """The remembered key is found again by the next strict run (same name, same port)."""
+    known = tmp_path / "known"
+    config = tmp_path / "ssh_config_alias"
+    config.write_text(
+        "Host cluster-alias\n"
+        f"  HostName {sshd.host}\n  Port {sshd.port}\n  User {sshd.user}\n"
+        f"  IdentityFile {sshd.key_path}\n  UserKnownHostsFile {known}\n"
+        "  GlobalKnownHostsFile /dev/null\n"
+    )
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    strict = Remote(name="a", host="cluster-alias", ssh_config=str(config))
+    accepting = Remote(
+        name="a", host="cluster-alias", ssh_config=str(config), accept_new_host_key=True
+    )
+    assert run_pair(backend, accepting, job_for(src, sshd.mkdtemp("acc")))[0].error == ""
+    assert known.read_text().strip()
+    assert run_pair(backend, strict, job_for(src, sshd.mkdtemp("acc")))[0].error == ""
