@@ -56,6 +56,18 @@ def _run(
         ) from None
 
 
+def _query(
+    argv: Sequence[str], env: dict[str, str] | None, timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess[str] | None:
+    """Run a read-only Slurm command; None when it cannot run or does not answer in time."""
+    try:
+        return subprocess.run(
+            list(argv), capture_output=True, text=True, env=_env(env), timeout=timeout, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
 def array_spec(tasks: Sequence[int], concurrency: int) -> str:
     """``--array`` value for ``tasks``: ranges joined by commas, ``%concurrency`` throttle."""
     ordered = sorted(set(tasks))
@@ -105,17 +117,9 @@ class SlurmScheduler(Scheduler):
         avail = self.check()
         if not avail.ok:
             return avail
-        try:
-            proc = subprocess.run(
-                ["scontrol", "ping"],
-                capture_output=True,
-                text=True,
-                env=_env(env),
-                timeout=5,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            return Availability(False, f"scontrol ping: {exc}")
+        proc = _query(["scontrol", "ping"], env, timeout=5)
+        if proc is None:
+            return Availability(False, "scontrol ping: no answer within 5 s")
         if proc.returncode != 0 or "UP" not in proc.stdout:
             text = (proc.stdout + proc.stderr).strip().splitlines()
             return Availability(False, f"slurmctld not reachable: {text[-1] if text else '?'}")
@@ -125,16 +129,8 @@ class SlurmScheduler(Scheduler):
         """``MaxArraySize`` from ``scontrol show config``; None when Slurm cannot be asked."""
         if shutil.which("scontrol") is None:
             return None
-        try:
-            proc = subprocess.run(
-                ["scontrol", "show", "config"],
-                capture_output=True,
-                text=True,
-                env=_env(env),
-                timeout=TIMEOUT,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
+        proc = _query(["scontrol", "show", "config"], env)
+        if proc is None:
             return None
         match = re.search(r"^MaxArraySize\s*=\s*(\d+)", proc.stdout, re.MULTILINE)
         return int(match.group(1)) if match else None
@@ -181,16 +177,8 @@ class SlurmScheduler(Scheduler):
         """Array tasks of ``job_ids`` still in ``squeue`` (pending ranges expanded)."""
         if not job_ids or shutil.which("squeue") is None:
             return []
-        try:
-            proc = subprocess.run(
-                ["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%F|%K|%T|%r|%M"],
-                capture_output=True,
-                text=True,
-                env=_env(env),
-                timeout=TIMEOUT,
-                check=False,
-            )
-        except (OSError, subprocess.TimeoutExpired):
+        proc = _query(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%F|%K|%T|%r|%M"], env)
+        if proc is None:
             return []
         out = []
         for line in proc.stdout.splitlines():
