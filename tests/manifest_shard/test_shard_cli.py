@@ -44,14 +44,22 @@ def manifest_with(tmp_path: Path, bad: bytes) -> Path:
 def test_bad_line_names_file_and_line_and_writes_nothing(tmp_path: Path, case: str) -> None:
     bad, reason = BAD_LINES[case]
     manifest = manifest_with(tmp_path, bad)
-    res = xfer(
-        "manifest", "shard", "--in", str(manifest), "--outdir", str(tmp_path / "out"), "-n", "2"
-    )
-    assert res.returncode == 2, res.stderr
-    assert f"xfer: error: {manifest}:3: " in res.stderr
-    assert reason in res.stderr
-    assert "Traceback" not in res.stderr
+    with pytest.raises(XferError) as err:
+        shard_manifest(manifest, tmp_path / "out", num_shards=2)
+    assert err.value.exit_code == 2
+    assert str(err.value).startswith(f"{manifest}:3: ")
+    assert reason in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]  # no outdir, no temp dir
+
+
+@pytest.mark.parametrize("case", ["not json", "dotdot"])
+def test_bad_line_through_the_cli_is_one_line_and_exit_2(tmp_path: Path, case: str) -> None:
+    manifest = manifest_with(tmp_path, BAD_LINES[case][0])
+    res = xfer(*shard_args(manifest, tmp_path / "out", "-n", "2"))
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(f"xfer: error: {manifest}:3: ")
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl"]
 
 
 def test_roots_that_differ_are_refused_with_the_line(tmp_path: Path) -> None:
@@ -67,20 +75,33 @@ def test_roots_that_differ_are_refused_with_the_line(tmp_path: Path) -> None:
     ("args", "message"),
     [
         (["-n", "0"], "--num-shards must be at least 1"),
-        (["-n", "-3"], "--num-shards must be at least 1"),
         (["-n", "4"], "4 shards for 3 object(s)"),
         ([], "exactly one of --num-shards, --target-shard-bytes or --auto"),
-        (["-n", "2", "--auto"], "exactly one of"),
         (["--target-shard-bytes", "lots"], "--target-shard-bytes: cannot read 'lots' as a size"),
-        (["--target-shard-bytes", "0"], "--target-shard-bytes must be positive"),
         (["-n", "1", "--object-overhead", "-5"], "cannot read '-5' as a size"),
     ],
 )
 def test_nonsense_options_are_refused(tmp_path: Path, args: list[str], message: str) -> None:
     manifest = write_items(tmp_path / "m.jsonl", sized([1, 2, 3]))
-    res = xfer("manifest", "shard", "--in", str(manifest), "--outdir", str(tmp_path / "out"), *args)
+    res = xfer(*shard_args(manifest, tmp_path / "out", *args))
     assert res.returncode == 2, res.stderr
     assert message in res.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"num_shards": -3}, "--num-shards must be at least 1"),
+        ({"num_shards": 2, "auto": True}, "exactly one of"),
+        ({"target_shard_bytes": 0}, "--target-shard-bytes must be positive"),
+        ({"num_shards": 1, "object_overhead": -1}, "--object-overhead must not be negative"),
+    ],
+)
+def test_nonsense_arguments_are_refused(tmp_path: Path, options: dict, message: str) -> None:
+    manifest = write_items(tmp_path / "m.jsonl", sized([1, 2, 3]))
+    with pytest.raises(XferError, match=message):
+        shard_manifest(manifest, tmp_path / "out", **options)
     assert not (tmp_path / "out").exists()
 
 
@@ -88,9 +109,9 @@ def test_nonsense_options_are_refused(tmp_path: Path, args: list[str], message: 
 def test_empty_manifest_is_refused(tmp_path: Path, content: bytes) -> None:
     p = tmp_path / "m.jsonl"
     p.write_bytes(content)
-    res = xfer("manifest", "shard", "--in", str(p), "--outdir", str(tmp_path / "out"), "--auto")
-    assert res.returncode == 2
-    assert "no records; nothing to shard" in res.stderr
+    with pytest.raises(XferError, match="no records; nothing to shard"):
+        shard_manifest(p, tmp_path / "out", auto=True)
+    assert not (tmp_path / "out").exists()
 
 
 def test_missing_manifest_and_outdir_that_is_a_file(tmp_path: Path) -> None:
