@@ -71,7 +71,6 @@ class _Display:
             from rich.progress import (
                 BarColumn,
                 DownloadColumn,
-                MofNCompleteColumn,
                 Progress,
                 TextColumn,
                 TimeRemainingColumn,
@@ -79,13 +78,11 @@ class _Display:
             )
 
             self._progress = Progress(
-                TextColumn("[bold]shards"),
-                MofNCompleteColumn(),
+                TextColumn("{task.description}"),
                 BarColumn(),
                 DownloadColumn(),
                 TransferSpeedColumn(),
                 TimeRemainingColumn(),
-                TextColumn("{task.description}"),
                 console=out.console,
                 transient=False,
             )
@@ -109,8 +106,8 @@ class _Display:
             self._progress.update(
                 self._task,
                 completed=self.done_bytes,
-                description=f"{self.done}/{self.total_shards} done, {self.running} running, "
-                f"{self.failed} failed",
+                description=f"shards {self.done}/{self.total_shards} "
+                f"({self.running} running, {self.failed} failed)",
             )
 
     def line(self, message: str) -> None:
