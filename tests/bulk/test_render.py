@@ -369,3 +369,22 @@ def test_parse_job_id() -> None:
     assert parse_job_id("77;cluster\n") == "77"
     with pytest.raises(XferError):
         parse_job_id("sbatch: error\n")
+
+
+def test_credentials_in_flags_are_redacted_from_resolved_config(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _prepare(
+        tmp_path,
+        run,
+        rclone_flags="--s3-secret-access-key TOPSECRET --webdav-pass=ALSOSECRET --transfers 4",
+    )
+    resolved = (run / "config.resolved.json").read_text()
+    assert "TOPSECRET" not in resolved and "ALSOSECRET" not in resolved
+    assert json.loads(resolved)["rclone_flags"] == [
+        "--s3-secret-access-key",
+        "<redacted>",
+        "--webdav-pass=<redacted>",
+        "--transfers",
+        "4",
+    ]
+    assert (run / "worker.sh").stat().st_mode & 0o077 == 0

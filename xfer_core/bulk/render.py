@@ -141,6 +141,31 @@ def check_rclone_config(path: str | os.PathLike[str]) -> str:
     return str(p.resolve())
 
 
+_SECRET_FLAG = re.compile(r"--[\w-]*(secret|password|pass|token|key|auth)[\w-]*", re.IGNORECASE)
+
+
+def redact_flags(flags: Sequence[str]) -> list[str]:
+    """``flags`` with the values of credential-looking flags (``--s3-secret-access-key X``,
+    ``--webdav-pass=X``) replaced by ``<redacted>``, for files that must hold no secrets."""
+    out: list[str] = []
+    hide_next = False
+    for flag in flags:
+        if hide_next:
+            out.append("<redacted>")
+            hide_next = False
+            continue
+        name, eq, _value = flag.partition("=")
+        if _SECRET_FLAG.fullmatch(name):
+            if eq:
+                out.append(f"{name}=<redacted>")
+            else:
+                out.append(flag)
+                hide_next = True
+            continue
+        out.append(flag)
+    return out
+
+
 def parse_flags(flags: str) -> list[str]:
     """Split ``--rclone-flags`` like a shell would (quotes group, nothing expands)."""
     try:
@@ -375,7 +400,7 @@ def render_run(
         runtime=runtime.name,
         rclone_image=opts.rclone_image if runtime.needs_image else None,
         rclone_config=conf,
-        rclone_flags=flags,
+        rclone_flags=redact_flags(flags),
         verify=opts.verify,
         job_name=opts.job_name,
         time_limit=opts.time_limit,
@@ -387,7 +412,15 @@ def render_run(
     )
     for d in ("state", "logs"):
         (root / d).mkdir(parents=True, exist_ok=True)
-    atomic_write_text(root / "worker.sh", worker, perms=0o755)
+    secret_flags = redact_flags(flags) != flags
+    if secret_flags:
+        from xfer_core.output import current
+
+        current().warn(
+            "--rclone-flags carries a credential: worker.sh holds it (mode 0700, redacted in "
+            "config.resolved.json); prefer putting credentials in rclone.conf"
+        )
+    atomic_write_text(root / "worker.sh", worker, perms=0o700 if secret_flags else 0o755)
     atomic_write_text(root / "sbatch_array.sh", sbatch, perms=0o755)
     atomic_write_text(root / "submit.sh", render_submit(root), perms=0o755)
     atomic_write_text(
