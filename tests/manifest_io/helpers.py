@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -43,12 +46,41 @@ def make_tree(root: Path, names: list[bytes] = HOSTILE_NAMES) -> dict[bytes, int
     return made
 
 
-def xfer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI (``python -m xfer_core.cli``) and capture its output."""
+def xfer(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI in this process (``xfer_core.cli.app.main``), as the console script does.
+
+    Same argument parsing, error lines and exit codes as a real ``xfer`` run,
+    without paying an interpreter start per call. Tests that need a separate
+    process (signals, dropped privileges) use :func:`xfer_subprocess`.
+    """
+    from xfer_core.cli.app import main
+    from xfer_core.output import Output, set_current
+
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    err = io.StringIO()
+    term = signal.getsignal(signal.SIGTERM)
+    code: int | str | None = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                main(list(args))
+            except SystemExit as exc:
+                code = exc.code
+    finally:
+        signal.signal(signal.SIGTERM, term)
+        set_current(Output())
+    out.seek(0)
+    returncode = code if isinstance(code, int) else (0 if code is None else 1)
+    return subprocess.CompletedProcess(
+        ["xfer", *args], returncode, out.buffer.getvalue().decode("utf-8"), err.getvalue()
+    )
+
+
+def xfer_subprocess(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI (``python -m xfer_core.cli``) in a child process."""
     return subprocess.run(
         [sys.executable, "-m", "xfer_core.cli", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
         timeout=120,
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.manifest_io.helpers import make_tree, xfer
+from tests.manifest_io.helpers import make_tree, xfer, xfer_subprocess
 from xfer_backends.posix_lister import PosixLister, filesystem_type
 from xfer_core.errors import ConfigError, ExitCode, XferError
 from xfer_core.manifest.build import build_manifest
@@ -246,7 +246,7 @@ def _run_without_dac(args: list[str]) -> subprocess.CompletedProcess[str]:
 def test_build_cli_summary_json_and_progress(tree, tmp_path: Path) -> None:
     src, made = tree
     out = tmp_path / "m.jsonl"
-    proc = xfer(
+    proc = xfer_subprocess(
         "--json", "manifest", "build", "--source", str(src), "--dest", "/d", "--out", str(out)
     )
     assert proc.returncode == 0, proc.stderr
