@@ -374,21 +374,19 @@ class RsyncSession(TransferSession):
 
     async def close(self) -> None:
         control = os.path.join(self._dir, "cm")
-        if os.path.exists(control):
-            with contextlib.suppress(OSError):
-                proc = await asyncio.create_subprocess_exec(
-                    "ssh",
-                    "-o",
-                    f"ControlPath={control}",
-                    "-O",
-                    "exit",
-                    self.target.host,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                await proc.wait()
-        shutil.rmtree(self._dir, ignore_errors=True)
+        if not os.path.exists(control):
+            shutil.rmtree(self._dir, ignore_errors=True)
+            return
+        # Stop the master and remove its directory in the background: nobody waits for it.
+        stop = shlex.join(["ssh", "-o", f"ControlPath={control}", "-O", "exit", self.target.host])
+        with contextlib.suppress(OSError):
+            subprocess.Popen(
+                ["sh", "-c", f"{stop}; rm -rf {shlex.quote(self._dir)}"],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
 
 
 class _OutputReader:

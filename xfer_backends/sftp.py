@@ -53,6 +53,9 @@ _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.xfertmp$", re.DOTALL)
 _CHUNK = 1 << 20
 #: Files up to this size are pushed with a single write request.
 _SMALL = 256 * 1024
+#: Larger files: how many at once, and how many read/write requests each keeps in flight.
+_BIG_FILES = 4
+_REQUESTS = 64
 
 
 def temp_name(path: str) -> str:
@@ -597,10 +600,12 @@ class _PairRun:
         await dst_tree.makedirs("")
         for path in plan.mkdirs:
             await self._attempt(path, dst_tree.makedirs(path))
-        limit = asyncio.Semaphore(max(1, self.session.options.parallel_files))
+        wide = max(1, self.session.options.parallel_files)
+        # big files each keep _REQUESTS blocks in flight already: fewer at once bounds memory
+        small, big = asyncio.Semaphore(wide), asyncio.Semaphore(min(wide, _BIG_FILES))
 
         async def one(path: str) -> None:
-            async with limit:
+            async with small if src[path].size <= _SMALL else big:
                 await self._attempt(path, self._copy(path, src[path]))
 
         await asyncio.gather(*(one(p) for p in plan.send))
@@ -666,10 +671,14 @@ class _PairRun:
         local, remote = join(self.job.local, path), join(self.remote_root, path)
         if self.job.direction == "push":
             remote_tmp = os.fsencode(join(self.remote_root, tmp))
-            await sftp.put(os.fsencode(local), remote_tmp, progress_handler=advanced)
+            await sftp.put(
+                os.fsencode(local), remote_tmp, max_requests=_REQUESTS, progress_handler=advanced
+            )
         else:
             local_tmp = os.fsencode(join(self.job.local, tmp))
-            await sftp.get(os.fsencode(remote), local_tmp, progress_handler=advanced)
+            await sftp.get(
+                os.fsencode(remote), local_tmp, max_requests=_REQUESTS, progress_handler=advanced
+            )
 
     async def _link(self, path: str, entry: Entry, old: Entry | None) -> None:
         if old is not None:
