@@ -135,6 +135,7 @@ def slurm_overhead(tasks: int, work: Path) -> tuple[float, float]:
     for i in range(tasks):
         (src / f"f{i}").write_text(str(i))
     run = work / "slurm-run"
+    shutil.rmtree(run, ignore_errors=True)
     with SlurmCluster(max_array_size=1001) as slurm:
         env = {**os.environ, **slurm.env}
         base = [sys.executable, "-m", "xfer_core.cli"]

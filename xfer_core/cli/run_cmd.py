@@ -46,7 +46,10 @@ def _stage_printer(out: Output) -> Callable[[str, dict[str, object]], None]:
         out.event(name, **details)
         if name == "manifest":
             if details.get("reused"):
-                out.info(f"manifest: reusing {details['path']} (same source and dest)")
+                out.info(
+                    f"manifest: reusing {details['path']} (same source and dest; "
+                    "--rebuild lists the source again)"
+                )
             else:
                 out.info(
                     f"manifest: {details['objects']} objects, "
