@@ -55,6 +55,16 @@ def _manifest_roots(path: Path) -> tuple[str, str] | None:
     return None
 
 
+def _previous_shard_count(root: Path) -> int | None:
+    """The shard count of the run dir's current sharding (a re-run keeps it), if any."""
+    from xfer_core.manifest.shard import load_shard_meta
+
+    try:
+        return load_shard_meta(root / "shards", check_files=False).num_shards
+    except XferError:
+        return None
+
+
 def pick_scheduler(requested: str | None, env: dict[str, str] | None = None) -> str:
     """``requested``, else ``slurm`` when sbatch is on PATH and slurmctld answers, else ``local``."""
     if requested:
@@ -86,9 +96,14 @@ def prepare_run(
         if on_stage is not None:
             on_stage(name, details)
 
-    if (prep.num_shards is None) == (not prep.auto):
-        raise ConfigError("give exactly one of --num-shards N or --auto")
     root = Path(run_dir).resolve()
+    if prep.num_shards is not None and prep.auto:
+        raise ConfigError("give --num-shards N or --auto, not both")
+    if prep.num_shards is None and not prep.auto:
+        previous = _previous_shard_count(root)
+        if previous is None:
+            raise ConfigError("give --num-shards N or --auto")
+        prep = msgspec.structs.replace(prep, num_shards=previous)
     root.mkdir(parents=True, exist_ok=True)
     # fail on a bad rclone.conf before listing anything
     conf = check_rclone_config(render.rclone_config) if render.rclone_config else None

@@ -117,7 +117,10 @@ def run_cmd(
         typer.Option("--dest", "-d", help="Local dir or rclone remote:path to copy to."),
     ] = None,
     num_shards: Annotated[
-        int | None, typer.Option("--num-shards", "-n", min=1, help="Number of shards.")
+        int | None,
+        typer.Option(
+            "--num-shards", "-n", min=1, help="Number of shards (a re-run keeps the last count)."
+        ),
     ] = None,
     auto: Annotated[
         bool, typer.Option("--auto", help="Shard count from `manifest analyze`.")
