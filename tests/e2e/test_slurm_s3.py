@@ -140,6 +140,12 @@ def test_kill_9_of_a_worker_mid_shard_then_retry(
     wait_for(running.exists, "shard 0 to start")
     host, pid, _start, attempt = running.read_text().split()
     os.kill(int(pid), signal.SIGKILL)
+    wait_for((run / "state" / "shard_1.running").exists, "shard 1 to start")
+    # shard 1 is held at the gate: status shows the queue, retry refuses to double-run
+    proc = xfer("status", "--run-dir", str(run), env=slurm.env)
+    assert "slurm scheduler: 1 running" in proc.stdout, proc.stdout
+    proc = xfer("retry", "--run-dir", str(run), env=slurm.env)
+    assert proc.returncode == 2 and "still in the queue" in proc.stderr
     gate.unlink()
     doc = wait_idle(run, slurm)
     s0, s1 = doc["shards"]

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 #: Shards listed per status in the human output (all of them are in --json).
 _LIST_LIMIT = 20
+#: Latest submissions listed in the human output.
+_JOBS_SHOWN = 3
 
 RunDirOption = Annotated[
     Path,
@@ -156,7 +158,9 @@ def _verdict(st: RunState) -> list[str]:
 
 def _scheduler_lines(snap: Snapshot) -> list[str]:
     lines = []
-    for job in snap.jobs:
+    if len(snap.jobs) > _JOBS_SHOWN:
+        lines.append(f"{len(snap.jobs) - _JOBS_SHOWN} earlier submission(s) (all in --json)")
+    for job in snap.jobs[-_JOBS_SHOWN:]:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.submitted_at))
         lines.append(
             f"job {job.job_id} ({job.scheduler}, {len(job.shards)} shard(s), submitted {when})"
@@ -164,8 +168,12 @@ def _scheduler_lines(snap: Snapshot) -> list[str]:
     for view in snap.views:
         label = f"{view.scheduler} scheduler"
         if view.states:
-            states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(view.states.items()))
-            lines.append(f"{label}: {states}")
+            parts = []
+            for state, n in sorted(view.states.items()):
+                reasons = sorted({j.reason for j in view.jobs if j.state == state and j.reason})
+                why = f" ({', '.join(reasons)})" if reasons else ""
+                parts.append(f"{n} {state.lower()}{why}")
+            lines.append(f"{label}: {', '.join(parts)}")
         elif view.reachable:
             lines.append(f"{label}: no job of this run is queued or running")
         if view.message:
