@@ -22,8 +22,8 @@ sizes_st = st.lists(st.integers(0, 2**40), min_size=1, max_size=60)
 
 def reference_lpt(items: list[tuple[bytes, int]], n: int, overhead: int) -> list[int]:
     """The textbook LPT with a linear scan: heaviest first (ties: crc32 of the name,
-    then position), each onto the least-loaded shard (ties: fewer records, lower index)."""
-    order = sorted(range(len(items)), key=lambda i: (-items[i][1], zlib.crc32(items[i][0]), i))
+    then the later one), each onto the least-loaded shard (ties: fewer records, lower index)."""
+    order = sorted(range(len(items)), key=lambda i: (-items[i][1], zlib.crc32(items[i][0]), -i))
     loads, counts = [0] * n, [0] * n
     assign = [-1] * len(items)
     for i in order:
@@ -152,3 +152,11 @@ def test_all_zero_sizes_and_zero_overhead_still_spread_by_count(tmp_path: Path) 
     meta = shard_manifest(manifest, tmp_path / "out", num_shards=3, object_overhead=0)
     assert [s.records for s in meta.shards] == [4, 3, 3]
     assert meta.imbalance == 1.0 and meta.lower_bound == 0
+
+
+def test_duplicate_records_are_each_placed_once(tmp_path: Path) -> None:
+    items = [(b"same/name", 500)] * 3 + [(b"other", 10)]
+    manifest = write_items(tmp_path / "m.jsonl", items)
+    meta = shard_manifest(manifest, tmp_path / "out", num_shards=3, object_overhead=0)
+    check_consistent(manifest, tmp_path / "out", meta)
+    assert [s.bytes for s in meta.shards] == [510, 500, 500]

@@ -2,7 +2,7 @@
 
 Model: every object has a weight ``size + object_overhead`` (small objects are
 not free). Objects are taken heaviest first (ties: CRC-32 of the path bytes, then
-position in the manifest) and each goes to the lightest shard so far (ties: fewer
+the later line first) and each goes to the lightest shard so far (ties: fewer
 records, then lower shard index) -- greedy LPT with a heap. An object heavier
 than a fair share therefore ends up alone in its shard.
 
@@ -162,6 +162,7 @@ def _scan(
     name as rclone spells it. Returns (records, total_bytes, source_root, dest_root, saw_blank_lines)."""
     decode = _record_decoder.decode
     crc32 = zlib.crc32
+    low32 = _LOW32
     append = keys.append
     names: list[bytes] = []
     add_name = names.append
@@ -205,7 +206,7 @@ def _scan(
             ) from None
         size = rec.size
         total += size
-        append((size << 64) | ((_LOW32 ^ crc32(raw)) << 32) | (_LOW32 - index))
+        append((size << 64) | ((low32 ^ crc32(raw)) << 32) | index)
         add_name(raw)
         index += 1
         if len(names) >= 4096:
@@ -250,11 +251,13 @@ def _lpt(
     assign = array("I", [0]) * records
     heap = list(range(num_shards))
     replace = heapq.heapreplace
-    one, shard_mask, low32, shift = _ONE_RECORD, _SHARD_MASK, _LOW32, _LOAD_SHIFT
+    # the key's size field already sits at the load's bit position (both << 64)
+    add = (overhead << _LOAD_SHIFT) + _ONE_RECORD
+    shard_mask, low32, size_bits = _SHARD_MASK, _LOW32, -(1 << _LOAD_SHIFT)
     for key in reversed(keys):
         top = heap[0]
-        assign[low32 - (key & low32)] = top & shard_mask
-        replace(heap, top + (((key >> 64) + overhead) << shift) + one)
+        assign[key & low32] = top & shard_mask
+        replace(heap, top + (key & size_bits) + add)
     return assign, heap
 
 
