@@ -77,7 +77,7 @@ def test_rich_rows_and_summary() -> None:
     drive(RichReporter(out))
     text = buf.getvalue()
     assert "c1/proj" in text and "2 files" in text
-    assert "FAILED" in text and "1 pairs FAILED" in text
+    assert "FAILED" in text and "1 pair FAILED" in text
 
 
 def test_human_bytes() -> None:

@@ -222,6 +222,10 @@ class PlainReporter(Reporter):
         self.line(summary_line(summary))
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def pair_line(r: PairResult) -> str:
     """One line per pair for the summary."""
     head = f"{r.cluster}/{r.alias}:"
@@ -242,13 +246,13 @@ def summary_line(s: Summary) -> str:
     """The last line of a run."""
     verb = "would send" if s.dry_run else "sent"
     text = (
-        f"{len(s.pairs)} pairs: {verb} {s.files_sent} files ({human_bytes(s.bytes_sent)}), "
-        f"{s.skipped} up to date"
+        f"{_count(len(s.pairs), 'pair')}: {verb} {_count(s.files_sent, 'file')} "
+        f"({human_bytes(s.bytes_sent)}), {s.skipped} up to date"
     )
     if s.deleted:
         text += f", deleted {s.deleted}"
     if s.failed_pairs:
-        text += f"; {s.failed_pairs} pairs FAILED"
+        text += f"; {_count(s.failed_pairs, 'pair')} FAILED"
     return f"{text} in {s.seconds:.1f}s"
 
 
@@ -264,7 +268,7 @@ class _RichSink(ProgressSink):
         self.reporter.progress.update(self.task, total=max(total_bytes, 1))
 
     def item(self, action: Action, relpath: str, size: int = 0) -> None:
-        if action == "send":
+        if action in ("send", "link"):
             self.files += 1
             self.reporter.progress.update(self.task, files=self.files)
         if self.job.dry_run:
