@@ -15,14 +15,15 @@ conflict is reported and nothing is written (exit 1); with ``"first"`` the
 first record seen (in part order) is kept and the conflicts are reported.
 
 Records stream from the parts to the output; what is held in memory is one
-entry per object (its key and a small signature, ~150 bytes), for duplicate
-detection.
+entry per object (its key and a small signature, ~600 bytes with an RFC 3339
+mtime and an MD5), for duplicate detection.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -67,11 +68,20 @@ def record_key(rec: ManifestRecord) -> tuple[str, str]:
     return rec.dest_root, ("\x00" + raw) if raw else rec.path
 
 
+def _compact_key(rec: ManifestRecord, roots: dict[str, int]) -> str | tuple[int, str]:
+    """:func:`record_key` in less memory: the name alone for the first root seen."""
+    root, name = record_key(rec)
+    index = roots.setdefault(root, len(roots))
+    return name if index == 0 else (index, name)
+
+
 _Signature = tuple[int, str | float | None, tuple[tuple[str, str], ...]]
 
 
 def _signature(rec: ManifestRecord) -> _Signature:
-    return rec.size, rec.mtime, tuple(sorted(rec.hashes.items())) if rec.hashes else ()
+    if not rec.hashes:
+        return rec.size, rec.mtime, ()
+    return rec.size, rec.mtime, tuple((sys.intern(k), v) for k, v in sorted(rec.hashes.items()))
 
 
 def _difference(a: _Signature, b: _Signature) -> str | None:
@@ -188,7 +198,9 @@ def combine_manifests(
             hint="e.g. --source-root s3src:bucket --dest-root s3dst:bucket",
         )
     rid = run_id or new_run_id()
-    seen: dict[tuple[str, str], tuple[_Signature, str]] = {}
+    # per object: key -> (signature, part index, line); ~600 bytes (see the docs)
+    seen: dict[str | tuple[int, str], tuple[_Signature, int, int]] = {}
+    roots: dict[str, int] = {}
     conflicts: list[Conflict] = []
     n_conflicts = duplicates = 0
     aborted = False
@@ -197,18 +209,18 @@ def combine_manifests(
         log = stack.enter_context(atomic_write(conflicts_out, "wb")) if conflicts_out else None
         try:
             with ManifestWriter(out) as writer:
-                for part, raw in zip(files, lsjson, strict=True):
+                for index, (part, raw) in enumerate(zip(files, lsjson, strict=True)):
                     records = (
                         read_lsjson_part(part, src_root or "", dst_root or "", rid)
                         if raw
                         else read_manifest(part)
                     )
                     for lineno, rec in enumerate(records, 1):
-                        key = record_key(rec)
+                        key = _compact_key(rec, roots)
                         sig = _signature(rec)
                         prior = seen.get(key)
                         if prior is None:
-                            seen[key] = (sig, f"{part}#{lineno}")
+                            seen[key] = (sig, index, lineno)
                             writer.write(rec)
                             continue
                         reason = _difference(prior[0], sig)
@@ -216,7 +228,8 @@ def combine_manifests(
                             duplicates += 1
                             continue
                         n_conflicts += 1
-                        c = Conflict(rec.path, rec.dest, prior[1], f"{part}#{lineno}", reason)
+                        kept = f"{files[prior[1]]}#{prior[2]}"
+                        c = Conflict(rec.path, rec.dest, kept, f"{part}#{lineno}", reason)
                         if log is not None:
                             log.write(encode(c) + b"\n")
                         if len(conflicts) < MAX_KEPT_CONFLICTS:

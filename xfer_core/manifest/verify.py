@@ -1,7 +1,7 @@
 """``manifest verify``: list the destination and check every manifest record against it.
 
-The manifest is read into a dict (one key and a small tuple per record, ~150
-bytes) and the destination is streamed through the same listers as ``build``;
+The manifest is read into a dict (one key and a small tuple per record, ~400
+bytes with one hash) and the destination is streamed through the same listers as ``build``;
 each listed object is checked and removed from the dict, so what remains is
 missing. Checks, in order: present, same size, and — where the manifest and
 the destination both have a hash of the same type — the same hash. Records
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable
 
@@ -77,7 +78,18 @@ def _key(path: str, meta: dict[str, str] | dict[str, object]) -> str:
     return "\x00" + str(raw) if raw else path
 
 
-_Expected = tuple[int, dict[str, str], str, dict[str, str]]
+#: per record: (size, (type, hex, type, hex, ...) or None, path if the key is not it, meta or None)
+_Expected = tuple[int, tuple[str, ...] | None, str | None, dict[str, str] | None]
+
+
+def _flat_hashes(hashes: dict[str, str]) -> tuple[str, ...] | None:
+    """Hashes as one flat tuple with interned type names (memory: one tuple per record)."""
+    if not hashes:
+        return None
+    flat: list[str] = []
+    for name in sorted(hashes):
+        flat += (sys.intern(name.lower()), hashes[name].lower())
+    return tuple(flat)
 
 
 def verify_manifest(
@@ -108,10 +120,16 @@ def verify_manifest(
         for rec in read_manifest(manifest):
             records += 1
             roots.add(rec.dest_root)
-            hashes = {k.lower(): v.lower() for k, v in rec.hashes.items()} if rec.hashes else {}
-            hash_types.update(hashes)
+            flat = _flat_hashes(rec.hashes)
+            if flat:
+                hash_types.update(flat[::2])
             meta = {PATH_B64: rec.meta[PATH_B64]} if rec.meta and PATH_B64 in rec.meta else {}
-            expected[_key(rec.path, meta)] = (rec.size, hashes, rec.path, meta)
+            expected[_key(rec.path, meta)] = (
+                rec.size,
+                flat,
+                rec.path if meta else None,
+                meta or None,
+            )
     if dest is None:
         if len(roots) > 1:
             raise ConfigError(
@@ -157,11 +175,15 @@ def verify_manifest(
             entries = chosen.list(dest, opts)
         with paused_gc():
             for e in entries:
-                got = expected.pop(_key(e.path, e.meta), None)
+                key = _key(e.path, e.meta)
+                got = expected.pop(key, None)
                 if got is None:
                     counts["extra"] += 1
                     continue
-                size, hashes, path, meta = got
+                size, pairs, named, meta_or_none = got
+                path = named or key
+                meta = meta_or_none or {}
+                hashes = dict(zip(pairs[::2], pairs[1::2], strict=True)) if pairs else {}
                 location = join_location(dest, path)
                 if e.size != size:
                     counts["size"] += 1
@@ -189,8 +211,10 @@ def verify_manifest(
                         )
                         continue
                 counts["verified"] += 1
-        for size, _hashes, path, meta in expected.values():
-            report(BadObject(path, join_location(dest, path), "missing", size, meta=meta))
+        for key, (size, _pairs, named, meta_or_none) in expected.items():
+            path = named or key
+            location = join_location(dest, path)
+            report(BadObject(path, location, "missing", size, meta=meta_or_none or {}))
     return VerifyResult(
         manifest=os.fspath(manifest),
         dest=dest,
