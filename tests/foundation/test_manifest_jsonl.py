@@ -236,3 +236,16 @@ def test_path_fields_round_trip_property(name: bytes) -> None:
     path, meta = path_fields(name)
     assert path_bytes(_record(path, meta=meta)) == name
     path.encode("utf-8")  # always valid text for JSON
+
+
+def test_invalid_utf8_inside_a_line_is_a_bad_line(tmp_path: Path) -> None:
+    out = tmp_path / "m.jsonl"
+    out.write_bytes(b'{"path": "ok", "size": 1}\n{"path": "bad\xff", "size": 1}\n')
+    with pytest.raises(ManifestError, match=rf"^{out}:2: not valid JSON"):
+        list(read_manifest(out))
+
+
+def test_crlf_line_endings_are_accepted(tmp_path: Path) -> None:
+    out = tmp_path / "m.jsonl"
+    out.write_bytes(b'{"path": "a", "size": 1}\r\n\r\n{"path": "b", "size": 2}\r\n')
+    assert [(r.path, r.size) for r in read_manifest(out)] == [("a", 1), ("b", 2)]

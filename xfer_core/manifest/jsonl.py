@@ -33,6 +33,9 @@ def decode_line(line: bytes, where: str) -> ManifestRecord:
         raise ManifestError(f"{where}: {exc}") from None
     except msgspec.DecodeError as exc:
         raise ManifestError(f"{where}: not valid JSON ({exc})") from None
+    except UnicodeDecodeError as exc:
+        # msgspec raises this (not DecodeError) for invalid UTF-8 inside a string
+        raise ManifestError(f"{where}: not valid JSON (invalid UTF-8: {exc.reason})") from None
     if record.schema != SCHEMA:
         raise ManifestError(
             f"{where}: unknown schema {record.schema!r} (this xfer reads {SCHEMA!r})"
