@@ -172,6 +172,11 @@ class _LsjsonProcess:
         finally:
             self.close()
 
+    def terminate(self) -> None:
+        """Stop rclone now (from another thread); the reader then sees end of file."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+
     def close(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
@@ -265,10 +270,18 @@ class RcloneLister(Lister):
             return self._list_parallel(source, options)
         return self._list_one(source, options)
 
-    def _list_one(self, source: str, options: ListOptions, prefix: str = "") -> Iterator[ListEntry]:
+    def _list_one(
+        self,
+        source: str,
+        options: ListOptions,
+        prefix: str = "",
+        running: set[_LsjsonProcess] | None = None,
+    ) -> Iterator[ListEntry]:
         argv = self.command(join_location(source, prefix) if prefix else source, options)
         label = f"rclone lsjson {join_location(source, prefix) if prefix else source}"
         proc = _LsjsonProcess(argv, label)
+        if running is not None:
+            running.add(proc)
         count = total = 0
         progress = options.on_progress if not prefix else None
         for item in proc.items():
@@ -304,6 +317,7 @@ class RcloneLister(Lister):
         for p in prefixes:
             todo.put(p)
         stop = threading.Event()
+        running: set[_LsjsonProcess] = set()
 
         def worker() -> None:
             while not stop.is_set():
@@ -313,7 +327,7 @@ class RcloneLister(Lister):
                     break
                 try:
                     batch: list[ListEntry] = []
-                    for entry in self._list_one(source, options, prefix):
+                    for entry in self._list_one(source, options, prefix, running):
                         batch.append(entry)
                         if len(batch) >= 1000:
                             if not _put(out, batch, stop):
@@ -330,12 +344,12 @@ class RcloneLister(Lister):
         workers = [threading.Thread(target=worker, daemon=True) for _ in range(n)]
         for w in workers:
             w.start()
-        running = n
+        alive = n
         try:
-            while running:
+            while alive:
                 got = out.get()
                 if got is _DONE:
-                    running -= 1
+                    alive -= 1
                     continue
                 if isinstance(got, BaseException):
                     raise got
@@ -346,6 +360,9 @@ class RcloneLister(Lister):
                     options.on_progress(count, total)
         finally:
             stop.set()
+            # a worker may be waiting on a slow rclone: end them all so the joins return
+            for proc in list(running):
+                proc.terminate()
             for w in workers:
                 w.join()
 

@@ -242,3 +242,24 @@ def test_error_classification() -> None:
     )
     assert code == ExitCode.UNAVAILABLE and msg.startswith("Failed to create file system")
     assert classify_rclone_error(2, "something odd")[1] == ExitCode.FAILED
+
+
+def test_parallel_listing_closed_early_leaves_no_rclone(seeded) -> None:
+    s3, _ = seeded
+    it = RcloneLister().list(s3.remote("src", "set"), _opts(s3, parallel=3))
+    next(it)
+    it.close()  # type: ignore[attr-defined]
+    assert _lsjson_children() == []
+
+
+def _lsjson_children() -> list[str]:
+    """Our child processes (of any thread) that run rclone lsjson."""
+    found = []
+    for children in Path(f"/proc/{os.getpid()}/task").glob("*/children"):
+        for pid in children.read_text().split():
+            try:
+                if b"lsjson" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(pid)
+            except OSError:
+                continue
+    return found
