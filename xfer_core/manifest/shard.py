@@ -173,7 +173,7 @@ def _scan(
     for lineno, line in enumerate(fh, 1):
         try:
             rec = decode(line)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             if not line.strip():
                 blank = True
                 continue
