@@ -1,0 +1,266 @@
+"""Faults: SIGINT and SIGTERM at seeded random points of sync, manifest build,
+manifest shard and a local run.
+
+After each interrupt: no file under its real name is truncated or partial (it is
+absent or complete), no manifest / shard meta is half-written, no shard is marked
+done whose data is not all at the destination; then the same command run again
+completes and the result verifies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomlkit
+
+from xfer_core.bulk.state import load_run_state
+from xfer_core.manifest.jsonl import read_manifest, write_manifest
+from xfer_core.manifest.record import ManifestRecord
+from xfer_core.manifest.shard import load_shard_meta
+from xfer_core.testing.services import SshServer
+
+from .conftest import Tally
+from .helpers import popen_xfer, read_tree, xfer
+
+CLASS = "faults: interrupts (SIGINT/SIGTERM)"
+
+SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
+#: (backend, signal) of the sync cases run by default; the others are soak
+DEFAULT_SYNC = {("rsync", "SIGINT"), ("sftp", "SIGTERM")}
+
+
+def _cases(default: tuple[str, ...] = tuple(SIGNALS), soak_seeds: int = 4) -> list[Any]:
+    """(signal name, seed): seed 0 of the ``default`` signals by default, the rest soak."""
+    out: list[Any] = []
+    for name in SIGNALS:
+        for seed in range(1 + soak_seeds):
+            marks = () if seed == 0 and name in default else pytest.mark.soak
+            out.append(pytest.param(name, seed, marks=marks, id=f"{name}-{seed}"))
+    return out
+
+
+def _sync_cases(soak_seeds: int = 4) -> list[Any]:
+    out: list[Any] = []
+    for backend in ("rsync", "sftp"):
+        for name in SIGNALS:
+            for seed in range(1 + soak_seeds):
+                default = seed == 0 and (backend, name) in DEFAULT_SYNC
+                marks = () if default else pytest.mark.soak
+                out.append(
+                    pytest.param(backend, name, seed, marks=marks, id=f"{backend}-{name}-{seed}")
+                )
+    return out
+
+
+def _interrupt(
+    args: list[str], sig: str, seed: int, lo: float, hi: float, env: dict[str, str] | None = None
+) -> tuple[int, float]:
+    """Start ``xfer args``, send ``sig`` after a seeded random delay; (rc, delay)."""
+    delay = random.Random(f"{sig}-{seed}-{' '.join(args[:2])}").uniform(lo, hi)
+    proc = popen_xfer(*args, env=env)
+    time.sleep(delay)
+    if proc.poll() is None:
+        proc.send_signal(SIGNALS[sig])
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        raise AssertionError(
+            f"xfer {args[0]} hung after {sig} at {delay:.2f}s: {err.decode(errors='replace')}"
+        ) from None
+    text = err.decode(errors="replace")
+    assert "Traceback" not in text, text
+    assert proc.returncode in (0, 1, 130), (proc.returncode, text)
+    return proc.returncode, delay
+
+
+def _tree(root: Path, n: int, size: int) -> dict[str, bytes]:
+    files = {}
+    for i in range(n):
+        name = f"d{i % 4}/f{i:04d}.bin"
+        data = hashlib.sha256(str(i).encode()).digest() * (size // 32)
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+        files[name] = data
+    return files
+
+
+def _no_partial(dest: Path, files: dict[str, bytes]) -> int:
+    """Files under their real names that are not byte-identical to the source."""
+    got = read_tree(dest) if dest.exists() else {}
+    return sum(1 for name, data in got.items() if name in files and data != files[name])
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("backend,sig,seed", _sync_cases())
+def test_sync_interrupted_then_rerun(
+    sshd: SshServer, tmp_path: Path, backend: str, sig: str, seed: int, tally: Tally
+) -> None:
+    src = tmp_path / "src"
+    files = _tree(src, 24, 2 * 1024 * 1024)
+    rdir = sshd.mkdtemp("int")
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(
+        f"Host *\n  UserKnownHostsFile {sshd.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+    )
+    config = tmp_path / "remotes.toml"
+    config.write_text(
+        tomlkit.dumps(
+            {
+                "clusters": [
+                    {
+                        "name": "c",
+                        "host": sshd.host,
+                        "port": sshd.port,
+                        "user": sshd.user,
+                        "key_path": str(sshd.key_path),
+                        "sync_dirs": [
+                            {
+                                "alias": "p",
+                                "local": str(src),
+                                "remote": f"~/{rdir.relative_to(sshd.home)}/dst",
+                            }
+                        ],
+                    }
+                ]
+            }
+        )
+    )
+    env = {"XFER_SSH_CONFIG": str(ssh_config)}
+    args = ["sync", "--config", str(config), "-b", backend]
+    rc, delay = _interrupt(args, sig, seed, 0.8, 4.0, env=env)
+    partial = _no_partial(rdir / "dst", files)
+    assert partial == 0, f"{partial} partial files under real names after {sig} at {delay:.2f}s"
+    again = xfer(*args, env=env)
+    assert again.returncode == 0, again.stderr
+    lost = len(set(files) - set(read_tree(rdir / "dst")))
+    assert read_tree(rdir / "dst") == files
+    tally(cases=1, lost=lost + partial, delay=round(delay, 2), interrupted_rc=rc)
+
+
+@pytest.mark.parametrize("sig,seed", _cases())
+def test_manifest_build_interrupted_then_rerun(
+    tmp_path: Path, sig: str, seed: int, tally: Tally
+) -> None:
+    src = tmp_path / "src"
+    for i in range(6000):
+        d = src / f"d{i % 50}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}").write_bytes(b"x" * (i % 7))
+    out = tmp_path / "m.jsonl"
+    args = [
+        "manifest",
+        "build",
+        "--source",
+        str(src),
+        "--dest",
+        str(tmp_path / "dst"),
+        "--out",
+        str(out),
+    ]
+    rc, delay = _interrupt(args, sig, seed, 0.5, 3.0)
+    if out.exists():  # only ever complete
+        assert rc == 0, f"manifest left behind by an interrupted build ({sig} at {delay:.2f}s)"
+        assert sum(1 for _ in read_manifest(out)) == 6000
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name not in ("src", "m.jsonl")]
+    assert leftovers == [], leftovers
+    again = xfer(*args)
+    assert again.returncode == 0, again.stderr
+    assert sum(1 for _ in read_manifest(out)) == 6000
+    tally(cases=1, delay=round(delay, 2), interrupted_rc=rc)
+
+
+@pytest.mark.parametrize("sig,seed", _cases(("SIGTERM",)))
+def test_manifest_shard_interrupted_then_rerun(
+    tmp_path: Path, sig: str, seed: int, tally: Tally
+) -> None:
+    manifest = tmp_path / "m.jsonl"
+    n = 150_000
+    write_manifest(
+        manifest,
+        (
+            ManifestRecord(path=f"d{i % 97}/file-{i}.dat", size=(i * 7919) % 100_000)
+            for i in range(n)
+        ),
+    )
+    outdir = tmp_path / "shards"
+    args = [
+        "manifest",
+        "shard",
+        "--in",
+        str(manifest),
+        "--outdir",
+        str(outdir),
+        "--num-shards",
+        "64",
+    ]
+    rc, delay = _interrupt(args, sig, seed, 0.5, 3.0)
+
+    def check() -> None:
+        meta = load_shard_meta(outdir)  # complete meta, every listed file present
+        assert sum(s.records for s in meta.shards) == n
+        for info in meta.shards:
+            digest = hashlib.sha256((outdir / info.jsonl).read_bytes()).hexdigest()
+            assert digest == info.sha256, info.jsonl
+
+    if (outdir / "shards.meta.json").exists():
+        check()
+    else:
+        assert not outdir.exists() or not any(outdir.glob("shard_*")), sorted(os.listdir(outdir))
+    again = xfer(*args)
+    assert again.returncode == 0, again.stderr
+    check()
+    tally(cases=1, delay=round(delay, 2), interrupted_rc=rc)
+
+
+@pytest.mark.parametrize("sig,seed", _cases(("SIGTERM",)))  # SIGINT: tests/bulk
+def test_local_run_interrupted_then_rerun(
+    tmp_path: Path, sig: str, seed: int, tally: Tally
+) -> None:
+    src = tmp_path / "src"
+    files = _tree(src, 40, 512 * 1024)
+    run, dst = tmp_path / "run", tmp_path / "dst"
+    args = [
+        "run",
+        "--run-dir",
+        str(run),
+        "--source",
+        str(src),
+        "--dest",
+        str(dst),
+        "--num-shards",
+        "8",
+        "--array-concurrency",
+        "2",
+        "--scheduler",
+        "local",
+        "--submit",
+    ]
+    rc, delay = _interrupt(args, sig, seed, 1.0, 5.0)
+    partial = _no_partial(dst, files)
+    assert partial == 0
+    false_done = 0
+    if (run / "shards" / "shards.meta.json").exists():
+        state = load_run_state(run)
+        got = read_tree(dst) if dst.exists() else {}
+        for shard in state.shards:
+            if shard.status == "done":
+                records = list(read_manifest(run / "shards" / f"shard_{shard.index:06d}.jsonl"))
+                if any(got.get(r.path) != files[r.path] for r in records):
+                    false_done += 1
+        assert state.totals.running == 0, "a shard still marked running after the run stopped"
+    assert false_done == 0
+    again = xfer(*args)
+    assert again.returncode == 0, again.stderr
+    assert load_run_state(run).complete
+    assert read_tree(dst) == files
+    tally(cases=1, false_done=false_done, lost=partial, delay=round(delay, 2), interrupted_rc=rc)
