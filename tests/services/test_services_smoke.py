@@ -185,3 +185,12 @@ def test_second_cluster_close_kills_running_jobs(tmp_path: Path) -> None:
         prefix = f"{cluster.dir}/"
         assert _processes_holding(prefix)  # slurmstepd and friends hold its files
     assert _processes_holding(prefix) == []
+
+
+def test_a_test_may_leave_sshd_stopped(sshd: SshServer) -> None:
+    sshd.stop()  # no start(): the plugin restarts it after the test
+
+
+def test_sshd_is_back_after_a_test_left_it_stopped(sshd: SshServer) -> None:
+    assert sshd.pid is not None
+    assert sshd.run("echo up", check=True).stdout == "up\n"

@@ -102,6 +102,17 @@ def s3() -> Iterator[S3Server]:
             yield server
 
 
+@pytest.fixture(autouse=True)
+def _restart_stopped_servers(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A fault test that stops ``sshd`` or ``s3`` and fails before ``start()`` must not
+    take the session's server away from every later test."""
+    servers = [request.getfixturevalue(n) for n in ("sshd", "s3") if n in request.fixturenames]
+    yield
+    for server in servers:
+        if server.pid is None:
+            server.start()
+
+
 @pytest.fixture
 def remote_tmp_path(sshd: SshServer) -> Path:
     """A fresh directory in the ssh test user's home, owned by that user."""
