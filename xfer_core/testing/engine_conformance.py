@@ -9,7 +9,7 @@ author runs it on an installed engine with one import and one fixture::
     import pytest
     from xfer_core.testing.engine_conformance import ShardEngineConformance
 
-    pytest_plugins = ["xfer_core.testing.fixtures"]   # the s3 fixture (top-level conftest)
+    # top-level conftest.py: pytest_plugins = ["xfer_core.testing.fixtures"]  (the s3 fixture)
 
     class TestMyEngine(ShardEngineConformance):
         @pytest.fixture
