@@ -31,6 +31,7 @@ import json
 import operator
 import os
 import queue
+import signal
 import stat
 import subprocess
 import sys
@@ -446,7 +447,6 @@ def _die_with_parent(parent: int) -> None:
     """
     try:
         import ctypes
-        import signal
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
@@ -454,6 +454,10 @@ def _die_with_parent(parent: int) -> None:
         return
     if os.getppid() != parent:  # the parent ended before prctl took effect
         os._exit(1)
+    # Ctrl-C / SIGTERM reach the whole process group: the parent alone decides
+    # (its cleanup kills this helper), so its exit status is the one the user sees
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _helper_main(spec_json: str) -> int:
