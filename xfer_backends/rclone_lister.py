@@ -36,6 +36,7 @@ from xfer_core.manifest.lister import (
     ListEntry,
     Lister,
     ListOptions,
+    ListProblem,
     is_remote,
     join_location,
 )
@@ -87,12 +88,19 @@ def parse_lsjson_lines(lines: Iterable[bytes], where: str) -> Iterator[LsjsonIte
         yield item
 
 
+class UnusableName(XferError):
+    """An object name no manifest may carry (absolute, or with a ``..`` component)."""
+
+
 def item_to_entry(item: LsjsonItem, prefix: str = "") -> ListEntry:
-    """A :class:`ListEntry` from one lsjson object, its path under ``prefix``."""
+    """A :class:`ListEntry` from one lsjson object, its path under ``prefix``.
+
+    Raises :class:`UnusableName` for a name that would escape the destination root.
+    """
     path = join_location(prefix, item.Path) if prefix else item.Path
     problem = check_relative_path(path)
     if problem is not None:
-        raise XferError(f"rclone listed an unusable name: {problem}")
+        raise UnusableName(f"unusable object name: {problem}")
     hashes = {k.lower(): v for k, v in item.Hashes.items() if v} if item.Hashes else {}
     etag = item.ETag
     if etag is None and item.Metadata:
@@ -287,7 +295,9 @@ class RcloneLister(Lister):
         for item in proc.items():
             if item.IsDir:
                 continue
-            entry = item_to_entry(item, prefix)
+            entry = _entry_or_report(item, prefix, label, options)
+            if entry is None:
+                continue
             if progress is not None:
                 count += 1
                 total += entry.size
@@ -308,7 +318,9 @@ class RcloneLister(Lister):
             if item.IsDir:
                 prefixes.append(item.Path)
                 continue
-            entry = item_to_entry(item)
+            entry = _entry_or_report(item, "", f"rclone lsjson {source}", options)
+            if entry is None:
+                continue
             count += 1
             total += entry.size
             yield entry
@@ -365,6 +377,17 @@ class RcloneLister(Lister):
                 proc.terminate()
             for w in workers:
                 w.join()
+
+
+def _entry_or_report(
+    item: LsjsonItem, prefix: str, label: str, options: ListOptions
+) -> ListEntry | None:
+    """The entry, or None after reporting an unusable name as a listing error."""
+    try:
+        return item_to_entry(item, prefix)
+    except UnusableName as exc:
+        options.on_problem(ListProblem(f"{label}: {exc.message}; not listed"))
+        return None
 
 
 def _put(out: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:

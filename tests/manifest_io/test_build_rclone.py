@@ -263,3 +263,15 @@ def _lsjson_children() -> list[str]:
             except OSError:
                 continue
     return found
+
+
+def test_an_escaping_object_name_is_reported_not_listed() -> None:
+    from xfer_backends.rclone_lister import LsjsonItem, _entry_or_report
+    from xfer_core.manifest.lister import ListProblem
+
+    problems: list[ListProblem] = []
+    opts = ListOptions(on_problem=problems.append)
+    assert _entry_or_report(LsjsonItem(Path="a/../../etc/x", Size=1), "", "L", opts) is None
+    assert problems[0].error and "climbs out of the root" in problems[0].message
+    ok = _entry_or_report(LsjsonItem(Path="b", Size=1, Tier="GLACIER"), "p", "L", opts)
+    assert ok is not None and ok.path == "p/b" and ok.storage_class == "GLACIER"
