@@ -344,3 +344,22 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "Z"
+
+
+def test_manifest_written_inside_the_source_is_not_listed(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "run").mkdir(parents=True)
+    (src / "data").write_bytes(b"12")
+    out = src / "run" / "manifest.jsonl"
+    out.write_bytes(b"old manifest\n")
+    problems: list[ListProblem] = []
+    result = build_manifest(str(src), "/d", out, on_problem=problems.append)
+    assert [r.path for r in read_manifest(out)] == ["data"]
+    assert result.objects == 1 and result.errors == 0
+    skipped = {p.message.split(":")[0] for p in problems}
+    assert "run/manifest.jsonl" in skipped
+    assert all(
+        n == "run/manifest.jsonl" or (n.startswith("run/.manifest.jsonl.") and n.endswith(".tmp"))
+        for n in skipped
+    )
+    assert all("own output" in p.message and not p.error for p in problems)

@@ -21,6 +21,7 @@ import msgspec
 from xfer_core.errors import ConfigError, ExitCode, TransferError
 from xfer_core.manifest.jsonl import ManifestWriter
 from xfer_core.manifest.lister import (
+    ListEntry,
     ListOptions,
     ListProblem,
     is_remote,
@@ -86,6 +87,28 @@ def normalize_dest(dest: str) -> str:
     return dest
 
 
+def _own_output(source_root: str, out: str | os.PathLike[str]) -> str | None:
+    """``out`` relative to a local source root when the manifest is written inside it."""
+    if is_remote(source_root) or not os.path.isabs(source_root):
+        return None
+    target = os.path.abspath(os.fspath(out))
+    root = source_root.rstrip("/") + "/"
+    return target[len(root) :] if target.startswith(root) else None
+
+
+def _without_own_output(
+    entries: Iterator[ListEntry], own: str, problem: Callable[[ListProblem], None]
+) -> Iterator[ListEntry]:
+    """Leave out the manifest being written (and its temp file) when it is inside the source."""
+    directory, _, name = own.rpartition("/")
+    temp_prefix = (directory + "/" if directory else "") + "." + name + "."
+    for e in entries:
+        if e.path == own or (e.path.startswith(temp_prefix) and e.path.endswith(".tmp")):
+            problem(ListProblem(f"{e.path}: this build's own output, not listed", error=False))
+            continue
+        yield e
+
+
 def build_manifest(
     source: str,
     dest: str,
@@ -133,10 +156,14 @@ def build_manifest(
     started = time.monotonic()
     src_prefix = chosen.join(source_root, "")
     dst_prefix = join_location(dest_root, "")
+    entries = chosen.list(source, opts)
+    own = _own_output(source_root, out)
+    if own is not None:
+        entries = _without_own_output(entries, own, problem)
     with paused_gc(), ManifestWriter(out) as writer:
         batch: list[ManifestRecord] = []
         add = batch.append
-        for e in chosen.list(source, opts):
+        for e in entries:
             add(
                 ManifestRecord(
                     e.path,
