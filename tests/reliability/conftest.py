@@ -67,6 +67,8 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         "outcome_of": report.when,
         "outcome": "xfailed" if hasattr(report, "wasxfail") else report.outcome,
         "class": getattr(report, "reliability_class", "other"),
+        "reason": getattr(report, "wasxfail", ""),
+        "seconds": round(report.duration, 2),
     }
     with Path(out).open("a") as fh:
         fh.write(json.dumps(line) + "\n")

@@ -104,3 +104,85 @@ def canaries(*roots: Path) -> list[Path]:
     if Path("CANARY").exists():
         found.append(Path("CANARY").resolve())
     return found
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry))
+    return children
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+class PeakMonitor:
+    """Samples a process tree every ``interval`` s: peak RSS (the xfer process alone and
+    the whole tree, in MiB), peak open fds (xfer alone and the tree), peak process count."""
+
+    def __init__(self, pid: int, interval: float = 0.2):
+        import threading
+
+        self.pid = pid
+        self.interval = interval
+        self.rss_mib = 0.0
+        self.tree_rss_mib = 0.0
+        self.fds = 0
+        self.tree_fds = 0
+        self.procs = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakMonitor:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            children = _children_map()
+            tree, todo = [], [self.pid]
+            while todo:
+                pid = todo.pop()
+                tree.append(pid)
+                todo.extend(children.get(pid, []))
+            self.rss_mib = max(self.rss_mib, _rss_kib(self.pid) / 1024)
+            self.tree_rss_mib = max(self.tree_rss_mib, sum(_rss_kib(p) for p in tree) / 1024)
+            self.fds = max(self.fds, _fds(self.pid))
+            self.tree_fds = max(self.tree_fds, sum(_fds(p) for p in tree))
+            self.procs = max(self.procs, len(tree))
+            self._stop.wait(self.interval)
+
+    def figures(self) -> dict[str, float]:
+        return {
+            "peak_rss_mib": round(self.rss_mib, 1),
+            "peak_tree_rss_mib": round(self.tree_rss_mib, 1),
+            "peak_fds": self.fds,
+            "peak_tree_fds": self.tree_fds,
+            "peak_procs": self.procs,
+        }
