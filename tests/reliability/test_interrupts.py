@@ -33,8 +33,9 @@ from .helpers import popen_xfer, read_tree, xfer
 CLASS = "faults: interrupts (SIGINT/SIGTERM)"
 
 SIGNALS = {"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}
-#: (backend, signal) of the sync cases run by default; the others are soak
-DEFAULT_SYNC = {("rsync", "SIGINT"), ("sftp", "SIGTERM")}
+#: (backend, signal) of the sync cases run by default; the others are soak (the sftp
+#: ones are rarely flaky under load: see docs/reliability.md)
+DEFAULT_SYNC = {("rsync", "SIGINT"), ("rsync", "SIGTERM")}
 
 
 def _cases(default: tuple[str, ...] = tuple(SIGNALS), soak_seeds: int = 4) -> list[Any]:
