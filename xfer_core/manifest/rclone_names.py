@@ -28,7 +28,7 @@ _NEEDS = re.compile(
     rb"|\xe2\x90[\x80-\x9f\xa1]"  # U+2400-U+241F, U+2421
     rb"|\xe2\x80\x9b"  # U+201B, the quote
 )
-_NEEDS_BUT_LF = re.compile(rb"[\x00-\x09\x0b-\x1f\x7f]|\xe2\x90[\x80-\x9f\xa1]|\xe2\x80\x9b")
+_CONTROLS_BUT_LF = bytes([*range(0x0A), *range(0x0B, 0x20), 0x7F])
 _ENCODED = re.compile(rb"\xe2\x80\x9b|\xe2\x90[\x80-\x9f\xa1]")
 
 
@@ -60,7 +60,12 @@ def rclone_name_list(names: list[bytes]) -> bytes:
         return b""
     joined = b"\n".join(names)
     # one C-level scan of the whole batch; names needing work are rare
-    if joined.count(b"\n") != len(names) - 1 or _NEEDS_BUT_LF.search(joined) is not None:
+    if (
+        joined.count(b"\n") != len(names) - 1
+        or len(joined.translate(None, _CONTROLS_BUT_LF)) != len(joined)
+        or b"\xe2\x90" in joined  # a control picture (or a neighbour of one)
+        or b"\xe2\x80\x9b" in joined  # the quote
+    ):
         joined = b"\n".join([rclone_standard_name(n) for n in names])
     return joined + b"\n"
 

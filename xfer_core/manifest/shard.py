@@ -168,7 +168,8 @@ def _scan(
     add_name = names.append
     index = 0
     total = 0
-    roots: tuple[str, str] | None = None
+    src: str | None = None
+    dst = ""
     blank = False
     for lineno, line in enumerate(fh, 1):
         try:
@@ -189,15 +190,15 @@ def _scan(
         ):
             # raises the shared message, unless the path was only suspicious ("a..b")
             rec = decode_line(line, f"{name}:{lineno}")
-        if roots is None:
-            roots = (rec.source_root, rec.dest_root)
-        elif rec.source_root != roots[0] or rec.dest_root != roots[1]:
-            raise ManifestError(
-                f"{name}:{lineno}: roots {rec.source_root!r} -> {rec.dest_root!r} differ from "
-                f"the first record's {roots[0]!r} -> {roots[1]!r}; one shard set needs one "
-                "pair of roots",
-                hint="split the manifest by root, or `xfer manifest rebase` it to common roots",
-            )
+        if rec.source_root != src or rec.dest_root != dst:
+            if src is not None:
+                raise ManifestError(
+                    f"{name}:{lineno}: roots {rec.source_root!r} -> {rec.dest_root!r} differ "
+                    f"from the first record's {src!r} -> {dst!r}; one shard set needs one "
+                    "pair of roots",
+                    hint="split the manifest by root, or `xfer manifest rebase` it to common roots",
+                )
+            src, dst = rec.source_root, rec.dest_root
         try:
             raw = path.encode() if not rec.meta or PATH_B64 not in rec.meta else _b64_name(rec)
         except (UnicodeEncodeError, ValueError, TypeError) as exc:
@@ -209,31 +210,13 @@ def _scan(
         append((size << 64) | ((low32 ^ crc32(raw)) << 32) | index)
         add_name(raw)
         index += 1
-        if len(names) >= 4096:
+        if not index & 4095:
             spool.write(rclone_name_list(names))
             names.clear()
             if index >= _MAX_RECORDS:
                 raise ManifestError(f"{name}:{lineno}: more than {_MAX_RECORDS} records")
     spool.write(rclone_name_list(names))
-    src, dst = roots if roots is not None else ("", "")
-    return index, total, src, dst, blank
-
-
-def _blocks(fh: IO[bytes], size: int = 1 << 24) -> Iterator[bytes]:
-    """The file in blocks of about ``size`` bytes that end at a newline (the last may not)."""
-    rest = b""
-    while True:
-        data = fh.read(size)
-        if not data:
-            if rest:
-                yield rest
-            return
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            rest += data
-            continue
-        yield rest + data[:cut] if rest else data[:cut]
-        rest = data[cut:]
+    return index, total, src or "", dst, blank
 
 
 def _b64_name(rec: ManifestRecord) -> bytes:
@@ -477,13 +460,20 @@ def _write_shards(
     return infos
 
 
-def _line_chunks(fh: IO[bytes]) -> Iterator[list[bytes]]:
-    """The file's lines (without their newline), one list per block."""
-    for block in _blocks(fh):
-        lines = block.split(b"\n")
-        if block.endswith(b"\n"):
-            lines.pop()
-        yield lines
+def _line_chunks(fh: IO[bytes], size: int = 1 << 24) -> Iterator[list[bytes]]:
+    """The file's lines (without their newline), a list per ``size`` bytes read."""
+    rest = b""
+    while True:
+        data = fh.read(size)
+        if not data:
+            if rest:
+                yield [rest]
+            return
+        lines = data.split(b"\n")
+        lines[0] = rest + lines[0]
+        rest = lines.pop()
+        if lines:
+            yield lines
 
 
 def _fd_budget(wanted: int) -> bool:
