@@ -40,6 +40,7 @@ from xfer_core.manifest.lister import (
     is_remote,
     join_location,
 )
+from xfer_core.manifest.rclone_names import rclone_raw_name
 from xfer_core.manifest.record import check_relative_path
 from xfer_core.tools import find_rclone
 
@@ -97,7 +98,9 @@ def item_to_entry(item: LsjsonItem, prefix: str = "") -> ListEntry:
 
     Raises :class:`UnusableName` for a name that would escape the destination root.
     """
-    path = join_location(prefix, item.Path) if prefix else item.Path
+    listed = join_location(prefix, item.Path) if prefix else item.Path
+    # rclone spells control characters as control pictures (its Standard name encoding)
+    path = rclone_raw_name(listed.encode()).decode()
     problem = check_relative_path(path)
     if problem is not None:
         raise UnusableName(f"unusable object name: {problem}")

