@@ -222,3 +222,35 @@ def test_bad_config_line_exit_2(setup: Setup) -> None:
     res = setup.run("sync")
     assert res.returncode == 2
     assert "remotes.toml:4" in res.stderr and "host" in res.stderr
+
+
+def test_host_key_delete_and_checksum_flags(setup: Setup) -> None:
+    known = setup.tmp / "empty_known_hosts"
+    known.write_text("")
+    ssh_config = setup.tmp / "ssh_config_strict"
+    ssh_config.write_text(
+        f"Host *\n  UserKnownHostsFile {known}\n  GlobalKnownHostsFile /dev/null\n"
+    )
+    env = {"XFER_SSH_CONFIG": str(ssh_config)}
+    args = ("sync", "-c", "alpha", "-a", "other", "--json")
+    for backend in ("rsync", "sftp"):
+        known.write_text("")
+        refused = setup.run(*args, "-b", backend, env=env)
+        assert refused.returncode == 1
+        assert "host key is unknown" in events(refused.stdout)[-1]["pairs"][0]["error"]
+        accepted = setup.run(*args, "-b", backend, "--accept-new-host-key", env=env)
+        assert accepted.returncode == 0, accepted.stdout
+        assert known.read_text().strip()
+    dest = setup.rdir / "alpha" / "other"
+    (dest / "stale.txt").write_text("stale")
+    setup.sshd.chown(dest)
+    res = setup.run(*args, "--delete", env=env)
+    assert res.returncode == 0 and not (dest / "stale.txt").exists()
+    assert events(res.stdout)[-1]["deleted"] == 1
+    # same size and mtime, other content: only --checksum notices
+    st = (dest / "o.txt").stat()
+    (dest / "o.txt").write_text("OTHER")
+    os.utime(dest / "o.txt", (st.st_atime, st.st_mtime))
+    assert events(setup.run(*args, env=env).stdout)[-1]["files_sent"] == 0
+    assert events(setup.run(*args, "--checksum", env=env).stdout)[-1]["files_sent"] == 1
+    assert (dest / "o.txt").read_text() == "other"
