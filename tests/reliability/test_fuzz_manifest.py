@@ -8,6 +8,7 @@ A record that decodes never names a path outside the roots.
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from hypothesis import strategies as st
 
 from xfer_core.errors import ManifestError
 from xfer_core.manifest.jsonl import decode_line, read_manifest
-from xfer_core.manifest.record import SCHEMA, ManifestRecord
+from xfer_core.manifest.record import SCHEMA, ManifestRecord, path_bytes
 
 from .conftest import Tally
 from .helpers import bounded
@@ -46,6 +47,12 @@ path_text = st.one_of(
         st.sampled_from(["..", ".", "", "a", "/", "b c", "\x00", "é", "$(x)"]), max_size=6
     ).map("/".join),
 )
+
+
+def _b64text(name: bytes) -> str:
+    return base64.b64encode(name).decode()
+
+
 record_dict = st.fixed_dictionaries(
     {},
     optional={
@@ -54,7 +61,13 @@ record_dict = st.fixed_dictionaries(
         "schema": st.one_of(st.just(SCHEMA), st.text(max_size=10), json_value),
         "mtime": json_value,
         "hashes": st.one_of(st.dictionaries(st.text(max_size=5), st.text(max_size=8)), json_value),
-        "meta": st.one_of(st.dictionaries(st.text(max_size=8), json_value), json_value),
+        "meta": st.one_of(
+            st.dictionaries(st.text(max_size=8), json_value),
+            st.fixed_dictionaries(
+                {"path_b64": st.one_of(st.binary(max_size=12).map(_b64text), json_value)}
+            ),
+            json_value,
+        ),
         "source_root": json_value,
         "extra": json_value,
     },
@@ -71,6 +84,8 @@ def _decode(line: bytes) -> ManifestRecord | None:
             return None
     path = record.path
     assert path and not path.startswith("/") and ".." not in path.split("/")
+    name = path_bytes(record)  # the exact name that gets copied: as safe as path
+    assert name and not name.startswith(b"/") and b".." not in name.split(b"/")
     assert "\x00" not in path and record.size >= 0 and record.schema == SCHEMA
     return record
 

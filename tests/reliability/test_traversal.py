@@ -38,8 +38,8 @@ BAD_RECORDS: dict[str, dict[str, object]] = {
 #: exact-bytes names are not checked yet (reported; see the report's "known bugs")
 B64_BUG = pytest.mark.xfail(
     strict=True,
-    reason="bug: a record whose meta.path_b64 decodes to '../x' or '/x' is accepted by "
-    "manifest shard and run (only the text 'path' is checked for '..'/absolute)",
+    reason="bug: manifest shard (and so run) accepts a record whose meta.path_b64 decodes to "
+    "'../x' or '/x': its fast path checks only the text 'path' (decode_line now refuses it)",
 )
 
 
@@ -208,3 +208,29 @@ def test_exact_bytes_traversal_writes_nothing_outside_and_is_never_done(
     false_done = len(list(state.glob("*.done"))) if state.exists() else 0
     assert false_done == 0
     tally(cases=1, false_done=false_done)
+
+
+@pytest.mark.parametrize(
+    "meta,needle",
+    [
+        (_b64(b"../escape.txt"), "climbs out"),
+        (_b64(b"/tmp/escape.txt"), "absolute path"),
+        ({"path_b64": 5}, "not base64"),
+        ({"path_b64": "!!not base64!!"}, "not base64"),
+    ],
+)
+def test_exact_bytes_name_checked_by_the_reader_and_combine(
+    tmp_path: Path, meta: dict[str, object], needle: str, tally: Tally
+) -> None:
+    """``meta.path_b64`` (the name actually copied) is held to the same rules as ``path``:
+    ``manifest combine`` (and every reader of the manifest) refuses it, exit 2, no output."""
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"path": "harmless.txt", "size": 1, "meta": meta}) + "\n")
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"path": "ok.txt", "size": 1}) + "\n")
+    out = tmp_path / "out.jsonl"
+    proc = xfer("manifest", "combine", str(good), str(bad), "--out", str(out))
+    assert proc.returncode == 2, proc.stderr
+    assert f"{bad}:1: " in proc.stderr and needle in proc.stderr, proc.stderr
+    assert "internal error" not in proc.stderr and not out.exists()
+    tally(cases=1)

@@ -8,6 +8,7 @@ its real name or not at all.
 
 from __future__ import annotations
 
+import base64
 import operator
 import os
 from collections.abc import Iterable, Iterator
@@ -19,7 +20,7 @@ import msgspec
 
 from xfer_core.atomic import atomic_write
 from xfer_core.errors import ManifestError
-from xfer_core.manifest.record import SCHEMA, ManifestRecord, check_relative_path
+from xfer_core.manifest.record import PATH_B64, SCHEMA, ManifestRecord, check_relative_path
 
 _decoder = msgspec.json.Decoder(ManifestRecord)
 _size = operator.attrgetter("size")
@@ -43,6 +44,14 @@ def decode_line(line: bytes, where: str) -> ManifestRecord:
     if record.size < 0:
         raise ManifestError(f"{where}: negative size {record.size}")
     problem = check_relative_path(record.path)
+    raw = record.meta.get(PATH_B64) if record.meta else None
+    if problem is None and raw is not None:
+        # the exact-bytes name is what gets copied: it must be as safe as ``path``
+        try:
+            name = base64.b64decode(raw, validate=True)
+        except (TypeError, ValueError):
+            raise ManifestError(f"{where}: meta.{PATH_B64} is not base64 text") from None
+        problem = check_relative_path(os.fsdecode(name))
     if problem is not None:
         raise ManifestError(f"{where}: {problem}")
     return record
