@@ -322,6 +322,21 @@ def known_hosts_path(target: Remote) -> Path:
     return Path("~/.ssh/known_hosts").expanduser()
 
 
+def _check_key_file(path: str, where: str) -> None:
+    """Refuse a private key others can read, as OpenSSH does (``UNPROTECTED PRIVATE KEY FILE``)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise TransferError(f"{where}: key_path {path} does not exist") from None
+    except OSError as exc:
+        raise TransferError(f"{where}: cannot read key_path {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise TransferError(
+            f"{where}: key_path {path} is accessible by others (mode {stat.S_IMODE(mode):04o}); "
+            f"OpenSSH refuses such keys too: chmod 600 {path}"
+        )
+
+
 def _host_pattern(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
@@ -356,6 +371,7 @@ async def connect(target: Remote) -> asyncssh.SSHClientConnection:
     if target.user:
         kwargs["username"] = target.user
     if target.key_path:
+        _check_key_file(target.key_path, where)
         kwargs["client_keys"] = [target.key_path]
         kwargs["agent_path"] = None
     try:

@@ -104,21 +104,10 @@ def _keygen(path: Path, passphrase: str = "") -> Path:
     return path
 
 
-SFTP_LOOSE_KEY_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="bug: the sftp backend (asyncssh) logs in with a private key file readable by "
-    "others (mode 0644); OpenSSH, and so the rsync backend, refuses it",
-)
-
-
 @pytest.mark.sshd
 @pytest.mark.parametrize(
     "backend,what",
-    [
-        (b, w) if (b, w) != ("sftp", "loose") else pytest.param(b, w, marks=SFTP_LOOSE_KEY_BUG)
-        for b in ("rsync", "sftp")
-        for w in ("missing", "loose", "passphrase")
-    ],
+    [(b, w) for b in ("rsync", "sftp") for w in ("missing", "loose", "passphrase")],
 )
 def test_key_problems_fail_with_one_clear_line(
     sshd: SshServer, tmp_path: Path, backend: str, what: str, tally: Tally

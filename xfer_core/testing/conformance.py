@@ -537,6 +537,18 @@ class TransferBackendConformance:
         )
         assert "\n" not in message and "login refused" in message
 
+    def test_key_readable_by_others_refused(
+        self, backend: TransferBackend, remote: Remote, src: Path, rdir: Path, tmp_path: Path
+    ) -> None:
+        loose = tmp_path / "loose_key"
+        loose.write_bytes(Path(str(remote.key_path)).read_bytes())
+        loose.chmod(0o644)
+        message = connection_failure(
+            backend, _replace(remote, key_path=str(loose)), job_for(src, rdir)
+        )
+        assert message and "\n" not in message
+        assert not (rdir / "plain.txt").exists()
+
     # -- faults --------------------------------------------------------------------
     def test_interrupted_transfer_leaves_no_truncated_file(
         self, backend: TransferBackend, remote: Remote, rdir: Path, tmp_path: Path, sshd: SshServer
