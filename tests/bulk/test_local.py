@@ -126,6 +126,11 @@ def test_resharding_ignores_stale_done(tmp_path: Path) -> None:
     state = load_run_state(run)
     assert state.complete and state.orphans == [2]
     assert read_tree(dst) == read_tree(src)
+    # a re-run without --num-shards keeps the current sharding: nothing runs again
+    proc = xfer(*args, "--scheduler", "local", "--submit")
+    assert proc.returncode == 0, proc.stderr
+    assert "every shard is done" in proc.stderr
+    assert not (run / "logs/shard_0_attempt_3.log").exists()
 
 
 def test_kill_9_worker_mid_shard_then_rerun_completes(
