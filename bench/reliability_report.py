@@ -155,6 +155,13 @@ def render(
         f"| **total** | | {total['tests']} | {total['cases']:,} | {total['passed']} "
         f"| {total['xfailed']} | {total['failed']} | {total['lost']} | {total['false_done']} |"
     )
+    default_s = sum(o.get("seconds", 0) for o in outcomes if not o.get("soak"))
+    soak_s = sum(o.get("seconds", 0) for o in outcomes if o.get("soak"))
+    lines += [
+        "",
+        f"Time in test calls: default suite {default_s:.0f} s, soak variants {soak_s:.0f} s "
+        "(on a shared 2-core machine; other work was running).",
+    ]
     skipped = sum(r["skipped"] for r in rows.values())
     if skipped:
         lines += [

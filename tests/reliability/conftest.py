@@ -69,6 +69,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         "class": getattr(report, "reliability_class", "other"),
         "reason": getattr(report, "wasxfail", ""),
         "seconds": round(report.duration, 2),
+        "soak": "soak" in report.keywords,
     }
     with Path(out).open("a") as fh:
         fh.write(json.dumps(line) + "\n")

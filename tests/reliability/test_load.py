@@ -24,7 +24,7 @@ from .helpers import PeakMonitor, popen_xfer
 
 CLASS = "load"
 
-pytestmark = pytest.mark.soak
+pytestmark = [pytest.mark.soak, pytest.mark.timeout(3600)]
 
 
 def _make(root: Path, n: int, per_dir: int = 1000) -> dict[str, str]:
