@@ -267,15 +267,17 @@ def status(
     ] = 5.0,
     no_scheduler: Annotated[
         bool,
-        typer.Option("--no-scheduler", help="Do not ask squeue/sacct; the run dir alone."),
+        typer.Option(
+            "--no-scheduler", help="Do not ask the scheduler (squeue); the run dir alone."
+        ),
     ] = False,
 ) -> None:
     """Show the state of a run: shards done/running/retrying/failed/pending, attempts,
     objects and bytes done, rate and ETA, the last error of each failed shard.
 
     Works from the run dir alone (any scheduler); for Slurm runs it adds what
-    `squeue` (and `sacct`, when accounting is enabled) say about the jobs of
-    `jobs.json`, or one line saying why they could not be asked.
+    `squeue` says about the jobs of `jobs.json` (task states, pending reasons),
+    or one line saying why it could not be asked.
 
     Rate and ETA: bytes of the shards finished since the latest submission
     (`.done` file times) divided by the time since that submission; ETA is the
