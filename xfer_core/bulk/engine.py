@@ -37,10 +37,8 @@ registers an instance from ``register_shard_engines``::
         description = "s5cmd run, for S3 destinations"
 
         def render_functions(self, ctx: EngineContext) -> str:
-            return (
-                "xfer_copy() { ... xfer_tool run \\"$1.cmds\\" >>\\"$2\\" 2>&1 ...; }\\n"
-                "xfer_verify() { ... }\\n"
-            )
+            dst = shlex.quote(ctx.dest_root)
+            return COPY_AND_VERIFY_BASH.replace("@DST@", dst)  # defines both functions
 
     @hookimpl
     def register_shard_engines(register):
