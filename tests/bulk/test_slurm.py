@@ -77,3 +77,41 @@ def test_render_submit_and_resubmit_on_slurm(tmp_path: Path, slurm: SlurmCluster
     wait_for(lambda: load_run_state(run).complete, timeout=120, what="resubmitted task")
     assert (run / "logs" / "shard_1_attempt_2.log").is_file()
     assert not (run / "logs" / "shard_0_attempt_2.log").exists()
+
+
+def test_queue_info_of_a_held_array(tmp_path: Path, slurm: SlurmCluster) -> None:
+    """Extra sbatch args reach sbatch; queue_info lists the array's pending tasks."""
+    from xfer_backends.slurm import SlurmScheduler
+    from xfer_core.bulk.submit import submit_run
+
+    src = tmp_path / "src"
+    make_tree(src, [f"f{i}" for i in range(3)])
+    run = tmp_path / "run"
+    proc = xfer(
+        "run",
+        "--run-dir",
+        str(run),
+        "--source",
+        str(src),
+        "--dest",
+        str(tmp_path / "dst"),
+        "--num-shards",
+        "3",
+        "--mem",
+        "100M",
+        "--cpus-per-task",
+        "1",
+        "--scheduler",
+        "slurm",
+        env={**os.environ, **slurm.env},
+    )
+    assert proc.returncode == 0, proc.stderr
+    sub = submit_run(run, "slurm", extra_args=["--hold"], env=slurm.env)
+    assert sub is not None and sub.tasks == [0, 1, 2]
+    try:
+        infos = SlurmScheduler().queue_info([sub.job_id], env=slurm.env)
+        assert sorted(i.task for i in infos if i.task is not None) == [0, 1, 2]
+        assert {i.job_id for i in infos} == {sub.job_id}
+        assert {i.state for i in infos} == {"PENDING"}
+    finally:
+        slurm.run(["scancel", sub.job_id])
