@@ -10,6 +10,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xfer_core.testing.services import SshServer
 
 #: Shell-looking names; every one must arrive byte-identical and run nothing.
 INJECTION_NAMES = [
@@ -186,3 +190,41 @@ class PeakMonitor:
             "peak_tree_fds": self.tree_fds,
             "peak_procs": self.procs,
         }
+
+
+def ssh_env(sshd: SshServer, tmp: Path, known_hosts: Path | str | None = None) -> dict[str, str]:
+    """Environment for xfer with an ssh config trusting only ``known_hosts``
+    (default: the test sshd's key)."""
+    path = tmp / "ssh_config"
+    path.write_text(
+        f"Host *\n  UserKnownHostsFile {known_hosts or sshd.known_hosts}\n"
+        "  GlobalKnownHostsFile /dev/null\n"
+    )
+    return {"XFER_SSH_CONFIG": str(path)}
+
+
+def cluster_config(path: Path, sshd: SshServer, **fields: Any) -> Path:
+    """Write a remotes.toml at ``path`` with one cluster "c" on the test sshd; ``fields``
+    override or add keys (sync_dirs=[...], host=..., ...)."""
+    import tomlkit
+
+    cluster = {
+        "name": "c",
+        "host": sshd.host,
+        "port": sshd.port,
+        "user": sshd.user,
+        "key_path": str(sshd.key_path),
+        **fields,
+    }
+    path.write_text(tomlkit.dumps({"clusters": [cluster]}))
+    return path
+
+
+def local_run(
+    run: Path, source: Path | str, dest: Path | str, shards: int, *extra: str
+) -> list[str]:
+    """argv of ``xfer run`` on the local scheduler with --submit."""
+    return [
+        *["run", "--run-dir", str(run), "--source", str(source), "--dest", str(dest)],
+        *["--num-shards", str(shards), "--scheduler", "local", *extra, "--submit"],
+    ]

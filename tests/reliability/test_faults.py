@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomlkit
 
 from xfer_core.testing.conformance import _KillWhenTempAppears
 from xfer_core.testing.services import SshServer
 
 from .conftest import Tally
-from .helpers import read_tree, xfer
+from .helpers import cluster_config, read_tree, ssh_env, xfer
 
 CLASS = "faults: ssh, remote disk, changing files"
 
@@ -32,22 +31,13 @@ class Pair:
 
     def __init__(self, sshd: SshServer, tmp: Path, remote: str, local: Path, back: Path):
         self.sshd = sshd
-        ssh_config = tmp / "ssh_config"
-        ssh_config.write_text(
-            f"Host *\n  UserKnownHostsFile {sshd.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+        self.env = ssh_env(sshd, tmp)
+        self.config = cluster_config(
+            tmp / "remotes.toml",
+            sshd,
+            sync_dirs=[{"alias": "p", "local": str(local), "remote": remote}],
+            fetch_dirs=[{"alias": "b", "local": str(back), "remote": remote}],
         )
-        self.env = {"XFER_SSH_CONFIG": str(ssh_config)}
-        self.config = tmp / "remotes.toml"
-        cluster: dict[str, Any] = {
-            "name": "c",
-            "host": sshd.host,
-            "port": sshd.port,
-            "user": sshd.user,
-            "key_path": str(sshd.key_path),
-            "sync_dirs": [{"alias": "p", "local": str(local), "remote": remote}],
-            "fetch_dirs": [{"alias": "b", "local": str(back), "remote": remote}],
-        }
-        self.config.write_text(tomlkit.dumps({"clusters": [cluster]}))
 
     def run(self, command: str, backend: str, *extra: str) -> subprocess.CompletedProcess[str]:
         return xfer(

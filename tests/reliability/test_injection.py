@@ -13,42 +13,27 @@ import json
 from pathlib import Path
 
 import pytest
-import tomlkit
 
 from xfer_core.testing.services import SshServer
 
 from .conftest import Tally
-from .helpers import INJECTION_NAMES, canaries, read_tree, write_tree, xfer
+from .helpers import (
+    INJECTION_NAMES,
+    canaries,
+    cluster_config,
+    local_run,
+    read_tree,
+    ssh_env,
+    write_tree,
+    xfer,
+)
 
 CLASS = "hostile input: shell injection"
 
 EVIL = "$(touch CANARY) `touch CANARY`;touch CANARY 'q' \"d\""
 
 
-def _ssh_env(sshd: SshServer, tmp: Path) -> dict[str, str]:
-    ssh_config = tmp / "ssh_config"
-    ssh_config.write_text(
-        f"Host *\n  UserKnownHostsFile {sshd.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
-    )
-    return {"XFER_SSH_CONFIG": str(ssh_config)}
-
-
-def _config(path: Path, cluster: dict[str, object], pairs: dict[str, dict[str, object]]) -> Path:
-    doc = {"clusters": [{**cluster, **{k: [v] for k, v in pairs.items()}}]}
-    path.write_text(tomlkit.dumps(doc))
-    return path
-
-
-def _cluster(sshd: SshServer, **changes: object) -> dict[str, object]:
-    base: dict[str, object] = {
-        "name": "evil",
-        "host": sshd.host,
-        "port": sshd.port,
-        "user": sshd.user,
-        "key_path": str(sshd.key_path),
-        "excludes": ["$(touch CANARY)", "`touch CANARY`;x", "skip'me"],
-    }
-    return {**base, **changes}
+HOSTILE_EXCLUDES = ["$(touch CANARY)", "`touch CANARY`;x", "skip'me"]
 
 
 @pytest.mark.sshd
@@ -62,15 +47,14 @@ def test_sync_and_fetch_with_shell_syntax_everywhere(
     rdir = sshd.mkdtemp("inj")
     rel = rdir.relative_to(sshd.home)
     back = tmp_path / f"back {EVIL}"
-    config = _config(
+    config = cluster_config(
         tmp_path / "remotes.toml",
-        _cluster(sshd),
-        {
-            "sync_dirs": {"alias": "p", "local": str(local), "remote": f"~/{rel}/dst {EVIL}"},
-            "fetch_dirs": {"alias": "b", "local": str(back), "remote": f"~/{rel}/dst {EVIL}"},
-        },
+        sshd,
+        excludes=HOSTILE_EXCLUDES,
+        sync_dirs=[{"alias": "p", "local": str(local), "remote": f"~/{rel}/dst {EVIL}"}],
+        fetch_dirs=[{"alias": "b", "local": str(back), "remote": f"~/{rel}/dst {EVIL}"}],
     )
-    env = _ssh_env(sshd, tmp_path)
+    env = ssh_env(sshd, tmp_path)
     common = ["--config", str(config), "-b", backend]
     push = xfer("sync", *common, "-e", "`touch CANARY`", env=env, cwd=tmp_path)
     assert push.returncode == 0, push.stderr
@@ -111,13 +95,14 @@ def test_hostile_host_user_key_fail_cleanly(
     write_tree(local, ["a.txt"])
     rdir = sshd.mkdtemp("injh")
     rel = rdir.relative_to(sshd.home)
-    config = _config(
+    config = cluster_config(
         tmp_path / "remotes.toml",
-        _cluster(sshd, **{field: value}),
-        {"sync_dirs": {"alias": "p", "local": str(local), "remote": f"~/{rel}/d"}},
+        sshd,
+        **{field: value},
+        sync_dirs=[{"alias": "p", "local": str(local), "remote": f"~/{rel}/d"}],
     )
     proc = xfer(
-        "sync", "--config", str(config), "-b", backend, env=_ssh_env(sshd, tmp_path), cwd=tmp_path
+        "sync", "--config", str(config), "-b", backend, env=ssh_env(sshd, tmp_path), cwd=tmp_path
     )
     # refused (usage) or failed (connection): either way a clear error and nothing ran
     assert proc.returncode in (1, 2), (proc.returncode, proc.stderr)
@@ -138,21 +123,7 @@ def test_local_run_with_hostile_flags_names_and_manifest_paths(
     files = write_tree(src, INJECTION_NAMES)
     run = tmp_path / f"run {EVIL}"
     dst = tmp_path / f"dst {EVIL}"
-    args = [
-        "--json",
-        "run",
-        "--run-dir",
-        str(run),
-        "--source",
-        str(src),
-        "--dest",
-        str(dst),
-        "--num-shards",
-        "3",
-        "--scheduler",
-        "local",
-        "--submit",
-    ]
+    args = ["--json", *local_run(run, src, dst, 3)]
     for flag in ("--job-name", "--partition"):
         refused = xfer(*args, flag, EVIL, cwd=tmp_path)
         assert refused.returncode == 2, refused.stderr
@@ -176,23 +147,9 @@ def test_hostile_rclone_flags_never_reach_a_shell(tmp_path: Path, tally: Tally) 
     write_tree(src, ["a.txt", "b.txt"])
     run = tmp_path / "run"
     dst = tmp_path / "dst"
+    flags = "--transfers 2 '$(touch CANARY)' \"`touch CANARY`\" ';touch' CANARY"
     proc = xfer(
-        "run",
-        "--run-dir",
-        str(run),
-        "--source",
-        str(src),
-        "--dest",
-        str(dst),
-        "--num-shards",
-        "1",
-        "--scheduler",
-        "local",
-        "--max-attempts",
-        "1",
-        "--rclone-flags",
-        "--transfers 2 '$(touch CANARY)' \"`touch CANARY`\" ';touch' CANARY",
-        "--submit",
+        *local_run(run, src, dst, 1, "--max-attempts", "1", "--rclone-flags", flags),
         cwd=tmp_path,
     )
     assert proc.returncode in (1, 2), proc.stderr

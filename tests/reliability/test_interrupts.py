@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import tomlkit
 
 from xfer_core.bulk.state import load_run_state
 from xfer_core.manifest.jsonl import read_manifest, write_manifest
@@ -28,7 +27,7 @@ from xfer_core.manifest.shard import load_shard_meta
 from xfer_core.testing.services import SshServer
 
 from .conftest import Tally
-from .helpers import popen_xfer, read_tree, xfer
+from .helpers import cluster_config, local_run, popen_xfer, read_tree, ssh_env, xfer
 
 CLASS = "faults: interrupts (SIGINT/SIGTERM)"
 
@@ -109,34 +108,13 @@ def test_sync_interrupted_then_rerun(
     src = tmp_path / "src"
     files = _tree(src, 24, 2 * 1024 * 1024)
     rdir = sshd.mkdtemp("int")
-    ssh_config = tmp_path / "ssh_config"
-    ssh_config.write_text(
-        f"Host *\n  UserKnownHostsFile {sshd.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+    remote = f"~/{rdir.relative_to(sshd.home)}/dst"
+    config = cluster_config(
+        tmp_path / "remotes.toml",
+        sshd,
+        sync_dirs=[{"alias": "p", "local": str(src), "remote": remote}],
     )
-    config = tmp_path / "remotes.toml"
-    config.write_text(
-        tomlkit.dumps(
-            {
-                "clusters": [
-                    {
-                        "name": "c",
-                        "host": sshd.host,
-                        "port": sshd.port,
-                        "user": sshd.user,
-                        "key_path": str(sshd.key_path),
-                        "sync_dirs": [
-                            {
-                                "alias": "p",
-                                "local": str(src),
-                                "remote": f"~/{rdir.relative_to(sshd.home)}/dst",
-                            }
-                        ],
-                    }
-                ]
-            }
-        )
-    )
-    env = {"XFER_SSH_CONFIG": str(ssh_config)}
+    env = ssh_env(sshd, tmp_path)
     args = ["sync", "--config", str(config), "-b", backend]
     rc, delay = _interrupt(args, sig, seed, 0.8, 4.0, env=env)
     partial = _no_partial(rdir / "dst", files)
@@ -230,22 +208,7 @@ def test_local_run_interrupted_then_rerun(
     src = tmp_path / "src"
     files = _tree(src, 40, 512 * 1024)
     run, dst = tmp_path / "run", tmp_path / "dst"
-    args = [
-        "run",
-        "--run-dir",
-        str(run),
-        "--source",
-        str(src),
-        "--dest",
-        str(dst),
-        "--num-shards",
-        "8",
-        "--array-concurrency",
-        "2",
-        "--scheduler",
-        "local",
-        "--submit",
-    ]
+    args = local_run(run, src, dst, 8, "--array-concurrency", "2")
     rc, delay = _interrupt(args, sig, seed, 1.0, 5.0)
     partial = _no_partial(dst, files)
     assert partial == 0

@@ -14,13 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
-import tomlkit
 
 from xfer_core.bulk.state import load_run_state
 from xfer_core.testing.services import SshServer
 
 from .conftest import Tally
-from .helpers import PeakMonitor, popen_xfer
+from .helpers import PeakMonitor, cluster_config, local_run, popen_xfer, ssh_env
 
 CLASS = "load"
 
@@ -66,25 +65,14 @@ def test_sync_100k_files(sshd: SshServer, tmp_path: Path, backend: str, tally: T
     src = tmp_path / "src"
     want = _make(src, n)
     rdir = sshd.mkdtemp("load")
-    ssh_config = tmp_path / "ssh_config"
-    ssh_config.write_text(
-        f"Host *\n  UserKnownHostsFile {sshd.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+    remote = f"~/{rdir.relative_to(sshd.home)}/dst"
+    config = cluster_config(
+        tmp_path / "remotes.toml",
+        sshd,
+        sync_dirs=[{"alias": "p", "local": str(src), "remote": remote}],
     )
-    config = tmp_path / "remotes.toml"
-    cluster = {
-        "name": "c",
-        "host": sshd.host,
-        "port": sshd.port,
-        "user": sshd.user,
-        "key_path": str(sshd.key_path),
-        "sync_dirs": [
-            {"alias": "p", "local": str(src), "remote": f"~/{rdir.relative_to(sshd.home)}/dst"}
-        ],
-    }
-    config.write_text(tomlkit.dumps({"clusters": [cluster]}))
     rc, err, figures = _run(
-        ["sync", "--config", str(config), "-b", backend],
-        env={"XFER_SSH_CONFIG": str(ssh_config)},
+        ["sync", "--config", str(config), "-b", backend], env=ssh_env(sshd, tmp_path)
     )
     assert rc == 0, err
     got = _digests(rdir / "dst")
@@ -98,13 +86,7 @@ def test_local_run_1000_shards(tmp_path: Path, tally: Tally) -> None:
     src = tmp_path / "src"
     want = _make(src, n, per_dir=100)
     run, dst = tmp_path / "run", tmp_path / "dst"
-    rc, err, figures = _run(
-        [
-            *["run", "--run-dir", str(run), "--source", str(src), "--dest", str(dst)],
-            *["--num-shards", str(shards), "--array-concurrency", "2"],
-            *["--scheduler", "local", "--submit"],
-        ]
-    )
+    rc, err, figures = _run(local_run(run, src, dst, shards, "--array-concurrency", "2"))
     assert rc == 0, err[-2000:]
     state = load_run_state(run)
     assert state.totals.shards == shards and state.complete

@@ -11,17 +11,15 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
-import tomlkit
 
 from xfer_core.testing.services import S3Server, SshServer
 
 from .conftest import Tally
-from .helpers import write_tree, xfer
+from .helpers import cluster_config, local_run, ssh_env, write_tree, xfer
 
 CLASS = "secrets"
 
@@ -35,22 +33,7 @@ def test_loose_rclone_conf_refused_with_the_fix(tmp_path: Path, s3: S3Server, ta
         shutil.copy(s3.rclone_config, conf)
         conf.chmod(mode)
         run = tmp_path / f"run{mode:o}"
-        proc = xfer(
-            "run",
-            "--run-dir",
-            str(run),
-            "--source",
-            str(src),
-            "--dest",
-            s3.remote("dst", "x"),
-            "--num-shards",
-            "1",
-            "--scheduler",
-            "local",
-            "--rclone-config",
-            str(conf),
-            "--submit",
-        )
+        proc = xfer(*local_run(run, src, s3.remote("dst", "x"), 1, "--rclone-config", str(conf)))
         assert proc.returncode == 2, proc.stderr
         assert f"chmod 600 {conf}" in proc.stderr, proc.stderr
         assert s3.secret_key not in proc.stderr + proc.stdout
@@ -58,41 +41,16 @@ def test_loose_rclone_conf_refused_with_the_fix(tmp_path: Path, s3: S3Server, ta
     tally(cases=3)
 
 
-def _ssh_config(sshd: SshServer, tmp: Path, known_hosts: Path | str) -> dict[str, str]:
-    path = tmp / "ssh_config"
-    path.write_text(
-        f"Host *\n  UserKnownHostsFile {known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
-    )
-    return {"XFER_SSH_CONFIG": str(path)}
-
-
 def _sync_config(sshd: SshServer, tmp: Path, key: Path, rdir: Path) -> Path:
     local = tmp / "src"
     write_tree(local, ["a.txt"])
-    config = tmp / "remotes.toml"
-    config.write_text(
-        tomlkit.dumps(
-            {
-                "clusters": [
-                    {
-                        "name": "c",
-                        "host": sshd.host,
-                        "port": sshd.port,
-                        "user": sshd.user,
-                        "key_path": str(key),
-                        "sync_dirs": [
-                            {
-                                "alias": "p",
-                                "local": str(local),
-                                "remote": f"~/{rdir.relative_to(sshd.home)}/d",
-                            }
-                        ],
-                    }
-                ]
-            }
-        )
+    remote = f"~/{rdir.relative_to(sshd.home)}/d"
+    return cluster_config(
+        tmp / "remotes.toml",
+        sshd,
+        key_path=str(key),
+        sync_dirs=[{"alias": "p", "local": str(local), "remote": remote}],
     )
-    return config
 
 
 def _keygen(path: Path, passphrase: str = "") -> Path:
@@ -124,7 +82,7 @@ def test_key_problems_fail_with_one_clear_line(
         key.chmod(0o644)
     else:
         key = _keygen(tmp_path / "pp_key", passphrase)
-    env = {**_ssh_config(sshd, tmp_path, sshd.known_hosts), "SSH_AUTH_SOCK": ""}
+    env = {**ssh_env(sshd, tmp_path), "SSH_AUTH_SOCK": ""}
     config = _sync_config(sshd, tmp_path, key, rdir)
     proc = xfer("sync", "--config", str(config), "-b", backend, env=env)
     assert proc.returncode in (1, 2), proc.stderr
@@ -147,7 +105,7 @@ def test_cli_unknown_host_refused_unless_opted_in_and_changed_key_always(
     config = _sync_config(sshd, tmp_path, sshd.key_path, rdir)
     known = tmp_path / "known_hosts"
     known.write_text("")
-    env = _ssh_config(sshd, tmp_path, known)
+    env = ssh_env(sshd, tmp_path, known)
     args = ["sync", "--config", str(config), "-b", backend]
     refused = xfer(*args, env=env)
     assert refused.returncode == 1 and "FAILED" in refused.stderr, refused.stderr
@@ -194,41 +152,21 @@ def test_s3_secret_never_appears_in_outputs_or_run_dir(
     assert secret and secret in s3.rclone_config.read_bytes()
     src = tmp_path / "src"
     write_tree(src, [f"f{i}.txt" for i in range(6)])
+    conf = str(s3.rclone_config)
     dest = s3.remote("dst", f"sec-{uuid.uuid4().hex[:8]}")
     run = tmp_path / "run"
     if fail:
         ghost = src / "ghost.txt"
         ghost.write_text("soon gone\n")
-        prep = xfer(
-            "run",
-            "--run-dir",
-            str(run),
-            "--source",
-            str(src),
-            "--dest",
-            dest,
-            "--num-shards",
-            "2",
-            "--rclone-config",
-            str(s3.rclone_config),
-        )
+        prep = xfer(*local_run(run, src, dest, 2, "--rclone-config", conf)[:-1])  # no --submit
         assert prep.returncode == 0, prep.stderr
         ghost.unlink()
-    proc = subprocess.run(
-        [
-            *[sys.executable, "-m", "xfer_core.cli", *flags, "run"],
-            *["--run-dir", str(run), "--source", str(src), "--dest", dest],
-            *["--num-shards", "2", "--scheduler", "local", "--max-attempts", "1"],
-            *["--rclone-config", str(s3.rclone_config), "--submit"],
-        ],
-        capture_output=True,
-        env={**os.environ, "XFER_PLAIN": "1"},
-        timeout=180,
-        check=False,
+    proc = xfer(
+        *flags, *local_run(run, src, dest, 2, "--max-attempts", "1", "--rclone-config", conf)
     )
     assert proc.returncode == (1 if fail else 0), proc.stderr
     status = xfer("--json", "status", "--run-dir", str(run))
-    outputs = proc.stdout + proc.stderr + (status.stdout + status.stderr).encode()
+    outputs = (proc.stdout + proc.stderr + status.stdout + status.stderr).encode()
     files = _all_text(run)
     assert (run / "config.resolved.json").is_file()
     assert list(run.glob("logs/*.log")), "no worker logs to check"

@@ -14,12 +14,11 @@ import os
 from pathlib import Path
 
 import pytest
-import tomlkit
 
 from xfer_core.testing.services import SshServer
 
 from .conftest import Tally
-from .helpers import canaries, read_tree, write_tree, xfer
+from .helpers import canaries, cluster_config, local_run, read_tree, ssh_env, write_tree, xfer
 
 CLASS = "hostile input: path traversal"
 
@@ -83,33 +82,12 @@ def test_traversal_manifest_refused_by_shard_and_run(
     )
     assert shard.returncode == 2, shard.stderr
     assert not (tmp_path / "shards").exists()
-    proc = xfer(
-        "run",
-        "--run-dir",
-        str(run),
-        "--source",
-        str(src),
-        "--dest",
-        str(dst),
-        "--num-shards",
-        "1",
-        "--scheduler",
-        "local",
-        "--submit",
-    )
+    proc = xfer(*local_run(run, src, dst, 1))
     assert proc.returncode == 2, proc.stderr
     assert "manifest.jsonl:2:" in proc.stderr
     assert not dst.exists() and not (run / "shards").exists()
     assert not (tmp_path / "d").exists()
     tally(cases=1)
-
-
-def _ssh_env(sshd: SshServer, tmp: Path) -> dict[str, str]:
-    ssh_config = tmp / "ssh_config"
-    ssh_config.write_text(
-        f"Host *\n  UserKnownHostsFile {sshd.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
-    )
-    return {"XFER_SSH_CONFIG": str(ssh_config)}
 
 
 @pytest.mark.sshd
@@ -136,30 +114,13 @@ def test_fetch_never_writes_outside_the_destination(
     dest = tmp_path / "dest"
     dest.mkdir()
     os.symlink(str(victim), dest / "real")
-    config = tmp_path / "remotes.toml"
-    config.write_text(
-        tomlkit.dumps(
-            {
-                "clusters": [
-                    {
-                        "name": "c",
-                        "host": sshd.host,
-                        "port": sshd.port,
-                        "user": sshd.user,
-                        "key_path": str(sshd.key_path),
-                        "fetch_dirs": [
-                            {
-                                "alias": "r",
-                                "remote": f"~/{rdir.relative_to(sshd.home)}/root",
-                                "local": str(dest),
-                            }
-                        ],
-                    }
-                ]
-            }
-        )
+    remote = f"~/{rdir.relative_to(sshd.home)}/root"
+    config = cluster_config(
+        tmp_path / "remotes.toml",
+        sshd,
+        fetch_dirs=[{"alias": "r", "remote": remote, "local": str(dest)}],
     )
-    proc = xfer("fetch", "--config", str(config), "-b", backend, env=_ssh_env(sshd, tmp_path))
+    proc = xfer("fetch", "--config", str(config), "-b", backend, env=ssh_env(sshd, tmp_path))
     assert "Traceback" not in proc.stderr, proc.stderr
     assert sorted(os.listdir(victim)) == [], "fetch wrote through a local symlink"
     assert sorted(os.listdir(tmp_path)) == sorted(["victim", "dest", "remotes.toml", "ssh_config"])
@@ -184,22 +145,7 @@ def test_exact_bytes_traversal_writes_nothing_outside_and_is_never_done(
     (tmp_path / "s" / "escape.txt").write_text("outside source\n")
     run = tmp_path / "run"
     _manifest(run / "manifest.jsonl", src, dst, BAD_RECORDS[kind])
-    proc = xfer(
-        "run",
-        "--run-dir",
-        str(run),
-        "--source",
-        str(src),
-        "--dest",
-        str(dst),
-        "--num-shards",
-        "1",
-        "--scheduler",
-        "local",
-        "--max-attempts",
-        "1",
-        "--submit",
-    )
+    proc = xfer(*local_run(run, src, dst, 1, "--max-attempts", "1"))
     assert proc.returncode in (1, 2), proc.stderr
     outside = tmp_path / "d"
     assert not outside.exists() or os.listdir(outside) == ["dst"]
