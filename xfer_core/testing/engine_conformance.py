@@ -95,7 +95,7 @@ def read_tree(root: Path) -> dict[str, bytes]:
 
 
 def xfer(
-    *args: str, cwd: Path | None = None, timeout: float = 180
+    *args: str, cwd: Path | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """The xfer CLI in a subprocess (as a user runs it)."""
     return subprocess.run(
@@ -140,6 +140,10 @@ class ShardEngineConformance:
             str(s3.rclone_config),
             "--max-attempts",
             "1",
+            # one try per tool run: a failure is expected in some tests, and the
+            # suggested 10 retries would only make them slow (s5cmd: --retry-count)
+            "--rclone-flags",
+            "--retries 1",
             "--engine",
             engine,
             "--scheduler",
