@@ -1,4 +1,6 @@
-"""End-to-end helpers: the CLI as a user runs it, Slurm waits, a gate for rclone, S3 trees."""
+"""End-to-end helpers: the CLI as a user runs it, Slurm waits, a gate for rclone.
+
+Trees and hostile names come from :mod:`xfer_core.testing.engine_conformance`."""
 
 from __future__ import annotations
 
@@ -12,23 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from xfer_core.testing.services import S3Server, SlurmCluster
-
-#: Object names a shell, a URL or a list file would love to misread.
-HOSTILE = [
-    "plain.txt",
-    "with space.txt",
-    "quote'single.txt",
-    'quote"double.txt',
-    "$(touch CANARY).txt",
-    "`touch CANARY`.txt",
-    "semi;colon #hash&amp.txt",
-    "-leading-dash.txt",
-    "back\\slash.txt",
-    "percent%20plus+.txt",
-    "ünïcødé/ファイル.txt",
-    "deep/a/b/c.bin",
-    "empty.bin",
-]
 
 #: Small resources so two tasks fit the fixture's node at once.
 SLURM_ARGS = ("--scheduler", "slurm", "--cpus-per-task", "1", "--mem", "100M")
@@ -44,24 +29,6 @@ def xfer(*args: str, env: dict[str, str] | None = None, timeout: float = 120) ->
         timeout=timeout,
         check=False,
     )
-
-
-def make_tree(root: Path, names: list[str], seed: int = 0) -> dict[str, bytes]:
-    """Files ``names`` under ``root`` (a dir, or a bucket dir of the S3 server)."""
-    files = {}
-    for i, name in enumerate(names):
-        data = b"" if name == "empty.bin" else (f"{seed}:{i}:{name}\n" * (i * 53 + 1)).encode()
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        files[name] = data
-    return files
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
 
 
 def status(run: Path, env: dict[str, str]) -> tuple[int, dict[str, Any]]:

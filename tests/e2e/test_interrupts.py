@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from xfer_core.bulk.state import load_run_state
+from xfer_core.testing.engine_conformance import make_tree
 
-from .helpers import make_tree, status, xfer
+from .helpers import status, xfer
 
 #: (seed, signal, how): SIGINT to the process group is a terminal's Ctrl-C; SIGTERM to the
 #: process alone is `kill PID`.

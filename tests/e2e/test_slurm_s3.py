@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from xfer_core.testing.engine_conformance import PORTABLE_NAMES as HOSTILE
+from xfer_core.testing.engine_conformance import make_tree, read_tree
 from xfer_core.testing.services import S3Server, SlurmCluster
 
 from .helpers import (
-    HOSTILE,
     SLURM_ARGS,
     gated_rclone,
-    make_tree,
-    read_tree,
     release_held,
     state_text,
     status,
@@ -108,7 +107,7 @@ def test_s3_to_s3_hostile_names_several_shards_throttled(
 
 def test_posix_to_s3_hostile_names(tmp_path: Path, slurm: SlurmCluster, s3: S3Server) -> None:
     src = tmp_path / "src 'tree' $(x)"
-    files = make_tree(src, HOSTILE + [f"d{i % 3}/f {i}.dat" for i in range(9)], seed=1)
+    files = make_tree(src, HOSTILE + [f"d{i % 3}/f {i}.dat" for i in range(9)])
     prefix = _prefix("p2s")
     run = tmp_path / "run"
     _prepare(
@@ -126,7 +125,7 @@ def test_kill_9_of_a_worker_mid_shard_then_retry(
     tmp_path: Path, slurm: SlurmCluster, s3: S3Server
 ) -> None:
     prefix = _prefix("kill")
-    files = make_tree(s3.root / "src" / prefix, [f"k/o{i}.bin" for i in range(8)], seed=2)
+    files = make_tree(s3.root / "src" / prefix, [f"k/o{i}.bin" for i in range(8)])
     wrapper, gate = gated_rclone(tmp_path)
     run = tmp_path / "run"
     _prepare(
@@ -166,7 +165,7 @@ def test_s3_server_stopped_mid_run_and_restarted(
     tmp_path: Path, slurm: SlurmCluster, s3: S3Server
 ) -> None:
     prefix = _prefix("s3down")
-    files = make_tree(s3.root / "src" / prefix, [f"o{i}.bin" for i in range(6)], seed=3)
+    files = make_tree(s3.root / "src" / prefix, [f"o{i}.bin" for i in range(6)])
     wrapper, gate = gated_rclone(tmp_path)
     run = tmp_path / "run"
     _prepare(
@@ -199,7 +198,7 @@ def test_a_shard_that_always_fails_reaches_max_attempts(
     tmp_path: Path, slurm: SlurmCluster, s3: S3Server
 ) -> None:
     prefix = _prefix("fail")
-    files = make_tree(s3.root / "src" / prefix, [f"f/o{i}.bin" for i in range(6)], seed=4)
+    files = make_tree(s3.root / "src" / prefix, [f"f/o{i}.bin" for i in range(6)])
     run = tmp_path / "run"
     _prepare(
         run, s3.remote("src", prefix), s3.remote("dst", prefix), s3, slurm,
@@ -238,7 +237,7 @@ def test_time_limit_is_caught_by_usr1_and_recorded(
     tmp_path: Path, slurm: SlurmCluster, s3: S3Server
 ) -> None:
     prefix = _prefix("tlimit")
-    files = make_tree(s3.root / "src" / prefix, [f"t/o{i}.bin" for i in range(4)], seed=5)
+    files = make_tree(s3.root / "src" / prefix, [f"t/o{i}.bin" for i in range(4)])
     wrapper, gate = gated_rclone(tmp_path)
     run = tmp_path / "run"
     # a 1-minute limit; USR1 comes at slurmctld's first check (~30 s in)
@@ -269,7 +268,7 @@ def test_resharding_after_a_partial_run_ignores_stale_done(
 ) -> None:
     prefix = _prefix("reshard")
     names = [f"r/o{i:02d}.bin" for i in range(12)]
-    files = make_tree(s3.root / "src" / prefix, names, seed=6)
+    files = make_tree(s3.root / "src" / prefix, names)
     src, dst = s3.remote("src", prefix), s3.remote("dst", prefix)
     run = tmp_path / "run"
     _prepare(run, src, dst, s3, slurm, "--num-shards", "4", "--max-attempts", "1")
@@ -298,7 +297,7 @@ def test_resharding_after_a_partial_run_ignores_stale_done(
 
 def test_more_shards_than_max_array_size(tmp_path: Path, slurm: SlurmCluster, s3: S3Server) -> None:
     prefix = _prefix("maxarr")
-    files = make_tree(s3.root / "src" / prefix, [f"m/o{i}.bin" for i in range(10)], seed=7)
+    files = make_tree(s3.root / "src" / prefix, [f"m/o{i}.bin" for i in range(10)])
     run = tmp_path / "run"
     _prepare(
         run, s3.remote("src", prefix), s3.remote("dst", prefix), s3, slurm,
