@@ -1,6 +1,6 @@
 """Smoke test on the real single-node Slurm fixture: render, submit, resubmit only what is left.
 
-(The Slurm fault tests — requeue, time limit, kill — live in tests/bulk_status/.)
+(The Slurm fault tests — requeue, time limit, kill, S3 outage, re-sharding — live in tests/e2e/.)
 """
 
 from __future__ import annotations
