@@ -187,8 +187,10 @@ def _scan(
             or path[0] == "/"
             or "\x00" in path
             or ".." in path
+            or (rec.meta and PATH_B64 in rec.meta)
         ):
-            # raises the shared message, unless the path was only suspicious ("a..b")
+            # raises the shared message, unless the path was only suspicious ("a..b");
+            # exact-bytes names (meta.path_b64) always take the full check
             rec = decode_line(line, f"{name}:{lineno}")
         if rec.source_root != src or rec.dest_root != dst:
             if src is not None:
