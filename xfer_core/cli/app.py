@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> None:
         _print_error(exc.message, exc.hint)
         sys.exit(int(exc.exit_code))
     except (KeyboardInterrupt, typer.Abort):
+        _ignore_further_interrupts()
         print("xfer: interrupted", file=sys.stderr)
         sys.exit(int(ExitCode.INTERRUPTED))
     except typer.Exit as exc:
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
     code = rv if isinstance(rv, int) else 0
     if code == ExitCode.INTERRUPTED:
         # typer turns KeyboardInterrupt (Ctrl-C, and SIGTERM via _sigterm) into Exit(130)
+        _ignore_further_interrupts()
         print("xfer: interrupted", file=sys.stderr)
     sys.exit(code)
 
@@ -124,6 +126,14 @@ def main(argv: list[str] | None = None) -> None:
 def _sigterm(signum: int, frame: object) -> None:
     # SIGTERM takes the same clean path as Ctrl-C: temp files removed, state consistent.
     raise KeyboardInterrupt
+
+
+def _ignore_further_interrupts() -> None:
+    # Cleanup has run; a second signal during interpreter shutdown (thread joins, atexit)
+    # would otherwise escape as an uncaught KeyboardInterrupt and kill us by SIGINT
+    # instead of exiting 130.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _print_error(message: str, hint: str | None) -> None:
