@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -194,3 +195,19 @@ def test_a_test_may_leave_sshd_stopped(sshd: SshServer) -> None:
 def test_sshd_is_back_after_a_test_left_it_stopped(sshd: SshServer) -> None:
     assert sshd.pid is not None
     assert sshd.run("echo up", check=True).stdout == "up\n"
+
+
+@pytest.mark.usefixtures("s3")  # a second server beside the session's one
+def test_hung_s3_server_is_restarted() -> None:
+    with S3Server() as server:
+        (server.root / "src" / "kept.txt").write_text("kept")
+        hung = server.pid
+        assert hung is not None
+        server.ensure_responsive()
+        assert server.pid == hung  # a healthy server is left alone
+        os.kill(hung, signal.SIGSTOP)
+        server.ensure_responsive()
+        assert server.pid not in (None, hung)
+        assert (
+            server.run_rclone("cat", server.remote("src", "kept.txt"), check=True).stdout == "kept"
+        )

@@ -107,6 +107,9 @@ def _restart_stopped_servers(request: pytest.FixtureRequest) -> Iterator[None]:
     """A fault test that stops ``sshd`` or ``s3`` and fails before ``start()`` must not
     take the session's server away from every later test."""
     servers = [request.getfixturevalue(n) for n in ("sshd", "s3") if n in request.fixturenames]
+    for server in servers:
+        if isinstance(server, S3Server):
+            server.ensure_responsive()
     yield
     for server in servers:
         if server.pid is None:

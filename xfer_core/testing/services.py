@@ -856,6 +856,24 @@ class S3Server(_Server):
         _terminate(self._proc)
         self._proc = None
 
+    def ensure_responsive(self) -> None:
+        """Restart the server when it no longer answers a bucket listing within 10 s.
+
+        rclone 1.7x's ``serve s3`` with ``--dir-cache-time 0s`` was once seen to
+        deadlock in its directory cache after ~30 minutes of a loaded full test run.
+        """
+        if self.pid is None:
+            return
+        try:
+            answered = (
+                self.run_rclone("lsf", "s3:", "--contimeout", "5s", timeout=10).returncode == 0
+            )
+        except subprocess.TimeoutExpired:
+            answered = False
+        if not answered:
+            self.stop()
+            self.start()
+
     def remote(self, bucket: str, path: str = "") -> str:
         """The rclone remote path ``s3:bucket/path`` for this server."""
         return f"s3:{bucket}/{path}" if path else f"s3:{bucket}"
