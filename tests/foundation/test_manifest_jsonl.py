@@ -214,8 +214,10 @@ _records = st.builds(
         st.sampled_from(["md5", "sha1", "crc32"]), st.text("0123456789abcdef", max_size=40)
     ),
     etag=st.one_of(st.none(), st.text(max_size=20)),
+    # meta["path_b64"] is xfer's own key (exact bytes of a non-UTF-8 name), checked on read
     meta=st.dictionaries(
-        st.text(max_size=8), st.one_of(st.integers(), st.text(max_size=8), st.none())
+        st.text(max_size=8).filter(lambda k: k != PATH_B64),
+        st.one_of(st.integers(), st.text(max_size=8), st.none()),
     ),
 )
 
