@@ -38,13 +38,33 @@ def status(run: Path, env: dict[str, str]) -> tuple[int, dict[str, Any]]:
     return proc.returncode, json.loads(proc.stdout.splitlines()[-1])
 
 
+#: Seconds a requeued task stays held before :func:`release_held` starts it. slurmd
+#: revokes the old launch credential when the task is requeued and refuses (whole-second
+#: timestamps) a credential not newer than that: a task released in the same second is
+#: killed as "non-startable batch job: Job credential revoked" without running, which
+#: silently costs it an attempt. Slurm's own hold is cred_expire+1 s (11 s here).
+HELD_GRACE = 3.0
+
+#: When each held task (``squeue %i``, per cluster) was first seen held.
+_held_since: dict[tuple[str, str], float] = {}
+
+
 def release_held(slurm: SlurmCluster) -> None:
-    """Start requeued tasks now instead of after the ~cred_expire hold (INFRA.md)."""
-    res = slurm.run(["squeue", "-h", "-r", "-o", "%F|%i|%r"])
+    """Start requeued tasks ~:data:`HELD_GRACE` s after they are first seen held,
+    instead of after the ~cred_expire hold (INFRA.md)."""
+    res = slurm.run(["squeue", "-h", "-r", "-o", "%i|%r"])
+    now = time.monotonic()
+    cluster = str(slurm.conf_path)
+    held = set()
     for line in res.stdout.splitlines():
-        array_job, _task, reason = [*line.split("|"), "", "", ""][:3]
+        task, reason = [*line.split("|"), "", ""][:2]
         if reason == "BeginTime":
-            slurm.run(["scontrol", "update", f"JobId={array_job}", "StartTime=now"])
+            held.add((cluster, task))
+    for key in [k for k in _held_since if k[0] == cluster and k not in held]:
+        del _held_since[key]  # started or gone: a later requeue waits again
+    for key in held:
+        if now - _held_since.setdefault(key, now) >= HELD_GRACE:
+            slurm.run(["scontrol", "update", f"JobId={key[1]}", "StartTime=now"])
 
 
 def wait_idle(run: Path, slurm: SlurmCluster, timeout: float = 150) -> dict[str, Any]:
