@@ -1,1 +1,1 @@
-"""xfer_core.bulk"""
+"""Bulk transfers: shard engines, runtimes, schedulers, rendering, run-dir state."""

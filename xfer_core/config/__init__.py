@@ -1,1 +1,1 @@
-"""xfer_core.config"""
+"""The remotes config: its shape (model), loading and validation (load), paths, and edits."""

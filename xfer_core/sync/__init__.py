@@ -1,1 +1,1 @@
-"""xfer_core.sync"""
+"""Directory sync for `xfer sync` / `xfer fetch`: one engine with a direction, backends, excludes."""
