@@ -301,10 +301,20 @@ class SshServer(_Server):
 
     label = "sshd"
 
-    def __init__(self, base_dir: str | os.PathLike[str] | None = None, *, user: str = TEST_USER):
+    def __init__(
+        self,
+        base_dir: str | os.PathLike[str] | None = None,
+        *,
+        user: str = TEST_USER,
+        host: str = "127.0.0.1",
+        exec_prefix: Sequence[str] = (),
+    ):
+        """``host``: the address sshd listens on; ``exec_prefix``: argv that sshd is run
+        under (``ip netns exec NS`` puts it in a network namespace, see ``netns.py``)."""
         super().__init__(base_dir)
         self.dir.chmod(0o755)  # sshd reads authorized_keys as the user
-        self.host = "127.0.0.1"
+        self.host = host
+        self.exec_prefix = list(exec_prefix)
         self.user = user
         self.port = free_port()
         self.host_key = self.dir / "ssh_host_ed25519_key"
@@ -386,7 +396,7 @@ class SshServer(_Server):
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         self._write_config()
         self._launch(
-            [_program("sshd"), "-D", "-e", "-f", str(self.config_path)],
+            [*self.exec_prefix, _program("sshd"), "-D", "-e", "-f", str(self.config_path)],
             marker=f"Server listening on {self.host} port {self.port}.",
         )
 
