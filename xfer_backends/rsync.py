@@ -35,6 +35,7 @@ from xfer_core.hookspecs import hookimpl
 from xfer_core.plugin import AVAILABLE, Availability
 from xfer_core.sync import remote_path
 from xfer_core.sync.backend import (
+    KEEPALIVE_COUNT_MAX,
     PairJob,
     PairResult,
     ProgressSink,
@@ -149,6 +150,11 @@ def ssh_base(target: Remote) -> list[str]:
         "BatchMode=yes",
         "-o",
         f"ConnectTimeout={max(1, round(target.connect_timeout))}",
+        # a dropped link is noticed after io_timeout s of silence instead of TCP's ~15 min
+        "-o",
+        f"ServerAliveInterval={max(1, round(target.keepalive_interval))}",
+        "-o",
+        f"ServerAliveCountMax={KEEPALIVE_COUNT_MAX}",
     ]
     return argv
 

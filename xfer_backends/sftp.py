@@ -34,6 +34,7 @@ from xfer_core.hookspecs import hookimpl
 from xfer_core.plugin import AVAILABLE, Availability
 from xfer_core.sync import remote_path
 from xfer_core.sync.backend import (
+    KEEPALIVE_COUNT_MAX,
     PairJob,
     PairResult,
     PathFilter,
@@ -356,7 +357,9 @@ async def connect(target: Remote) -> asyncssh.SSHClientConnection:
         "connect_timeout": target.connect_timeout,
         "login_timeout": target.connect_timeout,
         "client_factory": lambda: policy,
-        "keepalive_interval": 15,
+        # a dropped link is noticed after io_timeout s of silence instead of TCP's ~15 min
+        "keepalive_interval": target.keepalive_interval,
+        "keepalive_count_max": KEEPALIVE_COUNT_MAX,
         # AES-GCM costs asyncssh one cryptography call per packet (chacha20-poly1305: three)
         "encryption_algs": [
             "aes128-gcm@openssh.com",

@@ -69,6 +69,7 @@ class ConfigValidationError(ConfigError):
 _STRING = "a string"
 _INTEGER = "an integer"
 _STRINGS = "an array of strings"
+_SECONDS = "a number of seconds"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ _CLUSTER_FIELDS: dict[str, Any] = {
     "user": _STRING,
     "key_path": _STRING,
     "transfer_backend": _STRING,
+    "io_timeout": _SECONDS,
     "excludes": _STRINGS,
     "sync_excludes": _STRINGS,
     "fetch_excludes": _STRINGS,
@@ -102,6 +104,7 @@ _CLUSTER_FIELDS: dict[str, Any] = {
 _GLOBAL_FIELDS: dict[str, Any] = {
     "transfer_backend": _STRING,
     "local_base": _STRING,
+    "io_timeout": _SECONDS,
     "common_excludes": _STRINGS,
     "sync_excludes": _STRINGS,
     "fetch_excludes": _STRINGS,
@@ -192,6 +195,11 @@ class _Validator:
                 self.add(path, f"expected an integer, got {_type_name(value)}")
             elif path[-1] == "port" and not 1 <= value <= 65535:
                 self.add(path, f"port {value} is out of range (1-65535)")
+        elif spec == _SECONDS:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                self.add(path, f"expected {_SECONDS}, got {_type_name(value)}")
+            elif not 4 <= value <= 86400:
+                self.add(path, f"{value} is out of range (4-86400 seconds)")
         elif spec == _STRING:
             if not isinstance(value, str):
                 self.add(path, f"expected a string, got {_type_name(value)}")

@@ -29,6 +29,8 @@ class Cluster(msgspec.Struct, forbid_unknown_fields=True):
     key_path: str | None = None
     #: Per-cluster backend (sbatchman accepts it too); ``--backend`` wins over it.
     transfer_backend: str | None = None
+    #: Seconds without an answer after which the connection counts as dead (``[global]``'s if None).
+    io_timeout: float | None = None
     excludes: list[str] = []
     sync_excludes: list[str] = []
     fetch_excludes: list[str] = []
@@ -42,6 +44,8 @@ class GlobalConfig(msgspec.Struct, forbid_unknown_fields=True):
     transfer_backend: str | None = None
     #: Base directory for relative ``local`` paths (sbatchman's key; default: the config's directory).
     local_base: str | None = None
+    #: Seconds without an answer from a cluster after which its connection counts as dead.
+    io_timeout: float | None = None
     common_excludes: list[str] = []
     sync_excludes: list[str] = []
     fetch_excludes: list[str] = []

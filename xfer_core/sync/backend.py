@@ -34,6 +34,12 @@ import msgspec
 
 from xfer_core.plugin import Kind, Plugin
 
+#: Seconds of silence after which a connection counts as dead (config ``io_timeout``).
+DEFAULT_IO_TIMEOUT = 60.0
+
+#: Unanswered keepalives before a connection is given up (at the 4th silent interval).
+KEEPALIVE_COUNT_MAX = 3
+
 #: ``push`` = local → remote (``xfer sync``); ``pull`` = remote → local (``xfer fetch``).
 Direction = Literal["push", "pull"]
 
@@ -65,6 +71,16 @@ class Remote(msgspec.Struct, frozen=True):
     accept_new_host_key: bool = False
     #: Seconds to wait for the TCP connection and the login.
     connect_timeout: float = 20.0
+    #: Seconds without any answer from the server after which the connection counts as
+    #: dead (a dropped link): backends send a keepalive after each quarter of it without
+    #: traffic and give up when the fourth quarter passes in silence too (OpenSSH
+    #: ``ServerAliveInterval=io_timeout/4``, ``ServerAliveCountMax=3``; asyncssh the same).
+    io_timeout: float = DEFAULT_IO_TIMEOUT
+
+    @property
+    def keepalive_interval(self) -> float:
+        """Seconds of silence before each keepalive (a quarter of ``io_timeout``)."""
+        return max(1.0, self.io_timeout / (KEEPALIVE_COUNT_MAX + 1))
 
     @property
     def label(self) -> str:

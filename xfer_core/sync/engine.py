@@ -21,6 +21,7 @@ from xfer_core.config.model import Cluster, Config
 from xfer_core.errors import ConfigError, UnavailableError, XferError
 from xfer_core.plugins import Registry, get_registry
 from xfer_core.sync.backend import (
+    DEFAULT_IO_TIMEOUT,
     Direction,
     PairJob,
     PairResult,
@@ -55,8 +56,12 @@ class SyncRequest:
     options: TransferOptions = field(default_factory=TransferOptions)
 
 
-def remote_for(cluster: Cluster, *, accept_new_host_key: bool = False) -> Remote:
+def remote_for(
+    cluster: Cluster, *, accept_new_host_key: bool = False, io_timeout: float | None = None
+) -> Remote:
     """The connection target of ``cluster``: config values, the rest left to the ssh config.
+
+    ``io_timeout``: the ``[global]`` one, used when the cluster sets none.
 
     ``$XFER_SSH_CONFIG`` names an ssh_config file used instead of ``~/.ssh/config``.
     """
@@ -68,6 +73,7 @@ def remote_for(cluster: Cluster, *, accept_new_host_key: bool = False) -> Remote
         key_path=cluster.key_path,
         ssh_config=os.environ.get("XFER_SSH_CONFIG") or None,
         accept_new_host_key=accept_new_host_key,
+        io_timeout=cluster.io_timeout or io_timeout or DEFAULT_IO_TIMEOUT,
     )
 
 
@@ -138,7 +144,9 @@ def run_sync(
                 chosen[name] = choose_backend(name, registry, reporter)
             backends[cluster.name] = chosen[name]
         started = time.monotonic()
-        results = asyncio.run(run_jobs(backends, jobs, request, reporter))
+        results = asyncio.run(
+            run_jobs(backends, jobs, request, reporter, io_timeout=config.global_.io_timeout)
+        )
         names = ",".join(sorted({b.name for b in backends.values()}))
         summary = summarize(
             request.direction, names, request.dry_run, results, time.monotonic() - started
@@ -154,17 +162,22 @@ async def run_jobs(
     jobs: list[tuple[Cluster, PairJob]],
     request: SyncRequest,
     reporter: Reporter,
+    *,
+    io_timeout: float | None = None,
 ) -> list[PairResult]:
     """Run every job, ``request.jobs`` at a time, one session per cluster; results in job order.
 
-    ``backends`` maps each cluster name to the backend that serves it.
+    ``backends`` maps each cluster name to the backend that serves it; ``io_timeout`` is
+    ``[global] io_timeout`` (a cluster's own wins).
     """
     limit = asyncio.Semaphore(request.jobs)
     sessions: dict[str, asyncio.Task[TransferSession]] = {}
 
     def session_for(cluster: Cluster) -> asyncio.Task[TransferSession]:
         if cluster.name not in sessions:
-            target = remote_for(cluster, accept_new_host_key=request.accept_new_host_key)
+            target = remote_for(
+                cluster, accept_new_host_key=request.accept_new_host_key, io_timeout=io_timeout
+            )
             sessions[cluster.name] = asyncio.ensure_future(
                 backends[cluster.name].open(target, request.options)
             )
