@@ -707,7 +707,15 @@ class SlurmCluster(_Service):
 
     def restart_ctld(self) -> None:
         """Stop and start slurmctld (state is kept); returns when it answers again."""
+        self.stop_ctld()
+        self.start_ctld()
+
+    def stop_ctld(self) -> None:
+        """Stop slurmctld alone (slurmd and running jobs go on); :meth:`start_ctld` brings it back."""
         _terminate(self._ctld)
+
+    def start_ctld(self) -> None:
+        """Start a stopped slurmctld (state is kept); returns when it answers again."""
         self._start_ctld()
 
         def answers() -> bool:
