@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from xfer_core.aio import run_interruptible
 from xfer_core.config.load import backend_for, select
 from xfer_core.config.model import Cluster, Config
 from xfer_core.errors import ConfigError, UnavailableError, XferError
@@ -144,7 +145,8 @@ def run_sync(
                 chosen[name] = choose_backend(name, registry, reporter)
             backends[cluster.name] = chosen[name]
         started = time.monotonic()
-        results = asyncio.run(
+        # signals cancel the run at an await, so cleanup runs on healthy connections
+        results = run_interruptible(
             run_jobs(backends, jobs, request, reporter, io_timeout=config.global_.io_timeout)
         )
         names = ",".join(sorted({b.name for b in backends.values()}))
