@@ -25,6 +25,7 @@ import secrets
 import shutil
 import stat
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -399,9 +400,42 @@ async def connect(target: Remote) -> asyncssh.SSHClientConnection:
     except (asyncssh.Error, ValueError) as exc:
         raise TransferError(f"{where}: ssh failed: {exc}") from None
     _coalesce_writes(conn)
+    _quiet_orphaned_disconnects(asyncio.get_running_loop())
     if policy.new_key is not None:
         _remember(kh_path, policy.new_host, policy.new_key)
     return conn
+
+
+_QUIETED: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def _quiet_orphaned_disconnects(loop: asyncio.AbstractEventLoop) -> None:
+    """Do not print asyncssh's orphaned block tasks of a connection lost mid-copy.
+
+    ``SFTPClient.get``/``put`` run many block tasks; when the connection is lost, the
+    first failure is raised and the others are never awaited, so asyncio would print a
+    traceback for each ("Task exception was never retrieved"). The loss is reported once,
+    as the pair's error; every other unretrieved exception is printed as before.
+    """
+    import asyncssh
+
+    if loop in _QUIETED:
+        return
+    _QUIETED.add(loop)
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        lost = (asyncssh.DisconnectError, asyncssh.SFTPConnectionLost)
+        if isinstance(context.get("exception"), lost) and "never retrieved" in str(
+            context.get("message", "")
+        ):
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
 
 
 class _CoalescingTransport:
@@ -532,10 +566,10 @@ class SftpSession(TransferSession):
 def _describe(exc: BaseException) -> str:
     import asyncssh
 
+    if isinstance(exc, asyncssh.DisconnectError | asyncssh.SFTPConnectionLost):
+        return f"connection lost: {exc.reason}"
     if isinstance(exc, asyncssh.SFTPError):
         return exc.reason
-    if isinstance(exc, asyncssh.DisconnectError | asyncssh.ConnectionLost):
-        return f"connection lost: {exc.reason}"
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
     return str(exc)
@@ -607,8 +641,9 @@ class _PairRun:
             progress.item("send", path, src[path].size)
         for path in plan.links:
             progress.item("link", path)
-        result.files_sent = len(plan.send) + len(plan.links)
-        result.bytes_sent = plan.send_bytes(src)
+        if self.job.dry_run:  # a real run counts files as they arrive (_copy, _link)
+            result.files_sent = len(plan.send) + len(plan.links)
+            result.bytes_sent = plan.send_bytes(src)
         result.skipped = plan.skipped
         result.deleted = len(plan.delete)
 
@@ -621,13 +656,16 @@ class _PairRun:
             await self._attempt(path, dst_tree.makedirs(path))
         wide = max(1, self.session.options.parallel_files)
         # big files each keep _REQUESTS blocks in flight already: fewer at once bounds memory
-        small, big = asyncio.Semaphore(wide), asyncio.Semaphore(min(wide, _BIG_FILES))
+        big = asyncio.Semaphore(min(wide, _BIG_FILES))
+        todo = iter(plan.send)
 
-        async def one(path: str) -> None:
-            async with small if src[path].size <= _SMALL else big:
-                await self._attempt(path, self._copy(path, src[path]))
+        async def worker() -> None:
+            # ``wide`` workers, not a task per file: memory stays flat for 100,000 files
+            for path in todo:
+                async with big if src[path].size > _SMALL else contextlib.nullcontext():
+                    await self._attempt(path, self._copy(path, src[path]))
 
-        await asyncio.gather(*(one(p) for p in plan.send))
+        await asyncio.gather(*(worker() for _ in range(min(wide, len(plan.send)))))
         for path in plan.links:
             await self._attempt(path, self._link(path, src[path], dst.get(path)))
         for path in plan.delete:
@@ -640,8 +678,8 @@ class _PairRun:
 
         try:
             await op
-        except (asyncssh.DisconnectError, asyncssh.ConnectionLost, BrokenPipeError):
-            raise
+        except (asyncssh.DisconnectError, asyncssh.SFTPConnectionLost, BrokenPipeError):
+            raise  # the whole pair fails with one line (``transfer``)
         except (asyncssh.SFTPError, OSError) as exc:
             self.failures.append(f"{path}: {_describe(exc)}")
 
@@ -658,6 +696,8 @@ class _PairRun:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.dst.remove(tmp, "file"))
             raise
+        self.result.files_sent += 1
+        self.result.bytes_sent += entry.size
 
     async def _put_small(self, path: str, tmp: str, entry: Entry) -> None:
         """Open, write, then set mode+mtime and close in flight together."""
@@ -703,6 +743,7 @@ class _PairRun:
         if old is not None:
             await self.dst.remove(path, old.kind)
         await self.dst.symlink(entry.target, path)
+        self.result.files_sent += 1
 
     async def _delete(self, path: str, entry: Entry) -> None:
         import asyncssh
