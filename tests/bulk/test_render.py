@@ -137,6 +137,49 @@ def test_cli_refuses_group_readable_conf_with_the_fix(tmp_path: Path) -> None:
     assert "type = local" not in proc.stderr + proc.stdout
 
 
+SHARED_ARGS = [
+    *["--array-concurrency", "7", "--job-name", "my-job", "--time-limit", "1-02:00:00"],
+    *["--partition", "transfer", "--cpus-per-task", "3", "--mem", "6G", "--max-attempts", "4"],
+    *["--max-array-size", "2", "--verify", "size", "--rclone-flags", "--transfers 5"],
+]
+#: What every rendered run records of SHARED_ARGS (config.resolved.json).
+SHARED_RESOLVED = {
+    "array_concurrency": 7,
+    "job_name": "my-job",
+    "time_limit": "1-02:00:00",
+    "partition": "transfer",
+    "cpus_per_task": 3,
+    "mem": "6G",
+    "max_attempts": 4,
+    "max_array_size": 2,
+    "verify": "size",
+    "rclone_flags": ["--transfers", "5"],
+    "tasks": 2,
+}
+
+
+def test_run_and_slurm_render_take_the_same_options(tmp_path: Path) -> None:
+    """`xfer run` and `xfer slurm render` declare the worker/Slurm options once: same
+    spelling, same meaning in config.resolved.json and the #SBATCH lines."""
+    src = tmp_path / "src"
+    make_tree(src, [f"f{i}.txt" for i in range(6)])
+    ran, rendered = tmp_path / "ran", tmp_path / "rendered"
+    common = ["--source", str(src), "--dest", str(tmp_path / "dst"), "--num-shards", "4"]
+    proc = xfer("run", "--run-dir", str(ran), "--scheduler", "slurm", *common, *SHARED_ARGS)
+    assert proc.returncode == 0, proc.stderr
+    _prepare(tmp_path, rendered, n=4)
+    proc = xfer("slurm", "render", "--run-dir", str(rendered), "-n", "4", *SHARED_ARGS)
+    assert proc.returncode == 0, proc.stderr
+    for run in (ran, rendered):
+        resolved = json.loads((run / "config.resolved.json").read_text())
+        assert {k: resolved[k] for k in SHARED_RESOLVED} == SHARED_RESOLVED
+        sbatch = (run / "sbatch_array.sh").read_text().splitlines()
+        assert "#SBATCH --partition=transfer" in sbatch
+        assert "#SBATCH --array=0-1%2" in sbatch  # throttle capped at the task count
+    proc = xfer("slurm", "render", "--run-dir", str(rendered), "-n", "5")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+
+
 def test_sbatch_script_and_resolved_config(tmp_path: Path) -> None:
     run = tmp_path / "run"
     _prepare(

@@ -9,27 +9,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from xfer_core.cli.slurm_cmd import (
-    Concurrency,
-    Cpus,
-    Engine,
-    Image,
-    JobName,
-    MaxArraySize,
-    MaxAttempts,
-    Mem,
-    Partition,
-    RcloneConfig,
-    RcloneFlags,
-    RunDir,
-    Runtime,
-    TimeLimit,
-    Verify,
-    print_submission,
-    render_options,
-)
+from xfer_core.cli.slurm_cmd import print_submission
+from xfer_core.cli.slurm_opts import RunDir, with_render_options
 
 if TYPE_CHECKING:
+    from xfer_core.bulk.render import RenderOptions
     from xfer_core.output import Output
 
 
@@ -106,6 +90,7 @@ def summarize_local(run_dir: Path, started: float) -> int:
     return 0 if not failed else 1
 
 
+@with_render_options(array_concurrency=4)
 def run_cmd(
     run_dir: RunDir,
     source: Annotated[
@@ -143,20 +128,8 @@ def run_cmd(
         bool,
         typer.Option("--rebuild", help="List the source again even if RUN/manifest.jsonl exists."),
     ] = False,
-    array_concurrency: Concurrency = 4,
-    runtime: Runtime = None,
-    rclone_image: Image = None,
-    rclone_config: RcloneConfig = None,
-    rclone_flags: RcloneFlags = None,
-    max_attempts: MaxAttempts = 3,
-    verify: Verify = "hash",
-    engine: Engine = "rclone",
-    job_name: JobName = "xfer",
-    time_limit: TimeLimit = "24:00:00",
-    partition: Partition = None,
-    cpus_per_task: Cpus = 4,
-    mem: Mem = "8G",
-    max_array_size: MaxArraySize = None,
+    *,
+    render: RenderOptions,
 ) -> None:
     """List a source into a manifest, shard it, render the worker, and with --submit run it.
 
@@ -173,6 +146,8 @@ def run_cmd(
             --num-shards 512 --array-concurrency 96 --rclone-image rclone/rclone:latest \\
             --rclone-config ~/.config/rclone/rclone.conf --partition transfer --submit
     """
+    import msgspec
+
     from xfer_core.bulk.pipeline import PrepareOptions, pick_scheduler, prepare_run
     from xfer_core.bulk.render import load_resolved
     from xfer_core.bulk.submit import submit_run
@@ -186,27 +161,14 @@ def run_cmd(
         raise ConfigError("give both --source and --dest (or neither, to resume a run dir)")
     chosen = pick_scheduler(scheduler)
     if source is not None and dest is not None:
-        opts = render_options(
-            num_shards=None,
-            array_concurrency=array_concurrency,
-            job_name=job_name,
-            time_limit=time_limit,
-            partition=partition,
-            cpus_per_task=cpus_per_task,
-            mem=mem,
-            rclone_image=rclone_image,
-            rclone_config=rclone_config,
-            rclone_flags=rclone_flags,
-            runtime=runtime,
-            max_attempts=max_attempts,
-            engine=engine,
-            verify=verify,
-            max_array_size=max_array_size if chosen == "slurm" else max_array_size or 1 << 24,
-        )
+        if chosen != "slurm":
+            render = msgspec.structs.replace(
+                render, max_array_size=render.max_array_size or 1 << 24
+            )
         prepare_run(
             root,
             PrepareOptions(source=source, dest=dest, num_shards=num_shards, auto=auto),
-            opts,
+            render,
             on_stage=_stage_printer(out),
         )
     else:
@@ -216,7 +178,7 @@ def run_cmd(
         out.info(f"  xfer run --run-dir {root} --scheduler {chosen} --submit")
         return
     out.event("scheduler", name=chosen)
-    sub = submit_run(root, chosen, concurrency=array_concurrency)
+    sub = submit_run(root, chosen, concurrency=render.array_concurrency)
     if chosen == "local" or (sub is not None and sub.finished):
         if sub is None:
             out.info(f"{root}: every shard is done; nothing to run")

@@ -1,0 +1,183 @@
+"""The options of a rendered run (worker, runtime, Slurm resources), declared once.
+
+``xfer run`` and ``xfer slurm render`` take the same options with the same names and
+help. :func:`with_render_options` adds them to a command's signature and hands the
+command one :class:`~xfer_core.bulk.render.RenderOptions` built from them, so a new
+option is declared and mapped here only.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from xfer_core.bulk.render import RenderOptions
+
+WORKER = "Worker options"
+SLURM = "Slurm options"
+
+RunDir = Annotated[
+    Path, typer.Option("--run-dir", "-r", help="The run dir (holds manifest, shards/, state/).")
+]
+
+
+def _declared(
+    array_concurrency: Annotated[
+        int,
+        typer.Option(
+            "--array-concurrency",
+            "-C",
+            min=1,
+            help="Shards running at once (%C).",
+            rich_help_panel=WORKER,
+        ),
+    ] = 16,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime",
+            help="host | pyxis | enroot | apptainer | podman | docker "
+            "(default: pyxis with --rclone-image, else host).",
+            rich_help_panel=WORKER,
+        ),
+    ] = None,
+    rclone_image: Annotated[
+        str | None,
+        typer.Option(
+            "--rclone-image",
+            help="Container image with rclone (container runtimes).",
+            rich_help_panel=WORKER,
+        ),
+    ] = None,
+    rclone_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--rclone-config",
+            help="rclone.conf with the remotes (mode 0600; mounted read-only, never copied).",
+            rich_help_panel=WORKER,
+        ),
+    ] = None,
+    rclone_flags: Annotated[
+        str | None,
+        typer.Option(
+            "--rclone-flags",
+            help='Extra rclone flags, one string: "--transfers 32 ...".',
+            rich_help_panel=WORKER,
+        ),
+    ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine", help="Shard engine plugin (default rclone).", rich_help_panel=WORKER
+        ),
+    ] = "rclone",
+    verify: Annotated[
+        str,
+        typer.Option(
+            "--verify",
+            help="hash: size + hash where both sides have one (default); size: sizes only.",
+            rich_help_panel=WORKER,
+        ),
+    ] = "hash",
+    max_attempts: Annotated[
+        int,
+        typer.Option(
+            "--max-attempts",
+            min=1,
+            help="Attempts per shard per submission.",
+            rich_help_panel=WORKER,
+        ),
+    ] = 3,
+    job_name: Annotated[
+        str, typer.Option("--job-name", help="Slurm job name.", rich_help_panel=SLURM)
+    ] = "xfer",
+    time_limit: Annotated[
+        str,
+        typer.Option(
+            "--time-limit",
+            help="Slurm time limit per array task (--time).",
+            rich_help_panel=SLURM,
+        ),
+    ] = "24:00:00",
+    partition: Annotated[
+        str | None, typer.Option("--partition", help="Slurm partition.", rich_help_panel=SLURM)
+    ] = None,
+    cpus_per_task: Annotated[
+        int,
+        typer.Option("--cpus-per-task", min=1, help="CPUs per array task.", rich_help_panel=SLURM),
+    ] = 4,
+    mem: Annotated[
+        str,
+        typer.Option("--mem", help="Memory per array task (e.g. 8G).", rich_help_panel=SLURM),
+    ] = "8G",
+    max_array_size: Annotated[
+        int | None,
+        typer.Option(
+            "--max-array-size",
+            min=1,
+            help="Override Slurm's MaxArraySize (default: from `scontrol show config`, else 1001).",
+            rich_help_panel=SLURM,
+        ),
+    ] = None,
+) -> None:
+    """Only a signature: the shared options as Typer reads them (copied into commands)."""
+
+
+SHARED = tuple(inspect.signature(_declared, eval_str=True).parameters.values())
+
+
+def render_options(values: dict[str, Any]) -> RenderOptions:
+    """The :class:`RenderOptions` of the shared options' values (by parameter name)."""
+    from xfer_core.bulk.render import RenderOptions
+
+    config = values["rclone_config"]
+    return RenderOptions(
+        **{
+            **values,
+            "rclone_config": str(config) if config else None,
+            "rclone_flags": values["rclone_flags"] or "",
+        }
+    )
+
+
+def with_render_options(**defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the shared options; it receives them as ``render: RenderOptions``.
+
+    ``defaults`` changes a default for this command (``array_concurrency=4``). The
+    command's own options come first in ``--help``, then the shared ones.
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        own = inspect.signature(func).parameters
+        unknown = set(defaults) - {p.name for p in SHARED}
+        if unknown or "render" not in own:
+            raise TypeError(f"{func.__name__}: unknown options {unknown} or no `render` parameter")
+        shared = [p.replace(default=defaults.get(p.name, p.default)) for p in SHARED]
+        # the command's annotations are strings (postponed); `render`'s type is only
+        # imported for type checkers, so evaluate the others one by one, as Typer would
+        mine = [
+            p.replace(annotation=eval(p.annotation, func.__globals__))
+            if isinstance(p.annotation, str)
+            else p
+            for p in own.values()
+            if p.name != "render"
+        ]
+        params = [*mine, *shared]
+
+        @functools.wraps(func)
+        def command(**kwargs: Any) -> Any:
+            values = {p.name: kwargs.pop(p.name) for p in shared}
+            return func(**kwargs, render=render_options(values))
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        # Typer also reads get_type_hints(): give it the evaluated annotations
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
