@@ -45,6 +45,9 @@ from xfer_core.sync.backend import (
     TransferSession,
 )
 
+#: rsync exits that can mean the connection died under it (socket/protocol I/O, ssh).
+_CONNECTION_EXITS = frozenset({10, 12, 255})
+
 #: rsync exit codes (man rsync, EXIT VALUES) → what to tell the user.
 RSYNC_EXIT = {
     1: "rsync syntax or usage error",
@@ -300,7 +303,8 @@ class RsyncSession(TransferSession):
         argv = self.argv(job, remote)
         rc, stderr = await self._stream(argv, job, progress, result)
         if rc != 0:
-            raise TransferError(self._explain(rc, stderr, job))
+            lost = rc in _CONNECTION_EXITS and not await self._master_alive()
+            raise TransferError(self._explain(rc, stderr, job, lost=lost))
 
     def argv(self, job: PairJob, remote: str) -> list[str]:
         """The rsync command line for ``job`` (``remote`` already expanded)."""
@@ -367,8 +371,25 @@ class RsyncSession(TransferSession):
         reader.finish()
         return rc, stderr.decode("utf-8", "replace")
 
-    def _explain(self, rc: int, stderr: str, job: PairJob) -> str:
+    async def _master_alive(self) -> bool:
+        """Whether the session's ssh master connection still runs (``ssh -O check``)."""
+        control = os.path.join(self._dir, "cm")
+        with contextlib.suppress(OSError):
+            proc = await asyncio.create_subprocess_exec(
+                *["ssh", "-o", f"ControlPath={control}", "-O", "check", self.target.host],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            return await proc.wait() == 0
+        return False
+
+    def _explain(self, rc: int, stderr: str, job: PairJob, *, lost: bool = False) -> str:
         pair = f"{job.cluster}/{job.alias}"
+        if lost and "(0 bytes received so far)" not in stderr:
+            # the ssh connection died under a running rsync: a dropped link (ssh's keepalives
+            # went unanswered for io_timeout) or the server went away
+            return self.target.lost(pair)
         if rc == 255 or "(0 bytes received so far)" in stderr:  # ssh never got rsync started
             return explain_ssh_failure(stderr, self.target, pair)
         lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]

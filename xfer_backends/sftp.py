@@ -550,6 +550,9 @@ class SftpSession(TransferSession):
             await _PairRun(self, job, progress, result, await self.resolve(job.remote)).run()
         except (TransferError, ConfigError) as exc:
             result.error = exc.message
+        except (asyncssh.DisconnectError, asyncssh.SFTPConnectionLost, BrokenPipeError) as exc:
+            reason = getattr(exc, "reason", "") or getattr(exc, "strerror", "") or ""
+            result.error = self.target.lost(f"{job.cluster}/{job.alias}", reason)
         except (asyncssh.Error, OSError) as exc:
             result.error = f"{job.cluster}/{job.alias}: {_describe(exc)}"
         result.seconds = round(time.monotonic() - started, 3)

@@ -82,6 +82,14 @@ class Remote(msgspec.Struct, frozen=True):
         """Seconds of silence before each keepalive (a quarter of ``io_timeout``)."""
         return max(1.0, self.io_timeout / (KEEPALIVE_COUNT_MAX + 1))
 
+    def lost(self, pair: str, reason: str = "") -> str:
+        """The one-line error of ``pair`` when the connection died under it mid-transfer."""
+        why = reason or "no answer, or the server went away"
+        return (
+            f"{pair} ({self.label}): connection lost mid-transfer "
+            f"({why}; io_timeout {self.io_timeout:g} s); re-run to resume"
+        )
+
     @property
     def label(self) -> str:
         """``user@host:port`` as far as it is known, for messages."""

@@ -1,0 +1,215 @@
+"""Faults: the network link to the cluster dropped mid-transfer (and before the run).
+
+The cluster is a real sshd inside a network namespace, reached through a veth pair
+(``xfer_core.testing.netns``). Mid-transfer, the namespace's end of the link goes
+down (``ip link set down``): packets vanish without an answer, like a pulled cable.
+xfer must notice within its ``io_timeout`` (here lowered to a few seconds) instead
+of waiting for TCP's ~15 minutes, fail that pair with one clear line and exit 1,
+leave no partial file under a real name, and a re-run once the link is back must
+make the destination identical to the source.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xfer_core.testing.fixtures import unavailable
+from xfer_core.testing.netns import NetLink, netns_problem, netns_sshd
+from xfer_core.testing.services import SshServer
+
+from .conftest import Tally
+from .helpers import cluster_config, popen_xfer, read_tree, ssh_env, xfer
+
+CLASS = "faults: network link dropped"
+
+#: The config's io_timeout for these tests (the default, 60 s, is for real links).
+IO_TIMEOUT = 4
+#: A run still going this long after the link went down counts as hung.
+HANG = 90
+NAMES = [f"big{i}.bin" for i in range(3)]
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def netsshd() -> Iterator[tuple[NetLink, SshServer]]:
+    problem = netns_problem()
+    if problem:
+        unavailable(f"netns sshd: {problem}")
+    with netns_sshd() as pair:
+        yield pair
+
+
+@pytest.fixture
+def link(netsshd: tuple[NetLink, SshServer]) -> Iterator[NetLink]:
+    """The link, up and unthrottled again after each test whatever happened."""
+    yield netsshd[0]
+    netsshd[0].unthrottle()
+    netsshd[0].up()
+
+
+class Setup:
+    """One cluster "c" behind the link, with a sync pair and a fetch pair on one remote dir."""
+
+    def __init__(self, server: SshServer, tmp: Path, direction: str):
+        self.server = server
+        self.rdir = server.mkdtemp("netlink") / "data"
+        self.rdir.mkdir()
+        self.local = tmp / "local"
+        self.local.mkdir()
+        self.src, self.dst = (
+            (self.local, self.rdir) if direction == "sync" else (self.rdir, self.local)
+        )
+        self.env = ssh_env(server, tmp)
+        remote = f"~/{self.rdir.relative_to(server.home)}"
+        self.config = cluster_config(
+            tmp / "remotes.toml",
+            server,
+            io_timeout=IO_TIMEOUT,
+            sync_dirs=[{"alias": "p", "local": str(self.local), "remote": remote}],
+            fetch_dirs=[{"alias": "p", "local": str(self.local), "remote": remote}],
+        )
+
+    def write_source(self, mib: int) -> dict[str, bytes]:
+        files = {}
+        for name in NAMES:
+            data = os.urandom(MIB) * mib
+            (self.src / name).write_bytes(data)
+            files[name] = data
+        self.server.chown(self.rdir)
+        return files
+
+    def argv(self, command: str, backend: str) -> list[str]:
+        return [command, "--config", str(self.config), "-b", backend]
+
+
+class CutWhenTempAppears:
+    """Takes the link down as soon as a partial temp copy of a source file shows up."""
+
+    def __init__(self, link: NetLink, root: Path, size: int):
+        self.link, self.root, self.size = link, root, size
+        self.cut_at: float | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> CutWhenTempAppears:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            for entry in os.scandir(self.root):
+                if entry.name in NAMES or not any(n in entry.name for n in NAMES):
+                    continue
+                try:
+                    size = entry.stat(follow_symlinks=False).st_size
+                except OSError:
+                    continue
+                if 0 < size < self.size:
+                    self.link.down()
+                    self.cut_at = time.monotonic()
+                    return
+            time.sleep(0.005)
+
+
+def _failed_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("c/p: FAILED: ")]
+
+
+def _temp_leftovers(dst: Path) -> list[str]:
+    """Files at the destination that are not source names; each must be a temp name."""
+    extra = sorted(set(read_tree(dst)) - set(NAMES))
+    real_looking = [n for n in extra if not re.match(r"^\..+\.", n)]
+    assert real_looking == [], f"files under non-temp names: {real_looking}"
+    return extra
+
+
+@pytest.mark.parametrize("backend", ["rsync", "sftp"])
+@pytest.mark.parametrize("command", ["sync", "fetch"])
+def test_link_dropped_mid_transfer_fails_in_bounded_time_then_rerun(
+    netsshd: tuple[NetLink, SshServer],
+    link: NetLink,
+    tmp_path: Path,
+    command: str,
+    backend: str,
+    tally: Tally,
+) -> None:
+    setup = Setup(netsshd[1], tmp_path, command)
+    size = 8 * MIB
+    files = setup.write_source(8)
+    link.throttle("40mbit")  # ~1 MB/s per file at once: seconds per file, cut long before
+    proc = popen_xfer(*setup.argv(command, backend), env=setup.env)
+    try:
+        with CutWhenTempAppears(link, setup.dst, size) as cutter:
+            try:
+                _out, err_bytes = proc.communicate(timeout=HANG)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                pytest.fail(f"xfer {command} -b {backend} still running {HANG}s after the cut")
+        ended = time.monotonic()
+    finally:
+        link.unthrottle()
+        link.up()
+    err = err_bytes.decode(errors="replace")
+    assert cutter.cut_at is not None, f"no partial file seen; the run ended first:\n{err}"
+    detect = ended - cutter.cut_at
+    # nothing under a real name is partial, and the run says it failed
+    partial = [
+        n for n in NAMES if (setup.dst / n).exists() and (setup.dst / n).read_bytes() != files[n]
+    ]
+    assert partial == [], f"partial files under their real names: {partial}"
+    assert proc.returncode == 1, err
+    assert "Traceback" not in err
+    failed = _failed_lines(err)
+    assert len(failed) == 1, err
+    # one line naming the pair and the cluster's address, and what happened
+    assert failed[0].startswith(f"c/p: FAILED: c/p ({setup.server.user}@{setup.server.host}:"), err
+    assert "connection lost mid-transfer" in failed[0] and "re-run" in failed[0], err
+    leftovers_after_cut = _temp_leftovers(setup.dst)
+
+    again = xfer(*setup.argv(command, backend), env=setup.env, timeout=HANG)
+    assert again.returncode == 0, again.stderr
+    got = read_tree(setup.dst)
+    lost = sum(1 for n in NAMES if got.get(n) != files[n])
+    assert lost == 0, "re-run after the link came back did not restore every file"
+    tally(
+        cases=1,
+        lost=lost,
+        detect_seconds=round(detect, 1),
+        temp_left=len(_temp_leftovers(setup.dst)),
+        temp_after_cut=len(leftovers_after_cut),
+    )
+
+
+@pytest.mark.parametrize("backend", ["rsync", "sftp"])
+def test_link_down_before_the_run_fails_fast(
+    netsshd: tuple[NetLink, SshServer], link: NetLink, tmp_path: Path, backend: str, tally: Tally
+) -> None:
+    setup = Setup(netsshd[1], tmp_path, "sync")
+    files = setup.write_source(1)
+    link.down()
+    started = time.monotonic()
+    first = xfer(*setup.argv("sync", backend), env=setup.env, timeout=HANG)
+    seconds = time.monotonic() - started
+    link.up()
+    assert first.returncode == 1, first.stderr
+    assert "Traceback" not in first.stderr
+    failed = _failed_lines(first.stderr)
+    assert len(failed) == 1 and "unreachable" in failed[0], first.stderr
+    assert read_tree(setup.rdir) == {}
+    again = xfer(*setup.argv("sync", backend), env=setup.env, timeout=HANG)
+    assert again.returncode == 0, again.stderr
+    assert read_tree(setup.rdir) == files
+    tally(cases=1, fail_seconds=round(seconds, 1))
