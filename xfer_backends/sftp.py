@@ -703,18 +703,32 @@ class _PairRun:
         self.result.bytes_sent += entry.size
 
     async def _put_small(self, path: str, tmp: str, entry: Entry) -> None:
-        """Open, write, then set mode+mtime and close in flight together."""
+        """Open, then write, set mode+mtime and close in flight together."""
         import asyncssh
 
         with open(join(self.job.local, path), "rb") as fh:
             data = fh.read()
         remote_tmp = os.fsencode(join(self.remote_root, tmp))
-        out = await self.session.sftp.open(remote_tmp, "wb", asyncssh.SFTPAttrs(permissions=0o600))
+        sftp = self.session.sftp
+        # block_size=0: one write request, sent at once (no block tasks)
+        whole = 0 if len(data) <= sftp.limits.max_write_len else -1
+        out = await sftp.open(
+            remote_tmp, "wb", asyncssh.SFTPAttrs(permissions=0o600), block_size=whole
+        )
         attrs = asyncssh.SFTPAttrs(permissions=entry.mode, atime=entry.mtime, mtime=entry.mtime)
         try:
-            await out.write(data)
-            # one round trip for both: the server handles a channel's requests in order
-            await asyncio.gather(out.setstat(attrs), out.close())
+            if whole == 0:
+                # one round trip for all three: the server handles a channel's requests in
+                # order; the rename waits for the replies, so a failed write never lands
+                done = await asyncio.gather(
+                    out.write(data), out.setstat(attrs), out.close(), return_exceptions=True
+                )
+                for outcome in done:
+                    if isinstance(outcome, BaseException):
+                        raise outcome
+            else:
+                await out.write(data)
+                await asyncio.gather(out.setstat(attrs), out.close())
         finally:
             await out.close()
         self.progress.advance(len(data))
