@@ -213,3 +213,43 @@ def test_link_down_before_the_run_fails_fast(
     assert again.returncode == 0, again.stderr
     assert read_tree(setup.rdir) == files
     tally(cases=1, fail_seconds=round(seconds, 1))
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("1", "out of range (4-86400 seconds)"),
+        ("1e9", "out of range (4-86400 seconds)"),
+        ("nan", "out of range (4-86400 seconds)"),
+        ("true", "expected a number of seconds, got a boolean"),
+        ('"60"', "expected a number of seconds, got a string"),
+    ],
+)
+def test_io_timeout_is_validated(value: str, message: str) -> None:
+    from xfer_core.config.load import validate_text
+
+    text = (
+        f'[global]\nio_timeout = 60\n\n[[clusters]]\nname = "c"\nhost = "h"\nio_timeout = {value}\n'
+    )
+    problems = [str(p) for p in validate_text(text)]
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("remotes.toml:7: clusters[0].io_timeout: ")
+    assert problems[0].endswith(message)
+
+
+def test_io_timeout_reaches_both_backends() -> None:
+    """The cluster's io_timeout wins over [global]'s, then 60 s; ssh gets a quarter as interval."""
+    from xfer_backends.rsync import ssh_base
+    from xfer_core.config.load import parse_config
+    from xfer_core.sync.engine import remote_for
+
+    config = parse_config(
+        '[global]\nio_timeout = 20\n[[clusters]]\nname = "a"\nhost = "h"\nio_timeout = 8\n'
+        '[[clusters]]\nname = "b"\nhost = "h"\n'
+    )
+    glob = config.global_.io_timeout
+    a, b = (remote_for(c, io_timeout=glob) for c in config.clusters)
+    assert (a.io_timeout, b.io_timeout, remote_for(config.clusters[1]).io_timeout) == (8, 20, 60)
+    assert a.keepalive_interval == 2
+    argv = " ".join(ssh_base(b))
+    assert "ServerAliveInterval=5" in argv and "ServerAliveCountMax=3" in argv
