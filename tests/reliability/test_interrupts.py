@@ -151,6 +151,30 @@ def test_signal_inside_the_event_loop_waits_for_an_await(sig: str, tally: Tally)
     tally(cases=1)
 
 
+def test_second_signal_cuts_a_stuck_cleanup_short(tally: Tally) -> None:
+    """A cleanup waiting on a dead peer does not hold the exit: the second signal cancels it."""
+    import asyncio
+
+    from xfer_core.aio import run_interruptible
+
+    steps: list[str] = []
+
+    async def work() -> None:
+        asyncio.get_running_loop().call_later(0.1, os.kill, os.getpid(), signal.SIGTERM)
+        try:
+            await asyncio.sleep(30)
+        finally:
+            steps.append("cleanup started")
+            asyncio.get_running_loop().call_later(0.1, os.kill, os.getpid(), signal.SIGINT)
+            await asyncio.sleep(30)  # a reply that never comes
+            steps.append("not cut short")
+
+    with bounded(20), pytest.raises(KeyboardInterrupt):
+        run_interruptible(work())
+    assert steps == ["cleanup started"]
+    tally(cases=1)
+
+
 @pytest.mark.sshd
 @pytest.mark.parametrize("backend,sig,seed", _sync_cases())
 def test_sync_interrupted_then_rerun(
