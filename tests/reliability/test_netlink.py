@@ -58,7 +58,9 @@ def link(netsshd: tuple[NetLink, SshServer]) -> Iterator[NetLink]:
 class Setup:
     """One cluster "c" behind the link, with a sync pair and a fetch pair on one remote dir."""
 
-    def __init__(self, server: SshServer, tmp: Path, direction: str):
+    def __init__(
+        self, server: SshServer, tmp: Path, direction: str, io_timeout: int | None = IO_TIMEOUT
+    ):
         self.server = server
         self.rdir = server.mkdtemp("netlink") / "data"
         self.rdir.mkdir()
@@ -72,7 +74,7 @@ class Setup:
         self.config = cluster_config(
             tmp / "remotes.toml",
             server,
-            io_timeout=IO_TIMEOUT,
+            **({"io_timeout": io_timeout} if io_timeout else {}),
             sync_dirs=[{"alias": "p", "local": str(self.local), "remote": remote}],
             fetch_dirs=[{"alias": "p", "local": str(self.local), "remote": remote}],
         )
@@ -145,7 +147,23 @@ def test_link_dropped_mid_transfer_fails_in_bounded_time_then_rerun(
     backend: str,
     tally: Tally,
 ) -> None:
-    setup = Setup(netsshd[1], tmp_path, command)
+    _drop_mid_transfer(Setup(netsshd[1], tmp_path, command), link, command, backend, tally)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("backend", ["rsync", "sftp"])
+def test_link_dropped_with_the_default_io_timeout(
+    netsshd: tuple[NetLink, SshServer], link: NetLink, tmp_path: Path, backend: str, tally: Tally
+) -> None:
+    """No io_timeout in the config: the default (60 s) must end the run, not TCP's ~15 min."""
+    setup = Setup(netsshd[1], tmp_path, "sync", io_timeout=None)
+    _drop_mid_transfer(setup, link, "sync", backend, tally, hang=240)
+
+
+def _drop_mid_transfer(
+    setup: Setup, link: NetLink, command: str, backend: str, tally: Tally, hang: int = HANG
+) -> None:
+    """Cut the link while a file is half written, check the failure, re-run, compare."""
     size = 8 * MIB
     files = setup.write_source(8)
     link.throttle("40mbit")  # ~1 MB/s per file at once: seconds per file, cut long before
@@ -153,11 +171,11 @@ def test_link_dropped_mid_transfer_fails_in_bounded_time_then_rerun(
     try:
         with CutWhenTempAppears(link, setup.dst, size) as cutter:
             try:
-                _out, err_bytes = proc.communicate(timeout=HANG)
+                _out, err_bytes = proc.communicate(timeout=hang)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
-                pytest.fail(f"xfer {command} -b {backend} still running {HANG}s after the cut")
+                pytest.fail(f"xfer {command} -b {backend} still running {hang}s after it began")
         ended = time.monotonic()
     finally:
         link.unthrottle()
