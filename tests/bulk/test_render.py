@@ -7,7 +7,7 @@ import re
 import shlex
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from hypothesis import given
@@ -22,10 +22,13 @@ from xfer_backends.runtimes import (
     PyxisRuntime,
 )
 from xfer_backends.slurm import array_spec, parse_job_id
+from xfer_core.bulk.engine import EngineContext, ShardEngine
 from xfer_core.bulk.pipeline import PrepareOptions, prepare_run
 from xfer_core.bulk.render import RenderOptions, render_run, tasks_for_shards
 from xfer_core.bulk.runtime import Mount
 from xfer_core.errors import ConfigError, XferError
+from xfer_core.hookspecs import hookimpl
+from xfer_core.plugins import build_registry
 
 from .runtools import make_tree, read_tree, xfer
 
@@ -471,3 +474,54 @@ def test_credentials_in_flags_are_redacted_from_resolved_config(tmp_path: Path) 
         "4",
     ]
     assert (run / "worker.sh").stat().st_mode & 0o077 == 0
+
+
+class _FlagProbe(ShardEngine):
+    """An engine whose tool is not rclone; remembers the flags it was rendered with."""
+
+    name = "flag-probe"
+    tool = "cp"
+    description = "test engine"
+    seen: ClassVar[list[tuple[str, ...]]] = []
+
+    def render_functions(self, ctx: EngineContext) -> str:
+        self.seen.append(ctx.flags)
+        return "xfer_copy() { :; }\nxfer_verify() { :; }\n"
+
+
+class _Probes:
+    @hookimpl
+    def register_shard_engines(self, register: Any) -> None:
+        register(_FlagProbe())
+
+
+def test_analyze_suggestions_reach_only_engines_that_take_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`xfer run` without --rclone-flags: the rclone engine gets analyze's rclone flags,
+    an engine on another tool gets none of them (it declares what it takes)."""
+    registry = build_registry([_Probes()])
+    monkeypatch.setattr("xfer_core.plugins.get_registry", lambda: registry)
+    src = tmp_path / "src"
+    make_tree(src, [f"f{i}.txt" for i in range(6)])
+    resolved = {}
+    for engine in ("rclone", "flag-probe"):
+        run = tmp_path / engine
+        prepare_run(
+            run,
+            PrepareOptions(source=str(src), dest=str(tmp_path / "dst"), num_shards=2),
+            RenderOptions(engine=engine, max_array_size=10),
+        )
+        resolved[engine] = json.loads((run / "config.resolved.json").read_text())
+    suggested = json.loads((tmp_path / "rclone" / "analysis.json").read_text())
+    assert "--transfers" in suggested["suggested_rclone_flags"]
+    assert resolved["rclone"]["rclone_flags"] == suggested["suggested_rclone_flags"]
+    assert resolved["flag-probe"]["rclone_flags"] == []
+    assert _FlagProbe.seen == [()]
+    # flags the user gives still reach any engine as they are
+    prepare_run(
+        tmp_path / "given",
+        PrepareOptions(source=str(src), dest=str(tmp_path / "dst"), num_shards=2),
+        RenderOptions(engine="flag-probe", max_array_size=10, rclone_flags="--mine 1"),
+    )
+    assert _FlagProbe.seen[-1] == ("--mine", "1")

@@ -132,6 +132,24 @@ def test_flags_translated_dropped_or_refused() -> None:
             s5cmd_flags(bad)
 
 
+def test_xfer_run_gives_s5cmd_the_suggestions_in_its_own_spelling(
+    tmp_path: Path, conf: str
+) -> None:
+    """Without --rclone-flags, `xfer run` records analyze's suggestions as s5cmd takes
+    them (--numworkers, --retry-count), not rclone's --checkers/--fast-list/..."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    run = tmp_path / "run"
+    args = ["run", "--run-dir", str(run), "--source", str(src), "--dest", "s3:dst/p"]
+    res = xfer(*args, "--rclone-config", conf, "--engine", "s5cmd", "--num-shards", "1")
+    assert res.returncode == 0, res.stderr
+    rclone_flags = json.loads((run / "analysis.json").read_text())["suggested_rclone_flags"]
+    flags = json.loads((run / "config.resolved.json").read_text())["rclone_flags"]
+    assert flags == s5cmd_flags(rclone_flags)
+    assert flags[:2] == ["--numworkers", rclone_flags[rclone_flags.index("--transfers") + 1]]
+
+
 def test_json_key_spells_keys_like_go() -> None:
     assert json_key('s3://b/a"b\\c') == '"s3://b/a\\"b\\\\c"'
     assert json_key("s3://b/<&>") == '"s3://b/\\u003c\\u0026\\u003e"'

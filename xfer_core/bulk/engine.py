@@ -52,12 +52,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import msgspec
 
 from xfer_core.bulk.runtime import Mount
 from xfer_core.plugin import Kind, Plugin
+
+if TYPE_CHECKING:
+    from xfer_core.manifest.analyze import Analysis
 
 
 class EngineContext(msgspec.Struct, frozen=True, kw_only=True):
@@ -114,3 +117,14 @@ class ShardEngine(Plugin):
         """Precompute per-shard inputs at render time (e.g. an s5cmd command file
         per shard beside ``shard_%06d.files``), so the worker needs no Python.
         Called once per render with every shard index. Default: nothing to do."""
+
+    def suggested_flags(self, analysis: Analysis) -> list[str]:
+        """Flags for the tool when ``xfer run`` is given no ``--rclone-flags``.
+
+        ``analysis`` is what ``manifest analyze`` found: ``suggested_rclone_flags``
+        (rclone's own flags for the size profile: ``--transfers 32 --checkers 64 ...``)
+        and ``transfers`` (the parallel copies it suggests). The default passes
+        rclone's flags on only when ``tool`` is ``rclone``, and none to other tools;
+        an engine whose tool has equivalents returns them in its own spelling.
+        """
+        return list(analysis.suggested_rclone_flags) if self.tool == "rclone" else []

@@ -9,12 +9,14 @@ the shards that are not done.
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
 
 from xfer_core.atomic import atomic_write_bytes
+from xfer_core.bulk.engine import ShardEngine
 from xfer_core.bulk.render import RenderOptions, ResolvedConfig, check_rclone_config, render_run
 from xfer_core.errors import ConfigError, XferError
 
@@ -31,7 +33,8 @@ class PrepareOptions(msgspec.Struct, kw_only=True):
     auto: bool = False
     #: List the source again even when RUN/manifest.jsonl has the same roots.
     rebuild: bool = False
-    #: Use the flags ``manifest analyze`` suggests when the user gave none.
+    #: Without user flags, give the engine what it takes of the flags ``manifest
+    #: analyze`` suggests (:meth:`~xfer_core.bulk.engine.ShardEngine.suggested_flags`).
     suggested_flags: bool = True
 
 
@@ -150,7 +153,12 @@ def prepare_run(
     )
     stage("shard", shards=meta.num_shards, imbalance=round(meta.imbalance, 4))
     if prep.suggested_flags and not render.rclone_flags:
-        render = msgspec.structs.replace(render, rclone_flags=analysis.rclone_flags_text)
+        from xfer_core.plugins import get_registry
+
+        # the suggestions are rclone flags: each engine takes what its tool understands
+        engine: ShardEngine = get_registry().get("shard_engine", render.engine)
+        flags = shlex.join(engine.suggested_flags(analysis))
+        render = msgspec.structs.replace(render, rclone_flags=flags)
     resolved = render_run(root, render, env=env)
     stage(
         "render",

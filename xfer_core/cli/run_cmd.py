@@ -136,7 +136,8 @@ def run_cmd(
     Re-running the same command resumes: the manifest is reused (--rebuild lists
     again), sharding is deterministic, and only shards that are not done run.
     Without --source/--dest, a rendered run dir is (re)submitted as it is.
-    rclone flags default to the ones `manifest analyze` suggests.
+    Without --rclone-flags, the engine gets what it takes of the flags `manifest
+    analyze` suggests (rclone: all of them).
 
     Examples:
 

@@ -45,6 +45,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from shlex import quote
+from typing import TYPE_CHECKING
 
 from xfer_core.atomic import atomic_write_text
 from xfer_core.bulk.engine import EngineContext, ShardEngine
@@ -53,6 +54,9 @@ from xfer_core.hookspecs import hookimpl
 from xfer_core.manifest.jsonl import read_manifest
 from xfer_core.manifest.record import path_bytes
 from xfer_core.plugin import AVAILABLE, Availability
+
+if TYPE_CHECKING:
+    from xfer_core.manifest.analyze import Analysis
 
 __version__ = "0.1.0"
 
@@ -193,7 +197,8 @@ RCLONE_TO_S5CMD = {
     "--retries": "--retry-count",
     "--no-check-certificate": "--no-verify-ssl",
 }
-#: rclone tuning flags with no s5cmd meaning (``xfer run`` suggests some): dropped.
+#: rclone tuning flags with no s5cmd meaning (the same ``--rclone-flags`` may serve
+#: both engines, and ``manifest analyze`` suggests some): dropped.
 RCLONE_ONLY_WITH_VALUE = {
     "--checkers",
     "--low-level-retries",
@@ -380,6 +385,10 @@ class S5cmdEngine(ShardEngine):
                 hint="use --engine rclone to copy between endpoints",
             )
         return source, dest
+
+    def suggested_flags(self, analysis: Analysis) -> list[str]:
+        """``manifest analyze``'s rclone flags in s5cmd's spelling (``--numworkers N``, ...)."""
+        return s5cmd_flags(analysis.suggested_rclone_flags)
 
     def render_functions(self, ctx: EngineContext) -> str:
         _source, dest = self.roots(ctx)
