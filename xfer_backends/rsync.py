@@ -304,6 +304,10 @@ class RsyncSession(TransferSession):
         rc, stderr = await self._stream(argv, job, progress, result)
         if rc != 0:
             lost = rc in _CONNECTION_EXITS and not await self._master_alive()
+            if lost:
+                # rsync logs each file as it *starts* it; with the connection gone there is
+                # no telling which of them arrived: claim none (the re-run skips those that did)
+                result.files_sent = result.bytes_sent = 0
             raise TransferError(self._explain(rc, stderr, job, lost=lost))
 
     def argv(self, job: PairJob, remote: str) -> list[str]:

@@ -11,6 +11,7 @@ make the destination identical to the source.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -164,14 +165,14 @@ def _drop_mid_transfer(
     setup: Setup, link: NetLink, command: str, backend: str, tally: Tally, hang: int = HANG
 ) -> None:
     """Cut the link while a file is half written, check the failure, re-run, compare."""
-    size = 8 * MIB
-    files = setup.write_source(8)
-    link.throttle("40mbit")  # ~1 MB/s per file at once: seconds per file, cut long before
-    proc = popen_xfer(*setup.argv(command, backend), env=setup.env)
+    size = 4 * MIB
+    files = setup.write_source(4)
+    link.throttle("40mbit")  # 5 MB/s in all: a file takes a second or more, cut long before
+    proc = popen_xfer("--json", *setup.argv(command, backend), env=setup.env)
     try:
         with CutWhenTempAppears(link, setup.dst, size) as cutter:
             try:
-                _out, err_bytes = proc.communicate(timeout=hang)
+                out_bytes, err_bytes = proc.communicate(timeout=hang)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.communicate()
@@ -181,6 +182,7 @@ def _drop_mid_transfer(
         link.unthrottle()
         link.up()
     err = err_bytes.decode(errors="replace")
+    events = [json.loads(line) for line in out_bytes.decode().splitlines() if line.strip()]
     assert cutter.cut_at is not None, f"no partial file seen; the run ended first:\n{err}"
     detect = ended - cutter.cut_at
     # nothing under a real name is partial, and the run says it failed
@@ -190,11 +192,16 @@ def _drop_mid_transfer(
     assert partial == [], f"partial files under their real names: {partial}"
     assert proc.returncode == 1, err
     assert "Traceback" not in err
-    failed = _failed_lines(err)
-    assert len(failed) == 1, err
+    summary = events[-1]
+    assert summary["event"] == "summary" and summary["ok"] is False, events[-1]
+    # nothing counted as sent that did not arrive whole under its real name
+    arrived = sum(1 for n in NAMES if (setup.dst / n).exists())
+    false_done = max(0, summary["files_sent"] - arrived)
+    assert false_done == 0, f"{summary['files_sent']} reported sent, {arrived} arrived"
+    (error,) = [p["error"] for p in summary["pairs"]]
     # one line naming the pair and the cluster's address, and what happened
-    assert failed[0].startswith(f"c/p: FAILED: c/p ({setup.server.user}@{setup.server.host}:"), err
-    assert "connection lost mid-transfer" in failed[0] and "re-run" in failed[0], err
+    assert "\n" not in error and error.startswith(f"c/p ({setup.server.user}@{setup.server.host}:")
+    assert "connection lost mid-transfer" in error and "re-run" in error, error
     leftovers_after_cut = _temp_leftovers(setup.dst)
 
     again = xfer(*setup.argv(command, backend), env=setup.env, timeout=HANG)
@@ -205,6 +212,7 @@ def _drop_mid_transfer(
     tally(
         cases=1,
         lost=lost,
+        false_done=false_done,
         detect_seconds=round(detect, 1),
         temp_left=len(_temp_leftovers(setup.dst)),
         temp_after_cut=len(leftovers_after_cut),
