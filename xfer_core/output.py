@@ -85,6 +85,15 @@ def _json_encoder() -> msgspec.json.Encoder:
 _current = Output()
 
 
+def human_bytes(n: float) -> str:
+    """``1.5 MiB`` style sizes (binary units, ``512 B`` below 1 KiB)."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"
+
+
 def current() -> Output:
     """The Output of the running command."""
     return _current

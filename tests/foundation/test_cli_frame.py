@@ -178,3 +178,13 @@ def test_closed_stdout_pipe_is_not_a_traceback() -> None:
     assert proc.wait(timeout=30) == 1
     assert "Traceback" not in err
     assert err == ""
+
+
+@pytest.mark.parametrize(
+    ("n", "text"),
+    [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"), (5 << 30, "5.0 GiB"), (3 << 50, "3.0 PiB")],
+)
+def test_human_bytes(n: int, text: str) -> None:
+    from xfer_core.output import human_bytes
+
+    assert human_bytes(n) == text

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from xfer_core.output import human_bytes
+
 if TYPE_CHECKING:
     from xfer_core.manifest.lister import ListOptions, ListProblem
     from xfer_core.output import Output
@@ -132,7 +134,7 @@ class _Reporter:
         if now - self._last < self._interval:
             return
         self._last = now
-        text = f"{self.label}: {objects:,} objects, {_human(nbytes)}"
+        text = f"{self.label}: {objects:,} objects, {human_bytes(nbytes)}"
         if self.out.json:
             self.out.event("progress", objects=objects, bytes=nbytes)
         elif self._live is not None:
@@ -150,14 +152,6 @@ class _Reporter:
             self.out.event("problem", kind=kind, message=problem.message)
         else:
             self.out.warn(problem.message)
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:,.0f} {unit}" if unit == "B" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n} PiB"  # pragma: no cover - the loop returns
 
 
 def _parse_hash(text: str) -> tuple[str, ...] | None:
@@ -280,7 +274,7 @@ def build(
         if result.errors:
             extra += f"; {result.errors} listing error(s)"
         out.info(
-            f"wrote {result.objects:,} objects ({_human(result.bytes)}) to {result.out} "
+            f"wrote {result.objects:,} objects ({human_bytes(result.bytes)}) to {result.out} "
             f"in {result.seconds:.1f} s ({rate:,.0f}/s, lister {result.lister}){extra}"
         )
     if result.errors:

@@ -77,7 +77,7 @@ def analyze(
 def _print_analysis(a: Analysis) -> None:
     from rich.table import Table
 
-    from xfer_core.sync.progress import human_bytes
+    from xfer_core.output import human_bytes
 
     console = current().stdout
     console.print(f"[bold]{a.manifest}[/]: {a.records:,} objects, {human_bytes(a.total_bytes)}")
@@ -166,7 +166,7 @@ def shard(
         xfer manifest shard --in m.jsonl --outdir shards --target-shard-bytes 100GiB --object-overhead 2MiB
     """
     from xfer_core.manifest.shard import shard_manifest
-    from xfer_core.sync.progress import human_bytes
+    from xfer_core.output import human_bytes
 
     out = current()
     meta = shard_manifest(

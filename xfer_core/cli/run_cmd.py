@@ -11,18 +11,11 @@ import typer
 
 from xfer_core.cli.slurm_cmd import print_submission
 from xfer_core.cli.slurm_opts import RunDir, with_render_options
+from xfer_core.output import human_bytes
 
 if TYPE_CHECKING:
     from xfer_core.bulk.render import RenderOptions
     from xfer_core.output import Output
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
 
 
 def _stage_printer(out: Output) -> Callable[[str, dict[str, object]], None]:
@@ -37,7 +30,7 @@ def _stage_printer(out: Output) -> Callable[[str, dict[str, object]], None]:
             else:
                 out.info(
                     f"manifest: {details['objects']} objects, "
-                    f"{_size(float(details['bytes']))} listed in {details['seconds']} s"  # type: ignore[arg-type]
+                    f"{human_bytes(float(details['bytes']))} listed in {details['seconds']} s"  # type: ignore[arg-type]
                 )
         elif name == "analyze":
             out.info(
@@ -80,7 +73,7 @@ def summarize_local(run_dir: Path, started: float) -> int:
         rate = t.bytes_done / seconds if seconds > 0 else 0.0
         line = (
             f"{t.done}/{t.shards} shards done: {t.records_done} objects, "
-            f"{_size(t.bytes_done)} in {seconds:.1f} s ({_size(rate)}/s)"
+            f"{human_bytes(t.bytes_done)} in {seconds:.1f} s ({human_bytes(rate)}/s)"
         )
         out.info(line)
         for s in failed[:20]:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from xfer_core.manifest.record import path_fields
+from xfer_core.output import human_bytes
 from xfer_core.sync.backend import Action, PairJob, PairResult, ProgressSink
 
 if TYPE_CHECKING:
@@ -71,15 +72,6 @@ def summarize(
         failed_pairs=sum(not r.ok for r in results),
         seconds=round(seconds, 3),
     )
-
-
-def human_bytes(n: float) -> str:
-    """``1.5 MiB`` style sizes."""
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def display_path(relpath: str) -> str:
