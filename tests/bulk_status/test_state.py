@@ -46,6 +46,8 @@ shard_files = st.fixed_dictionaries(
     {
         "done": st.sampled_from([None, "current", "old"]),
         "attempt": st.one_of(st.none(), st.integers(0, 5)),
+        # attempts stopped from outside (scancel, admin requeue, node DOWN): not counted
+        "interrupted": st.one_of(st.none(), st.integers(0, 5)),
         "fail": st.one_of(st.none(), st.text(min_size=1, max_size=30).map(str.strip)),
         "running": st.sampled_from([None, "alive", "dead", "remote", "garbage"]),
         "bytes": st.integers(0, 10**12),
@@ -63,6 +65,8 @@ def _write_state(state: Path, i: int, spec: dict) -> None:
         (state / f"shard_{i}.attempt").write_text(f"{spec['attempt']}\n")
     if spec["fail"] is not None:
         (state / f"shard_{i}.fail").write_text(spec["fail"] + "\n")
+    if spec["interrupted"] is not None:
+        (state / f"shard_{i}.interrupted").write_text(f"{spec['interrupted']}\n")
     running = spec["running"]
     if running is not None:
         attempt = spec["attempt"] or 1
@@ -131,7 +135,9 @@ def test_generated_state_dirs_follow_the_contract(
             assert s.status == "running"
             assert s.running is not None
         elif dead_worker or spec["fail"] is not None:
-            assert s.status == ("failed" if s.attempts >= limit else "retrying")
+            assert s.interrupted == min(spec["interrupted"] or 0, s.attempts)
+            counted = s.attempts - s.interrupted
+            assert s.status == ("failed" if counted >= limit else "retrying")
             assert s.last_error
             if dead_worker:
                 assert "worker died" in s.last_error
@@ -180,6 +186,22 @@ def test_orphans_and_unknown_files(tmp_path: Path) -> None:
     assert [s.status for s in rs.shards] == ["done", "pending"]
     assert rs.shards[1].attempts == 0
     assert rs.orphans == [7]
+
+
+def test_interrupted_attempts_do_not_use_up_the_limit(tmp_path: Path) -> None:
+    """An admin's requeue storm (5 attempts stopped from outside) leaves the shard
+    retrying; its own failures alone reach the limit."""
+    state = tmp_path / "state"
+    state.mkdir()
+    for i, (attempts, interrupted) in enumerate([(6, 5), (6, 4), (2, 0)]):
+        (state / f"shard_{i}.attempt").write_text(f"{attempts}\n")
+        (state / f"shard_{i}.interrupted").write_text(f"{interrupted}\n")
+        (state / f"shard_{i}.fail").write_text(f"attempt {attempts}: boom\n")
+    refs = [ShardRef(records=1, bytes=10, digest=CURRENT)] * 3
+    rs = load_run_state(tmp_path, shards=refs, max_attempts=2)
+    assert [s.status for s in rs.shards] == ["retrying", "failed", "failed"]
+    assert [s.interrupted for s in rs.shards] == [5, 4, 0]
+    assert pending_shards(rs) == [0]
 
 
 def test_missing_state_dir_means_all_pending(tmp_path: Path) -> None:

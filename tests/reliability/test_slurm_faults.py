@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import SLURM_ARGS, status, wait_for, wait_idle
+from tests.e2e.helpers import SLURM_ARGS, release_held, status, wait_for, wait_idle
 from xfer_core.bulk.state import load_run_state, read_jobs
 from xfer_core.testing.services import SlurmCluster
 from xfer_core.tools import find_rclone
@@ -149,7 +149,7 @@ def test_node_drained_mid_array(tmp_path: Path, node: SlurmCluster, tally: Tally
     # the running tasks finish on the draining node; the pending ones stay pending
     wait_for(lambda: load_run_state(run.dir).totals.done == 2, "the running tasks to end")
     wait_for(lambda: _node_state(node) == "drained", "the node to be drained")
-    time.sleep(3)
+    time.sleep(2)
     rc, doc = run.status()
     assert rc == 0 and not doc["complete"]
     assert run.by_status(doc) == {"done": [0, 1], "pending": [2, 3]}
@@ -179,6 +179,8 @@ def test_node_down_mid_array(tmp_path: Path, node: SlurmCluster, tally: Tally) -
     assert rc == 0 and doc["totals"]["done"] == 0 and doc["totals"]["failed"] == 0, doc["totals"]
     states = {s["index"]: s["status"] for s in doc["shards"]}
     assert states[0] == states[1] == "retrying" and states[2] in ("pending", "running"), states
+    # stopped from outside: not counted against --max-attempts
+    assert [s["interrupted"] for s in doc["shards"][:2]] == [1, 1]
     for i in (0, 1):
         text = run.state(f"shard_{i}.fail").read_text()
         assert text.startswith("attempt 1: interrupted (SIGTERM)"), text
@@ -217,3 +219,63 @@ def test_slurmctld_down_and_restarted_mid_array(
     # nothing ran twice
     assert [s["attempts"] for s in doc["shards"]] == [1, 1, 1, 1]
     tally(cases=2, lost=0, false_done=0)
+
+
+def _attempt_running(run: Run, shard: int) -> int:
+    try:
+        return int(run.state(f"shard_{shard}.running").read_text().split()[3])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+@pytest.mark.parametrize(
+    "rounds", [2, pytest.param(8, marks=[pytest.mark.soak, pytest.mark.timeout(900)])]
+)
+def test_requeue_storm_by_an_admin(
+    tmp_path: Path, slurm: SlurmCluster, tally: Tally, rounds: int
+) -> None:
+    """`scontrol requeue` of both running tasks, 3 times back to back, for ``rounds``
+    rounds, each time while the workers are in their copy step: the attempts they stop
+    are counted as interrupted, not against --max-attempts (2), so the shards stay
+    `retrying` (never `failed`), and a real failure after the storm still gets its
+    retries: the task requeues itself and the run completes without `xfer retry`."""
+    run = Run(tmp_path, slurm, 2, "--array-concurrency", "2", "--max-attempts", "2")
+    job = read_jobs(run.dir)[-1].job_id
+    tasks = f"{job}_0,{job}_1"
+    requeues = 0
+    for k in range(1, rounds + 1):
+        wait_for(lambda k=k: all(_attempt_running(run, i) == k for i in (0, 1)), f"round {k}")
+        for _ in range(3):  # the first stops both; the others hit pending tasks (refused)
+            slurm.run(["scontrol", "requeue", tasks])
+            requeues += 1
+        wait_for(
+            lambda: not any(run.state(f"shard_{i}.running").exists() for i in (0, 1)),
+            "the requeued workers to record their end",
+        )
+        rc, doc = run.status()
+        assert rc == 0 and doc["totals"]["failed"] == 0 and doc["totals"]["done"] == 0, doc
+        for s in doc["shards"]:
+            assert s["status"] == "retrying", s
+            assert (s["attempts"], s["interrupted"]) == (k, k), s
+            assert s["last_error"] == f"attempt {k}: interrupted (SIGTERM)", s
+        assert run.false_done() == 0
+        # the held tasks start again ~3 s later (Slurm would wait cred_expire+1 s)
+        wait_for(
+            lambda k=k: release_held(slurm) or all(_attempt_running(run, i) > k for i in (0, 1)),
+            f"round {k} restart",
+        )
+    # the storm is over; now one real failure: the task must still requeue itself
+    run.fail_once.touch()
+    run.gate.unlink()
+    doc = wait_idle(run.dir, slurm)
+    assert doc["complete"], doc["totals"]
+    assert read_tree(run.dst) == run.files
+    shards = doc["shards"]
+    assert sorted(s["attempts"] for s in shards) == [rounds + 1, rounds + 2]
+    assert [s["interrupted"] for s in shards] == [rounds, rounds]
+    failed = next(s["index"] for s in shards if s["attempts"] == rounds + 2)
+    log = (run.dir / "logs" / f"shard_{failed}_attempt_{rounds + 1}.log").read_text()
+    assert "requeueing task" in log and "restart 1 of 1" in log, log
+    plain = xfer("status", "--run-dir", str(run.dir), env=slurm.env)
+    assert plain.returncode == 0 and "all shards done" in plain.stdout
+    tally(cases=requeues, lost=0, false_done=0)

@@ -1,4 +1,4 @@
-"""Load on Slurm: a run of 1,000 shards (soak) and of 100 shards (default suite).
+"""Load on Slurm: a run of 1,000 shards (soak) and of 40 shards (default suite).
 
 `xfer run --scheduler slurm --submit` builds, shards, renders and submits the array
 (throttled to the fixture node's 2 cores); `xfer status --watch` then follows it to
@@ -7,7 +7,7 @@ squeue, sbatch) are sampled and recorded for docs/reliability.md. The workers ru
 under slurmstepd, not under xfer: they are not part of the tree. Afterwards every
 file is compared with its source and every shard must be done.
 
-The 100-shard variant maps several shards to each array task (``--max-array-size``),
+The 40-shard variant maps four shards to each of 10 array tasks (``--max-array-size``),
 the path a run larger than the cluster's MaxArraySize takes.
 """
 
@@ -102,12 +102,12 @@ def _slurm_run(
     )
 
 
-def test_slurm_run_100_shards_several_per_task(
+def test_slurm_run_40_shards_several_per_task(
     tmp_path: Path, slurm: SlurmCluster, tally: Tally
 ) -> None:
     _slurm_run(
-        tmp_path, slurm, tally, shards=100, files=300, timeout=600,
-        extra=("--max-array-size", "25"),
+        tmp_path, slurm, tally, shards=40, files=120, timeout=600,
+        extra=("--max-array-size", "10"),
     )  # fmt: skip
 
 

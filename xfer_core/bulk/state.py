@@ -12,11 +12,14 @@ current sharding in ``RUN/shards/shards.meta.json``:
   scheduler jobs are all gone (``jobs_alive=False``), is a dead attempt: it counts as
   a failed attempt.
 - ``shard_<i>.attempt`` counts attempts started, over every submission; ``shard_<i>.fail``
-  holds the reason of the last failed attempt. Each submission gives a shard
-  ``max_attempts`` tries, so its *attempt limit* is ``max_attempts`` times the number of
-  submissions (``jobs.json``) that included it (at least one). With ``attempts`` at the
-  limit the failure is permanent (``failed``), else the shard will be tried again
-  (``retrying``; by the running submission, or by the next one).
+  holds the reason of the last failed attempt; ``shard_<i>.interrupted`` counts the
+  attempts stopped from outside (SIGTERM/SIGINT: scancel, ``scontrol requeue`` by an
+  admin, preemption, a node set DOWN, Ctrl-C), which are not the shard's failures. Each
+  submission gives a shard ``max_attempts`` tries, so its *attempt limit* is
+  ``max_attempts`` times the number of submissions (``jobs.json``) that included it (at
+  least one). With ``attempts - interrupted`` at the limit the failure is permanent
+  (``failed``), else the shard will be tried again (``retrying``; by the running
+  submission, or by the next one).
 
 Precedence: done > running > failed/retrying > pending.
 
@@ -48,7 +51,7 @@ ShardStatus = Literal["done", "running", "retrying", "failed", "pending"]
 #: Every status, in display order.
 STATUSES: tuple[ShardStatus, ...] = ("done", "running", "retrying", "failed", "pending")
 
-_SUFFIXES = ("done", "running", "attempt", "fail")
+_SUFFIXES = ("done", "running", "attempt", "fail", "interrupted")
 
 
 class ShardRef(msgspec.Struct, frozen=True):
@@ -78,6 +81,9 @@ class ShardState(msgspec.Struct, kw_only=True):
     status: ShardStatus
     #: Attempts started so far (``.attempt``), over every submission.
     attempts: int = 0
+    #: Of those, attempts stopped from outside (``.interrupted``): not counted against
+    #: the attempt limit.
+    interrupted: int = 0
     #: Submissions (``jobs.json``) that included this shard.
     submissions: int = 0
     #: ``max_attempts`` x max(1, submissions): a failure at this count is permanent.
@@ -153,6 +159,7 @@ class StateFiles(msgspec.Struct, kw_only=True):
     running: str | None = None
     attempt: str | None = None
     fail: str | None = None
+    interrupted: str | None = None
 
 
 # --- pure core -------------------------------------------------------------------------
@@ -214,6 +221,7 @@ def build_shard_state(
 ) -> ShardState:
     """One :class:`ShardState` from the shard's meta and the content of its state files."""
     attempts = parse_attempts(files.attempt)
+    interrupted = parse_attempts(files.interrupted)
     done_digest = files.done.strip() if files.done is not None else None
     done_valid = done_digest is not None and done_digest == ref.digest
     running = parse_running(files.running) if files.running is not None else None
@@ -234,13 +242,14 @@ def build_shard_state(
         done_valid=done_valid,
         running_alive=running_alive,
         has_fail=files.fail is not None,
-        attempts=attempts,
+        attempts=attempts - min(interrupted, attempts),
         max_attempts=limit,
     )
     return ShardState(
         index=index,
         status=status,
         attempts=attempts,
+        interrupted=min(interrupted, attempts),
         submissions=submissions,
         attempt_limit=limit,
         records=ref.records,
@@ -311,7 +320,8 @@ def pending_shards(
         if s.status == "running" and not include_running:
             continue
         limit = s.attempt_limit if max_attempts is None else max_attempts * max(1, s.submissions)
-        if s.status in ("failed", "retrying") and s.attempts >= limit and not include_failed:
+        counted = s.attempts - s.interrupted
+        if s.status in ("failed", "retrying") and counted >= limit and not include_failed:
             continue
         out.append(s.index)
     return out
@@ -466,6 +476,8 @@ def read_state_files(state_dir: Path) -> dict[int, StateFiles]:
                 files.running = data
             elif kind == "attempt":
                 files.attempt = data
+            elif kind == "interrupted":
+                files.interrupted = data
             else:
                 files.fail = data
     finally:

@@ -13,7 +13,7 @@ from xfer_core.output import Output, current
 
 if TYPE_CHECKING:
     from xfer_core.bulk.queue_view import SchedulerView
-    from xfer_core.bulk.state import JobRecord, Progress, RunState
+    from xfer_core.bulk.state import JobRecord, Progress, RunState, ShardState
 
 #: Shards listed per status in the human output (all of them are in --json).
 _LIST_LIMIT = 20
@@ -181,6 +181,12 @@ def _scheduler_lines(snap: Snapshot) -> list[str]:
     return lines
 
 
+def _attempts(s: ShardState, max_attempts: int) -> str:
+    """``2/3 attempts``, with ``, N interrupted`` (not counted) when some were stopped."""
+    text = f"{s.attempts}/{max_attempts} attempts"
+    return f"{text}, {s.interrupted} interrupted" if s.interrupted else text
+
+
 def _shard_lines(st: RunState) -> list[str]:
     lines = []
     for status in ("failed", "retrying", "running"):
@@ -189,7 +195,7 @@ def _shard_lines(st: RunState) -> list[str]:
             continue
         lines.append(f"{status} shards:")
         for s in shards[:_LIST_LIMIT]:
-            head = f"  shard {s.index} ({s.attempts}/{st.max_attempts} attempts)"
+            head = f"  shard {s.index} ({_attempts(s, st.max_attempts)})"
             if s.running is not None:
                 r = s.running
                 since = _duration(max(0.0, st.loaded_at - r.started_at))
@@ -236,7 +242,7 @@ def _render_rich(snap: Snapshot) -> Any:
             table.add_row(
                 str(s.index),
                 f"[{colour[s.status]}]{s.status}[/]",
-                f"{s.attempts}/{st.max_attempts}",
+                _attempts(s, st.max_attempts),
                 _bytes(s.bytes),
                 Text(detail),
             )

@@ -62,16 +62,31 @@ run_step() {
 }
 
 maybe_requeue() {
-    # Slurm only: requeue this array task while the submission has attempts left
-    local restarts=${SLURM_RESTART_COUNT:-0}
+    # Slurm only: requeue this array task while the submission has attempts left. Only
+    # the task's own requeues count (state/task_JOB_TASK.requeues), not SLURM_RESTART_COUNT:
+    # requeues by an admin, preemption or a node set DOWN must not use up attempts.
+    local task file requeues=0
     [ -n "${SLURM_ARRAY_JOB_ID:-}" ] || return 0
-    if [ $((restarts + 1)) -lt "$MAX_ATTEMPTS" ]; then
+    task="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+    file="$STATE_DIR/task_$task.requeues"
+    [ -f "$file" ] && requeues=$(<"$file")
+    case $requeues in '' | *[!0-9]*) requeues=0 ;; esac
+    if [ $((requeues + 1)) -lt "$MAX_ATTEMPTS" ]; then
         REQUEUED=1
-        log "requeueing task ${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} (restart $((restarts + 1)) of $((MAX_ATTEMPTS - 1)))"
-        scontrol requeue "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}" || log "scontrol requeue failed"
+        put "$file" "$((requeues + 1))"
+        log "requeueing task $task (restart $((requeues + 1)) of $((MAX_ATTEMPTS - 1)))"
+        scontrol requeue "$task" || log "scontrol requeue failed"
     else
         log "no attempts left in this submission ($MAX_ATTEMPTS)"
     fi
+}
+
+# count_interrupted: one more attempt of the current shard was stopped from outside
+count_interrupted() {
+    local n=0 file="$STATE_DIR/shard_$CUR_SHARD.interrupted"
+    [ -f "$file" ] && n=$(<"$file")
+    case $n in '' | *[!0-9]*) n=0 ;; esac
+    put "$file" "$((n + 1))"
 }
 
 on_signal() {  # REASON EXIT_CODE
@@ -85,6 +100,9 @@ on_signal() {  # REASON EXIT_CODE
     fi
     if [ -n "$CUR_SHARD" ]; then
         log "attempt $CUR_ATTEMPT: $1"
+        # stopped from outside (scancel, scontrol requeue, preemption, node DOWN, Ctrl-C):
+        # not the shard's failure, so it does not count against max_attempts
+        [ "$1" = "time limit" ] || count_interrupted
         put "$STATE_DIR/shard_$CUR_SHARD.fail" "attempt $CUR_ATTEMPT: $1"
         rm -f "$STATE_DIR/shard_$CUR_SHARD.running" "$XFER_REASON"
     fi
