@@ -15,13 +15,13 @@ import json
 import os
 import re
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from xfer_core.testing.conformance import _KillWhenTempAppears
 from xfer_core.testing.fixtures import unavailable
 from xfer_core.testing.netns import NetLink, netns_problem, netns_sshd
 from xfer_core.testing.services import SshServer
@@ -93,39 +93,6 @@ class Setup:
         return [command, "--config", str(self.config), "-b", backend]
 
 
-class CutWhenTempAppears:
-    """Takes the link down as soon as a partial temp copy of a source file shows up."""
-
-    def __init__(self, link: NetLink, root: Path, size: int):
-        self.link, self.root, self.size = link, root, size
-        self.cut_at: float | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self) -> CutWhenTempAppears:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _watch(self) -> None:
-        while not self._stop.is_set():
-            for entry in os.scandir(self.root):
-                if entry.name in NAMES or not any(n in entry.name for n in NAMES):
-                    continue
-                try:
-                    size = entry.stat(follow_symlinks=False).st_size
-                except OSError:
-                    continue
-                if 0 < size < self.size:
-                    self.link.down()
-                    self.cut_at = time.monotonic()
-                    return
-            time.sleep(0.005)
-
-
 def _failed_lines(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if line.startswith("c/p: FAILED: ")]
 
@@ -170,7 +137,7 @@ def _drop_mid_transfer(
     link.throttle("40mbit")  # 5 MB/s in all: a file takes a second or more, cut long before
     proc = popen_xfer("--json", *setup.argv(command, backend), env=setup.env)
     try:
-        with CutWhenTempAppears(link, setup.dst, size) as cutter:
+        with _KillWhenTempAppears(None, setup.dst, NAMES[0], size, action=link.down) as cutter:
             try:
                 out_bytes, err_bytes = proc.communicate(timeout=hang)
             except subprocess.TimeoutExpired:
@@ -183,8 +150,8 @@ def _drop_mid_transfer(
         link.up()
     err = err_bytes.decode(errors="replace")
     events = [json.loads(line) for line in out_bytes.decode().splitlines() if line.strip()]
-    assert cutter.cut_at is not None, f"no partial file seen; the run ended first:\n{err}"
-    detect = ended - cutter.cut_at
+    assert cutter.fired_at is not None, f"no partial file seen; the run ended first:\n{err}"
+    detect = ended - cutter.fired_at
     # nothing under a real name is partial, and the run says it failed
     partial = [
         n for n in NAMES if (setup.dst / n).exists() and (setup.dst / n).read_bytes() != files[n]

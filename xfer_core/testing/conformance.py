@@ -35,6 +35,7 @@ import os
 import stat
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -217,14 +218,24 @@ def job_for(
 
 
 class _KillWhenTempAppears:
-    """Stops sshd as soon as a partially written copy of ``name`` shows up under ``root``."""
+    """Stops sshd as soon as a partially written copy of ``name`` shows up under ``root``
+    (or runs ``action`` instead, e.g. cutting a network link); ``fired_at`` is when."""
 
-    def __init__(self, server: SshServer, root: Path, name: str, final_size: int):
+    def __init__(
+        self,
+        server: SshServer | None,
+        root: Path,
+        name: str,
+        final_size: int,
+        action: Callable[[], None] | None = None,
+    ):
         self.server = server
         self.root = root
         self.name = name
         self.final_size = final_size
+        self.action = action
         self.fired = False
+        self.fired_at: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True)
 
@@ -249,8 +260,11 @@ class _KillWhenTempAppears:
                     except OSError:
                         continue
                     if 0 < size < self.final_size:
-                        self.server.stop()
-                        self.fired = True
+                        if self.action is not None:
+                            self.action()
+                        elif self.server is not None:
+                            self.server.stop()
+                        self.fired, self.fired_at = True, time.monotonic()
                         return
             time.sleep(0.002)
 
