@@ -68,24 +68,7 @@ class _Display:
         self._progress: Any = None
         self._task: Any = None
         if out.is_tty and not out.quiet:
-            from rich.progress import (
-                BarColumn,
-                DownloadColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-                TransferSpeedColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                DownloadColumn(),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=out.console,
-                transient=False,
-            )
+            self._progress = out.byte_progress()
             self._task = self._progress.add_task("", total=total_bytes or 1)
         self.total_shards = total_shards
         self.done = 0

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import msgspec
     from rich.console import Console
+    from rich.progress import Progress, ProgressColumn
 
 
 class Output:
@@ -37,6 +38,29 @@ class Output:
         from rich.console import Console
 
         return Console(stderr=True, highlight=False)
+
+    def byte_progress(self, *extra: ProgressColumn) -> Progress:
+        """A rich live display on :attr:`console`, not started: description, bar,
+        ``extra`` columns, bytes done/total (binary units), rate and time left."""
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        return Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            *extra,
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
+        )
 
     @cached_property
     def stdout(self) -> Console:

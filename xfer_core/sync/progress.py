@@ -282,26 +282,10 @@ class RichReporter(Reporter):
     """A TTY: one live progress row per pair (files, bytes, rate, ETA), then the summary."""
 
     def __init__(self, out: Output):
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+        from rich.progress import TextColumn
 
         self.out = out
-        self.progress: Progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.fields[files]} files"),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
-            console=out.console,
-            transient=False,
-        )
+        self.progress: Progress = out.byte_progress(TextColumn("{task.fields[files]} files"))
         self.progress.start()
         self._tasks: dict[tuple[str, str], TaskID] = {}
 
