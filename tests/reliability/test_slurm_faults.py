@@ -259,11 +259,13 @@ def test_requeue_storm_by_an_admin(
             assert (s["attempts"], s["interrupted"]) == (k, k), s
             assert s["last_error"] == f"attempt {k}: interrupted (SIGTERM)", s
         assert run.false_done() == 0
+
         # the held tasks start again ~3 s later (Slurm would wait cred_expire+1 s)
-        wait_for(
-            lambda k=k: release_held(slurm) or all(_attempt_running(run, i) > k for i in (0, 1)),
-            f"round {k} restart",
-        )
+        def restarted(k: int = k) -> bool:
+            release_held(slurm)
+            return all(_attempt_running(run, i) > k for i in (0, 1))
+
+        wait_for(restarted, f"round {k} restart")
     # the storm is over; now one real failure: the task must still requeue itself
     run.fail_once.touch()
     run.gate.unlink()
