@@ -395,7 +395,14 @@ async def connect(target: Remote) -> asyncssh.SSHClientConnection:
             f"{where}: login refused (check user and key_path): {exc.reason}"
         ) from None
     except (OSError, asyncio.TimeoutError) as exc:
-        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        # asyncio's "Connect call failed ('h', 22)" hides the cause: say "No route to host"
+        errno = getattr(exc, "errno", None)
+        reason = (
+            (os.strerror(errno) if errno else None)
+            or getattr(exc, "strerror", None)
+            or str(exc)
+            or type(exc).__name__
+        )
         raise TransferError(f"{where}: unreachable: {reason}") from None
     except (asyncssh.Error, ValueError) as exc:
         raise TransferError(f"{where}: ssh failed: {exc}") from None
