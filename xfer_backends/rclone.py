@@ -29,7 +29,8 @@ xfer_copy() {  # FILES LOG
         >>"$2" 2>&1 </dev/null
     rc=$?
     if [ "$rc" -ne 0 ]; then
-        last=$(LC_ALL=C grep -a 'ERROR' "$2" | tail -n 1)
+        # rclone's last ERROR or CRITICAL line (a dead endpoint gives only CRITICAL ones)
+        last=$(LC_ALL=C grep -aE ' (ERROR|CRITICAL) ?:' "$2" | tail -n 1)
         printf 'rclone copy exit %d: %s\n' "$rc" "${last:-see the log}" >"$XFER_REASON"
     fi
     return "$rc"
