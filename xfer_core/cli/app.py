@@ -134,6 +134,11 @@ def _ignore_further_interrupts() -> None:
     # instead of exiting 130.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # CPython 3.11 flags a KeyboardInterrupt raised as an exec()/eval() of a string starts
+    # (typer, dataclasses and typing do that at start-up) as unhandled even once caught;
+    # `python -m xfer_core.cli` then ends by killing itself with SIGINT instead of exiting
+    # 130. Each exec() of a string clears that flag first; this one ends clean.
+    exec("")
 
 
 def _print_error(message: str, hint: str | None) -> None:
