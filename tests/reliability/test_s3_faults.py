@@ -163,7 +163,7 @@ def test_manifest_build_through_errors_and_resets(
     files = make_tree(s3.root / "src" / prefix, [f"l{i % 4}/o{i:03d}" for i in range(16)])
     out = tmp_path / "m.jsonl"
     # moderate errors and resets: the listing completes, exactly
-    proxy.configure(error_rate=0.25, errors=["SlowDown", "InternalError"], reset_rate=0.1)
+    proxy.configure(error_rate=0.15, errors=["SlowDown", "InternalError"], reset_rate=0.05)
     proc = xfer(*_build_args(s3, conf, prefix, out), timeout=180)
     assert proc.returncode == 0, proc.stderr
     listed = {r.path: r.size for r in read_manifest(out)}
@@ -204,7 +204,7 @@ def test_run_local_to_s3_through_errors_resets_and_latency(
     prefix = _prefix(f"l2s-{engine}")
     source, files = _source("local", s3, tmp_path, prefix, 8)
     run = tmp_path / "run"
-    proxy.configure(error_rate=0.2, reset_rate=0.1, latency=0.01, jitter=0.02)
+    proxy.configure(error_rate=0.15, reset_rate=0.08, latency=0.01, jitter=0.02)
     args = _run_args(run, source, s3.remote("dst", prefix), conf, engine, 3)
     dest = s3.root / "dst" / prefix
     false_done, submissions = _complete(proxy, run, [*args, "--rclone-flags", FLAGS], dest, files)

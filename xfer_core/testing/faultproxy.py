@@ -21,8 +21,8 @@ faults to some HTTP methods (``{"PUT"}``...). Modes can be changed at any time w
 :meth:`FaultProxy.configure` (e.g. ``configure(error_rate=0)`` heals the endpoint).
 :attr:`FaultProxy.counters` counts what was done (``requests``, ``forwarded``,
 ``slowdown``, ``internal_error``, ``rate_limited``, ``reset_request``,
-``reset_response``, ``delayed``) and ``retries``: requests for a method and target
-that were faulted before (the client tried again).
+``reset_response``, ``delayed``) and ``retries``: faulted requests that the client
+sent again (same method and target; counted once per fault).
 
 Bodies are buffered in memory (test-sized objects); chunked transfer encoding, ``Expect:
 100-continue`` and keep-alive are handled. Standard library only, one thread per client
@@ -360,7 +360,8 @@ class FaultProxy:
         with self._lock:
             self.counters["requests"] += 1
             key = (method, target)
-            if key in self._faulted:
+            if key in self._faulted:  # counted once per fault
+                self._faulted.discard(key)
                 self.counters["retries"] += 1
             delay = self.latency + (self._random.random() * self.jitter if self.jitter else 0.0)
             fault: str | None = None
