@@ -59,7 +59,7 @@ def _run(args: list[str], env: dict[str, str] | None = None) -> tuple[int, str, 
 
 
 @pytest.mark.sshd
-@pytest.mark.parametrize("backend", ["rsync"])
+@pytest.mark.parametrize("backend", ["rsync", "sftp"])
 def test_sync_100k_files(sshd: SshServer, tmp_path: Path, backend: str, tally: Tally) -> None:
     n = 100_000
     src = tmp_path / "src"
