@@ -341,3 +341,46 @@ def test_proxy_injects_what_it_is_told(s3: S3Server, proxy: FaultProxy) -> None:
     c = proxy.counters
     assert (c["slowdown"], c["reset_response"]) == (1, 1) and c["rate_limited"] >= 2, c
     assert c["retries"] >= 1 and proxy.faults == 2 + c["rate_limited"]
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("engine", ENGINES)
+def test_endpoint_stopped_mid_shard_on_the_local_scheduler(
+    s3: S3Server, proxy: FaultProxy, conf: str, tmp_path: Path, engine: str, tally: Tally
+) -> None:
+    """The endpoint goes away (connections dropped, then refused) while shards copy."""
+    import time
+
+    from .helpers import popen_xfer
+
+    prefix = _prefix(f"stop-{engine}")
+    source, files = _source("local", s3, tmp_path, prefix, 10)
+    run = tmp_path / "run"
+    args = _run_args(run, source, s3.remote("dst", prefix), conf, engine, 2)
+    args += ["--rclone-flags", FAST_FAIL, "--max-attempts", "1"]
+    proxy.configure(latency=0.4)  # slow enough to be caught mid-shard
+    proc = popen_xfer(*args, "--submit")
+    try:
+        deadline = time.monotonic() + 120
+        while proxy.counters["forwarded"] < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert list((run / "state").glob("shard_*.running")), "no shard was running"
+        proxy.stop()
+        _out, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1, err
+    assert b"Traceback" not in err, err
+    dest = s3.root / "dst" / prefix
+    false_done = _false_done(run, dest, files)
+    rc, doc = _status(run)
+    assert rc == 1 and doc["totals"]["failed"] >= 1, doc["totals"]
+    proxy.heal()
+    proxy.start()
+    retry = xfer("retry", "--run-dir", str(run), "--include-failed", timeout=300)
+    assert retry.returncode == 0, retry.stderr
+    assert read_tree(dest) == files and load_run_state(run).complete
+    assert false_done == 0
+    tally(cases=1, false_done=false_done, **_figures(proxy))
