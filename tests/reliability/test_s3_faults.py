@@ -212,6 +212,23 @@ def test_run_local_to_s3_through_errors_resets_and_latency(
     tally(cases=1, false_done=false_done, submissions=submissions, **_figures(proxy))
 
 
+def test_run_s3_to_local_answers_reset_mid_body(
+    s3: S3Server, proxy: FaultProxy, conf: str, tmp_path: Path, tally: Tally
+) -> None:
+    """Downloads cut half-way (GET answers reset mid-body): a truncated file must never
+    be reported done; rclone notices the short body or the check finds the size."""
+    prefix = _prefix("s2l")
+    source, files = _source("s3", s3, tmp_path, prefix, 8)
+    run = tmp_path / "run"
+    dest = tmp_path / "back"
+    args = _run_args(run, source, str(dest), conf, "rclone", 2, "--rclone-flags", FLAGS)
+    # object downloads only, not listings (the S3 SDK tags GETs of objects x-id=GetObject)
+    proxy.configure(reset_rate=0.3, methods=["GET"], target=r"^/src/[^?]+(\?x-id=GetObject)?$")
+    false_done, submissions = _complete(proxy, run, args, dest, files)
+    assert proxy.counters["reset_response"] > 0, proxy.counters
+    tally(cases=1, false_done=false_done, submissions=submissions, **_figures(proxy))
+
+
 @pytest.mark.soak
 @pytest.mark.parametrize("engine", ENGINES)
 def test_run_s3_to_s3_rate_limited_and_slow(

@@ -17,7 +17,8 @@ request:
 
 Decisions come from one ``random.Random(seed)``: the rates are reproducible, the
 exact requests hit depend on the order clients send them. ``methods`` limits the
-faults to some HTTP methods (``{"PUT"}``...). Modes can be changed at any time with
+faults to some HTTP methods (``{"PUT"}``...), ``target`` to request targets matching
+a regular expression (``r"^/bucket/[^?]+$"``: object requests, not listings). Modes can be changed at any time with
 :meth:`FaultProxy.configure` (e.g. ``configure(error_rate=0)`` heals the endpoint).
 :attr:`FaultProxy.counters` counts what was done (``requests``, ``forwarded``,
 ``slowdown``, ``internal_error``, ``rate_limited``, ``reset_request``,
@@ -222,6 +223,7 @@ class FaultProxy:
         reset_rate: float = 0.0,
         rate_limit: float | None = None,
         methods: Iterable[str] | None = None,
+        target: str | None = None,
         seed: int = 0,
     ):
         parts = urlsplit(upstream)
@@ -237,7 +239,8 @@ class FaultProxy:
         self.reset_rate = reset_rate
         self.rate_limit = rate_limit
         self.methods: frozenset[str] | None = None
-        self.configure(errors=errors, methods=methods)
+        self.target: re.Pattern[str] | None = None
+        self.configure(errors=errors, methods=methods, target=target)
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._faulted: set[tuple[str, str]] = set()
         self._recent: collections.deque[float] = collections.deque()
@@ -259,6 +262,8 @@ class FaultProxy:
                         raise ValueError(f"unknown S3 errors {unknown} (known: {list(S3_ERRORS)})")
                 elif key == "methods":
                     value = None if value is None else frozenset(m.upper() for m in value)
+                elif key == "target":
+                    value = None if value is None else re.compile(value)
                 elif key not in ("latency", "jitter", "error_rate", "reset_rate", "rate_limit"):
                     raise TypeError(f"unknown fault mode {key!r}")
                 setattr(self, key, value)
@@ -365,7 +370,9 @@ class FaultProxy:
                 self.counters["retries"] += 1
             delay = self.latency + (self._random.random() * self.jitter if self.jitter else 0.0)
             fault: str | None = None
-            if self.methods is None or method in self.methods:
+            if (self.methods is None or method in self.methods) and (
+                self.target is None or self.target.search(target)
+            ):
                 now = time.monotonic()
                 if self.rate_limit is not None:
                     while self._recent and now - self._recent[0] >= 1.0:
