@@ -36,6 +36,10 @@ CLASSES = {
     "through validate_text / parse_config and the exclude matcher",
     "hostile input: manifest fuzz": "random bytes, JSON values, truncated records and files "
     "through decode_line / read_manifest",
+    "hostile input: atheris fuzz": "coverage-guided fuzzing (atheris) of the config loader and "
+    "the manifest reader; only xfer's own errors allowed, no hang",
+    "hostile input: every byte in names": "names that together hold every byte 0x01-0xFF but "
+    "`/` through sync and fetch (rsync, sftp), manifest build + run (rclone local, S3, s5cmd)",
     "hostile input: shell injection": "`$(…)`, backticks, `;`, quotes in config paths, excludes, "
     "host/user/key, CLI flags, file names and manifest paths (sync, fetch, run); CANARY never "
     "appears",
@@ -47,18 +51,24 @@ CLASSES = {
     "manifest build, manifest shard and a local run; then re-run",
     "faults: ssh, remote disk, changing files": "sshd killed mid-fetch, read-only remote dir, "
     "1 MiB tmpfs remote disk full, files changing while sent",
-    "load": "100,000-file sync and 1,000-shard local run (soak)",
+    "faults: network link dropped": "the link to an sshd in a network namespace cut (`ip link "
+    "set down`) mid-file during sync and fetch on rsync and sftp, and down before the run: "
+    "exit 1 within io_timeout, one-line error, nothing counted sent that did not arrive, "
+    "re-run byte-identical",
+    "faults: Slurm": "node drained mid-array (running tasks finish, pending wait); node set "
+    "DOWN (running tasks killed and requeued); slurmctld restarted, and down while tasks "
+    "finish; admin requeue storms then a real failure that is still retried",
+    "faults: S3 slow, erroring, rate-limited": "a fault-injecting proxy in front of the S3 "
+    "server: latency, 503 SlowDown / 500 errors, rate limits, connections reset mid-body; "
+    "manifest build and run with the rclone and s5cmd engines",
+    "load": "100,000-file sync (rsync, sftp) and 1,000-shard runs (local, Slurm) (soak); "
+    "40 shards on 10 Slurm array tasks (default)",
 }
 
 NOT_COVERED = [
-    "network namespace link drop (`ip link set down`) mid-transfer: not built here "
-    "(sshd killed mid-transfer stands in for a dropped link)",
-    "Slurm faults (node drained mid-array, slurmctld restarted, requeue storms): not in this "
-    "suite; worker kill -9, S3 stopped mid-run, time limit and max attempts are in tests/e2e and "
-    "tests/bulk",
-    "1,000 shards on Slurm: not measured here (local scheduler only)",
-    "atheris: installs (3.0.0, into a scratch venv) but is not a dependency; hypothesis drives "
-    "the fuzzing",
+    "containers: pyxis/enroot/apptainer are rendered and checked as text only (no enroot, "
+    "pyxis or apptainer here; podman installs but cannot start containers in this VM)",
+    "Slurm accounting (sacct): the fixture has no slurmdbd; status reads squeue and the run dir",
 ]
 
 
