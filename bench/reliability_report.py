@@ -183,7 +183,11 @@ def render(
     if loads:
         lines += [
             "Sampled every 0.2 s from /proc while the command ran: the xfer process alone, and "
-            "its whole process tree (rsync/ssh or the workers and rclone).",
+            "its whole process tree (rsync/ssh or the workers and rclone). A peak shorter than "
+            "a sample can be missed: `manifest shard` keeps two files per shard open while the "
+            "fd limit allows (up to ~1,900 fds for 1,000 shards, seen at 0.05 s sampling), "
+            "then falls back to reopening them. Slurm workers run under slurmstepd, not under "
+            "xfer, so the Slurm rows' tree is `xfer run --submit` and `xfer status --watch`.",
             "",
             "| load | wall s | peak RSS xfer (MiB) | peak RSS tree (MiB) | peak fds xfer "
             "| peak fds tree | peak processes | data lost |",
