@@ -355,7 +355,10 @@ class FaultProxy:
             try:
                 conn, _ = listener.accept()
             except OSError:
-                return
+                if self._listener is not listener:
+                    return  # stopped
+                time.sleep(0.05)  # a client gone before accept, or out of fds: go on
+                continue
             self._track(conn, True)
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
