@@ -66,9 +66,15 @@ def run_interruptible(main: Coroutine[Any, Any, T]) -> T:
                 return None  # KeyboardInterrupt below, once the loop is closed
             raise
         finally:
-            for sig, previous in installed:
-                loop.remove_signal_handler(sig)
-                signal.signal(sig, previous)
+            # remove_signal_handler leaves SIGTERM at SIG_DFL until the restore: one arriving
+            # in between would kill us outright. Held back, it reaches the restored handler.
+            held = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+            try:
+                for sig, previous in installed:
+                    loop.remove_signal_handler(sig)
+                    signal.signal(sig, previous)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     result = asyncio.run(guarded())
     if interrupted:

@@ -175,6 +175,45 @@ def test_second_signal_cuts_a_stuck_cleanup_short(tally: Tally) -> None:
     tally(cases=1)
 
 
+_WINDOW_SCRIPT = """
+import asyncio, os, signal, sys
+from xfer_core.aio import run_interruptible
+from xfer_core.cli.app import _sigterm
+
+loop_class = type(asyncio.new_event_loop())
+original = loop_class.remove_signal_handler
+
+def remove_then_signal(self, sig):  # SIGTERM lands right after the loop lets go of it
+    done = original(self, sig)
+    if sig == signal.SIGTERM:
+        os.kill(os.getpid(), signal.SIGTERM)
+    return done
+
+loop_class.remove_signal_handler = remove_then_signal
+signal.signal(signal.SIGTERM, _sigterm)
+
+async def work():
+    await asyncio.sleep(0)
+
+try:
+    run_interruptible(work())
+except KeyboardInterrupt:
+    sys.exit(130)
+"""
+
+
+def test_signal_as_the_loop_hands_back_its_handlers(tally: Tally) -> None:
+    """A SIGTERM between the loop removing its handler and the CLI's coming back (seen once
+    in 40 soak runs as a death by SIGTERM) reaches the CLI's handler: exit 130."""
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", _WINDOW_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 130, (proc.returncode, proc.stderr)
+    tally(cases=1)
+
+
 @pytest.mark.sshd
 @pytest.mark.parametrize("backend,sig,seed", _sync_cases())
 def test_sync_interrupted_then_rerun(
