@@ -19,4 +19,13 @@ def main(argv: list[str] | None = None) -> None:
         return
     from xfer_core.cli.app import main as run_app
 
-    run_app(args)
+    try:
+        run_app(args)
+    finally:
+        # The command is over and its exit status decided. A SIGINT/SIGTERM arriving now,
+        # while the interpreter shuts down (which hands the signals back to the kernel's
+        # default), must not turn that status into a death by signal.
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
