@@ -297,6 +297,7 @@ def test_run_against_an_always_erroring_endpoint_then_healed(
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(1200)  # s5cmd backs off long on 503s: minutes per run
 @pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("kind", ["local", "s3"])
 @pytest.mark.parametrize("seed", [1, 2])
@@ -363,6 +364,7 @@ def test_proxy_injects_what_it_is_told(s3: S3Server, proxy: FaultProxy) -> None:
 
 
 @pytest.mark.soak
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_endpoint_stopped_mid_shard_on_the_local_scheduler(
     s3: S3Server, proxy: FaultProxy, conf: str, tmp_path: Path, engine: str, tally: Tally
