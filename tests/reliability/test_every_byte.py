@@ -21,9 +21,10 @@ nothing else (names are compared as bytes; directories too):
   suite packs the bytes into fewer names: S3 is slow per object); under soak,
   every such name, and S3 -> local with rclone too. The other
   names are refused by s5cmd before anything runs, with an error counting and
-  naming them; the rclone engine accepts them (rclone carries them with its
-  encoding on real S3), which the test S3 server (``rclone serve s3``) cannot
-  store, so that round trip is not checked here.
+  naming them; the rclone engine accepts them (rclone carries them on real S3,
+  invalid UTF-8 with its encoding), which the test S3 server (``rclone serve s3``)
+  cannot store: the run fails with rclone's error and no shard is marked done
+  (that round trip is not checked here).
 """
 
 from __future__ import annotations
@@ -279,10 +280,20 @@ def test_s3_routes_carry_every_key_byte_and_refuse_the_rest(
     assert not (s3.root / "dst" / (prefix + "-bad")).exists()
     assert list((tmp_path / "run-bad").glob("state/shard_*.done")) == []
     cases += len(NOT_S3_NAMES)
-    # the rclone engine accepts them (rclone's encoding carries them on real S3)
-    args = s3_run("rclone", s3, tmp_path / "run-bad-rc", str(bad), s3.remote("dst", prefix + "-b"))
-    proc = xfer(*args, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the rclone engine accepts them (rclone carries them on real S3, invalid UTF-8 with
+    # its encoding); the test server cannot store them: the run fails, nothing is done
+    some = tmp_path / "some"
+    write_names(some, [b"\x01", b"\n", b"\x7f", b"x\xe9", b"\xff"])
+    args = s3_run("rclone", s3, tmp_path / "run-rc", str(some), s3.remote("dst", prefix + "-b"))
+    args[args.index("--num-shards") + 1] = "1"
+    args[args.index("--rclone-flags") + 1] = "--retries 1 --low-level-retries 1"  # fail fast
+    proc = xfer(*args, "--submit", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr[-3000:] + proc.stdout[-2000:]
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert (summary["done"], summary["failed"]) == (0, 1), summary
+    assert "rclone copy exit" in summary["failures"][0]["reason"], summary
+    assert list((tmp_path / "run-rc").glob("state/shard_*.done")) == []
+    cases += 5
     assert canaries(tmp_path, s3.root) == []
     tally(cases=cases, lost=lost)
 
