@@ -47,8 +47,10 @@ CLASSES = {
     "symlinks out of the root and a local trap symlink on fetch",
     "secrets": "loose rclone.conf, key problems, unknown/changed host keys, S3 secret grepped in "
     "all outputs and run dirs",
-    "faults: interrupts (SIGINT/SIGTERM)": "signals at seeded random points of sync, "
-    "manifest build, manifest shard and a local run; then re-run",
+    "faults: interrupts (SIGINT/SIGTERM)": "signals at seeded random points of sync (rsync, "
+    "sftp), manifest build, manifest shard and a local run, plus pinned races (signal inside "
+    "the event loop, during the handler hand-back, at interpreter exit, a second signal); "
+    "then re-run",
     "faults: ssh, remote disk, changing files": "sshd killed mid-fetch, read-only remote dir, "
     "1 MiB tmpfs remote disk full, files changing while sent",
     "faults: network link dropped": "the link to an sshd in a network namespace cut (`ip link "
