@@ -74,17 +74,47 @@ NOT_COVERED = [
 ]
 
 
-def run_suite(soak: bool, results: Path, extra: list[str]) -> float:
+def run_suite(
+    soak: bool,
+    results: Path,
+    extra: list[str],
+    paths: tuple[str, ...] | list[str] = ("tests/reliability",),
+) -> float:
     env = {**os.environ, "XFER_RELIABILITY_OUT": str(results)}
     if soak:
         env["XFER_SOAK"] = "1"
     else:
         env.pop("XFER_SOAK", None)
-    argv = [sys.executable, "-m", "pytest", "tests/reliability", "-q", "-p", "no:cacheprovider"]
+    argv = [sys.executable, "-m", "pytest", *paths, "-q", "-p", "no:cacheprovider"]
     start = time.monotonic()
     proc = subprocess.run([*argv, *extra], cwd=ROOT, env=env, check=False)
     print(f"pytest exit status {proc.returncode}", file=sys.stderr)
     return time.monotonic() - start
+
+
+def rerun_failed(soak: bool, outcomes: list[dict[str, Any]], results: Path) -> Path | None:
+    """Run each failed test once more (results in ``<results>.rerun``); None if none failed."""
+    failed = sorted({o["nodeid"] for o in outcomes if o["outcome"] == "failed"})
+    if not failed:
+        return None
+    rerun = results.with_name(results.name + ".rerun")
+    rerun.write_text("")
+    print(f"re-running {len(failed)} failed test(s) once", file=sys.stderr)
+    run_suite(soak, rerun, failed, paths=[])
+    return rerun
+
+
+def merge_rerun(
+    outcomes: list[dict[str, Any]], tallies: list[dict[str, Any]], rerun: Path
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[tuple[str, str]]]:
+    """The first run's results with each re-run test's results in place of its first ones;
+    and (nodeid, outcome of the re-run) of every test that was re-run."""
+    again_outcomes, again_tallies = load(rerun)
+    again = {o["nodeid"] for o in again_outcomes}
+    merged = [o for o in outcomes if o["nodeid"] not in again] + again_outcomes
+    merged_tallies = [t for t in tallies if t["nodeid"] not in again] + again_tallies
+    final = {o["nodeid"]: o["outcome"] for o in again_outcomes}
+    return merged, merged_tallies, sorted(final.items())
 
 
 def load(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -97,7 +127,11 @@ def load(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def render(
-    outcomes: list[dict[str, Any]], tallies: list[dict[str, Any]], seconds: float, soak: bool
+    outcomes: list[dict[str, Any]],
+    tallies: list[dict[str, Any]],
+    seconds: float,
+    soak: bool,
+    reruns: list[tuple[str, str]] | None = None,
 ) -> str:
     by_test: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in tallies:
@@ -202,6 +236,15 @@ def render(
             )
     else:
         lines.append("Not run in this report (run with `--soak`).")
+    lines += ["", "## Failed, then re-run once", ""]
+    if reruns:
+        lines += [
+            "These tests failed in the run above and were run once more on their own; the "
+            "table counts the re-run's outcome and figures.",
+            "",
+        ] + [f"- `{nodeid}`: {outcome} on re-run" for nodeid, outcome in reruns]
+    else:
+        lines.append("None: every test passed (or xfailed) at its first run.")
     lines += ["", "## Known bugs found (tests marked xfail, strict)", ""]
     if bugs:
         seen = set()
@@ -233,6 +276,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--results", type=Path, help="render saved results; do not run")
     parser.add_argument("--seconds", type=float, default=0.0, help="wall time of saved results")
+    parser.add_argument(
+        "--no-rerun", action="store_true", help="do not re-run failed tests once (see the page)"
+    )
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments")
     args = parser.parse_args()
     if args.results:
@@ -242,7 +288,12 @@ def main() -> int:
         seconds = run_suite(args.soak, results, args.pytest_args)
         print(f"results in {results}", file=sys.stderr)
     outcomes, tallies = load(results)
-    page = render(outcomes, tallies, seconds, args.soak)
+    reruns: list[tuple[str, str]] = []
+    if not args.no_rerun:
+        rerun = rerun_failed(args.soak, outcomes, results)
+        if rerun is not None:
+            outcomes, tallies, reruns = merge_rerun(outcomes, tallies, rerun)
+    page = render(outcomes, tallies, seconds, args.soak, reruns)
     from xfer_core.atomic import atomic_write_text
 
     atomic_write_text(args.out, page)
