@@ -132,6 +132,7 @@ def render(
     seconds: float,
     soak: bool,
     reruns: list[tuple[str, str]] | None = None,
+    note: str = "",
 ) -> str:
     by_test: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for t in tallies:
@@ -181,7 +182,7 @@ def render(
         f"({'default + soak' if soak else 'default suite'}), {seconds:.0f} s wall, "
         f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}.",
-        "",
+        *([f"Note on this run: {note}", ""] if note else [""]),
         "| class | what is tried | tests | cases | passed | known bugs (xfail) | failed "
         '| data lost | false "done" |',
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -279,6 +280,7 @@ def main() -> int:
     parser.add_argument(
         "--no-rerun", action="store_true", help="do not re-run failed tests once (see the page)"
     )
+    parser.add_argument("--note", default="", help="a line about this run, shown on the page")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments")
     args = parser.parse_args()
     if args.results:
@@ -293,7 +295,7 @@ def main() -> int:
         rerun = rerun_failed(args.soak, outcomes, results)
         if rerun is not None:
             outcomes, tallies, reruns = merge_rerun(outcomes, tallies, rerun)
-    page = render(outcomes, tallies, seconds, args.soak, reruns)
+    page = render(outcomes, tallies, seconds, args.soak, reruns, args.note)
     from xfer_core.atomic import atomic_write_text
 
     atomic_write_text(args.out, page)
