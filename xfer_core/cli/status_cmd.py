@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from xfer_core.errors import ExitCode, XferError
-from xfer_core.output import Output, current
+from xfer_core.output import Output, current, human_bytes
 
 if TYPE_CHECKING:
     from xfer_core.bulk.queue_view import SchedulerView
@@ -91,14 +91,6 @@ class Snapshot:
 # --- human output -------------------------------------------------------------------------
 
 
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if abs(n) < 1024 or unit == "PiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
 def _duration(seconds: float) -> str:
     if seconds < 10:
         return f"{seconds:.1f}s"
@@ -124,7 +116,7 @@ def summary_lines(snap: Snapshot) -> list[str]:
         f"shards: {t.shards} total, {t.done} done, {t.running} running, "
         f"{t.retrying} retrying, {t.failed} failed, {t.pending} pending",
         f"objects: {t.records_done}/{t.records} done ({_pct(t.records_done, t.records)}); "
-        f"bytes: {_bytes(t.bytes_done)} / {_bytes(t.bytes)} ({_pct(t.bytes_done, t.bytes)}); "
+        f"bytes: {human_bytes(t.bytes_done)} / {human_bytes(t.bytes)} ({_pct(t.bytes_done, t.bytes)}); "
         f"attempts: {t.attempts}",
     ]
     return head + _info_lines(snap) + _shard_lines(st) + _verdict(st)
@@ -134,7 +126,7 @@ def _info_lines(snap: Snapshot) -> list[str]:
     st, t, p = snap.state, snap.state.totals, snap.progress
     lines = []
     if p.bytes_per_second is not None and p.since is not None and p.until is not None:
-        rate = f"rate: {_bytes(p.bytes_per_second)}/s over the last {_duration(p.until - p.since)}"
+        rate = f"rate: {human_bytes(p.bytes_per_second)}/s over the last {_duration(p.until - p.since)}"
         if p.eta_seconds is not None:
             rate += f"; ETA {_duration(p.eta_seconds)}"
         lines.append(rate)
@@ -224,7 +216,7 @@ def _render_rich(snap: Snapshot) -> Any:
         f"[red]{t.failed}[/]" if t.failed else "0",
         str(t.pending),
         f"{t.records_done}/{t.records}",
-        f"{_bytes(t.bytes_done)} / {_bytes(t.bytes)} ({_pct(t.bytes_done, t.bytes)})",
+        f"{human_bytes(t.bytes_done)} / {human_bytes(t.bytes)} ({_pct(t.bytes_done, t.bytes)})",
     )
     parts: list[Any] = [totals]
     attention = [s for s in st.shards if s.status in ("failed", "retrying", "running")]
@@ -243,7 +235,7 @@ def _render_rich(snap: Snapshot) -> Any:
                 str(s.index),
                 f"[{colour[s.status]}]{s.status}[/]",
                 _attempts(s, st.max_attempts),
-                _bytes(s.bytes),
+                human_bytes(s.bytes),
                 Text(detail),
             )
         parts.append(table)
