@@ -147,6 +147,23 @@ def test_files_written_into_root_are_visible_at_once(s3: S3Server) -> None:
     assert "seeded/new.bin" in listed.stdout.splitlines()
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_s3_server_idles_after_requests(s3: S3Server, tmp_path: Path) -> None:
+    # rclone 1.75's serve s3 with --dir-cache-time 0s spun a core at 100% from its first
+    # request on (2 s idle cost ~2 s of CPU), which starved a 2-core CI run into timeouts
+    (tmp_path / "obj.txt").write_text("x")
+    s3.run_rclone("copyto", str(tmp_path / "obj.txt"), s3.remote("src", "idle/obj.txt"), check=True)
+    s3.run_rclone("lsf", "-R", s3.remote("src"), check=True)
+    assert s3.pid is not None
+    before = _cpu_seconds(s3.pid)
+    time.sleep(2)
+    assert _cpu_seconds(s3.pid) - before < 0.5
+
+
 def test_s3_stop_and_restart_keeps_data(s3: S3Server) -> None:
     (s3.root / "dst" / "kept.txt").write_text("kept")
     s3.stop()

@@ -858,9 +858,11 @@ class S3Server(_Server):
                 f"127.0.0.1:{self.port}",
                 "--auth-key",
                 f"{self.access_key},{self.secret_key}",
-                # files put into root by tests must show up at once
+                # files put into root by tests must show up at once. Not 0s: rclone
+                # 1.75's serve s3 then spins a core at 100% after its first request,
+                # for good, and slows every later test on a 2-core machine to a halt.
                 "--dir-cache-time",
-                "0s",
+                "1ms",
                 "--poll-interval",
                 "0",
                 str(self.root),
@@ -877,8 +879,9 @@ class S3Server(_Server):
     def ensure_responsive(self) -> None:
         """Restart the server when it no longer answers a bucket listing within 10 s.
 
-        rclone 1.7x's ``serve s3`` with ``--dir-cache-time 0s`` was once seen to
-        deadlock in its directory cache after ~30 minutes of a loaded full test run.
+        A safety net: rclone 1.7x's ``serve s3`` with ``--dir-cache-time 0s`` (no longer
+        used) spun a core from its first request on and stopped answering after ~30
+        minutes of a full test run.
         """
         if self.pid is None:
             return
