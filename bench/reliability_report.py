@@ -207,7 +207,7 @@ def render(
     lines += [
         "",
         f"Time in test calls: default suite {default_s:.0f} s, soak variants {soak_s:.0f} s "
-        "(on a shared 2-core machine; other work was running).",
+        "(whether other work shared the machine: see the note on the run, if any).",
     ]
     skipped = sum(r["skipped"] for r in rows.values())
     if skipped:
