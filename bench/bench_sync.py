@@ -7,7 +7,8 @@ pytest; needs root, sshd, rsync) on loopback, for two trees:
 - ``large``: 20 files of 50 MiB;
 
 and three runs each: the initial push into an empty directory, a no-op re-run,
-and a re-run after 1% of the files changed. Prints a markdown table (wall time,
+and a re-run after 1% of the files changed, each ``--repeat`` times (default 3, the
+tools taking turns; the median is shown). Prints a markdown table (wall time,
 file bytes sent, ratio to raw rsync / OpenSSH sftp) and writes it with ``--out``.
 
     uv run python bench/bench_sync.py --out docs/bench-sync.md
@@ -38,6 +39,9 @@ from xfer_core.testing.services import SshServer
 
 ROOT = Path(__file__).resolve().parents[1]
 XFER = str(Path(sys.executable).with_name("xfer"))
+
+
+PHASES = ("initial", "no-op", "1% changed")
 
 
 @dataclass
@@ -235,28 +239,48 @@ def run(args: argparse.Namespace) -> str:
                 src = work / "src"
                 shutil.rmtree(src, ignore_errors=True)
                 make(src)
-                for round_no, name in enumerate(wanted):
-                    if name not in tools:
-                        print(f"skip {name}: not available", file=sys.stderr)
+                times: dict[tuple[str, str], list[Measure]] = {}
+                failed: dict[str, str] = {}
+                # the tools take turns in every repetition, so a change of load hits them alike
+                for rep in range(args.repeat):
+                    for round_no, name in enumerate(wanted):
+                        if name not in tools:
+                            if rep == 0:
+                                print(f"skip {name}: not available", file=sys.stderr)
+                            continue
+                        if name in failed:
+                            continue
+                        dest = sshd.mkdtemp(f"{name}-{rep}") / "tree"
+                        try:
+                            for phase in PHASES:
+                                if phase == "1% changed":
+                                    change_one_percent(src, rep * len(wanted) + round_no)
+                                m = measure(tools[name], src, dest)
+                                times.setdefault((phase, name), []).append(m)
+                                print(
+                                    f"{label} | {phase} | {name} | {m.seconds:.2f}s",
+                                    file=sys.stderr,
+                                )
+                        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                            failed[name] = str(exc).splitlines()[0][:120]
+                            print(f"{name}: {exc}", file=sys.stderr)
+                        shutil.rmtree(dest.parent, ignore_errors=True)
+                for name in wanted:
+                    if name in failed:
+                        rows.append((label, "error", name, failed[name]))
                         continue
-                    dest = sshd.mkdtemp(name) / "tree"
-                    try:
-                        for phase in ("initial", "no-op", "1% changed"):
-                            if phase == "1% changed":
-                                change_one_percent(src, round_no)
-                            m = measure(tools[name], src, dest)
-                            rows.append((label, phase, name, m))
-                            print(f"{label} | {phase} | {name} | {m.seconds:.2f}s", file=sys.stderr)
-                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
-                        rows.append((label, "error", name, str(exc).splitlines()[0][:120]))
-                        print(f"{name}: {exc}", file=sys.stderr)
-                    shutil.rmtree(dest.parent, ignore_errors=True)
+                    for phase in PHASES:
+                        runs = times.get((phase, name))
+                        if runs:
+                            middle = sorted(runs, key=lambda m: m.seconds)[len(runs) // 2]
+                            rows.append((label, phase, name, middle))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()[0]
     head = (
         f"xfer CLI start-up (process, imports, config; no transfer): {startup:.2f} s. "
-        f"Load average at the end: {load:.1f} on {os.cpu_count()} CPUs.\n\n"
+        f"Load average at the end: {load:.1f} on {os.cpu_count()} CPUs. "
+        f"Each time is the median of {args.repeat} run(s).\n\n"
     )
     return head + table(rows, startup)
 
@@ -297,6 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tools", default="", help="comma-separated subset of the tools")
     parser.add_argument("--sbatchman", default=None, help="path of the sbatchman script")
     parser.add_argument("--out", default=None, help="also write the table to this file")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of each tool and phase (the median is shown)"
+    )
     args = parser.parse_args(argv)
     text = run(args)
     print(text)
