@@ -92,12 +92,17 @@ def run_suite(
     return time.monotonic() - start
 
 
+def rerun_path(results: Path) -> Path:
+    """Where the re-run of ``results``' failed tests keeps its results."""
+    return results.with_name(results.name + ".rerun")
+
+
 def rerun_failed(soak: bool, outcomes: list[dict[str, Any]], results: Path) -> Path | None:
-    """Run each failed test once more (results in ``<results>.rerun``); None if none failed."""
+    """Run each failed test once more (results in :func:`rerun_path`); None if none failed."""
     failed = sorted({o["nodeid"] for o in outcomes if o["outcome"] == "failed"})
     if not failed:
         return None
-    rerun = results.with_name(results.name + ".rerun")
+    rerun = rerun_path(results)
     rerun.write_text("")
     print(f"re-running {len(failed)} failed test(s) once", file=sys.stderr)
     run_suite(soak, rerun, failed, paths=[])
@@ -292,7 +297,12 @@ def main() -> int:
     outcomes, tallies = load(results)
     reruns: list[tuple[str, str]] = []
     if not args.no_rerun:
-        rerun = rerun_failed(args.soak, outcomes, results)
+        # saved results are rendered, never run: their run's re-run file is used if it exists
+        saved = rerun_path(results)
+        if args.results:
+            rerun = saved if saved.is_file() else None
+        else:
+            rerun = rerun_failed(args.soak, outcomes, results)
         if rerun is not None:
             outcomes, tallies, reruns = merge_rerun(outcomes, tallies, rerun)
     page = render(outcomes, tallies, seconds, args.soak, reruns, args.note)
