@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import os
 import re
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from xfer_core.errors import ConfigError, TransferError
 from xfer_core.hookspecs import hookimpl
+from xfer_core.output import display_name
 from xfer_core.plugin import AVAILABLE, Availability
 from xfer_core.sync import remote_path
 from xfer_core.sync.backend import (
@@ -45,13 +47,14 @@ from xfer_core.sync.backend import (
     TransferOptions,
     TransferSession,
 )
+from xfer_core.sync.names import unsafe_name
 from xfer_core.sync.plan import Entry, EntryKind, Plan, plan_sync
 
 if TYPE_CHECKING:
     import asyncssh
 
-#: Temporary names of files being written (also recognised and removed when left over).
-_TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.xfertmp$", re.DOTALL)
+#: Temporary names: ``.NAME.<token><mark>.xfertmp``; ``mark`` proves xfer made the name.
+_TEMP = re.compile(r"^\.(.+)\.([0-9a-f]{8})([0-9a-f]{8})\.xfertmp$", re.DOTALL)
 _CHUNK = 1 << 20
 #: Files up to this size are pushed with a single write request.
 _SMALL = 256 * 1024
@@ -60,12 +63,30 @@ _BIG_FILES = 4
 _REQUESTS = 64
 
 
+def _mark(name: str, token: str) -> str:
+    return hashlib.sha256(
+        f"xfer-temp\0{name}\0{token}".encode("utf-8", "surrogateescape")
+    ).hexdigest()[:8]
+
+
 def temp_name(path: str) -> str:
-    """The temporary sibling of ``path`` a file is written to before the rename."""
+    """The temporary sibling of ``path`` a file (or symlink) is made as before the rename.
+
+    ``.NAME.<token><mark>.xfertmp``: ``token`` is random, ``mark`` a hash of name and
+    token, so a left-over temp file is recognised as xfer's own (:func:`is_own_temp`)
+    and a user's file that merely looks alike is never removed.
+    """
     parent, _, name = path.rpartition("/")
     name = os.fsencode(name)[:200].decode("utf-8", "surrogateescape") if len(name) > 200 else name
-    tmp = f".{name}.{secrets.token_hex(4)}.xfertmp"
+    token = secrets.token_hex(4)
+    tmp = f".{name}.{token}{_mark(name, token)}.xfertmp"
     return f"{parent}/{tmp}" if parent else tmp
+
+
+def is_own_temp(name: str) -> bool:
+    """Whether ``name`` is a temporary name made by :func:`temp_name` (a left-over)."""
+    m = _TEMP.match(name)
+    return m is not None and _mark(m.group(1), m.group(2)) == m.group(3)
 
 
 def join(root: str, rel: str) -> str:
@@ -91,9 +112,31 @@ class LocalTree:
 
     def __init__(self, root: str):
         self.root = root
+        self._real_root = ""
+        #: Directories (relative) known to resolve inside the root.
+        self._inside: set[str] = set()
 
     def path(self, rel: str) -> str:
+        """``root/rel``, once ``rel``'s parent is known to resolve inside the root.
+
+        A symlink among the parents (planted in the destination, or made by a hostile
+        listing) would send writes and deletions elsewhere: refused (``OSError``).
+        """
+        parent = rel.rpartition("/")[0]
+        if parent not in self._inside:
+            if not self._real_root:
+                self._real_root = os.path.realpath(self.root)
+            real = os.path.realpath(join(self.root, parent))
+            if real != self._real_root and not real.startswith(self._real_root.rstrip("/") + "/"):
+                raise OSError(
+                    errno.EXDEV, "refused: its directory leads outside the destination", parent
+                )
+            self._inside.add(parent)
         return join(self.root, rel)
+
+    def forget_dirs(self) -> None:
+        """Check parents again from now on (directories were replaced by symlinks)."""
+        self._inside.clear()
 
     def _list(self, matcher: PathFilter, clean: bool) -> dict[str, Entry] | None:
         try:
@@ -109,12 +152,12 @@ class LocalTree:
                     rel = f"{rel_dir}/{de.name}" if rel_dir else de.name
                     st = de.stat(follow_symlinks=False)
                     is_dir = stat.S_ISDIR(st.st_mode)
-                    if not is_dir and _TEMP.match(de.name):
+                    if matcher.excluded(rel, is_dir):
+                        continue
+                    if not is_dir and is_own_temp(de.name):
                         if clean:
                             with contextlib.suppress(OSError):
                                 os.unlink(de.path)
-                        continue
-                    if matcher.excluded(rel, is_dir):
                         continue
                     target = os.readlink(de.path) if stat.S_ISLNK(st.st_mode) else ""
                     out[rel] = _entry_from_stat(st, target)
@@ -167,6 +210,8 @@ class RemoteTree:
     def __init__(self, sftp: asyncssh.SFTPClient, root: str):
         self.sftp = sftp
         self.root = root
+        #: Names in the server's listings that were refused (``unsafe_name``), one line each.
+        self.refused: list[str] = []
 
     def path(self, rel: str) -> bytes:
         return os.fsencode(join(self.root, rel))
@@ -199,19 +244,29 @@ class RemoteTree:
     ) -> list[tuple[str, Entry]]:
         found: list[tuple[str, Entry]] = []
         links: list[tuple[str, Any]] = []
+        seen: set[str] = set()
         async for name in self.sftp.scandir(self.path(rel_dir)):
             raw = name.filename
             fname = os.fsdecode(raw) if isinstance(raw, bytes) else raw
             if fname in (".", ".."):
                 continue
             rel = f"{rel_dir}/{fname}" if rel_dir else fname
+            # the server's names are not trusted: one that is not a plain name, or that
+            # comes twice, is refused (and the pair fails), never joined to a path
+            reason = unsafe_name(fname) or ("the name is listed twice" if fname in seen else None)
+            if reason is not None:
+                self.refused.append(
+                    f"{display_name(rel)}: refused a name sent by the server: {reason}"
+                )
+                continue
+            seen.add(fname)
             entry = _entry_from_attrs(name.attrs)
-            if entry.kind != "dir" and _TEMP.match(fname):
+            if matcher.excluded(rel, entry.kind == "dir"):
+                continue
+            if entry.kind != "dir" and is_own_temp(fname):
                 if clean:
                     with contextlib.suppress(Exception):
                         await self.sftp.remove(self.path(rel))
-                continue
-            if matcher.excluded(rel, entry.kind == "dir"):
                 continue
             if entry.kind == "link":
                 links.append((rel, entry))
@@ -605,7 +660,11 @@ class _PairRun:
         self.remote_root = remote_root
         self.src: LocalTree | RemoteTree = local if job.direction == "push" else remote
         self.dst: LocalTree | RemoteTree = remote if job.direction == "push" else local
+        self.local = local
+        self.remote = remote
         self.failures: list[str] = []
+        #: New entries made beside a directory they replace, swapped in once it is empty.
+        self.swaps: list[tuple[str, str, Entry]] = []
 
     async def run(self) -> None:
         job = self.job
@@ -618,7 +677,14 @@ class _PairRun:
         if src[""].kind != "dir":
             raise TransferError(f"{job.cluster}/{job.alias}: {job.source} is not a directory")
         dst = await self.dst.listing(job.excludes, clean=clean) or {}
+        self.failures += self.remote.refused
         plan = plan_sync(src, dst, delete=job.delete, checksum=job.checksum)
+        for path in plan.blocked:
+            self.failures.append(
+                f"{display_name(path)}: cannot delete non-empty directory to put a "
+                f"{'symlink' if src[path].kind == 'link' else 'file'} in its place "
+                "(--delete removes its content first)"
+            )
         if plan.compare:
             await self._compare(plan)
         self._report(plan, src)
@@ -659,11 +725,9 @@ class _PairRun:
 
     async def _apply(self, plan: Plan, src: dict[str, Entry], dst: dict[str, Entry]) -> None:
         dst_tree = self.dst
-        for path in plan.replace:
-            await dst_tree.remove(path, dst[path].kind, tree=True)
         await dst_tree.makedirs("")
         for path in plan.mkdirs:
-            await self._attempt(path, dst_tree.makedirs(path))
+            await self._attempt(path, self._mkdir(path, dst.get(path)))
         wide = max(1, self.session.options.parallel_files)
         # big files each keep _REQUESTS blocks in flight already: fewer at once bounds memory
         big = asyncio.Semaphore(min(wide, _BIG_FILES))
@@ -673,13 +737,19 @@ class _PairRun:
             # ``wide`` workers, not a task per file: memory stays flat for 100,000 files
             for path in todo:
                 async with big if src[path].size > _SMALL else contextlib.nullcontext():
-                    await self._attempt(path, self._copy(path, src[path]))
+                    await self._attempt(path, self._copy(path, src[path], dst.get(path)))
 
         await asyncio.gather(*(worker() for _ in range(min(wide, len(plan.send)))))
         for path in plan.links:
             await self._attempt(path, self._link(path, src[path], dst.get(path)))
+        if isinstance(dst_tree, LocalTree):
+            dst_tree.forget_dirs()
         for path in plan.delete:
             await self._attempt(path, self._delete(path, dst[path]))
+        for path, tmp, entry in self.swaps:
+            await self._attempt(path, self._swap_dir(path, tmp, entry))
+        if isinstance(dst_tree, LocalTree):
+            dst_tree.forget_dirs()
         for path in plan.dir_attrs:
             await self._attempt(path, dst_tree.set_attrs(path, src[path]))
 
@@ -691,9 +761,63 @@ class _PairRun:
         except (asyncssh.DisconnectError, asyncssh.SFTPConnectionLost, BrokenPipeError):
             raise  # the whole pair fails with one line (``transfer``)
         except (asyncssh.SFTPError, OSError) as exc:
-            self.failures.append(f"{path}: {_describe(exc)}")
+            self.failures.append(f"{display_name(path)}: {_describe(exc)}")
 
-    async def _copy(self, path: str, entry: Entry) -> None:
+    async def _mkdir(self, path: str, old: Entry | None) -> None:
+        """Make a directory; a file or symlink in its place is moved aside first, removed after."""
+        if old is None or old.kind == "dir":
+            await self.dst.makedirs(path)
+            return
+        aside = temp_name(path)
+        await self.dst.rename(path, aside)
+        try:
+            await self.dst.makedirs(path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.dst.rename(aside, path))
+            raise
+        await self.dst.remove(aside, old.kind)
+
+    async def _put_in_place(self, path: str, tmp: str, entry: Entry, old: Entry | None) -> bool:
+        """Rename ``tmp`` (made complete) over ``path``; a directory there waits (``_swap_dir``).
+
+        True when done now. On failure ``tmp`` is removed.
+        """
+        try:
+            if old is not None and old.kind == "dir":
+                self.swaps.append((path, tmp, entry))
+                return False
+            # rename(2) replaces a file or symlink atomically: never a moment without either
+            await self.dst.rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.dst.remove(tmp, "file"))
+            raise
+        return True
+
+    async def _swap_dir(self, path: str, tmp: str, entry: Entry) -> None:
+        """Put the new file or symlink ``tmp`` where an (emptied) directory is."""
+        import asyncssh
+
+        try:
+            await self.dst.remove(path, "dir")
+        except (OSError, asyncssh.SFTPError):
+            with contextlib.suppress(Exception):
+                await self.dst.remove(tmp, "file")
+            raise OSError(
+                errno.ENOTEMPTY,
+                f"cannot delete non-empty directory to put a "
+                f"{'symlink' if entry.kind == 'link' else 'file'} in its place "
+                "(it holds excluded or unlisted entries)",
+            ) from None
+        await self._put_in_place(path, tmp, entry, None)
+        self._count(entry)
+
+    def _count(self, entry: Entry) -> None:
+        self.result.files_sent += 1
+        self.result.bytes_sent += entry.size if entry.kind == "file" else 0
+
+    async def _copy(self, path: str, entry: Entry, old: Entry | None) -> None:
         tmp = temp_name(path)
         try:
             if self.job.direction == "push" and entry.size <= _SMALL:
@@ -701,19 +825,18 @@ class _PairRun:
             else:
                 await self._copy_large(path, tmp)
                 await self.dst.set_attrs(tmp, entry)
-            await self.dst.rename(tmp, path)
         except BaseException:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self.dst.remove(tmp, "file"))
             raise
-        self.result.files_sent += 1
-        self.result.bytes_sent += entry.size
+        if await self._put_in_place(path, tmp, entry, old):
+            self._count(entry)
 
     async def _put_small(self, path: str, tmp: str, entry: Entry) -> None:
         """Open, then write, set mode+mtime and close in flight together."""
         import asyncssh
 
-        with open(join(self.job.local, path), "rb") as fh:
+        with open(self.local.path(path), "rb") as fh:
             data = fh.read()
         remote_tmp = os.fsencode(join(self.remote_root, tmp))
         sftp = self.session.sftp
@@ -751,23 +874,31 @@ class _PairRun:
                 seen = copied
 
         sftp = self.session.sftp
-        local, remote = join(self.job.local, path), join(self.remote_root, path)
+        remote = join(self.remote_root, path)
         if self.job.direction == "push":
             remote_tmp = os.fsencode(join(self.remote_root, tmp))
             await sftp.put(
-                os.fsencode(local), remote_tmp, max_requests=_REQUESTS, progress_handler=advanced
+                os.fsencode(self.local.path(path)),
+                remote_tmp,
+                max_requests=_REQUESTS,
+                progress_handler=advanced,
             )
         else:
-            local_tmp = os.fsencode(join(self.job.local, tmp))
+            local_tmp = os.fsencode(self.local.path(tmp))
             await sftp.get(
                 os.fsencode(remote), local_tmp, max_requests=_REQUESTS, progress_handler=advanced
             )
 
     async def _link(self, path: str, entry: Entry, old: Entry | None) -> None:
-        if old is not None:
-            await self.dst.remove(path, old.kind)
-        await self.dst.symlink(entry.target, path)
-        self.result.files_sent += 1
+        """Make the symlink under a temporary name, then rename it over what is there."""
+        if old is None:
+            await self.dst.symlink(entry.target, path)
+            self._count(entry)
+            return
+        tmp = temp_name(path)
+        await self.dst.symlink(entry.target, tmp)
+        if await self._put_in_place(path, tmp, entry, old):
+            self._count(entry)
 
     async def _delete(self, path: str, entry: Entry) -> None:
         import asyncssh
@@ -778,7 +909,9 @@ class _PairRun:
             if entry.kind != "dir":
                 raise
             # excluded entries inside are kept, as rsync keeps them
-            self.progress.message(f"cannot delete non-empty directory {path}: {_describe(exc)}")
+            self.progress.message(
+                f"cannot delete non-empty directory {display_name(path)}: {_describe(exc)}"
+            )
 
 
 @hookimpl

@@ -82,19 +82,19 @@ class Output:
     def info(self, message: str) -> None:
         """A progress/info line on stderr (hidden by -q and --json)."""
         if not self.quiet and not self.json:
-            print(message, file=sys.stderr, flush=True)
+            print(terminal_text(message), file=sys.stderr, flush=True)
 
     def debug(self, message: str) -> None:
         """Shown with -v only."""
         if self.verbose and not self.json:
-            print(message, file=sys.stderr, flush=True)
+            print(terminal_text(message), file=sys.stderr, flush=True)
 
     def warn(self, message: str) -> None:
         """A warning line on stderr (shown even with -q; as an event with --json)."""
         if self.json:
             self.event("warning", message=message)
         else:
-            print(f"xfer: warning: {message}", file=sys.stderr, flush=True)
+            print(f"xfer: warning: {terminal_text(message)}", file=sys.stderr, flush=True)
 
 
 @functools.cache
@@ -126,3 +126,75 @@ def current() -> Output:
 def set_current(output: Output) -> None:
     global _current
     _current = output
+
+
+# -- text that reaches a terminal ------------------------------------------------
+#: Unicode categories never printed raw: controls (C0, DEL, C1), format characters
+#: (bidi overrides, zero-width), line/paragraph separators, and lone surrogates
+#: (the undecodable bytes of a name read with ``surrogateescape``).
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(ch: str) -> str:
+    code = ord(ch)
+    if ch in _SHORT:
+        return _SHORT[ch]
+    if 0xDC80 <= code <= 0xDCFF:  # an undecodable byte (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def _escape(text: str, *, backslash: bool) -> str:
+    if text.isprintable() and not (backslash and "\\" in text):
+        return text  # the common case, at C speed
+    import unicodedata
+
+    out = []
+    for ch in text:
+        if ch == "\\" and backslash:
+            out.append("\\\\")
+        elif ch != " " and unicodedata.category(ch) in _UNSAFE_CATEGORIES:
+            out.append(_escape_char(ch))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def terminal_text(text: str) -> str:
+    """``text`` safe to print: no control, format or separator character reaches the terminal.
+
+    Every line xfer prints (plans, warnings, errors) passes through here, so a name
+    sent by a server cannot move the cursor, clear lines or reorder the text.
+    Escapes: ``\\n`` ``\\r`` ``\\t``, ``\\xNN`` (C0, DEL, undecodable bytes),
+    ``\\uNNNN`` (C1, bidi and zero-width characters). Idempotent on its own output.
+    """
+    return _escape(text, backslash=False)
+
+
+def display_name(name: str) -> str:
+    """A file name for the terminal: :func:`terminal_text` plus ``\\\\`` for a backslash.
+
+    Reversible (:func:`parse_display_name`): two names never print the same.
+    """
+    return _escape(name, backslash=True)
+
+
+def parse_display_name(shown: str) -> str:
+    """The name :func:`display_name` printed as ``shown`` (undecodable bytes as surrogates)."""
+    import re
+
+    def one(m: re.Match[str]) -> str:
+        esc = m.group(0)
+        if esc == "\\\\":
+            return "\\"
+        if esc in ("\\n", "\\r", "\\t"):
+            return {"\\n": "\n", "\\r": "\r", "\\t": "\t"}[esc]
+        code = int(esc[2:], 16)
+        if esc[1] == "x" and code >= 0x80:
+            return chr(0xDC00 + code)
+        return chr(code)
+
+    return re.sub(r"\\(?:\\|[nrt]|x[0-9a-f]{2}|u[0-9a-f]{4}|U[0-9a-f]{8})", one, shown)

@@ -36,13 +36,12 @@ def trees(draw: st.DrawFn) -> dict[str, Entry]:
 def apply(plan: Plan, src: dict[str, Entry], dst: dict[str, Entry]) -> dict[str, Entry]:
     """What the destination holds after a backend carried out ``plan``."""
     out = dict(dst)
+    for path in plan.delete:  # content of a replaced directory goes before the swap
+        del out[path]
     for path in plan.replace:
-        for p in [p for p in out if p == path or p.startswith(path + "/")]:
-            del out[p]
+        assert not any(p.startswith(path + "/") for p in out), "replaced a non-empty directory"
     for path in plan.mkdirs + plan.send + plan.links + plan.dir_attrs:
         out[path] = src[path]
-    for path in plan.delete:
-        out.pop(path, None)
     return out
 
 
@@ -62,6 +61,39 @@ def test_plan_then_replan_is_a_no_op(
         [],
     )
     assert again.compare == [] or checksum
+    assert again.blocked == plan.blocked
+
+
+@settings(max_examples=300)
+@given(trees(), trees(), st.booleans())
+def test_type_changes_replace_only_what_is_safe(
+    src: dict[str, Entry], dst: dict[str, Entry], delete: bool
+) -> None:
+    """A kind change is planned as a replacement; a non-empty directory is replaced only
+    with ``delete`` (its content deleted first), else left alone as blocked (rsync's rule)."""
+    plan = plan_sync(src, dst, delete=delete)
+    changed = {p for p in src if p in dst and src[p].kind != dst[p].kind}
+    assert set(plan.replace) | set(plan.blocked) == changed
+    assert not set(plan.replace) & set(plan.blocked)
+    made = set(plan.mkdirs + plan.send + plan.compare + plan.links)
+    for path in plan.replace:
+        assert path in made
+        inside = {p for p in dst if p.startswith(path + "/")}
+        assert inside <= set(plan.delete)
+    for path in plan.blocked:
+        assert not delete and dst[path].kind == "dir" and path not in made
+        assert any(p.startswith(path + "/") for p in dst)
+        assert not any(p.startswith(path + "/") for p in plan.delete)
+
+
+def test_file_replacing_a_link_is_a_replacement() -> None:
+    """Issue 16: the link's replacement by a file on the cluster is undone by a link, and back."""
+    src = {"": Entry("dir"), "link_to_readme": Entry("link", target="README")}
+    dst = {"": Entry("dir"), "link_to_readme": Entry("file", 5, 1)}
+    plan = plan_sync(src, dst)
+    assert (plan.replace, plan.links, plan.send) == (["link_to_readme"], ["link_to_readme"], [])
+    back = plan_sync(dst, src)
+    assert (back.replace, back.send, back.links) == (["link_to_readme"], ["link_to_readme"], [])
 
 
 @given(trees(), trees(), st.booleans())
@@ -72,7 +104,8 @@ def test_every_source_file_is_accounted_for_once(
     files = [p for p, e in src.items() if e.kind == "file"]
     decided = plan.send + plan.compare
     assert len(decided) == len(set(decided))
-    assert len(decided) + plan.skipped == len(files)
+    blocked = [p for p in plan.blocked if src[p].kind == "file"]
+    assert len(decided) + plan.skipped + len(blocked) == len(files)
     assert plan.delete == []
 
 

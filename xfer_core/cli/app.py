@@ -142,6 +142,8 @@ def _ignore_further_interrupts() -> None:
 
 
 def _print_error(message: str, hint: str | None) -> None:
-    print(f"xfer: error: {message}", file=sys.stderr)
+    from xfer_core.output import terminal_text
+
+    print(f"xfer: error: {terminal_text(message)}", file=sys.stderr)
     if hint:
-        print(f"  hint: {hint}", file=sys.stderr)
+        print(f"  hint: {terminal_text(hint)}", file=sys.stderr)

@@ -171,8 +171,10 @@ def validate(config: ConfigOption = None, json: JsonOption = False) -> None:
             }
         )
     elif problems:
+        from xfer_core.output import terminal_text
+
         for problem in problems:
-            print(f"xfer: error: {problem}", file=sys.stderr)
+            print(f"xfer: error: {terminal_text(str(problem))}", file=sys.stderr)
     else:
         loaded = parse_config(text, shown, base_dir=location.path.parent.absolute())
         _warn_unknown_backends(loaded)

@@ -37,8 +37,16 @@ class Entry(msgspec.Struct, frozen=True):
 class Plan:
     """Destination changes, in the order they must happen."""
 
-    #: Destination entries of the wrong kind, removed before anything is created.
+    #: Destination entries of another kind than the source's (file, directory, symlink),
+    #: also listed in ``mkdirs``/``send``/``links``. The backend makes the new entry
+    #: beside the old one first and swaps it in (never deleting before the replacement
+    #: is ready); a directory is replaced only once empty: with ``delete`` its content
+    #: is in ``delete``, which runs before the swap.
     replace: list[str] = field(default_factory=list)
+    #: Non-empty destination directories that a source file or symlink would replace,
+    #: without ``delete``: left alone and reported as failed, as rsync does ("cannot
+    #: delete non-empty directory").
+    blocked: list[str] = field(default_factory=list)
     #: Directories to create, parents first.
     mkdirs: list[str] = field(default_factory=list)
     #: Files to send.
@@ -85,10 +93,14 @@ def plan_sync(
     """The changes that make ``dst`` hold ``src`` (keys: relative paths; ``""`` is the root)."""
     plan = Plan()
     touched: set[str] = set()
+    not_empty = {_parent(p) for p in dst if p}
     for path in sorted(src, key=lambda p: (_depth(p), p)):
         s = src[path]
         d = dst.get(path)
-        if d is not None and d.kind != s.kind and not (s.kind == "file" and d.kind == "link"):
+        if d is not None and d.kind != s.kind:
+            if d.kind == "dir" and path in not_empty and not delete:
+                plan.blocked.append(path)
+                continue
             plan.replace.append(path)
             d = None
         if s.kind == "dir":

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from xfer_core.manifest.record import path_fields
-from xfer_core.output import human_bytes
+from xfer_core.output import display_name, human_bytes, terminal_text
 from xfer_core.sync.backend import Action, PairJob, PairResult, ProgressSink
 
 if TYPE_CHECKING:
@@ -74,14 +74,8 @@ def summarize(
     )
 
 
-def display_path(relpath: str) -> str:
-    """A name safe to print on one line (newlines and other controls escaped)."""
-    return (
-        relpath.encode("utf-8", "surrogateescape")
-        .decode("utf-8", "backslashreplace")
-        .replace("\n", "\\n")
-        .replace("\r", "\\r")
-    )
+#: A name safe to print on one line, unambiguously (controls escaped, see docs/security.md).
+display_path = display_name
 
 
 class Reporter:
@@ -198,7 +192,7 @@ class PlainReporter(Reporter):
 
     def line(self, text: str) -> None:
         if not self.out.quiet:
-            print(text, file=sys.stderr, flush=True)
+            print(terminal_text(text), file=sys.stderr, flush=True)
 
     def pair_start(self, job: PairJob) -> ProgressSink:
         self.line(f"{job.cluster}/{job.alias}: {job.source} -> {job.destination}")
@@ -264,18 +258,15 @@ class _RichSink(ProgressSink):
             self.files += 1
             self.reporter.progress.update(self.task, files=self.files)
         if self.job.dry_run:
-            self.reporter.progress.console.print(
-                f"{self.job.cluster}/{self.job.alias}: would {action} {display_path(relpath)}",
-                markup=False,
+            self.reporter.say(
+                f"{self.job.cluster}/{self.job.alias}: would {action} {display_path(relpath)}"
             )
 
     def advance(self, nbytes: int) -> None:
         self.reporter.progress.advance(self.task, nbytes)
 
     def message(self, text: str) -> None:
-        self.reporter.progress.console.print(
-            f"{self.job.cluster}/{self.job.alias}: {text}", markup=False
-        )
+        self.reporter.say(f"{self.job.cluster}/{self.job.alias}: {text}")
 
 
 class RichReporter(Reporter):
@@ -299,10 +290,14 @@ class RichReporter(Reporter):
         if task is not None:
             done = self.progress.tasks[task].completed
             self.progress.update(task, total=max(done, 1), completed=max(done, 1))
-        self.progress.console.print(pair_line(result), markup=False)
+        self.say(pair_line(result))
 
     def warning(self, message: str) -> None:
-        self.progress.console.print(f"xfer: warning: {message}", markup=False)
+        self.say(f"xfer: warning: {message}")
+
+    def say(self, text: str) -> None:
+        """Print one line above the live display (escaped: :func:`terminal_text`)."""
+        self.progress.console.print(terminal_text(text), markup=False)
 
     def summary(self, summary: Summary) -> None:
         self.close()
