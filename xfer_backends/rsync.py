@@ -162,6 +162,18 @@ def ssh_base(target: Remote) -> list[str]:
     return argv
 
 
+def rsync_host(host: str) -> str:
+    """``host`` as the HOST of rsync's ``HOST:PATH`` (an IPv6 address in brackets).
+
+    The config refuses a host with '/' (rsync would take ``HOST:PATH`` for a local
+    path) or starting with '-'; this refuses them too, for library callers.
+    """
+    bare = host.removeprefix("[").removesuffix("]")
+    if not bare or bare.startswith("-") or "/" in bare or "@" in bare:
+        raise ConfigError(f"host {host!r} cannot be used in rsync's HOST:PATH")
+    return f"[{bare}]" if ":" in bare else bare
+
+
 def explain_ssh_failure(stderr: str, target: Remote, who: str | None = None) -> str:
     """One line saying why ssh could not reach ``target`` (from ssh's stderr)."""
     text = stderr.strip()
@@ -232,6 +244,8 @@ class RsyncSession(TransferSession):
         self.rsync = rsync
         self.caps = caps
         self.target = target
+        #: The host as ssh takes it (an IPv6 address without brackets).
+        self.host = target.host.removeprefix("[").removesuffix("]")
         self._dir = tempfile.mkdtemp(prefix="xfer-ssh-")
         control = os.path.join(self._dir, "cm")
         self.ssh = [
@@ -247,7 +261,8 @@ class RsyncSession(TransferSession):
     async def _ssh(self, command: str) -> tuple[int, bytes, bytes]:
         proc = await asyncio.create_subprocess_exec(
             *self.ssh,
-            self.target.host,
+            "--",
+            self.host,
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -331,11 +346,13 @@ class RsyncSession(TransferSession):
         if job.dry_run:
             argv.append("--dry-run")
         argv += job.excludes.rsync_args()
-        argv += ["-e", shlex.join(self.ssh)]
+        # rsync appends the host and its server command to this: ``--`` keeps the host
+        # out of option position (the config refuses a host starting with '-' anyway)
+        argv += ["-e", shlex.join([*self.ssh, "--"])]
         remote_arg = remote.rstrip("/") + "/"
         if not caps.protect_args:
             remote_arg = shlex.quote(remote_arg)
-        remote_spec = f"{self.target.host}:{remote_arg}"
+        remote_spec = f"{rsync_host(self.target.host)}:{remote_arg}"
         local = job.local.rstrip("/") + "/"
         argv += (
             ["--", local, remote_spec] if job.direction == "push" else ["--", remote_spec, local]
@@ -380,7 +397,7 @@ class RsyncSession(TransferSession):
         control = os.path.join(self._dir, "cm")
         with contextlib.suppress(OSError):
             proc = await asyncio.create_subprocess_exec(
-                *["ssh", "-o", f"ControlPath={control}", "-O", "check", self.target.host],
+                *["ssh", "-o", f"ControlPath={control}", "-O", "check", "--", self.host],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -409,7 +426,7 @@ class RsyncSession(TransferSession):
             shutil.rmtree(self._dir, ignore_errors=True)
             return
         # Stop the master and remove its directory in the background: nobody waits for it.
-        stop = shlex.join(["ssh", "-o", f"ControlPath={control}", "-O", "exit", self.target.host])
+        stop = shlex.join(["ssh", "-o", f"ControlPath={control}", "-O", "exit", "--", self.host])
         with contextlib.suppress(OSError):
             subprocess.Popen(
                 ["sh", "-c", f"{stop}; rm -rf {shlex.quote(self._dir)}"],

@@ -434,7 +434,7 @@ async def connect(target: Remote) -> asyncssh.SSHClientConnection:
         kwargs["client_keys"] = [target.key_path]
         kwargs["agent_path"] = None
     try:
-        conn = await asyncssh.connect(target.host, **kwargs)
+        conn = await asyncssh.connect(target.host.removeprefix("[").removesuffix("]"), **kwargs)
     except asyncssh.HostKeyNotVerifiable:
         if policy.verdict == "mismatch":
             raise TransferError(

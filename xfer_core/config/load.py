@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +117,61 @@ _TOP_FIELDS: dict[str, Any] = {
 _NON_EMPTY = frozenset({"name", "host", "alias", "local", "remote", "user", "key_path"})
 
 
+def check_host(host: str) -> str | None:
+    """Why ``host`` cannot be a cluster's host (``None``: it can).
+
+    A host name, an ssh config ``Host`` alias or an IP address: letters, digits and
+    ``.-_`` not starting with ``-``, or an IPv6 address (bare or in brackets). Anything
+    else could reach ssh as an option (``-oProxyCommand=...``) or turn rsync's
+    ``HOST:PATH`` into a local path (a ``/`` before the ``:``).
+    """
+    if host.startswith("-"):
+        return f"host {host!r} must not start with '-' (ssh would read it as an option)"
+    if "/" in host:
+        return f"host {host!r} must not contain '/' (rsync would take HOST:PATH as a local path)"
+    if "@" in host:
+        return f"host {host!r} must not contain '@': put the user name in 'user'"
+    if ":" in host:
+        import ipaddress
+
+        try:
+            ipaddress.IPv6Address(host.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            return f"host {host!r} must not contain ':' (except in an IPv6 address); put the port in 'port'"
+        return None
+    if not _HOST_RE.fullmatch(host):
+        return (
+            f"host {host!r} is not a host name: use letters, digits, '.', '-' and '_' "
+            "(an ssh config Host alias, a DNS name or an IP address)"
+        )
+    return None
+
+
+def check_user(user: str) -> str | None:
+    """Why ``user`` cannot be a login name (``None``: it can)."""
+    if user.startswith("-"):
+        return f"user {user!r} must not start with '-' (ssh would read it as an option)"
+    if any(c in user for c in "/:") or not user.isprintable() or " " in user:
+        return f"user {user!r} must not contain '/', ':', spaces or control characters"
+    return None
+
+
+def check_path_text(path: str) -> str | None:
+    """Why ``path`` (a ``local`` or ``remote`` directory) cannot be used (``None``: it can)."""
+    if "\0" in path:
+        return "a path must not contain a NUL byte"
+    return None
+
+
+_HOST_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_CHECKED: dict[str, Callable[[str], str | None]] = {
+    "host": check_host,
+    "user": check_user,
+    "local": check_path_text,
+    "remote": check_path_text,
+}
+
+
 def _type_name(value: object) -> str:
     if isinstance(value, bool):
         return "a boolean"
@@ -205,6 +261,10 @@ class _Validator:
                 self.add(path, f"expected a string, got {_type_name(value)}")
             elif not value.strip() and path[-1] in _NON_EMPTY:
                 self.add(path, "must not be empty")
+            elif path[-1] in _CHECKED:
+                reason = _CHECKED[path[-1]](value)
+                if reason:
+                    self.add(path, reason)
 
     def duplicates(self, data: dict[str, Any]) -> None:
         clusters = data.get("clusters")
