@@ -35,7 +35,7 @@ def _layout(draw: st.DrawFn) -> tuple[str, dict[tuple[str | int, ...], int]]:
         put("[[clusters]]", ("clusters", ci))
         put(f'name = "c{ci}"', ("clusters", ci, "name"))
         if draw(st.booleans()):
-            put('user = """multi\n[[clusters]]\nline"""', ("clusters", ci, "user"))
+            put('key_path = """multi\n[[clusters]]\nline"""', ("clusters", ci, "key_path"))
         put('host = "h"', ("clusters", ci, "host"))
         for kind in ("sync_dirs", "fetch_dirs"):
             for pi in range(draw(st.integers(0, 2))):
@@ -49,7 +49,7 @@ def _layout(draw: st.DrawFn) -> tuple[str, dict[tuple[str | int, ...], int]]:
     offset = 0
     for path, line in sorted(where.items(), key=lambda kv: kv[1]):
         fixed[path] = line + offset
-        if path[-1] == "user":
+        if path[-1] == "key_path":
             offset += 2
     return text, fixed
 
@@ -83,7 +83,7 @@ def test_edits_keep_text_and_add_what_was_asked(steps: list[tuple]) -> None:
             _, name, excludes = step
             if name in expected:
                 continue
-            new = add_cluster(text, name, f"{name}.example", excludes=excludes)
+            new = add_cluster(text, name, f"login{name}.example", excludes=excludes)
             expected[name] = {"push": [], "pull": []}
         else:
             if not expected:
