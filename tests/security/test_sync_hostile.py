@@ -314,7 +314,8 @@ def test_errors_are_printed_escaped(tmp_path: Path) -> None:
 
 # -- SFTP temporary files ------------------------------------------------------------
 USER_LOOKALIKE = ".data.1234abcd.xfertmp"  # what xfer's temp names looked like
-USER_EXCLUDED = ".notes.89abcdef89abcdef.xfertmp"  # today's shape, excluded by the pair
+#: one of xfer's own temporary names, but excluded by the pair: never touched
+USER_EXCLUDED = temp_name("notes.txt")
 
 
 @pytest.mark.parametrize("direction", ["push", "pull"])
@@ -333,8 +334,8 @@ def test_temp_cleanup_removes_only_xfers_own_leftovers(
         (dst / name).write_bytes(b"user data\n")
     leftover = temp_name("plain.txt")  # what an interrupted xfer leaves behind
     (dst / leftover).write_bytes(b"half")
-    assert is_own_temp(leftover) and not is_own_temp(USER_LOOKALIKE)
-    assert not is_own_temp(USER_EXCLUDED)
+    assert is_own_temp(leftover) and is_own_temp(USER_EXCLUDED)
+    assert not is_own_temp(USER_LOOKALIKE)
     sshd.chown(rdir)
     local, remote = (src, dst) if direction == "push" else (dst, src)
     job = job_for(local, remote, direction, excludes=[".notes.*"], delete=delete)  # type: ignore[arg-type]
@@ -437,3 +438,20 @@ def test_rsync_never_takes_a_hostile_host_as_local_path_or_option(
 def _fields(sshd: SshServer) -> dict[str, Any]:
     remote = remote_for_server(sshd)
     return {f: getattr(remote, f) for f in remote.__struct_fields__}
+
+
+def test_local_tree_refuses_a_path_whose_directory_leads_outside(tmp_path: Path) -> None:
+    """Defence in depth below the planner: every local path the sftp backend writes,
+    renames or deletes is checked; a symlinked parent pointing out is refused."""
+    from xfer_backends.sftp import LocalTree
+
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    (tmp_path / "outside").mkdir()
+    os.symlink(tmp_path / "outside", root / "out")
+    os.symlink("real", root / "in")
+    tree = LocalTree(str(root))
+    assert tree.path("real/f") == f"{root}/real/f"
+    assert tree.path("in/f") == f"{root}/in/f"  # a link that stays inside is fine
+    with pytest.raises(OSError, match="leads outside the destination"):
+        tree.path("out/f")
