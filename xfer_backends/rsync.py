@@ -350,6 +350,10 @@ class RsyncSession(TransferSession):
         # out of option position (the config refuses a host starting with '-' anyway)
         argv += ["-e", shlex.join([*self.ssh, "--"])]
         remote_arg = remote.rstrip("/") + "/"
+        if remote_arg.startswith(
+            "-"
+        ):  # a relative path the remote rsync must not take as an option
+            remote_arg = "./" + remote_arg
         if not caps.protect_args:
             remote_arg = shlex.quote(remote_arg)
         remote_spec = f"{rsync_host(self.target.host)}:{remote_arg}"

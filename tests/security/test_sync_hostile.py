@@ -229,27 +229,32 @@ def test_push_delete_never_deletes_a_name_outside_the_remote_root(
     assert (base / "escape.txt").read_bytes() == b"escaped\n"
 
 
-def test_fetch_never_writes_through_a_symlinked_directory(sshd: SshServer, tmp_path: Path) -> None:
-    """A symlink in the local destination, where the cluster has a directory, is replaced
-    by the directory; the files go inside the destination, not where the link pointed."""
-    rdir = sshd.mkdtemp("symdir")
-    (rdir / "d").mkdir()
-    (rdir / "d" / "f.txt").write_bytes(b"remote\n")
-    sshd.chown(rdir)
-    outside = tmp_path / "outside"
+@pytest.mark.parametrize("direction", ["push", "pull"])
+@pytest.mark.parametrize("backend", ["rsync", "sftp"])
+def test_never_writes_through_a_symlinked_directory(
+    sshd: SshServer, tmp_path: Path, direction: str, backend: str
+) -> None:
+    """A symlink in the destination (local or remote), where the source has a directory,
+    is replaced by the directory: the files go inside the pair, not where the link pointed."""
+    base = sshd.mkdtemp("symdir")
+    local = tmp_path / "local"
+    remote = base / "tree"
+    src, dst = (local, remote) if direction == "push" else (remote, local)
+    (src / "d").mkdir(parents=True)
+    (src / "d" / "f.txt").write_bytes(b"data\n")
+    outside = base / "outside"
     outside.mkdir()
-    dest = tmp_path / "dest"
-    dest.mkdir()
-    os.symlink(outside, dest / "d")
-    for backend in (SftpBackend(), RsyncBackend()):
-        job = job_for(dest, rdir, "pull")
-        result, _ = run_pair(backend, remote_for_server(sshd), job)
-        assert result.error == "", result
-        assert os.listdir(outside) == []
-        assert (dest / "d" / "f.txt").read_bytes() == b"remote\n"
-        (dest / "d" / "f.txt").unlink()
-        (dest / "d").rmdir()
-        os.symlink(outside, dest / "d")
+    dst.mkdir()
+    os.symlink(outside, dst / "d")
+    sshd.chown(base)
+    job = job_for(local, remote, direction)  # type: ignore[arg-type]
+    result, _ = run_pair(BACKEND_CLASSES[backend](), remote_for_server(sshd), job)
+    assert result.error == "", result
+    assert os.listdir(outside) == []
+    assert not (dst / "d").is_symlink() and (dst / "d" / "f.txt").read_bytes() == b"data\n"
+
+
+BACKEND_CLASSES = {"rsync": RsyncBackend, "sftp": SftpBackend}
 
 
 # -- terminal output -----------------------------------------------------------------
@@ -433,6 +438,7 @@ def test_rsync_never_takes_a_hostile_host_as_local_path_or_option(
     argv = session.argv(job_for(local, "/r"), "/r")
     e = argv[argv.index("-e") + 1]
     assert e.endswith(" --") and argv[-1].startswith(f"{sshd.host}:")
+    assert session.argv(job_for(local, "-odd"), "-odd")[-1] == f"{sshd.host}:./-odd/"
 
 
 def _fields(sshd: SshServer) -> dict[str, Any]:
@@ -455,3 +461,24 @@ def test_local_tree_refuses_a_path_whose_directory_leads_outside(tmp_path: Path)
     assert tree.path("in/f") == f"{root}/in/f"  # a link that stays inside is fine
     with pytest.raises(OSError, match="leads outside the destination"):
         tree.path("out/f")
+
+
+@pytest.mark.parametrize("backend", ["rsync", "sftp"])
+def test_relative_remote_path_starting_with_dash(
+    sshd: SshServer, tmp_path: Path, backend: str
+) -> None:
+    """``remote = "-name"`` (relative to the home directory) is a path, not an option."""
+    import shutil
+    import uuid
+
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "f.txt").write_bytes(b"f\n")
+    name = f"-xfer-sec-{uuid.uuid4().hex[:8]}"
+    try:
+        job = job_for(local, name)
+        result, _ = run_pair(BACKEND_CLASSES[backend](), remote_for_server(sshd), job)
+        assert result.error == "", result
+        assert (sshd.home / name / "f.txt").read_bytes() == b"f\n"
+    finally:
+        shutil.rmtree(sshd.home / name, ignore_errors=True)
