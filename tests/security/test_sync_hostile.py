@@ -482,3 +482,13 @@ def test_relative_remote_path_starting_with_dash(
         assert (sshd.home / name / "f.txt").read_bytes() == b"f\n"
     finally:
         shutil.rmtree(sshd.home / name, ignore_errors=True)
+
+
+def test_config_add_cluster_refuses_a_hostile_host(tmp_path: Path) -> None:
+    config = tmp_path / "remotes.toml"
+    assert xfer("config", "init", "--config", str(config)).returncode == 0
+    before = config.read_bytes()
+    res = xfer("config", "add-cluster", "evil", "--host=-oProxyCommand=id", "--config", str(config))
+    assert res.returncode == 2
+    assert "clusters[0].host: host '-oProxyCommand=id' must not start with '-'" in res.stderr
+    assert config.read_bytes() == before

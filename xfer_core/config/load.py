@@ -137,7 +137,10 @@ def check_host(host: str) -> str | None:
         try:
             ipaddress.IPv6Address(host.removeprefix("[").removesuffix("]"))
         except ValueError:
-            return f"host {host!r} must not contain ':' (except in an IPv6 address); put the port in 'port'"
+            return (
+                f"host {host!r} must not contain ':' (except in an IPv6 address); "
+                "put the port in 'port'"
+            )
         return None
     if not _HOST_RE.fullmatch(host):
         return (
