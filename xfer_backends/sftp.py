@@ -5,9 +5,11 @@ cluster and an exec channel for the remote ``~``/``$VAR`` expansion. A pair is
 moved by listing both sides (excludes applied while walking, so excluded paths
 are neither sent nor deleted), planning with :func:`xfer_core.sync.plan.plan_sync`
 (rsync's ``--update`` quick check) and applying the plan: several files at once,
-each with many SFTP requests in flight, written to ``.NAME.XXXXXXXX.xfertmp``,
-given its mode and mtime, then renamed into place (``posix-rename`` when the
-server has it).
+each with many SFTP requests in flight, written to a temporary name
+(:func:`temp_name`), given its mode and mtime, then renamed into place
+(``posix-rename`` when the server has it). Names in the server's listings are
+checked (:func:`xfer_core.sync.names.unsafe_name`) and every local path is kept
+inside the pair (:meth:`LocalTree.path`); see docs/security.md.
 
 Host keys: a known host must present its known key (a different key is always
 refused); an unknown host is refused unless ``accept_new_host_key``, which
