@@ -1,5 +1,8 @@
 """A path that changes kind (file, symlink, directory) between source and destination.
 
+Every change, both directions, is in the conformance suite
+(``test_kind_changes_replace_the_old_entry``); these are the cases around it.
+
 Issue 16: a symlink synced with ``-b sftp`` and replaced by a regular file on the
 cluster was deleted by the next sync, which then failed to make the link ("No such
 file"): neither file nor link was left. Both backends must replace the old entry
@@ -11,14 +14,12 @@ and keep a non-empty directory (rsync: "cannot delete non-empty directory") unle
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
 
 from xfer_backends.rsync import RsyncBackend
 from xfer_backends.sftp import SftpBackend
-from xfer_core.sync.backend import TransferBackend
 from xfer_core.testing.conformance import job_for, remote_for_server, run_pair, snapshot
 from xfer_core.testing.services import SshServer
 
@@ -45,59 +46,6 @@ def _make(root: Path, kind: str, *, content: bytes = b"new\n") -> None:
         os.utime(x / "inner.txt", (OLD_MTIME, OLD_MTIME))
     elif kind == "emptydir":
         x.mkdir()
-
-
-def _old(root: Path, kind: str) -> None:
-    """The destination's ``x`` of another kind, newer than the source (kind changes win)."""
-    root.mkdir(parents=True, exist_ok=True)
-    x = root / "x"
-    if kind == "file":
-        x.write_bytes(b"the old file, newer\n")
-    elif kind == "link":
-        os.symlink("somewhere-else", x)
-    elif kind == "emptydir":
-        x.mkdir()
-    now = time.time() + 3600
-    os.utime(x, (now, now), follow_symlinks=False)
-
-
-def _sides(
-    sshd: SshServer, tmp_path: Path, direction: str
-) -> tuple[Path, Path]:  # (source, destination)
-    remote = sshd.mkdtemp("types") / "tree"
-    local = tmp_path / "tree"
-    return (local, remote) if direction == "push" else (remote, local)
-
-
-CHANGES = [
-    (old, new)
-    for old in ("file", "link", "emptydir")
-    for new in ("file", "link", "dir")
-    if not (old == "emptydir" and new == "dir")
-    if old != new
-]
-
-
-@pytest.mark.parametrize("backend_name", list(BACKENDS))
-@pytest.mark.parametrize("direction", ["push", "pull"])
-@pytest.mark.parametrize(("old", "new"), CHANGES)
-def test_kind_change_replaces_the_old_entry(
-    sshd: SshServer, tmp_path: Path, backend_name: str, direction: str, old: str, new: str
-) -> None:
-    src, dst = _sides(sshd, tmp_path, direction)
-    _make(src, new)
-    _old(dst, old)
-    for side in (src, dst):
-        if str(side).startswith(str(sshd.home)):
-            sshd.chown(side)
-    local, remote = (src, dst) if direction == "push" else (dst, src)
-    backend: TransferBackend = BACKENDS[backend_name]()
-    job = job_for(local, remote, direction)  # type: ignore[arg-type]
-    result, _ = run_pair(backend, remote_for_server(sshd), job)
-    assert result.error == "" and result.failed == 0, result
-    assert snapshot(dst) == snapshot(src)
-    # and nothing is left beside it (no temporary or moved-aside entry)
-    assert sorted(os.listdir(dst)) == ["other.txt", "x"]
 
 
 @pytest.mark.parametrize("backend_name", list(BACKENDS))

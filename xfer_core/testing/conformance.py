@@ -113,6 +113,34 @@ def make_tree(root: Path, *, hostile: bool = True) -> dict[str, bytes]:
     return files
 
 
+#: (kind at the destination, kind at the source) of :func:`make_kind_changes`.
+KIND_CHANGES = [
+    (old, new) for old in ("file", "link", "dir") for new in ("file", "link", "dir") if old != new
+]
+
+
+def make_kind_changes(src: Path, dst: Path) -> None:
+    """For each of :data:`KIND_CHANGES` a path ``OLD-to-NEW``: ``NEW`` at ``src`` (a directory
+    holds one file), ``OLD`` at ``dst`` (a directory is empty), the destination's newer."""
+    newer = time.time() + 3600
+    for old, new in KIND_CHANGES:
+        name = f"{old}-to-{new}"
+        for root, kind in ((src, new), (dst, old)):
+            path = root / name
+            root.mkdir(parents=True, exist_ok=True)
+            if kind == "file":
+                path.write_bytes(f"{name} at {root.name}\n".encode())
+            elif kind == "link":
+                os.symlink(f"target-of-{name}", path)
+            else:
+                path.mkdir()
+                if root == src:
+                    (path / "inner.txt").write_bytes(b"inner\n")
+                    os.utime(path / "inner.txt", (BASE_MTIME, BASE_MTIME))
+            mtime = BASE_MTIME if root == src else newer
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
 def snapshot(root: Path) -> dict[str, tuple[Any, ...]]:
     """Everything the suite compares below ``root``.
 
@@ -459,6 +487,31 @@ class TransferBackendConformance:
         assert result.error == ""
         assert sink.paths("send") == {"plain.txt"}
         assert dest.read_bytes() == b"plain\n"
+
+    # -- kind changes ----------------------------------------------------------------
+    @pytest.mark.parametrize("direction", ["push", "pull"])
+    def test_kind_changes_replace_the_old_entry(
+        self,
+        backend: TransferBackend,
+        remote: Remote,
+        rdir: Path,
+        tmp_path: Path,
+        sshd: SshServer,
+        direction: Direction,
+    ) -> None:
+        """Every change of kind (file, symlink, empty directory → another kind) at once, with
+        the destination's entry newer: the destination ends as the source, as with rsync."""
+        local = tmp_path / "kinds"
+        src, dst = (local, rdir / "kinds") if direction == "push" else (rdir / "kinds", local)
+        make_kind_changes(src, dst)
+        sshd.chown(rdir)
+        job = job_for(local, rdir / "kinds", direction)
+        result, _ = run_pair(backend, remote, job)
+        assert result.error == "" and result.failed == 0, result
+        assert snapshot(dst) == snapshot(src)
+        assert not [n for n in os.listdir(dst) if n.startswith(".")]  # nothing left aside
+        again, _ = run_pair(backend, remote, job)
+        assert (again.error, again.files_sent) == ("", 0)
 
     # -- pull ----------------------------------------------------------------------
     def test_fetch_tree_identical(
