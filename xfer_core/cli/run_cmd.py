@@ -114,9 +114,17 @@ def run_cmd(
     submit: Annotated[
         bool,
         typer.Option(
-            "--submit", help="Start it: local runs in the foreground; slurm submits the array."
+            "--submit/--no-submit",
+            help="Start it: local runs in the foreground; slurm submits the array.",
         ),
     ] = False,
+    extra_lsjson_flags: Annotated[
+        str,
+        typer.Option(
+            "--extra-lsjson-flags",
+            help='Extra rclone lsjson flags for the listing, shell-quoted: "--fast-list".',
+        ),
+    ] = "",
     rebuild: Annotated[
         bool,
         typer.Option("--rebuild", help="List the source again even if RUN/manifest.jsonl exists."),
@@ -161,7 +169,14 @@ def run_cmd(
             )
         prepare_run(
             root,
-            PrepareOptions(source=source, dest=dest, num_shards=num_shards, auto=auto),
+            PrepareOptions(
+                source=source,
+                dest=dest,
+                num_shards=num_shards,
+                auto=auto,
+                rebuild=rebuild,
+                extra_lsjson_flags=extra_lsjson_flags,
+            ),
             render,
             on_stage=_stage_printer(out),
         )

@@ -246,6 +246,34 @@ def _lpt(
     return assign, heap
 
 
+#: ``--strategy`` names (upstream xfer's): the ``method`` recorded in shards.meta.json.
+STRATEGIES = {"bytes": "lpt-heap", "count": "round-robin", "hash": "name-hash"}
+
+
+def _assign_simple(
+    strategy: str, keys: list[int], records: int, num_shards: int, overhead: int
+) -> tuple[array[int], list[int]]:
+    """``count``/``hash`` placement, in :func:`_lpt`'s result format.
+
+    count: records dealt round-robin from the largest down (counts differ by at most
+    one, bytes spread). hash: crc32 of the name modulo the shard count (a name keeps
+    its shard when other records come and go)."""
+    assign = array("I", [0]) * records
+    loads = [0] * num_shards
+    counts = [0] * num_shards
+    low32 = _LOW32
+    for rank, key in enumerate(reversed(keys)):
+        if strategy == "count":
+            shard = rank % num_shards
+        else:
+            shard = (((key >> 32) & low32) ^ low32) % num_shards
+        assign[key & low32] = shard
+        loads[shard] += (key >> 64) + overhead
+        counts[shard] += 1
+    heap = [(loads[s] << _LOAD_SHIFT) | (counts[s] << _SHARD_BITS) | s for s in range(num_shards)]
+    return assign, heap
+
+
 def _size_classes(keys: list[int]) -> tuple[int, int]:
     """(objects < 1 MiB, bytes in objects >= 64 MiB) from the ascending keys."""
     small = bisect_left(keys, SMALL_OBJECT << 64)
@@ -262,6 +290,7 @@ def shard_manifest(
     auto: bool = False,
     object_overhead: int | None = None,
     progress: Callable[[str], None] | None = None,
+    strategy: str = "bytes",
 ) -> ShardMeta:
     """Split the manifest ``in_path`` into byte-balanced shards in ``outdir``.
 
@@ -275,7 +304,9 @@ def shard_manifest(
     the old meta is removed before any shard file is replaced, stale shard files
     of a previous run are removed, and the new meta is moved in last.
 
-    ``progress`` is called with a short line as each phase starts.
+    ``progress`` is called with a short line as each phase starts. ``strategy``
+    (upstream's names): ``bytes`` balances weight (the default), ``count`` object
+    counts, ``hash`` places by a hash of the name (see :data:`STRATEGIES`).
 
     Raises :class:`XferError` (exit 2) for bad lines (``FILE:LINE``), an empty
     manifest and a bad shard count.
@@ -290,6 +321,8 @@ def shard_manifest(
         raise XferError(f"--target-shard-bytes must be positive, not {target_shard_bytes}")
     if object_overhead is not None and object_overhead < 0:
         raise XferError(f"--object-overhead must not be negative, not {object_overhead}")
+    if strategy not in STRATEGIES:
+        raise XferError(f"--strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
     name = os.fspath(in_path)
     out = Path(outdir)
     if out.exists() and not out.is_dir():
@@ -323,7 +356,10 @@ def shard_manifest(
             _check_shard_count(name, n, records)
             largest = (keys[-1] >> 64) + overhead
             say(f"placing {records:,} records into {n:,} shards ...")
-            assign, heap = _lpt(keys, records, n, overhead)
+            if strategy == "bytes":
+                assign, heap = _lpt(keys, records, n, overhead)
+            else:
+                assign, heap = _assign_simple(strategy, keys, records, n, overhead)
             del keys
             spool.seek(0)
             fh.seek(0)
@@ -351,6 +387,7 @@ def shard_manifest(
                     source_root=src_root,
                     dest_root=dst_root,
                     shards=shards,
+                    method=STRATEGIES[strategy],
                 )
                 _write_file(tmp / META_NAME, _meta_encoder.encode(meta) + b"\n")
                 _install(tmp, out, _names(shards))
