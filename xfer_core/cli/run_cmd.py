@@ -153,6 +153,7 @@ def run_cmd(
     from xfer_core.bulk.pipeline import PrepareOptions, pick_scheduler, prepare_run
     from xfer_core.bulk.render import load_resolved
     from xfer_core.bulk.submit import submit_run
+    from xfer_core.bulk.upstream import adopt
     from xfer_core.errors import ConfigError
     from xfer_core.output import current
 
@@ -161,6 +162,26 @@ def run_cmd(
     root = run_dir.resolve()
     if (source is None) != (dest is None):
         raise ConfigError("give both --source and --dest (or neither, to resume a run dir)")
+    adopted = adopt(root)
+    if adopted is not None:
+        out.info(
+            f"{root} is an upstream xfer run dir: its manifest is re-sharded by xfer; "
+            f"{adopted.unverified_done} .done marker(s) set aside unverified in "
+            f"{adopted.state_dir or 'state.upstream'} (those shards run again: rclone skips "
+            "what arrived, then each is verified before it is marked done)"
+        )
+        num_shards = num_shards or adopted.num_shards
+        if source is None and dest is None:
+            from xfer_core.bulk.pipeline import manifest_roots
+            from xfer_core.bulk.upstream import render_values
+
+            roots = manifest_roots(root / "manifest.jsonl")
+            source = adopted.config.get("source_root") or (roots[0] if roots else None)
+            dest = adopted.config.get("dest_root") or (roots[1] if roots else None)
+            values = render_values(adopted.config)
+            if render.runtime not in (None, "pyxis"):
+                values.pop("pyxis_extra", None)
+            render = msgspec.structs.replace(render, **values)
     chosen = pick_scheduler(scheduler)
     if source is not None and dest is not None:
         if chosen != "slurm":

@@ -47,7 +47,10 @@ from xfer_core.manifest.jsonl import decode_line
 from xfer_core.manifest.rclone_names import rclone_name_list
 from xfer_core.manifest.record import PATH_B64, SCHEMA, ManifestRecord
 
-SHARDS_SCHEMA = "xfer.shards.v1"
+#: Our shards.meta.json. Upstream xfer's shards.meta.json is named ``xfer.shards.v1``
+#: with other contents; our own files of that name (before this one) are still read.
+SHARDS_SCHEMA = "xfer.shardmeta.v1"
+OLD_SHARDS_SCHEMA = "xfer.shards.v1"
 META_NAME = "shards.meta.json"
 #: Most shards one run may have (the shard index is packed into 24 bits).
 MAX_SHARDS = 1 << 24
@@ -121,6 +124,19 @@ class ShardMeta(msgspec.Struct, frozen=True):
     schema: str = SHARDS_SCHEMA
 
 
+class _MetaHead(msgspec.Struct):
+    """The fields that tell shards.meta.json files apart (ours, ours before, upstream's)."""
+
+    schema: str = ""
+    manifest: str | None = None
+    num_shards: int | None = None
+    strategy: str | None = None
+
+
+class UpstreamRunDirError(XferError):
+    """The shards (or run dir) were written by upstream xfer (FluidNumerics/xfer)."""
+
+
 _meta_encoder = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder(ShardMeta)
 _record_decoder = msgspec.json.Decoder(ManifestRecord)
@@ -138,13 +154,26 @@ def load_shard_meta(outdir: str | os.PathLike[str], *, check_files: bool = True)
             hint="run `xfer manifest shard` first (an interrupted run leaves no meta)",
         ) from None
     try:
+        head = msgspec.json.decode(data, type=_MetaHead)
+    except msgspec.DecodeError as exc:
+        raise XferError(f"{path}: not valid shard metadata ({exc})") from None
+    if head.schema == OLD_SHARDS_SCHEMA and head.manifest is None:
+        raise UpstreamRunDirError(
+            f"{path}: upstream xfer's shard metadata ({head.num_shards} shards, strategy "
+            f"{head.strategy or '?'}), not xfer's",
+            hint=f"resume the run dir with `xfer run --run-dir {path.parent.parent}`: its "
+            "manifest is re-sharded and its .done markers are verified, not trusted",
+        )
+    if head.schema not in (SHARDS_SCHEMA, OLD_SHARDS_SCHEMA):
+        raise XferError(
+            f"{path}: unknown schema {head.schema!r} (this xfer reads {SHARDS_SCHEMA!r} "
+            f"and {OLD_SHARDS_SCHEMA!r})",
+            hint="written by another tool or a newer xfer; re-run `xfer manifest shard`",
+        )
+    try:
         meta = _meta_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise XferError(f"{path}: not valid shard metadata ({exc})") from None
-    if meta.schema != SHARDS_SCHEMA:
-        raise XferError(
-            f"{path}: unknown schema {meta.schema!r} (this xfer reads {SHARDS_SCHEMA!r})"
-        )
     if check_files:
         for info in meta.shards:
             for name in (info.jsonl, info.files):
