@@ -109,8 +109,17 @@ def prepare_run(
     if prep.num_shards is None and not prep.auto:
         previous = _previous_shard_count(root)
         if previous is None:
-            raise ConfigError("give --num-shards N or --auto")
-        prep = msgspec.structs.replace(prep, num_shards=previous)
+            # upstream xfer's default was a fixed 256 (empty shards for small trees): the
+            # analysis' suggestion instead, said in one line
+            from xfer_core.output import current
+
+            current().info(
+                "no --num-shards: using the count `manifest analyze` suggests (--auto); "
+                "upstream xfer's default was 256"
+            )
+            prep = msgspec.structs.replace(prep, auto=True)
+        else:
+            prep = msgspec.structs.replace(prep, num_shards=previous)
     root.mkdir(parents=True, exist_ok=True)
     # fail on a bad rclone.conf before listing anything
     conf = check_rclone_config(render.rclone_config) if render.rclone_config else None

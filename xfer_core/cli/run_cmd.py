@@ -85,7 +85,7 @@ def summarize_local(run_dir: Path, started: float) -> int:
 
 @with_render_options(array_concurrency=4)
 def run_cmd(
-    run_dir: RunDir,
+    run_dir: RunDir = Path("run"),
     source: Annotated[
         str | None,
         typer.Option("--source", "-s", help="Local dir or rclone remote:path to copy from."),
@@ -97,7 +97,10 @@ def run_cmd(
     num_shards: Annotated[
         int | None,
         typer.Option(
-            "--num-shards", "-n", min=1, help="Number of shards (a re-run keeps the last count)."
+            "--num-shards",
+            "-n",
+            min=1,
+            help="Number of shards (a re-run keeps the last count; first run: as --auto).",
         ),
     ] = None,
     auto: Annotated[
