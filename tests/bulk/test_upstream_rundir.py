@@ -19,7 +19,11 @@ from xfer_core.manifest.shard import UpstreamRunDirError, load_shard_meta
 from .runtools import make_tree, read_tree, xfer
 
 
-def _upstream_run_dir(tmp_path: Path) -> tuple[Path, Path, Path, dict[str, bytes]]:
+def _upstream_run_dir(
+    tmp_path: Path, rebased: bool = False
+) -> tuple[Path, Path, Path, dict[str, bytes]]:
+    """``rebased``: manifest.jsonl keeps roots of another host (/old/...); the shards and
+    the config were cut from the rebased manifest (upstream's rebase → shard → render)."""
     src, dst, run = tmp_path / "src", tmp_path / "dst", tmp_path / "run"
     files = make_tree(src, [f"d{i % 2}/f{i}.txt" for i in range(6)])
     conf = tmp_path / "rclone.conf"
@@ -37,7 +41,9 @@ def _upstream_run_dir(tmp_path: Path) -> tuple[Path, Path, Path, dict[str, bytes
         for n in names
     ]  # fmt: skip
     (run / "shards").mkdir(parents=True)
-    (run / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    old = [{**r, "source_root": "/old/src", "dest_root": "/old/dst"} for r in records]
+    listed = old if rebased else records
+    (run / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in listed))
     for k in range(2):
         part = records[k::2]
         (run / "shards" / f"shard_{k:06d}.jsonl").write_text(
@@ -137,3 +143,18 @@ def test_resume_upstream_run_dir_verifies_its_done_shards(tmp_path: Path) -> Non
     # every shard done, each with our verified digest
     for s in meta.shards:
         assert (run / "state" / f"shard_{s.index}.done").read_text().strip() == s.sha256
+
+
+def test_resume_rebased_upstream_run_dir_uses_its_shards(tmp_path: Path) -> None:
+    run, _src, dst, files = _upstream_run_dir(tmp_path, rebased=True)
+    proc = xfer(
+        "run", "--run-dir", str(run), "--runtime", "host", "--scheduler", "local", "--submit"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "their records are the manifest now" in proc.stderr
+    assert read_tree(dst) == files
+    kept = (run / "manifest.upstream.jsonl").read_text()
+    assert '"source_root": "/old/src"' in kept
+    assert json.loads((run / "manifest.jsonl").read_text().splitlines()[0])["source_root"] == str(
+        _src
+    )

@@ -44,6 +44,9 @@ class Adopted(msgspec.Struct, kw_only=True):
     state_dir: str | None
     #: Upstream's shard count (from its config, else its shard metadata).
     num_shards: int | None = None
+    #: True when the manifest was rebuilt from upstream's shards (they carry other roots:
+    #: ``manifest rebase`` then re-shard); the original is ``manifest.upstream.jsonl``.
+    from_shards: bool = False
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -91,6 +94,7 @@ def adopt(root: Path) -> Adopted | None:
     if state.is_dir():
         done = sum(1 for p in state.glob("shard_*.done"))
         moved = str(_aside(state, "state.upstream"))
+    rebased = _manifest_from_shards(root, meta)
     if not (root / "manifest.jsonl").is_file():
         raise XferError(
             f"{root} is an upstream xfer run dir without manifest.jsonl; nothing to resume",
@@ -102,7 +106,50 @@ def adopt(root: Path) -> Adopted | None:
         unverified_done=done,
         state_dir=moved,
         num_shards=count if isinstance(count, int) and count > 0 else None,
+        from_shards=rebased,
     )
+
+
+def _first_roots(path: Path) -> tuple[str, str] | None:
+    try:
+        with path.open("rb") as fh:
+            for line in fh:
+                if line.strip():
+                    rec = json.loads(line)
+                    return str(rec.get("source_root")), str(rec.get("dest_root"))
+    except (OSError, ValueError, AttributeError):
+        return None
+    return None
+
+
+def _manifest_from_shards(root: Path, meta: dict[str, Any]) -> bool:
+    """Upstream renders from its shards, which may have been cut from a rebased manifest
+    (``manifest rebase`` → ``manifest shard`` → ``slurm render --manifest``) while
+    ``manifest.jsonl`` keeps the old roots. When the shard files are complete (their
+    lines add up to the metadata's ``num_records``) and their roots differ, the shards'
+    records become ``manifest.jsonl``; the original moves to ``manifest.upstream.jsonl``."""
+    from xfer_core.atomic import atomic_write_bytes
+
+    files = sorted((root / "shards").glob("shard_*.jsonl"))
+    manifest = root / "manifest.jsonl"
+    wanted = meta.get("num_records")
+    if not files or not isinstance(wanted, int):
+        return False
+    roots = _first_roots(files[0])
+    if roots is None or (manifest.is_file() and _first_roots(manifest) == roots):
+        return False
+    data = b"".join(
+        line if line.endswith(b"\n") else line + b"\n"
+        for f in files
+        for line in f.read_bytes().splitlines(keepends=True)
+        if line.strip()
+    )
+    if data.count(b"\n") != wanted:
+        return False  # incomplete shards: the manifest is the better source
+    if manifest.is_file():
+        _aside(manifest, "manifest.upstream.jsonl")
+    atomic_write_bytes(manifest, data)
+    return True
 
 
 #: upstream's config.resolved.json key → our RenderOptions field.

@@ -169,7 +169,13 @@ def run_cmd(
     if adopted is not None:
         out.info(
             f"{root} is an upstream xfer run dir: its manifest is re-sharded by xfer; "
-            f"{adopted.unverified_done} .done marker(s) set aside unverified in "
+            + (
+                "its shards carry other roots than manifest.jsonl (a rebase): their records "
+                "are the manifest now (the old one: manifest.upstream.jsonl); "
+                if adopted.from_shards
+                else ""
+            )
+            + f"{adopted.unverified_done} .done marker(s) set aside unverified in "
             f"{adopted.state_dir or 'state.upstream'} (those shards run again: rclone skips "
             "what arrived, then each is verified before it is marked done)"
         )
