@@ -94,6 +94,14 @@ def test_upstream_shard_meta_is_told_apart(tmp_path: Path) -> None:
     assert "xfer run --run-dir" in proc.stderr
 
 
+def test_slurm_submit_on_an_upstream_run_dir_names_the_resume_command(tmp_path: Path) -> None:
+    run, *_ = _upstream_run_dir(tmp_path)
+    proc = xfer("slurm", "submit", "--run-dir", str(run))
+    assert proc.returncode == 2 and "upstream xfer's run config" in proc.stderr
+    assert f"xfer run --run-dir {run}" in proc.stderr
+    assert (run / "state" / "shard_0.done").is_file()  # nothing moved or lost
+
+
 def test_unknown_schema_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "shards.meta.json").write_text('{"schema": "other.tool.v9"}')
     with pytest.raises(XferError, match=r"unknown schema 'other\.tool\.v9'"):

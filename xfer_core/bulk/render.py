@@ -532,6 +532,14 @@ def load_resolved(run_dir: str | os.PathLike[str]) -> ResolvedConfig:
             hint="render it first: xfer slurm render --run-dir RUN ... (or xfer run)",
         ) from None
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        from xfer_core.bulk.upstream import is_upstream
+
+        if is_upstream(Path(run_dir)):
+            raise XferError(
+                f"{path}: upstream xfer's run config (xfer.runconfig.v1), not xfer's",
+                hint=f"resume the run dir with `xfer run --run-dir {run_dir}`: its manifest is "
+                "re-sharded and its .done markers are verified, not trusted",
+            ) from None
         raise XferError(f"{path}: {exc}", hint="re-render the run dir") from None
 
 
