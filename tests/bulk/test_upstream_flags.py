@@ -209,6 +209,9 @@ def test_build_fast_list_no_modtime_and_verbose_reach_rclone(tmp_path: Path) -> 
     code, tuned, err = _build(tmp_path, "--fast-list", "--no-modtime", "-vv")
     assert code == 0, err
     assert tuned == plain
+    code, off, err = _build(tmp_path, "--no-fast-list", "-v")
+    assert code == 0, err
+    assert off == plain
     # and they are rclone's: rclone refuses them where they are not valid
     lister = RcloneLister()
     argv = lister.command("/x", ListOptions(extra_flags=("--fast-list", "--no-modtime", "-vv")))
