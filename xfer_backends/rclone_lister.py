@@ -232,7 +232,7 @@ class RcloneLister(Lister):
         config = check_rclone_config(options.rclone_config) if options.rclone_config else None
         host = options.runtime in ("", "host")
         if config is not None:
-            argv += ["--config", config if host else CONTAINER_CONFIG]
+            argv += ["--config", config if host else options.container_config or CONTAINER_CONFIG]
         if recursive:
             argv += ["-R", "--files-only"]
         argv += self._hash_flags(source, options)
@@ -271,8 +271,12 @@ class RcloneLister(Lister):
                 f"runtime {options.runtime!r} needs an image",
                 hint="pass --rclone-image IMAGE (e.g. rclone/rclone:latest)",
             )
-        mounts = [Mount(config, CONTAINER_CONFIG, read_only=True)] if config else []
-        return runtime.wrap(argv, image=options.rclone_image, mounts=mounts)
+        from xfer_core.bulk.render import with_pyxis_extra
+
+        target = options.container_config or CONTAINER_CONFIG
+        mounts = [Mount(config, target, read_only=True)] if config else []
+        wrapped = runtime.wrap(argv, image=options.rclone_image, mounts=mounts)
+        return with_pyxis_extra(runtime.name, wrapped, options.pyxis_extra)
 
     # -- listing ------------------------------------------------------------------
     def list(self, source: str, options: ListOptions) -> Iterator[ListEntry]:

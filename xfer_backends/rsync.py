@@ -234,14 +234,15 @@ class RsyncBackend(TransferBackend):
         caps = await asyncio.to_thread(detect_caps, rsync, emulate)
         # No probe connection: the first ssh of the session (rsync's own, or the remote
         # path expansion) becomes the master and later ones reuse it.
-        return RsyncSession(rsync, caps, target)
+        return RsyncSession(rsync, caps, target, compress=options.compress)
 
 
 class RsyncSession(TransferSession):
     """One cluster: an ssh master connection and the rsync runs that reuse it."""
 
-    def __init__(self, rsync: str, caps: RsyncCaps, target: Remote):
+    def __init__(self, rsync: str, caps: RsyncCaps, target: Remote, *, compress: bool = False):
         self.rsync = rsync
+        self.compress = compress
         self.caps = caps
         self.target = target
         #: The host as ssh takes it (an IPv6 address without brackets).
@@ -345,6 +346,8 @@ class RsyncSession(TransferSession):
             argv.append("--checksum")
         if job.dry_run:
             argv.append("--dry-run")
+        if self.compress:
+            argv.append("-z")
         argv += job.excludes.rsync_args()
         # rsync appends the host and its server command to this: ``--`` keeps the host
         # out of option position (the config refuses a host starting with '-' anyway)

@@ -400,8 +400,11 @@ def _host_pattern(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-async def connect(target: Remote) -> asyncssh.SSHClientConnection:
-    """Log in to ``target`` with xfer's host-key policy; failures become one TransferError line."""
+async def connect(target: Remote, *, compress: bool = False) -> asyncssh.SSHClientConnection:
+    """Log in to ``target`` with xfer's host-key policy; failures become one TransferError line.
+
+    ``compress``: offer zlib compression (``-z``) before "none".
+    """
     import asyncssh
 
     kh_path = known_hosts_path(target)
@@ -427,6 +430,8 @@ async def connect(target: Remote) -> asyncssh.SSHClientConnection:
             "aes256-ctr",
         ],
     }
+    if compress:
+        kwargs["compression_algs"] = ["zlib@openssh.com", "zlib", "none"]
     if target.port:
         kwargs["port"] = target.port
     if target.user:
@@ -566,7 +571,7 @@ class SftpBackend(TransferBackend):
         return AVAILABLE
 
     async def open(self, target: Remote, options: TransferOptions) -> TransferSession:
-        conn = await connect(target)
+        conn = await connect(target, compress=options.compress)
         try:
             sftp = await conn.start_sftp_client()
         except Exception as exc:

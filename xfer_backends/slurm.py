@@ -32,15 +32,39 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
     return {**os.environ, **(extra or {})}
 
 
+#: The submitting shell's variables a job gets (``sbatch --export=...``); nothing else
+#: leaks in. Slurm adds its own ``SLURM_*`` for the job.
+JOB_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ")
+#: ``SLURM_*`` of the submitting shell that sbatch itself reads. The others describe a
+#: job the submitter may be running inside (``SLURM_MEM_PER_CPU``, ``SLURM_JOB_ID``, ...)
+#: and sbatch would hand them to the new job; they are dropped. ``SBATCH_*`` (sbatch's
+#: own input variables: ``SBATCH_ACCOUNT``, ``SBATCH_QOS``, ...) are kept.
+SUBMIT_SLURM_ENV = frozenset({"SLURM_CONF", "SLURM_CLUSTERS", "SLURM_TIME_FORMAT"})
+
+
+def submit_env(extra: dict[str, str] | None) -> dict[str, str]:
+    """The environment sbatch runs in: the caller's, minus job-context ``SLURM_*``."""
+    return {
+        k: v for k, v in _env(extra).items() if not k.startswith("SLURM_") or k in SUBMIT_SLURM_ENV
+    }
+
+
+def export_option(env: dict[str, str]) -> str:
+    """``--export=PATH,HOME,...``: only :data:`JOB_ENV` names that are set (``NONE`` if none)."""
+    names = [n for n in JOB_ENV if n in env]
+    return "--export=" + (",".join(names) if names else "NONE")
+
+
 def _run(
-    argv: Sequence[str], env: dict[str, str] | None, cwd: Path | None = None
+    argv: Sequence[str], env: dict[str, str] | None, cwd: Path | None = None, inherit: bool = True
 ) -> subprocess.CompletedProcess[str]:
+    """Run a Slurm command; ``env`` is added to ours (``inherit=False``: it is the whole env)."""
     try:
         return subprocess.run(
             list(argv),
             capture_output=True,
             text=True,
-            env=_env(env),
+            env=_env(env) if inherit else env,
             cwd=cwd,
             timeout=TIMEOUT,
             check=False,
@@ -145,14 +169,16 @@ class SlurmScheduler(Scheduler):
         """``sbatch --parsable --array=TASKS%C sbatch_array.sh`` from the run dir."""
         resolved = load_resolved(run_dir)
         tasks = tasks_for_shards(shard_indices, resolved.tasks)
+        env = submit_env(options.env)
         argv = [
             "sbatch",
             "--parsable",
+            export_option(env),
             f"--array={array_spec(tasks, concurrency)}",
             *options.extra_args,
             "sbatch_array.sh",
         ]
-        proc = _run(argv, options.env, cwd=run_dir)
+        proc = _run(argv, env, cwd=run_dir, inherit=False)
         if proc.returncode != 0:
             err = (proc.stderr or proc.stdout).strip().splitlines()
             raise TransferError(

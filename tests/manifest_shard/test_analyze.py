@@ -159,3 +159,37 @@ def test_cli_json_and_out_file(tmp_path: Path) -> None:
         "p99",
     ):
         assert text in res.stdout
+
+
+# --- upstream xfer's rules (shard_rule, parse_rate) ------------------------------------------
+
+
+def test_parse_rate_units() -> None:
+    from xfer_core.manifest.analyze import parse_rate
+
+    assert parse_rate("10Gbps") == 10e9 / 8
+    assert parse_rate("800Mb/s") == 100e6
+    assert parse_rate("200MB/s") == 200e6
+    assert parse_rate("1GiB/s") == 1 << 30
+
+
+@given(st.integers(min_value=0, max_value=1 << 50), st.integers(min_value=1, max_value=10**6))
+def test_shard_rule_respects_the_byte_cap_floor(total: int, records: int) -> None:
+    from xfer_core.manifest.analyze import TIB, shard_rule, suggest
+
+    s = suggest(records, total, records, 0)
+    a = msgspec.structs.replace(
+        _EMPTY, records=records, total_bytes=total, suggested_shards=s.shards
+    )
+    rule = shard_rule(a, array_concurrency=2, core_budget=4, cpus_per_task=4, max_shard_bytes_tb=1)
+    floor = min(records, max(1, -(-total // TIB)))
+    assert rule.num_shards >= floor
+    assert rule.num_shards <= max(floor, 4 * 2)
+
+
+_EMPTY = Analysis(
+    manifest="m", records=0, total_bytes=0, zero_size=0, min_size=0, max_size=0, mean_size=0.0,
+    p50=0, p90=0, p99=0, small_objects=0, large_bytes=0, histogram=[], profile="empty",
+    profile_reason="", transfers=32, suggested_rclone_flags=[], object_overhead=0,
+    total_weight=0, suggested_shards=0,
+)  # fmt: skip

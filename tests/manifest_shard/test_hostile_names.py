@@ -148,7 +148,7 @@ def test_meta_is_plain_json_for_other_tools(tmp_path: Path) -> None:
     manifest = write_items(tmp_path / "m.jsonl", [(n, 1) for n in HOSTILE[:4]])
     shard_manifest(manifest, tmp_path / "out", num_shards=2)
     raw = msgspec.json.decode((tmp_path / "out" / "shards.meta.json").read_bytes())
-    assert raw["schema"] == "xfer.shards.v1"
+    assert raw["schema"] == "xfer.shardmeta.v1"
     assert raw["source_root"] == "s3src:bucket/data" and raw["dest_root"] == "s3dst:bucket/data"
     assert {s["jsonl"] for s in raw["shards"]} == {"shard_000000.jsonl", "shard_000001.jsonl"}
 

@@ -36,6 +36,8 @@ class PrepareOptions(msgspec.Struct, kw_only=True):
     #: Without user flags, give the engine what it takes of the flags ``manifest
     #: analyze`` suggests (:meth:`~xfer_core.bulk.engine.ShardEngine.suggested_flags`).
     suggested_flags: bool = True
+    #: Extra ``rclone lsjson`` flags for the listing (``--extra-lsjson-flags``), as typed.
+    extra_lsjson_flags: str = ""
 
 
 class Prepared(msgspec.Struct, kw_only=True):
@@ -47,7 +49,8 @@ class Prepared(msgspec.Struct, kw_only=True):
     bytes: int
 
 
-def _manifest_roots(path: Path) -> tuple[str, str] | None:
+def manifest_roots(path: Path) -> tuple[str, str] | None:
+    """The source and dest roots of the manifest's first record (None: empty or unreadable)."""
     from xfer_core.manifest.jsonl import read_manifest
 
     try:
@@ -90,6 +93,7 @@ def prepare_run(
     env: dict[str, str] | None = None,
 ) -> Prepared:
     """Build (or reuse) the manifest, analyze it, shard it and render the scripts."""
+    from xfer_backends.rclone_lister import split_flags
     from xfer_core.manifest.analyze import analyze_manifest
     from xfer_core.manifest.build import build_manifest, normalize_dest
     from xfer_core.manifest.lister import ListOptions, select_lister
@@ -105,14 +109,23 @@ def prepare_run(
     if prep.num_shards is None and not prep.auto:
         previous = _previous_shard_count(root)
         if previous is None:
-            raise ConfigError("give --num-shards N or --auto")
-        prep = msgspec.structs.replace(prep, num_shards=previous)
+            # upstream xfer's default was a fixed 256 (empty shards for small trees): the
+            # analysis' suggestion instead, said in one line
+            from xfer_core.output import current
+
+            current().info(
+                "no --num-shards: using the count `manifest analyze` suggests (--auto); "
+                "upstream xfer's default was 256"
+            )
+            prep = msgspec.structs.replace(prep, auto=True)
+        else:
+            prep = msgspec.structs.replace(prep, num_shards=previous)
     root.mkdir(parents=True, exist_ok=True)
     # fail on a bad rclone.conf before listing anything
     conf = check_rclone_config(render.rclone_config) if render.rclone_config else None
     manifest = root / "manifest.jsonl"
     reused = False
-    roots = _manifest_roots(manifest) if manifest.is_file() and not prep.rebuild else None
+    roots = manifest_roots(manifest) if manifest.is_file() and not prep.rebuild else None
     if roots is not None and roots == (
         select_lister(prep.source).normalize_root(prep.source),
         normalize_dest(prep.dest),
@@ -120,11 +133,20 @@ def prepare_run(
         reused = True
         stage("manifest", reused=True, path=str(manifest))
     else:
+        if prep.extra_lsjson_flags.strip() and select_lister(prep.source).name != "rclone":
+            from xfer_core.output import current
+
+            current().warn(
+                f"--extra-lsjson-flags ignored: {prep.source} is listed by the "
+                f"{select_lister(prep.source).name} lister, not rclone lsjson"
+            )
         result = build_manifest(
             prep.source,
             prep.dest,
             manifest,
-            options=ListOptions(rclone_config=conf),
+            options=ListOptions(
+                rclone_config=conf, extra_flags=tuple(split_flags(prep.extra_lsjson_flags))
+            ),
         )
         stage(
             "manifest",

@@ -69,6 +69,10 @@ class RenderOptions(msgspec.Struct, kw_only=True):
     #: Override the roots recorded in the shards (default: from shard 0's first record).
     source_root: str | None = None
     dest_root: str | None = None
+    #: More sbatch options (``--sbatch-extras``): ``--account=x --qos=y`` or ``#SBATCH`` lines.
+    sbatch_extras: str = ""
+    #: More ``srun`` flags for the pyxis runtime (``--pyxis-extra``), one string as typed.
+    pyxis_extra: str = ""
 
 
 class ResolvedConfig(msgspec.Struct, kw_only=True):
@@ -100,6 +104,10 @@ class ResolvedConfig(msgspec.Struct, kw_only=True):
     signal_seconds: int
     #: The runtime-wrapped tool command (``"$@"`` = the engine's arguments).
     tool_command: str
+    #: ``--sbatch-extras`` as the ``#SBATCH`` options written into sbatch_array.sh.
+    sbatch_extras: list[str] = []
+    #: ``--pyxis-extra``, split.
+    pyxis_extra: list[str] = []
 
 
 # --- checks ------------------------------------------------------------------------
@@ -166,6 +174,51 @@ def redact_flags(flags: Sequence[str]) -> list[str]:
     return out
 
 
+_SBATCH_NAME = re.compile(r"--?[A-Za-z][A-Za-z0-9-]*")
+_SBATCH_VALUE = re.compile(r"[A-Za-z0-9_.,:@%+/=*\[\]-]*")
+#: Options xfer sets itself (the array and its throttle, the log path, the environment).
+_SBATCH_OWN = frozenset({"--array", "-a", "--export", "--output", "-o", "--wrap"})
+
+
+def sbatch_extra_options(text: str) -> list[str]:
+    """``--sbatch-extras`` as ``--name=value`` options, one per ``#SBATCH`` line.
+
+    Takes ``--account=proj --qos high`` or upstream's ``#SBATCH --account=proj\\n#SBATCH
+    --qos=high`` (a literal ``\\n`` is a line break, as upstream reads it). Values are
+    limited to characters that cannot end the directive or reach a shell.
+    """
+    words: list[str] = []
+    for raw in text.replace("\\n", "\n").splitlines():
+        line = raw.strip()
+        if line.startswith("#SBATCH"):
+            line = line[len("#SBATCH") :]
+        elif line.startswith("#"):
+            continue
+        try:
+            words += shlex.split(line)
+        except ValueError as exc:
+            raise ConfigError(f"--sbatch-extras {text!r}: {exc}") from None
+    options: list[str] = []
+    for word in words:
+        if not word.startswith("-") and options and "=" not in options[-1]:
+            options[-1] += f"={word}"  # "--qos high"
+            continue
+        options.append(word)
+    for option in options:
+        name, _, value = option.partition("=")
+        if not _SBATCH_NAME.fullmatch(name) or not _SBATCH_VALUE.fullmatch(value):
+            raise ConfigError(
+                f"--sbatch-extras: {option!r} is not an sbatch option xfer can write",
+                hint="write options as --name=value, e.g. --account=proj --qos=high",
+            )
+        if name in _SBATCH_OWN:
+            raise ConfigError(
+                f"--sbatch-extras: {name} is set by xfer itself",
+                hint="--array-concurrency sets the throttle; logs go to RUN/logs",
+            )
+    return options
+
+
 def parse_flags(flags: str) -> list[str]:
     """Split ``--rclone-flags`` like a shell would (quotes group, nothing expands)."""
     try:
@@ -199,8 +252,24 @@ def default_runtime(image: str | None) -> str:
     return "pyxis" if image else "host"
 
 
+def with_pyxis_extra(runtime: str, argv: list[str], extra: Sequence[str]) -> list[str]:
+    """``argv`` with ``--pyxis-extra``'s flags after ``srun`` (pyxis only; others: a warning)."""
+    if not extra:
+        return argv
+    if runtime != "pyxis" or argv[:1] != ["srun"]:
+        from xfer_core.output import current
+
+        current().warn(f"--pyxis-extra ignored: the runtime is {runtime}, not pyxis")
+        return argv
+    return [argv[0], *extra, *argv[1:]]
+
+
 def tool_function_body(
-    runtime: ContainerRuntime, engine: ShardEngine, ctx: EngineContext, image: str | None
+    runtime: ContainerRuntime,
+    engine: ShardEngine,
+    ctx: EngineContext,
+    image: str | None,
+    pyxis_extra: Sequence[str] = (),
 ) -> str:
     """The body of ``xfer_tool``: the runtime-wrapped tool with ``"$@"`` for the arguments."""
     argv = runtime.wrap(
@@ -208,6 +277,7 @@ def tool_function_body(
         image=image if runtime.needs_image else None,
         mounts=engine.mounts(ctx),
     )
+    argv = with_pyxis_extra(runtime.name, argv, pyxis_extra)
     if argv.count(_SENTINEL) != 1:
         raise XferError(
             f"runtime {runtime.name!r} dropped or repeated the tool's arguments",
@@ -226,6 +296,7 @@ def render_worker(
     engine: ShardEngine,
     ctx: EngineContext,
     image: str | None,
+    pyxis_extra: Sequence[str] = (),
 ) -> tuple[str, str]:
     """``(worker.sh text, xfer_tool body)``."""
     template = resources.files("xfer_core.bulk").joinpath("templates/worker.sh").read_text()
@@ -237,7 +308,7 @@ def render_worker(
             f"MAX_ATTEMPTS={int(max_attempts)}",
         ]
     )
-    tool = tool_function_body(runtime, engine, ctx, image)
+    tool = tool_function_body(runtime, engine, ctx, image, pyxis_extra)
     text = (
         template.replace("@@SETTINGS@@", settings)
         .replace("@@RUNTIME@@", runtime.name)
@@ -262,21 +333,33 @@ def render_sbatch(run_dir: Path, opts: RenderOptions, tasks: int, concurrency: i
     if opts.partition:
         part = _check_sbatch_value("--partition", opts.partition, _PARTITION, "transfer")
         lines.append(f"#SBATCH --partition={part}")
+    lines += [f"#SBATCH {option}" for option in sbatch_extra_options(opts.sbatch_extras)]
     lines += [
         "#SBATCH --ntasks=1",
         f"#SBATCH --cpus-per-task={int(opts.cpus_per_task)}",
         f"#SBATCH --mem={mem}",
-        "#SBATCH --output=logs/slurm-%A_%a.out",
+        f"#SBATCH --output={_log_pattern(run_dir)}",
         "#SBATCH --requeue",
         f"#SBATCH --signal=B:USR1@{int(opts.signal_seconds)}",
-        "# Generated by xfer. Submit from the run dir (submit.sh does it):",
-        "#   cd RUN_DIR && sbatch sbatch_array.sh",
+        "# Generated by xfer. Submit with submit.sh, `xfer slurm submit`, or sbatch:",
+        "#   sbatch RUN_DIR/sbatch_array.sh",
         "# `xfer slurm submit` submits only the tasks whose shards are not done.",
         "# The batch shell becomes worker.sh, so USR1 (time limit) reaches its trap.",
         f'exec bash {sh(str(run_dir / "worker.sh"))} --task "$SLURM_ARRAY_TASK_ID"',
         "",
     ]
     return "\n".join(lines)
+
+
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9_./+-]+")
+
+
+def _log_pattern(run_dir: Path) -> str:
+    """Slurm's output path: absolute, so ``sbatch RUN/sbatch_array.sh`` works from anywhere
+    (upstream's habit); relative to the run dir when the path has characters an
+    ``#SBATCH`` line cannot carry (then submit from the run dir, as submit.sh does)."""
+    path = f"{run_dir}/logs/slurm-%A_%a.out"
+    return path if _PLAIN_PATH.fullmatch(str(run_dir)) else "logs/slurm-%A_%a.out"
 
 
 def render_submit(run_dir: Path) -> str:
@@ -359,6 +442,11 @@ def render_run(
             hint="rebuild the manifest with --source and --dest",
         )
     flags = parse_flags(opts.rclone_flags)
+    extras = sbatch_extra_options(opts.sbatch_extras)
+    try:
+        pyxis_extra = shlex.split(opts.pyxis_extra)
+    except ValueError as exc:
+        raise ConfigError(f"--pyxis-extra {opts.pyxis_extra!r}: {exc}") from None
     max_array = resolve_max_array_size(opts, env)
     tasks = min(found, max_array)
     concurrency = min(opts.array_concurrency, tasks)
@@ -382,6 +470,7 @@ def render_run(
         engine=engine,
         ctx=ctx,
         image=opts.rclone_image,
+        pyxis_extra=pyxis_extra,
     )
     sbatch = render_sbatch(root, opts, tasks, concurrency)
     engine.prepare(root, range(found), ctx)
@@ -409,6 +498,8 @@ def render_run(
         mem=opts.mem,
         signal_seconds=opts.signal_seconds,
         tool_command=tool,
+        sbatch_extras=extras,
+        pyxis_extra=pyxis_extra,
     )
     for d in ("state", "logs"):
         (root / d).mkdir(parents=True, exist_ok=True)
@@ -441,6 +532,14 @@ def load_resolved(run_dir: str | os.PathLike[str]) -> ResolvedConfig:
             hint="render it first: xfer slurm render --run-dir RUN ... (or xfer run)",
         ) from None
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        from xfer_core.bulk.upstream import is_upstream
+
+        if is_upstream(Path(run_dir)):
+            raise XferError(
+                f"{path}: upstream xfer's run config (xfer.runconfig.v1), not xfer's",
+                hint=f"resume the run dir with `xfer run --run-dir {run_dir}`: its manifest is "
+                "re-sharded and its .done markers are verified, not trusted",
+            ) from None
         raise XferError(f"{path}: {exc}", hint="re-render the run dir") from None
 
 

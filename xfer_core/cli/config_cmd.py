@@ -138,36 +138,60 @@ def show(config: ConfigOption = None, json: JsonOption = False) -> None:
     print(text, end="" if text.endswith("\n") else "\n")
 
 
-def validate(config: ConfigOption = None, json: JsonOption = False) -> None:
+StrictOption = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="Treat what sbatchman's file may contain (unknown keys, legacy `dirs`, a quoted "
+        "port) as errors, as in xfer's own file.",
+    ),
+]
+
+
+def validate(
+    config: ConfigOption = None, json: JsonOption = False, strict: StrictOption = False
+) -> None:
     """Check the config; print every problem as FILE:LINE: key: problem and exit 2 if any.
 
     Checks TOML syntax, unknown keys (with a did-you-mean), types, required keys,
     port range, duplicate cluster names and duplicate aliases within a cluster.
+    sbatchman's file (`remotes-config.toml`) is read as sbatchman reads it: what
+    sbatchman tolerates is a warning line; `--strict` makes it an error.
 
     Examples:
 
         xfer config validate
 
         xfer config validate --config ./remotes.toml && echo ok
+
+        xfer config validate --strict --config ~/.config/sbatchman/remotes-config.toml
     """
     import sys
 
-    from xfer_core.config.load import parse_config, validate_text
+    from xfer_core.config.load import check_text, dialect_of, parse_config
     from xfer_core.config.paths import display_path
 
     location = _locate(config)
     shown = display_path(location.path)
     text = _read_text(location)
-    problems = validate_text(text, shown)
+    dialect = dialect_of(location.path)
+    _, problems, warnings = check_text(text, shown, dialect)
+    if strict:
+        problems = sorted(problems + warnings, key=lambda p: p.line or 0)
+        warnings = []
     out = current()
     if json or out.json:
+
+        def listed(items: list) -> list[dict[str, object]]:
+            return [{"line": p.line, "key": p.key, "message": p.message} for p in items]
+
         out.emit_json(
             {
                 "path": str(location.path),
+                "dialect": dialect,
                 "valid": not problems,
-                "problems": [
-                    {"line": p.line, "key": p.key, "message": p.message} for p in problems
-                ],
+                "problems": listed(problems),
+                "warnings": listed(warnings),
             }
         )
     elif problems:
@@ -176,7 +200,11 @@ def validate(config: ConfigOption = None, json: JsonOption = False) -> None:
         for problem in problems:
             print(f"xfer: error: {terminal_text(str(problem))}", file=sys.stderr)
     else:
-        loaded = parse_config(text, shown, base_dir=location.path.parent.absolute())
+        for warning in warnings:
+            out.warn(str(warning))
+        loaded = parse_config(
+            text, shown, base_dir=location.path.parent.absolute(), dialect=dialect
+        )
         _warn_unknown_backends(loaded)
         sync = sum(len(c.sync_dirs) for c in loaded.clusters)
         fetch = sum(len(c.fetch_dirs) for c in loaded.clusters)

@@ -96,6 +96,45 @@ def _list_options(
     )
 
 
+def _upstream_lsjson_flags(
+    source: str, lister: str, *, recursive: bool, fast_list: bool, no_modtime: bool, verbose: int
+) -> list[str]:
+    """Upstream xfer's listing switches as ``rclone lsjson`` flags (rclone lister only)."""
+    from xfer_core.errors import ConfigError
+    from xfer_core.manifest.lister import select_lister
+
+    flags = (
+        (["--max-depth", "1"] if not recursive else [])
+        + (["--fast-list"] if fast_list else [])
+        + (["--no-modtime"] if no_modtime else [])
+        + ([f"-{'v' * min(verbose, 2)}"] if verbose else [])
+    )
+    chosen = lister if lister != "auto" else select_lister(source).name
+    if flags and chosen != "rclone":
+        raise ConfigError(
+            f"{' '.join(flags)}: rclone lsjson flags, but {source} is listed by the {chosen} lister",
+            hint="pass --lister rclone to list it with rclone",
+        )
+    return flags
+
+
+def _pyxis_extra(text: str, runtime: str) -> tuple[str, ...]:
+    import shlex
+
+    from xfer_core.errors import ConfigError
+    from xfer_core.output import current
+
+    if not text.strip():
+        return ()
+    if runtime != "pyxis":
+        current().warn(f"--pyxis-extra ignored: the runtime is {runtime}, not pyxis")
+        return ()
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as exc:
+        raise ConfigError(f"--pyxis-extra {text!r}: {exc}") from None
+
+
 def _output(as_json: bool) -> Output:
     from xfer_core.output import Output, current
 
@@ -210,6 +249,48 @@ def build(
         ),
     ] = False,
     json: JsonOption = False,
+    recursive: Annotated[
+        bool,
+        typer.Option(
+            "--recursive/--no-recursive",
+            help="List the whole tree (default), or only the top level (rclone --max-depth 1).",
+        ),
+    ] = True,
+    fast_list: Annotated[
+        bool,
+        typer.Option(
+            "--fast-list/--no-fast-list",
+            help="rclone --fast-list: fewer listing requests, the whole listing held in "
+            "rclone's memory (off unless given; upstream: on).",
+        ),
+    ] = False,
+    no_modtime: Annotated[
+        bool,
+        typer.Option(
+            "--no-modtime", help="rclone --no-modtime (when the remote's modtimes are unreliable)."
+        ),
+    ] = False,
+    container_conf_path: Annotated[
+        str | None,
+        typer.Option(
+            "--container-conf-path",
+            help="Where a container runtime mounts --rclone-config (default /etc/xfer/rclone.conf).",
+        ),
+    ] = None,
+    pyxis_extra: Annotated[
+        str,
+        typer.Option(
+            "--pyxis-extra", help="More srun flags with --runtime pyxis (placed after `srun`)."
+        ),
+    ] = "",
+    rclone_verbose: Annotated[
+        int,
+        typer.Option(
+            "-v",
+            count=True,
+            help="Pass -v (-vv: -vv) to rclone lsjson; its log is shown when the listing fails.",
+        ),
+    ] = 0,
 ) -> None:
     """List SOURCE and write an `xfer.manifest.v1` manifest (one JSON line per object).
 
@@ -235,10 +316,20 @@ def build(
 
         xfer manifest build --source s3src:bucket/x --dest s3dst:bucket/x --out m.jsonl --runtime podman --rclone-image rclone/rclone:latest --rclone-config rclone.conf
     """
+    import msgspec
+
     from xfer_core.errors import ExitCode
     from xfer_core.manifest.build import build_manifest
 
     out = _output(json)
+    upstream = _upstream_lsjson_flags(
+        source,
+        lister,
+        recursive=recursive,
+        fast_list=fast_list,
+        no_modtime=no_modtime,
+        verbose=rclone_verbose,
+    )
     options = _list_options(
         rclone_config=rclone_config,
         rclone_image=rclone_image,
@@ -247,6 +338,20 @@ def build(
         parallel=parallel,
         symlinks="follow" if follow_symlinks else "skip",
         hashes=_parse_hash(hash_),
+    )
+    if container_conf_path is not None and runtime in ("", "host"):
+        from xfer_core.cli.slurm_opts import mapped
+
+        mapped(
+            "--container-conf-path",
+            container_conf_path,
+            "with --runtime host rclone reads --rclone-config where it is",
+        )
+    options = msgspec.structs.replace(
+        options,
+        extra_flags=(*upstream, *options.extra_flags),
+        container_config=container_conf_path,
+        pyxis_extra=_pyxis_extra(pyxis_extra, runtime),
     )
     with _Reporter(out, f"listing {source}") as rep:
         result = build_manifest(
@@ -261,8 +366,6 @@ def build(
             on_progress=rep.progress,
         )
     if out.json:
-        import msgspec
-
         out.emit_json({"event": "summary", **msgspec.to_builtins(result)})
     else:
         if rep.hidden:

@@ -12,7 +12,11 @@ from xfer_core.errors import XferError
 from xfer_core.output import current
 
 if TYPE_CHECKING:
-    from xfer_core.manifest.analyze import Analysis
+    from xfer_core.manifest.analyze import Analysis, ShardRule
+
+UPSTREAM = "Upstream xfer's estimates"
+#: upstream xfer's ``--base-flags`` default (appended in the JSON key suggested_flags).
+UPSTREAM_BASE_FLAGS = "--retries 10 --low-level-retries 20 --stats 600s --progress"
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)\s*\Z", re.IGNORECASE)
 _POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5}
@@ -41,6 +45,63 @@ def analyze(
     out_path: Annotated[
         Path | None, typer.Option("--out", help="Also write the analysis JSON to this file.")
     ] = None,
+    base_flags: Annotated[
+        str,
+        typer.Option(
+            "--base-flags",
+            help="rclone flags appended to the profile's in the JSON key suggested_flags "
+            "(upstream's).",
+            rich_help_panel=UPSTREAM,
+        ),
+    ] = UPSTREAM_BASE_FLAGS,
+    assumed_cpus_per_task: Annotated[
+        int,
+        typer.Option(
+            "--assumed-cpus-per-task",
+            min=1,
+            help="Cores per shard task, for the core cap.",
+            rich_help_panel=UPSTREAM,
+        ),
+    ] = 4,
+    assumed_array_concurrency: Annotated[
+        int,
+        typer.Option(
+            "--assumed-array-concurrency",
+            min=1,
+            help="Array concurrency: at most 4 × this many shards.",
+            rich_help_panel=UPSTREAM,
+        ),
+    ] = 64,
+    assumed_core_budget: Annotated[
+        int | None,
+        typer.Option(
+            "--assumed-core-budget",
+            min=1,
+            help="Cores the partition gives: at most budget / cpus-per-task shards.",
+            rich_help_panel=UPSTREAM,
+        ),
+    ] = None,
+    max_shard_bytes_tb: Annotated[
+        int,
+        typer.Option(
+            "--max-shard-bytes-tb",
+            min=1,
+            help="No shard over this many TiB: at least total / cap shards.",
+            rich_help_panel=UPSTREAM,
+        ),
+    ] = 10,
+    min_rate: Annotated[
+        str,
+        typer.Option(
+            "--min-rate",
+            help="Slow end of the time estimate (e.g. 1Gbps, 200MB/s).",
+            rich_help_panel=UPSTREAM,
+        ),
+    ] = "1Gbps",
+    max_rate: Annotated[
+        str,
+        typer.Option("--max-rate", help="Fast end of the time estimate.", rich_help_panel=UPSTREAM),
+    ] = "40Gbps",
 ) -> None:
     """Size histogram, percentiles, workload profile and suggestions for a manifest.
 
@@ -49,7 +110,10 @@ def analyze(
     (small-files / large-files / mixed) with suggested rclone flags, the
     per-object overhead (bytes-equivalent cost of one object, the default weight
     for `shard`) and a shard count that accounts for both bytes and objects.
-    The rules are in docs/manifest.md.
+    The rules are in docs/manifest.md. Then the shard count with upstream xfer's
+    limits (per-shard TiB cap, 4 × array concurrency, core budget) and the transfer
+    time over a rate range (`--min-rate`, `--max-rate`). `--json` carries upstream's
+    keys too (total_files, file_size_stats, suggested_flags, suggested_shard_count, ...).
 
     Examples:
 
@@ -62,16 +126,38 @@ def analyze(
     import msgspec
 
     from xfer_core.atomic import atomic_write_bytes
-    from xfer_core.manifest.analyze import analyze_manifest
+    from xfer_core.manifest.analyze import (
+        analyze_manifest,
+        histogram_entries,
+        shard_rule,
+        time_estimates,
+        upstream_keys,
+    )
 
     out = current()
     result = analyze_manifest(in_path)
+    rule = shard_rule(
+        result,
+        cpus_per_task=assumed_cpus_per_task,
+        array_concurrency=assumed_array_concurrency,
+        core_budget=assumed_core_budget,
+        max_shard_bytes_tb=max_shard_bytes_tb,
+    )
+    times = time_estimates(result.total_bytes, min_rate, max_rate)
+    data = {
+        **msgspec.to_builtins(result),
+        **upstream_keys(result, rule, base_flags),
+        "histogram": histogram_entries(result),
+        "time_estimates": times,
+    }
     if out_path is not None:
-        atomic_write_bytes(out_path, msgspec.json.format(msgspec.json.encode(result)) + b"\n")
+        atomic_write_bytes(out_path, msgspec.json.format(msgspec.json.encode(data)) + b"\n")
     if json or out.json:
-        out.emit_json(result)
+        out.emit_json(data)
         return
     _print_analysis(result)
+    if result.records:
+        _print_upstream(rule, times, min_rate, max_rate)
 
 
 def _print_analysis(a: Analysis) -> None:
@@ -112,6 +198,21 @@ def _print_analysis(a: Analysis) -> None:
     )
 
 
+def _print_upstream(
+    rule: ShardRule, times: list[dict[str, object]], min_rate: str, max_rate: str
+) -> None:
+    console = current().stdout
+    console.print(
+        f"with upstream's limits: [bold]{rule.num_shards}[/] shards ({rule.reasoning})",
+        soft_wrap=True,
+    )
+    console.print(
+        f"estimated transfer time, {min_rate} .. {max_rate}: "
+        + " · ".join(f"{t['rate_gbps']} Gbps {t['time']}" for t in times),
+        soft_wrap=True,
+    )
+
+
 def _pow2(n: int) -> str:
     """A power of two as ``512 B`` / ``4 KiB`` / ``2 TiB``."""
     units = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB")
@@ -145,6 +246,14 @@ def shard(
         ),
     ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print a JSON summary line.")] = False,
+    strategy: Annotated[
+        str,
+        typer.Option(
+            "--strategy",
+            help="bytes: balance bytes + objects × overhead (default); count: equal object "
+            "counts; hash: by a hash of the name (a name keeps its shard).",
+        ),
+    ] = "bytes",
 ) -> None:
     """Split a manifest into byte-balanced, deterministic shards.
 
@@ -183,6 +292,7 @@ def shard(
         object_overhead=(
             None if object_overhead is None else parse_size(object_overhead, "--object-overhead")
         ),
+        strategy=strategy,
     )
     if json or out.json:
         summary = {
@@ -195,6 +305,7 @@ def shard(
             "lower_bound": meta.lower_bound,
             "max_weight": meta.max_weight,
             "imbalance": meta.imbalance,
+            "method": meta.method,
         }
         out.emit_json(summary)
         return

@@ -85,7 +85,7 @@ def summarize_local(run_dir: Path, started: float) -> int:
 
 @with_render_options(array_concurrency=4)
 def run_cmd(
-    run_dir: RunDir,
+    run_dir: RunDir = Path("run"),
     source: Annotated[
         str | None,
         typer.Option("--source", "-s", help="Local dir or rclone remote:path to copy from."),
@@ -97,7 +97,10 @@ def run_cmd(
     num_shards: Annotated[
         int | None,
         typer.Option(
-            "--num-shards", "-n", min=1, help="Number of shards (a re-run keeps the last count)."
+            "--num-shards",
+            "-n",
+            min=1,
+            help="Number of shards (a re-run keeps the last count; first run: as --auto).",
         ),
     ] = None,
     auto: Annotated[
@@ -114,9 +117,17 @@ def run_cmd(
     submit: Annotated[
         bool,
         typer.Option(
-            "--submit", help="Start it: local runs in the foreground; slurm submits the array."
+            "--submit/--no-submit",
+            help="Start it: local runs in the foreground; slurm submits the array.",
         ),
     ] = False,
+    extra_lsjson_flags: Annotated[
+        str,
+        typer.Option(
+            "--extra-lsjson-flags",
+            help='Extra rclone lsjson flags for the listing, shell-quoted: "--fast-list".',
+        ),
+    ] = "",
     rebuild: Annotated[
         bool,
         typer.Option("--rebuild", help="List the source again even if RUN/manifest.jsonl exists."),
@@ -145,6 +156,7 @@ def run_cmd(
     from xfer_core.bulk.pipeline import PrepareOptions, pick_scheduler, prepare_run
     from xfer_core.bulk.render import load_resolved
     from xfer_core.bulk.submit import submit_run
+    from xfer_core.bulk.upstream import adopt
     from xfer_core.errors import ConfigError
     from xfer_core.output import current
 
@@ -153,6 +165,32 @@ def run_cmd(
     root = run_dir.resolve()
     if (source is None) != (dest is None):
         raise ConfigError("give both --source and --dest (or neither, to resume a run dir)")
+    adopted = adopt(root)
+    if adopted is not None:
+        out.info(
+            f"{root} is an upstream xfer run dir: its manifest is re-sharded by xfer; "
+            + (
+                "its shards carry other roots than manifest.jsonl (a rebase): their records "
+                "are the manifest now (the old one: manifest.upstream.jsonl); "
+                if adopted.from_shards
+                else ""
+            )
+            + f"{adopted.unverified_done} .done marker(s) set aside unverified in "
+            f"{adopted.state_dir or 'state.upstream'} (those shards run again: rclone skips "
+            "what arrived, then each is verified before it is marked done)"
+        )
+        num_shards = num_shards or adopted.num_shards
+        if source is None and dest is None:
+            from xfer_core.bulk.pipeline import manifest_roots
+            from xfer_core.bulk.upstream import render_values
+
+            roots = manifest_roots(root / "manifest.jsonl")
+            source = adopted.config.get("source_root") or (roots[0] if roots else None)
+            dest = adopted.config.get("dest_root") or (roots[1] if roots else None)
+            values = render_values(adopted.config)
+            if render.runtime not in (None, "pyxis"):
+                values.pop("pyxis_extra", None)
+            render = msgspec.structs.replace(render, **values)
     chosen = pick_scheduler(scheduler)
     if source is not None and dest is not None:
         if chosen != "slurm":
@@ -161,7 +199,14 @@ def run_cmd(
             )
         prepare_run(
             root,
-            PrepareOptions(source=source, dest=dest, num_shards=num_shards, auto=auto),
+            PrepareOptions(
+                source=source,
+                dest=dest,
+                num_shards=num_shards,
+                auto=auto,
+                rebuild=rebuild,
+                extra_lsjson_flags=extra_lsjson_flags,
+            ),
             render,
             on_stage=_stage_printer(out),
         )

@@ -28,6 +28,26 @@ def render_cmd(
         int | None,
         typer.Option("--num-shards", "-n", min=1, help="Expected shard count (checked)."),
     ] = None,
+    source_root: Annotated[
+        str | None,
+        typer.Option(
+            "--source-root", help="Source root (default: from --manifest, else from the shards)."
+        ),
+    ] = None,
+    dest_root: Annotated[
+        str | None,
+        typer.Option(
+            "--dest-root", help="Dest root (default: from --manifest, else from the shards)."
+        ),
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(
+            "--manifest",
+            help="Manifest to read the roots from (e.g. after `xfer manifest rebase`).",
+            dir_okay=False,
+        ),
+    ] = None,
     *,
     render: RenderOptions,
 ) -> None:
@@ -49,7 +69,27 @@ def render_cmd(
     from xfer_core.output import current
 
     out = current()
-    resolved = render_run(run_dir, msgspec.structs.replace(render, num_shards=num_shards))
+    if manifest is not None and (source_root is None or dest_root is None):
+        from xfer_core.bulk.pipeline import manifest_roots
+        from xfer_core.errors import ManifestError
+
+        roots = manifest_roots(manifest)
+        if roots is None:
+            raise ManifestError(
+                f"{manifest}: no record to read the source/dest roots from",
+                hint="pass --source-root and --dest-root",
+            )
+        source_root, dest_root = source_root or roots[0], dest_root or roots[1]
+    if (source_root is None) != (dest_root is None):
+        from xfer_core.errors import ConfigError
+
+        raise ConfigError("give both --source-root and --dest-root (or --manifest)")
+    resolved = render_run(
+        run_dir,
+        msgspec.structs.replace(
+            render, num_shards=num_shards, source_root=source_root, dest_root=dest_root
+        ),
+    )
     if out.json:
         out.emit_json({"event": "rendered", **msgspec.to_builtins(resolved)})
         return

@@ -125,6 +125,35 @@ def _declared(
             rich_help_panel=SLURM,
         ),
     ] = None,
+    sbatch_extras: Annotated[
+        str,
+        typer.Option(
+            "--sbatch-extras",
+            help="More sbatch options for sbatch_array.sh: '--account=proj --qos=high' or "
+            "upstream's '#SBATCH --account=proj\\n#SBATCH --qos=high'. $SBATCH_ACCOUNT, "
+            "$SBATCH_QOS, ... at submit time work too (sbatch reads them).",
+            rich_help_panel=SLURM,
+        ),
+    ] = "",
+    pyxis_extra: Annotated[
+        str,
+        typer.Option(
+            "--pyxis-extra",
+            help="More srun flags for the pyxis runtime, e.g. '--container-writable' "
+            "(placed after `srun`).",
+            rich_help_panel=WORKER,
+        ),
+    ] = "",
+    container_conf_path: Annotated[
+        str | None,
+        typer.Option(
+            "--container-conf-path",
+            "--rclone-conf-in-container",
+            help="Accepted for upstream xfer; not needed: the rclone.conf is mounted at its own "
+            "path in the container and passed with --config.",
+            rich_help_panel=WORKER,
+        ),
+    ] = None,
 ) -> None:
     """Only a signature: the shared options as Typer reads them (copied into commands)."""
 
@@ -132,11 +161,27 @@ def _declared(
 SHARED = tuple(inspect.signature(_declared, eval_str=True).parameters.values())
 
 
+CONF_PATH_NOTE = (
+    "xfer mounts rclone.conf read-only at its own path in the container and passes it with "
+    "--config, so no in-container path is needed"
+)
+
+
+def mapped(flag: str, value: object, how: str) -> None:
+    """Say in one line that an upstream flag was accepted and what xfer does instead."""
+    from xfer_core.output import current
+
+    current().info(f"{flag} {value}: accepted for upstream xfer; {how}")
+
+
 def render_options(values: dict[str, Any]) -> RenderOptions:
     """The :class:`RenderOptions` of the shared options' values (by parameter name)."""
     from xfer_core.bulk.render import RenderOptions
 
     config = values["rclone_config"]
+    conf_path = values.pop("container_conf_path")
+    if conf_path is not None:
+        mapped("--container-conf-path", conf_path, CONF_PATH_NOTE)
     return RenderOptions(
         **{
             **values,

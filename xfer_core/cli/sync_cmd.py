@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -77,6 +78,12 @@ DeleteOpt = Annotated[
         help="Delete destination files that are gone from the source (never excluded ones).",
     ),
 ]
+CompressOpt = Annotated[
+    bool,
+    typer.Option(
+        "-z", "--compress", help="Compress data on the wire (rsync -z; zlib on the SSH link)."
+    ),
+]
 ChecksumOpt = Annotated[
     bool,
     typer.Option("--checksum", help="Compare file content, not size and modification time."),
@@ -96,8 +103,11 @@ def _run(
     accept_new_host_key: bool,
     delete: bool,
     checksum: bool,
+    compress: bool = False,
 ) -> None:
-    from xfer_core.config.load import load_config
+    from xfer_core.config.load import read_config
+    from xfer_core.config.paths import resolve_config_path
+    from xfer_core.sync.backend import TransferOptions
     from xfer_core.sync.engine import SyncRequest, run_sync
     from xfer_core.sync.progress import reporter_for
 
@@ -105,7 +115,10 @@ def _run(
     if json and not out.json:
         out = Output(json=True, quiet=out.quiet, verbose=out.verbose)
         set_current(out)
-    loaded = load_config(config)
+    location = resolve_config_path(config)
+    if not location.exists and location.origin == "default" and _offer_config(location.path):
+        return
+    loaded = read_config(location)
     request = SyncRequest(
         direction="push" if direction == "push" else "pull",
         clusters=clusters or (),
@@ -117,10 +130,41 @@ def _run(
         checksum=checksum,
         jobs=jobs,
         accept_new_host_key=accept_new_host_key,
+        options=TransferOptions(compress=compress),
     )
     summary = run_sync(loaded, request, reporter_for(out, dry_run=dry_run))
     if not summary.ok:
         raise typer.Exit(1)
+
+
+def _offer_config(path: Path) -> bool:
+    """First run without any config: on a terminal, offer to write the starter file (as sbatchman does).
+
+    Returns True when it was written (the caller stops: the file has no clusters yet).
+    Never asks without a terminal on stdin and stderr; then the caller's usual error follows.
+    """
+    import sys
+
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return False
+    from xfer_core.config.edit import STARTER_CONFIG, write_config
+    from xfer_core.config.paths import display_path
+
+    shown = display_path(path)
+    print(
+        f"xfer: no config yet. Create {shown} with a commented example? [Y/n] ",
+        end="",
+        file=sys.stderr,
+        flush=True,
+    )
+    answer = sys.stdin.readline().strip().lower()
+    if answer not in ("", "y", "yes"):
+        return False
+    write_config(path, STARTER_CONFIG)
+    current().info(
+        f"wrote {shown}; add a cluster with `xfer config add-cluster` (or edit it), then run again"
+    )
+    return True
 
 
 SYNC_HELP = """Push every `[[clusters.sync_dirs]]` pair (local → cluster).
@@ -150,6 +194,8 @@ SYNC_HELP = """Push every `[[clusters.sync_dirs]]` pair (local → cluster).
         xfer sync -e checkpoints -e wandb              # extra excludes
 
         xfer sync -b sftp                              # SFTP instead of rsync
+
+        xfer sync -z                                   # compress on the wire (slow links)
 
         xfer sync -j 4 --json | jq 'select(.event == "summary")'
     """
@@ -188,6 +234,7 @@ def _command(direction: str, doc: str) -> Callable[..., None]:
         accept_new_host_key: AcceptOpt = False,
         delete: DeleteOpt = False,
         checksum: ChecksumOpt = False,
+        compress: CompressOpt = False,
     ) -> None:
         _run(
             direction,
@@ -202,6 +249,7 @@ def _command(direction: str, doc: str) -> Callable[..., None]:
             accept_new_host_key,
             delete,
             checksum,
+            compress,
         )
 
     command.__doc__ = doc

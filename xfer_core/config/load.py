@@ -4,6 +4,12 @@ Every problem is reported as ``FILE:LINE: key.path: what is wrong`` (for example
 ``remotes.toml:14: clusters[1].sync_dirs[0]: 'alias' is required``), unknown keys
 with a did-you-mean. Local paths (``local``, ``key_path``) get ``~`` and ``$VAR``
 expanded here; ``remote`` paths are kept as written, the remote shell expands them.
+
+Two dialects: xfer's own file is strict. sbatchman's file (``remotes-config.toml``)
+is read the way sbatchman reads it: unknown keys, the legacy ``[[clusters.dirs]]``
+table and a quoted ``port`` are warnings (``FILE:LINE: ...``), not errors; a
+``sync_dirs`` pair needs no ``alias``; a relative ``local`` is taken relative to the
+current directory. ``xfer config validate --strict`` turns those warnings into errors.
 """
 
 from __future__ import annotations
@@ -25,14 +31,27 @@ __all__ = [
     "ConfigValidationError",
     "Problem",
     "backend_for",
+    "check_text",
+    "derive_aliases",
+    "dialect_of",
     "load_config",
     "parse_config",
     "read_config",
     "select",
+    "select_partial",
     "validate_text",
 ]
 
 Direction = Literal["push", "pull"]
+#: ``xfer``: our own, strict format. ``sbatchman``: sbatchman's file, read as sbatchman does.
+Dialect = Literal["xfer", "sbatchman"]
+#: The file name sbatchman gives its config: a file of that name is read in sbatchman's dialect.
+SBATCHMAN_FILENAME = "remotes-config.toml"
+
+
+def dialect_of(path: str | os.PathLike[str]) -> Dialect:
+    """``sbatchman`` for a file named like sbatchman's (``remotes-config.toml``), else ``xfer``."""
+    return "sbatchman" if os.path.basename(os.fspath(path)) == SBATCHMAN_FILENAME else "xfer"
 
 
 @dataclass(frozen=True)
@@ -192,27 +211,77 @@ def _type_name(value: object) -> str:
 
 
 class _Validator:
-    def __init__(self, source: str, lines: dict[KeyPath, int]) -> None:
+    """Checks parsed data against the schema; ``lenient`` (sbatchman's file) also repairs it.
+
+    In lenient mode what sbatchman accepts is a warning and the data is changed to
+    what sbatchman makes of it: unknown keys dropped, ``dirs`` read as ``fetch_dirs``,
+    a quoted port read as a number.
+    """
+
+    def __init__(self, source: str, lines: dict[KeyPath, int], lenient: bool = False) -> None:
         self.source = source
         self.lines = lines
+        self.lenient = lenient
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
+
+    def _problem(self, path: KeyPath, message: str) -> Problem:
+        return Problem(self.source, line_of(self.lines, path), format_key_path(path), message)
 
     def add(self, path: KeyPath, message: str) -> None:
-        self.problems.append(
-            Problem(self.source, line_of(self.lines, path), format_key_path(path), message)
-        )
+        self.problems.append(self._problem(path, message))
+
+    def tolerate(self, path: KeyPath, message: str) -> None:
+        """What sbatchman accepts: a warning in its file, an error in ours."""
+        if self.lenient:
+            self.warnings.append(self._problem(path, f"{message} (as sbatchman does)"))
+        else:
+            self.add(path, message)
 
     def table(self, data: dict[str, Any], fields: dict[str, Any], path: KeyPath) -> None:
-        for key, value in data.items():
+        for key, value in list(data.items()):
             spec = fields.get(key)
-            if spec is None:
+            if key == "dirs" and "fetch_dirs" in fields:
+                self._legacy_dirs(data, path)
+            elif spec is None:
                 close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
                 hint = (
                     f"did you mean '{close[0]}'?" if close else f"known keys: {', '.join(fields)}"
                 )
-                self.add((*path, key), f"unknown key; {hint}")
+                if self.lenient:
+                    del data[key]
+                    self.tolerate((*path, key), f"unknown key, ignored; {hint}")
+                else:
+                    self.add((*path, key), f"unknown key; {hint}")
             else:
+                if key == "transfer_backend" and isinstance(value, str):
+                    value = data[key] = value.strip().lower()  # sbatchman: any case
+                elif (
+                    spec == _INTEGER
+                    and self.lenient
+                    and isinstance(value, str)
+                    and value.strip().isdigit()
+                ):
+                    value = data[key] = int(value)
+                    self.tolerate((*path, key), f"a quoted number, read as {value}")
                 self.value(value, spec, (*path, key))
+
+    def _legacy_dirs(self, cluster: dict[str, Any], path: KeyPath) -> None:
+        """sbatchman's old name for ``fetch_dirs`` (used only when ``fetch_dirs`` is absent)."""
+        where = (*path, "dirs")
+        if not self.lenient:
+            self.add(where, "legacy sbatchman key; rename it to 'fetch_dirs'")
+            return
+        dirs = cluster.pop("dirs")
+        if "fetch_dirs" in cluster:
+            self.tolerate(where, "legacy key ignored: 'fetch_dirs' is set")
+            return
+        self.tolerate(where, "legacy key, read as 'fetch_dirs'")
+        cluster["fetch_dirs"] = dirs
+        n = len(where)  # the pairs' lines, under their new name
+        moved = {(*path, "fetch_dirs", *k[n:]): v for k, v in self.lines.items() if k[:n] == where}
+        self.lines.update(moved)
+        self.value(dirs, _CLUSTER_FIELDS["fetch_dirs"], (*path, "fetch_dirs"))
 
     def value(self, value: Any, spec: Any, path: KeyPath) -> None:
         if isinstance(spec, _Tables):
@@ -229,7 +298,8 @@ class _Validator:
                     if key not in spec.fields
                     for g in difflib.get_close_matches(key, list(spec.fields), n=1, cutoff=0.6)
                 }
-                for key in spec.required:
+                required = [k for k in spec.required if not (self.lenient and k == "alias")]
+                for key in required:
                     if key not in item and key not in guessed:
                         self.add((*path, index), f"'{key}' is required")
                 self.table(item, spec.fields, (*path, index))
@@ -292,30 +362,49 @@ class _Validator:
                     continue
                 aliases: dict[str, int] = {}
                 for pi, pair in enumerate(pairs):
-                    if not isinstance(pair, dict):
-                        continue
-                    alias = pair.get("alias")
-                    explicit = alias is not None
-                    if alias is None and isinstance(pair.get("remote"), str):
-                        alias = _derived_alias(pair["remote"])
+                    alias = pair.get("alias") if isinstance(pair, dict) else None
                     if not isinstance(alias, str):
-                        continue
+                        continue  # derived aliases never collide (derive_aliases)
                     if alias in aliases:
                         first = f"{kind}[{aliases[alias]}]"
                         self.add(
-                            ("clusters", ci, kind, pi, "alias")
-                            if explicit
-                            else ("clusters", ci, kind, pi),
-                            f"duplicate alias '{alias}' in this cluster (first at {first})"
-                            + ("" if explicit else "; add an explicit 'alias'"),
+                            ("clusters", ci, kind, pi, "alias"),
+                            f"duplicate alias '{alias}' in this cluster (first at {first})",
                         )
                     else:
                         aliases[alias] = pi
 
 
-def _derived_alias(remote: str) -> str:
-    """The alias of a ``fetch_dirs`` entry without one: the last component of ``remote``."""
-    return os.path.basename(remote.rstrip("/")) or remote
+def derive_aliases(remotes: Sequence[str], taken: Sequence[str] = ()) -> list[str]:
+    """Aliases for pairs written without one (what sbatchman's TUI writes), from their ``remote``.
+
+    Each gets the shortest tail of its path that no other alias-less pair of the list
+    shares and no explicit alias (``taken``) uses: ``~/a/data`` and ``~/b/data`` become
+    ``a/data`` and ``b/data``, a lone ``~/runs/`` becomes ``runs``. Identical paths get
+    ``-2``, ``-3``, ... Pure and order-stable: the same list gives the same aliases.
+    """
+    parts = [r.rstrip("/").split("/") for r in remotes]
+
+    def tail(i: int, k: int) -> str:
+        return "/".join(parts[i][-k:]).strip() or remotes[i]
+
+    used = set(taken)
+    out: list[str] = []
+    for i in range(len(remotes)):
+        alias = None
+        for k in range(1, len(parts[i]) + 1):
+            candidate = tail(i, k)
+            clash = any(tail(j, k) == candidate for j in range(len(remotes)) if j != i)
+            if not clash and candidate not in used:
+                alias = candidate
+                break
+        if alias is None:  # the very same path twice
+            alias, n = tail(i, 1), 2
+            while alias in used:
+                alias, n = f"{tail(i, 1)}-{n}", n + 1
+        used.add(alias)
+        out.append(alias)
+    return out
 
 
 def _parse_toml(text: str, source: str) -> dict[str, Any]:
@@ -342,16 +431,29 @@ def _parse_toml(text: str, source: str) -> dict[str, Any]:
     return data
 
 
-def validate_text(text: str, source: str = "remotes.toml") -> list[Problem]:
-    """Every problem of the config ``text`` (empty when it is valid). ``source`` names it in messages."""
+def check_text(
+    text: str, source: str = "remotes.toml", dialect: Dialect = "xfer"
+) -> tuple[dict[str, Any], list[Problem], list[Problem]]:
+    """Parse and check ``text``: (the data, repaired in sbatchman's dialect; problems; warnings)."""
     try:
         data = _parse_toml(text, source)
     except ConfigValidationError as exc:
-        return exc.problems
-    validator = _Validator(source, key_lines(text))
+        return {}, exc.problems, []
+    validator = _Validator(source, key_lines(text), lenient=dialect == "sbatchman")
     validator.table(data, _TOP_FIELDS, ())
     validator.duplicates(data)
-    return sorted(validator.problems, key=lambda p: p.line or 0)
+
+    def order(problems: list[Problem]) -> list[Problem]:
+        return sorted(problems, key=lambda p: p.line or 0)
+
+    return data, order(validator.problems), order(validator.warnings)
+
+
+def validate_text(
+    text: str, source: str = "remotes.toml", dialect: Dialect = "xfer"
+) -> list[Problem]:
+    """Every problem of the config ``text`` (empty when it is valid). ``source`` names it in messages."""
+    return check_text(text, source, dialect)[1]
 
 
 def _expand_local(path: str, base: Path | None) -> str:
@@ -362,31 +464,46 @@ def _expand_local(path: str, base: Path | None) -> str:
 
 
 def parse_config(
-    text: str, source: str = "remotes.toml", *, base_dir: str | os.PathLike[str] | None = None
+    text: str,
+    source: str = "remotes.toml",
+    *,
+    base_dir: str | os.PathLike[str] | None = None,
+    dialect: Dialect = "xfer",
 ) -> Config:
     """Validate the config ``text`` and build the :class:`Config`.
 
     Raises :class:`ConfigValidationError` (a :class:`ConfigError`, exit 2) naming the
     file, line and key of the first problem. Local paths are expanded: ``~`` and
     ``$VAR``; a relative ``local`` is taken relative to ``[global] local_base`` when
-    set, else to ``base_dir`` (the config file's directory). ``remote`` is left as written.
+    set, else to ``base_dir`` (the config file's directory). In sbatchman's dialect a
+    relative ``local`` is taken relative to the current directory (sbatchman ignores
+    ``local_base``), and what sbatchman tolerates is in ``Config.warnings``.
+    ``remote`` is left as written. Pairs without an ``alias`` get one from
+    :func:`derive_aliases`.
     """
     import msgspec
 
-    problems = validate_text(text, source)
+    data, problems, warnings = check_text(text, source, dialect)
     if problems:
         raise ConfigValidationError(problems)
-    data = _parse_toml(text, source)
     for cluster_data in data.get("clusters", []):
-        for pair_data in cluster_data.get("fetch_dirs", []):
-            pair_data.setdefault("alias", _derived_alias(pair_data["remote"]))
+        for kind in ("sync_dirs", "fetch_dirs"):
+            pairs = cluster_data.get(kind, [])
+            bare = [p for p in pairs if "alias" not in p]
+            taken = [p["alias"] for p in pairs if "alias" in p]
+            for pair_data, alias in zip(
+                bare, derive_aliases([p["remote"] for p in bare], taken), strict=True
+            ):
+                pair_data["alias"] = alias
     config = msgspec.convert(data, Config)
     local_base = config.global_.local_base
-    base = (
-        Path(_expand_local(local_base, Path(base_dir) if base_dir else None))
-        if local_base
-        else (Path(base_dir) if base_dir else None)
-    )
+    base: Path | None
+    if dialect == "sbatchman":
+        base = Path.cwd()
+    elif local_base:
+        base = Path(_expand_local(local_base, Path(base_dir) if base_dir else None))
+    else:
+        base = Path(base_dir) if base_dir else None
     clusters = []
     for cluster in config.clusters:
         pairs = {
@@ -407,7 +524,9 @@ def parse_config(
                 **pairs,
             )
         )
-    return msgspec.structs.replace(config, clusters=clusters, source=source)
+    return msgspec.structs.replace(
+        config, clusters=clusters, source=source, warnings=[str(w) for w in warnings]
+    )
 
 
 def read_config(location: ConfigLocation) -> Config:
@@ -430,7 +549,13 @@ def read_config(location: ConfigLocation) -> Config:
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{shown}:{line}: not valid UTF-8 text") from None
-    return parse_config(text, shown, base_dir=path.parent.absolute())
+    config = parse_config(text, shown, base_dir=path.parent.absolute(), dialect=dialect_of(path))
+    if config.warnings:
+        from xfer_core.output import current
+
+        for warning in config.warnings:
+            current().warn(warning)
+    return config
 
 
 def load_config(path: str | os.PathLike[str] | None = None) -> Config:
@@ -461,21 +586,46 @@ def select(
     :class:`ConfigError` listing the known ones; so is a selection with nothing in it.
     The result keeps the config's order.
     """
+    selected, unknown = select_partial(config, clusters, aliases, direction)
+    if unknown:
+        raise unknown[0]
+    return selected
+
+
+def select_partial(
+    config: Config,
+    clusters: Sequence[str],
+    aliases: Sequence[str],
+    direction: Direction,
+) -> tuple[list[tuple[Cluster, DirPair]], list[ConfigError]]:
+    """Like :func:`select`, but names not in the config do not stop the others (sbatchman's way).
+
+    Returns the pairs of the names that exist and one :class:`ConfigError` per kind of
+    unknown name (clusters, aliases). Raises when nothing at all is left to run: every
+    named cluster (or alias) unknown, or nothing configured for the direction.
+    """
     if direction not in ("push", "pull"):
         raise ValueError(f"direction must be 'push' or 'pull', not {direction!r}")
     kind = "sync_dirs" if direction == "push" else "fetch_dirs"
     where = f" in {config.source}" if config.source else ""
+    unknown: list[ConfigError] = []
     known_clusters = [c.name for c in config.clusters]
     missing = [n for n in dict.fromkeys(clusters) if n not in known_clusters]
     if missing:
-        raise _unknown("cluster", missing, known_clusters, where)
+        unknown.append(_unknown("cluster", missing, known_clusters, where))
+        if len(missing) == len(set(clusters)):
+            raise unknown[0]
     chosen = [c for c in config.clusters if not clusters or c.name in clusters]
     pairs_of: Callable[[Cluster], list[DirPair]] = lambda c: getattr(c, kind)  # noqa: E731
     known_aliases = list(dict.fromkeys(p.alias for c in chosen for p in pairs_of(c)))
     missing = [a for a in dict.fromkeys(aliases) if a not in known_aliases]
     if missing:
         scope = f" for cluster{'s' if len(chosen) > 1 else ''} {', '.join(c.name for c in chosen)}"
-        raise _unknown(f"{kind[:-1].replace('_', ' ')} alias", missing, known_aliases, scope)
+        unknown.append(
+            _unknown(f"{kind[:-1].replace('_', ' ')} alias", missing, known_aliases, scope)
+        )
+        if len(missing) == len(set(aliases)):
+            raise unknown[-1]
     selected = [(c, p) for c in chosen for p in pairs_of(c) if not aliases or p.alias in aliases]
     if not selected:
         names = ", ".join(c.name for c in chosen) or "any cluster"
@@ -484,7 +634,7 @@ def select(
             f"for {names}{where}",
             hint=f"add one with `xfer config add-dir --{'sync' if direction == 'push' else 'fetch'}`",
         )
-    return selected
+    return selected, unknown
 
 
 def backend_for(config: Config, cluster: Cluster, option: str | None = None) -> str:

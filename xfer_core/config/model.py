@@ -59,3 +59,5 @@ class Config(msgspec.Struct, forbid_unknown_fields=True):
     clusters: list[Cluster] = []
     #: Where it was read from (not part of the TOML).
     source: str | None = msgspec.field(default=None, name="__source__")
+    #: ``FILE:LINE: ...`` lines for what was accepted only because sbatchman accepts it.
+    warnings: list[str] = msgspec.field(default_factory=list, name="__warnings__")

@@ -24,6 +24,7 @@ The rules (also in docs/manifest.md):
 from __future__ import annotations
 
 import os
+import re
 from typing import Literal, NamedTuple
 
 import msgspec
@@ -182,11 +183,181 @@ class Analysis(msgspec.Struct, frozen=True):
     total_weight: int
     suggested_shards: int
     schema: str = ANALYSIS_SCHEMA
+    #: Objects larger than 100 MiB (upstream xfer's "large files" threshold).
+    over_100mib: int = 0
 
     @property
     def rclone_flags_text(self) -> str:
         """The suggested flags as one string for ``--rclone-flags``."""
         return " ".join(self.suggested_rclone_flags)
+
+
+_UPSTREAM_LARGE = 100 << 20
+
+
+# --- upstream xfer's view (``manifest analyze --json`` carries its keys too) -----------
+
+TIB = 1 << 40
+
+
+class ShardRule(NamedTuple):
+    """The shard count with upstream's core/concurrency limits applied to ours."""
+
+    num_shards: int
+    reasoning: str
+    assumptions: dict[str, int | None]
+
+
+def shard_rule(
+    a: Analysis,
+    *,
+    cpus_per_task: int = 4,
+    array_concurrency: int = 64,
+    core_budget: int | None = None,
+    max_shard_bytes_tb: int = 10,
+) -> ShardRule:
+    """Our object-aware count, raised to upstream's per-shard byte cap and capped like upstream.
+
+    ``by_bytes = ceil(total_bytes / max_shard_bytes_tb TiB)`` is a floor (no shard over
+    the cap); ``4 × array_concurrency`` and ``core_budget // cpus_per_task`` are ceilings
+    (more shards only lengthen the queue), which never go below the floor.
+    """
+    assumptions: dict[str, int | None] = {
+        "total_bytes": a.total_bytes,
+        "cpus_per_task": cpus_per_task,
+        "array_concurrency": array_concurrency,
+        "core_budget": core_budget,
+        "max_shard_bytes_tb": max_shard_bytes_tb,
+    }
+    if a.records == 0:
+        return ShardRule(0, "empty manifest: no shards", assumptions)
+    by_bytes = max(1, -(-a.total_bytes // (max_shard_bytes_tb * TIB)))
+    upper = 4 * array_concurrency
+    parts = [
+        f"xfer rule (bytes + objects × overhead) = {a.suggested_shards}",
+        f"shards_by_bytes={by_bytes} ({max_shard_bytes_tb} TiB cap)",
+        f"shards_by_concurrency={upper} (4 x {array_concurrency})",
+    ]
+    if core_budget is not None:
+        by_cores = max(1, core_budget // cpus_per_task)
+        upper = min(upper, by_cores)
+        parts.append(f"shards_by_cores={by_cores} ({core_budget} cores / {cpus_per_task})")
+    n = min(a.records, max(by_bytes, min(a.suggested_shards, upper)))
+    parts.append(f"chose max(shards_by_bytes, min(xfer rule, {upper})) = {n}")
+    return ShardRule(n, "; ".join(parts), assumptions)
+
+
+_RATE = re.compile(r"\s*([0-9]*\.?[0-9]+)\s*([KMGTP]i?)?(bps|b/s|Bps|B/s)\s*")
+
+
+def parse_rate(text: str) -> float:
+    """A transfer rate (``10Gbps``, ``1.5Gb/s``, ``200MB/s``, ``1GiB/s``) in bytes per second."""
+    from xfer_core.errors import ConfigError
+
+    m = _RATE.fullmatch(text)
+    if not m:
+        raise ConfigError(
+            f"rate {text!r}: expected a number and a unit like 10Gbps, 800Mb/s, 200MB/s or 1GiB/s"
+        )
+    value, prefix, unit = float(m.group(1)), m.group(2) or "", m.group(3)
+    scale = (
+        1024.0 ** (" KMGTP".index(prefix[0]))
+        if prefix.endswith("i")
+        else (1000.0 ** (" KMGTP".index(prefix[0])) if prefix else 1.0)
+    )
+    per_second = value * scale
+    return per_second / 8.0 if unit in ("bps", "b/s") else per_second
+
+
+def human_seconds(seconds: float) -> str:
+    """``1d 2h 3m 4s`` (as upstream's est.py prints it)."""
+    sec = round(seconds)
+    days, rem = divmod(sec, 86400)
+    hours, rem = divmod(rem, 3600)
+    mins, secs = divmod(rem, 60)
+    parts = [f"{days}d"] if days else []
+    if hours or (days and (mins or secs)):
+        parts.append(f"{hours}h")
+    if mins or ((days or hours) and secs):
+        parts.append(f"{mins}m")
+    return " ".join([*parts, f"{secs}s"])
+
+
+def time_estimates(
+    total_bytes: int, min_rate: str, max_rate: str, rows: int = 7
+) -> list[dict[str, object]]:
+    """Transfer time of ``total_bytes`` at ``rows`` rates spaced evenly (geometric) over the range."""
+    lo, hi = sorted((parse_rate(min_rate), parse_rate(max_rate)))
+    if lo <= 0:
+        from xfer_core.errors import ConfigError
+
+        raise ConfigError("rates must be positive")
+    rates = [lo] if lo == hi else [lo * (hi / lo) ** (i / (rows - 1)) for i in range(rows)]
+    return [
+        {
+            "rate_bytes_per_second": round(r, 3),
+            "rate_gbps": round(r * 8 / 1e9, 3),
+            "seconds": total_bytes / r,
+            "time": human_seconds(total_bytes / r),
+        }
+        for r in rates
+    ]
+
+
+def upstream_keys(a: Analysis, rule: ShardRule, base_flags: str) -> dict[str, object]:
+    """The keys upstream xfer's ``manifest analyze`` prints, from this analysis.
+
+    ``median_size`` is analyze's p50 (within 1/64); ``profile`` stays xfer's
+    (``small-files``, upstream: ``small_files``); ``histogram`` entries carry both
+    tools' keys (see :func:`histogram_entries`).
+    """
+    from xfer_core.output import human_bytes
+
+    n = a.records or 1
+    small = a.small_objects
+    large = a.over_100mib
+    return {
+        "status": "ok" if a.records else "error",
+        "total_files": a.records,
+        "total_bytes_human": human_bytes(a.total_bytes),
+        "file_size_stats": {
+            "min_size": a.min_size,
+            "min_size_human": human_bytes(a.min_size),
+            "max_size": a.max_size,
+            "max_size_human": human_bytes(a.max_size),
+            "median_size": a.p50,
+            "median_size_human": human_bytes(a.p50),
+            "small_files_pct": round(100.0 * small / n, 1),
+            "medium_files_pct": round(100.0 * (a.records - small - large) / n, 1),
+            "large_files_pct": round(100.0 * large / n, 1),
+        },
+        "profile_explanation": a.profile_reason,
+        "suggested_flags": " ".join([*a.suggested_rclone_flags, base_flags]).strip(),
+        "suggested_shard_count": rule.num_shards,
+        "shard_count_reasoning": rule.reasoning,
+        "shard_count_assumptions": rule.assumptions,
+    }
+
+
+def histogram_entries(a: Analysis) -> list[dict[str, object]]:
+    """Each log2 bucket with xfer's keys (low, high, count, bytes) and upstream's."""
+    from xfer_core.output import human_bytes
+
+    out: list[dict[str, object]] = []
+    for b in a.histogram:
+        out.append(
+            {
+                **msgspec.to_builtins(b),
+                "range_min": b.low,
+                "range_max": b.high,
+                "range_label": f"{human_bytes(b.low)} - {human_bytes(b.high)}",
+                "file_count": b.count,
+                "pct_files": round(100.0 * b.count / a.records, 1) if a.records else 0.0,
+                "bytes_human": human_bytes(b.bytes),
+                "pct_bytes": round(100.0 * b.bytes / a.total_bytes, 1) if a.total_bytes else 0.0,
+            }
+        )
+    return out
 
 
 def _fine_bounds(bucket: int) -> tuple[int, int]:
@@ -226,6 +397,7 @@ def analyze_manifest(path: str | os.PathLike[str]) -> Analysis:
     records = 0
     lo = -1
     hi = 0
+    over = 0
     exact, sub_bits, sub_mask = _EXACT, _SUB_BITS, (1 << _SUB_BITS) - 1
     for record in read_manifest(path):
         size = record.size
@@ -241,6 +413,8 @@ def analyze_manifest(path: str | os.PathLike[str]) -> Analysis:
             fine[
                 exact + ((exp - _EXACT_BITS) << sub_bits) + ((size >> (exp - sub_bits)) & sub_mask)
             ] += 1
+            if size > _UPSTREAM_LARGE:
+                over += 1
         log2_bytes[bits] += size
         records += 1
         if size > hi:
@@ -287,4 +461,5 @@ def analyze_manifest(path: str | os.PathLike[str]) -> Analysis:
         object_overhead=s.object_overhead,
         total_weight=s.total_weight,
         suggested_shards=s.shards,
+        over_100mib=over,
     )

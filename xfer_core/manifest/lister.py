@@ -94,6 +94,10 @@ class ListOptions(msgspec.Struct, kw_only=True):
     parallel: int = 0
     #: Symlinks (posix): ``skip`` (reported as a problem) or ``follow``.
     symlinks: str = "skip"
+    #: Where a container runtime mounts ``rclone_config`` (None: the lister's default).
+    container_config: str | None = None
+    #: More ``srun`` flags when the runtime is pyxis (``--pyxis-extra``), already split.
+    pyxis_extra: tuple[str, ...] = ()
     #: Called once per non-fatal problem (an unreadable directory, a skipped
     #: symlink). Listers never drop anything silently.
     on_problem: Callable[[ListProblem], None] = _ignore_problem

@@ -47,7 +47,10 @@ from xfer_core.manifest.jsonl import decode_line
 from xfer_core.manifest.rclone_names import rclone_name_list
 from xfer_core.manifest.record import PATH_B64, SCHEMA, ManifestRecord
 
-SHARDS_SCHEMA = "xfer.shards.v1"
+#: Our shards.meta.json. Upstream xfer's shards.meta.json is named ``xfer.shards.v1``
+#: with other contents; our own files of that name (before this one) are still read.
+SHARDS_SCHEMA = "xfer.shardmeta.v1"
+OLD_SHARDS_SCHEMA = "xfer.shards.v1"
 META_NAME = "shards.meta.json"
 #: Most shards one run may have (the shard index is packed into 24 bits).
 MAX_SHARDS = 1 << 24
@@ -121,6 +124,19 @@ class ShardMeta(msgspec.Struct, frozen=True):
     schema: str = SHARDS_SCHEMA
 
 
+class _MetaHead(msgspec.Struct):
+    """The fields that tell shards.meta.json files apart (ours, ours before, upstream's)."""
+
+    schema: str = ""
+    manifest: str | None = None
+    num_shards: int | None = None
+    strategy: str | None = None
+
+
+class UpstreamRunDirError(XferError):
+    """The shards (or run dir) were written by upstream xfer (FluidNumerics/xfer)."""
+
+
 _meta_encoder = msgspec.json.Encoder()
 _meta_decoder = msgspec.json.Decoder(ShardMeta)
 _record_decoder = msgspec.json.Decoder(ManifestRecord)
@@ -138,13 +154,26 @@ def load_shard_meta(outdir: str | os.PathLike[str], *, check_files: bool = True)
             hint="run `xfer manifest shard` first (an interrupted run leaves no meta)",
         ) from None
     try:
+        head = msgspec.json.decode(data, type=_MetaHead)
+    except msgspec.DecodeError as exc:
+        raise XferError(f"{path}: not valid shard metadata ({exc})") from None
+    if head.schema == OLD_SHARDS_SCHEMA and head.manifest is None:
+        raise UpstreamRunDirError(
+            f"{path}: upstream xfer's shard metadata ({head.num_shards} shards, strategy "
+            f"{head.strategy or '?'}), not xfer's",
+            hint=f"resume the run dir with `xfer run --run-dir {path.parent.parent}`: its "
+            "manifest is re-sharded and its .done markers are verified, not trusted",
+        )
+    if head.schema not in (SHARDS_SCHEMA, OLD_SHARDS_SCHEMA):
+        raise XferError(
+            f"{path}: unknown schema {head.schema!r} (this xfer reads {SHARDS_SCHEMA!r} "
+            f"and {OLD_SHARDS_SCHEMA!r})",
+            hint="written by another tool or a newer xfer; re-run `xfer manifest shard`",
+        )
+    try:
         meta = _meta_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise XferError(f"{path}: not valid shard metadata ({exc})") from None
-    if meta.schema != SHARDS_SCHEMA:
-        raise XferError(
-            f"{path}: unknown schema {meta.schema!r} (this xfer reads {SHARDS_SCHEMA!r})"
-        )
     if check_files:
         for info in meta.shards:
             for name in (info.jsonl, info.files):
@@ -246,6 +275,34 @@ def _lpt(
     return assign, heap
 
 
+#: ``--strategy`` names (upstream xfer's): the ``method`` recorded in shards.meta.json.
+STRATEGIES = {"bytes": "lpt-heap", "count": "round-robin", "hash": "name-hash"}
+
+
+def _assign_simple(
+    strategy: str, keys: list[int], records: int, num_shards: int, overhead: int
+) -> tuple[array[int], list[int]]:
+    """``count``/``hash`` placement, in :func:`_lpt`'s result format.
+
+    count: records dealt round-robin from the largest down (counts differ by at most
+    one, bytes spread). hash: crc32 of the name modulo the shard count (a name keeps
+    its shard when other records come and go)."""
+    assign = array("I", [0]) * records
+    loads = [0] * num_shards
+    counts = [0] * num_shards
+    low32 = _LOW32
+    for rank, key in enumerate(reversed(keys)):
+        if strategy == "count":
+            shard = rank % num_shards
+        else:
+            shard = (((key >> 32) & low32) ^ low32) % num_shards
+        assign[key & low32] = shard
+        loads[shard] += (key >> 64) + overhead
+        counts[shard] += 1
+    heap = [(loads[s] << _LOAD_SHIFT) | (counts[s] << _SHARD_BITS) | s for s in range(num_shards)]
+    return assign, heap
+
+
 def _size_classes(keys: list[int]) -> tuple[int, int]:
     """(objects < 1 MiB, bytes in objects >= 64 MiB) from the ascending keys."""
     small = bisect_left(keys, SMALL_OBJECT << 64)
@@ -262,6 +319,7 @@ def shard_manifest(
     auto: bool = False,
     object_overhead: int | None = None,
     progress: Callable[[str], None] | None = None,
+    strategy: str = "bytes",
 ) -> ShardMeta:
     """Split the manifest ``in_path`` into byte-balanced shards in ``outdir``.
 
@@ -275,7 +333,9 @@ def shard_manifest(
     the old meta is removed before any shard file is replaced, stale shard files
     of a previous run are removed, and the new meta is moved in last.
 
-    ``progress`` is called with a short line as each phase starts.
+    ``progress`` is called with a short line as each phase starts. ``strategy``
+    (upstream's names): ``bytes`` balances weight (the default), ``count`` object
+    counts, ``hash`` places by a hash of the name (see :data:`STRATEGIES`).
 
     Raises :class:`XferError` (exit 2) for bad lines (``FILE:LINE``), an empty
     manifest and a bad shard count.
@@ -290,6 +350,8 @@ def shard_manifest(
         raise XferError(f"--target-shard-bytes must be positive, not {target_shard_bytes}")
     if object_overhead is not None and object_overhead < 0:
         raise XferError(f"--object-overhead must not be negative, not {object_overhead}")
+    if strategy not in STRATEGIES:
+        raise XferError(f"--strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
     name = os.fspath(in_path)
     out = Path(outdir)
     if out.exists() and not out.is_dir():
@@ -323,7 +385,10 @@ def shard_manifest(
             _check_shard_count(name, n, records)
             largest = (keys[-1] >> 64) + overhead
             say(f"placing {records:,} records into {n:,} shards ...")
-            assign, heap = _lpt(keys, records, n, overhead)
+            if strategy == "bytes":
+                assign, heap = _lpt(keys, records, n, overhead)
+            else:
+                assign, heap = _assign_simple(strategy, keys, records, n, overhead)
             del keys
             spool.seek(0)
             fh.seek(0)
@@ -351,6 +416,7 @@ def shard_manifest(
                     source_root=src_root,
                     dest_root=dst_root,
                     shards=shards,
+                    method=STRATEGIES[strategy],
                 )
                 _write_file(tmp / META_NAME, _meta_encoder.encode(meta) + b"\n")
                 _install(tmp, out, _names(shards))

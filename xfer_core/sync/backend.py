@@ -102,6 +102,8 @@ class TransferOptions(msgspec.Struct, frozen=True):
 
     #: Files moved at once within one pair (backends that can parallelise, e.g. sftp).
     parallel_files: int = 64
+    #: Compress data on the wire (``-z``): rsync's ``--compress``, zlib for SSH-based backends.
+    compress: bool = False
 
 
 class PathFilter(Protocol):

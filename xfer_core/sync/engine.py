@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from xfer_core.aio import run_interruptible
-from xfer_core.config.load import backend_for, select
+from xfer_core.config.load import backend_for, select_partial
 from xfer_core.config.model import Cluster, Config
 from xfer_core.errors import ConfigError, UnavailableError, XferError
 from xfer_core.plugins import Registry, get_registry
@@ -95,10 +95,21 @@ def choose_backend(name: str, registry: Registry, reporter: Reporter) -> Transfe
     )
 
 
-def build_jobs(config: Config, request: SyncRequest) -> list[tuple[Cluster, PairJob]]:
-    """The selected pairs as jobs, in config order (unknown names → ConfigError)."""
+def build_jobs(
+    config: Config, request: SyncRequest, unknown: list[str] | None = None
+) -> list[tuple[Cluster, PairJob]]:
+    """The selected pairs as jobs, in config order.
+
+    Names not in the config are a ConfigError when nothing else is selected; otherwise
+    they are appended to ``unknown`` (one message per kind) and the rest is built.
+    """
     jobs = []
-    for cluster, pair in select(config, request.clusters, request.aliases, request.direction):
+    selected, missing = select_partial(config, request.clusters, request.aliases, request.direction)
+    if missing and unknown is None:
+        raise missing[0]
+    if unknown is not None:
+        unknown.extend(str(m) for m in missing)
+    for cluster, pair in selected:
         patterns = merge_excludes(config, cluster, pair, request.direction, request.excludes)
         jobs.append(
             (
@@ -135,7 +146,10 @@ def run_sync(
     try:
         if request.jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, not {request.jobs}")
-        jobs = build_jobs(config, request)
+        unknown: list[str] = []
+        jobs = build_jobs(config, request, unknown)
+        for problem in unknown:  # said up front too: the run may be long
+            reporter.warning(f"{problem}; running the rest")
         registry = registry or get_registry()
         chosen: dict[str, TransferBackend] = {}
         backends: dict[str, TransferBackend] = {}
@@ -153,6 +167,7 @@ def run_sync(
         summary = summarize(
             request.direction, names, request.dry_run, results, time.monotonic() - started
         )
+        summary.unknown = unknown
         reporter.summary(summary)
         return summary
     finally:

@@ -49,10 +49,12 @@ class Summary(msgspec.Struct):
     deleted: int = 0
     failed_pairs: int = 0
     seconds: float = 0.0
+    #: Names given with -c/-a that are not in the config (the rest still ran).
+    unknown: list[str] = []
 
     @property
     def ok(self) -> bool:
-        return self.failed_pairs == 0
+        return self.failed_pairs == 0 and not self.unknown
 
 
 def summarize(
@@ -239,6 +241,8 @@ def summary_line(s: Summary) -> str:
         text += f", deleted {s.deleted}"
     if s.failed_pairs:
         text += f"; {_count(s.failed_pairs, 'pair')} FAILED"
+    for problem in s.unknown:
+        text += f"; not run: {problem}"
     return f"{text} in {s.seconds:.1f}s"
 
 
