@@ -439,7 +439,7 @@ def read_state_files(state_dir: Path) -> dict[int, StateFiles]:
     """
     out: dict[int, StateFiles] = {}
     try:
-        dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+        dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return out
     try:
@@ -458,8 +458,9 @@ def read_state_files(state_dir: Path) -> dict[int, StateFiles]:
             if index < 0:
                 continue
             try:
-                fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
-            except (FileNotFoundError, IsADirectoryError):
+                # a symlink is never followed (ELOOP): it counts as absent
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            except OSError:
                 continue
             try:
                 data = os.read(fd, 65536).decode("utf-8", "replace")
