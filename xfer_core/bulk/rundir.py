@@ -27,6 +27,7 @@ the files it appends to or reads from a run dir without following symlinks
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pwd
 import shlex
@@ -139,6 +140,7 @@ def make_run_dir(path: str | os.PathLike[str]) -> Path:
     """Create the run dir and its subdirs mode 0700 where missing; then :func:`check_run_dir`."""
     root = Path(path).resolve()
     root.parent.mkdir(parents=True, exist_ok=True)
+    _check_ancestors(root, os.geteuid())  # nothing is created where it would be refused
     with contextlib.suppress(FileExistsError):
         root.mkdir(mode=0o700)
     check_run_dir(root)  # before anything is created inside
@@ -174,8 +176,17 @@ def open_nofollow(path: str | os.PathLike[str], flags: int, mode: int = 0o600) -
 
 
 def append_log(path: str | os.PathLike[str]) -> int:
-    """A file descriptor appending to the log ``path`` (created 0600), never through a symlink."""
-    return open_nofollow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    """A file descriptor appending to the log ``path`` (created 0600), never through a
+    symlink: one found there (planted while the directory was open to others) is removed
+    and the log created anew, like ``worker.sh`` does with its logs."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+    try:
+        return open_nofollow(path, flags)
+    except OSError as exc:
+        if exc.errno != errno.ELOOP or not os.path.islink(path):
+            raise
+    os.unlink(path)
+    return open_nofollow(path, flags | os.O_EXCL)
 
 
 def read_nofollow(path: str | os.PathLike[str], limit: int = 1 << 20) -> bytes:
