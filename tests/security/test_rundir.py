@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.bulk.runtools import make_tree, read_tree, xfer
+from tests.bulk.runtools import make_tree, read_tree, wait_for, xfer
 from xfer_core.bulk.pipeline import PrepareOptions, prepare_run
 from xfer_core.bulk.render import RenderOptions
 from xfer_core.bulk.scheduler import SubmitOptions
 from xfer_core.errors import ConfigError
 from xfer_core.testing.fixtures import unavailable
-from xfer_core.testing.services import ensure_test_user, missing_programs
+from xfer_core.testing.services import SlurmCluster, ensure_test_user, missing_programs
 
 NAMES = ["a.txt", "b c.txt", "d/e.bin", "f.txt"]
 
@@ -409,3 +409,42 @@ def test_local_run_inside_a_slurm_array_job_does_not_requeue_it(tmp_path: Path) 
     assert proc.returncode == 1
     assert calls.read_text() == "requeue 4242_0\n"
     assert (run / "state" / "task_4242_0.requeues").read_text() == "1\n"
+
+
+def test_local_run_inside_a_real_slurm_array_job_leaves_that_job_alone(
+    tmp_path: Path, slurm: SlurmCluster
+) -> None:
+    """The same inside a real array job of the Slurm fixture: the job ends once, not
+    requeued, and no task requeue was counted."""
+    import sys
+
+    run, _bin = _failing_run(tmp_path)
+    out = tmp_path / "outer.out"
+    script = tmp_path / "outer.sh"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        f"{shlex.quote(sys.executable)} -m xfer_core.cli run --run-dir {shlex.quote(str(run))} "
+        "--scheduler local --submit\n"
+        'echo "xfer exit $?"\n'
+    )
+    env = {**os.environ, **slurm.env}
+    proc = subprocess.run(
+        ["sbatch", "--parsable", "--array=0-0", f"--partition={slurm.partition}",
+         "--time=5:00", "--mem=100M", "--cpus-per-task=1", f"--output={out}", str(script)],
+        capture_output=True, text=True, env=env, check=True,
+    )  # fmt: skip
+    job = proc.stdout.strip().split(";")[0]
+    wait_for(lambda: out.is_file() and "xfer exit" in out.read_text(), timeout=120, what="job")
+    assert "xfer exit 1" in out.read_text()  # the shard failed, as arranged
+    wait_for(lambda: "JobState=COMPLETED" in _show_job(f"{job}_0", env), timeout=60, what="job end")
+    shown = _show_job(f"{job}_0", env)
+    assert "Restarts=0" in shown, shown
+    assert not list((run / "state").glob("task_*.requeues"))
+    logs = "".join(p.read_text() for p in (run / "logs").glob("shard_*.log"))
+    assert "requeueing" not in logs
+
+
+def _show_job(job: str, env: dict[str, str]) -> str:
+    return subprocess.run(
+        ["scontrol", "show", "job", job], capture_output=True, text=True, env=env, check=False
+    ).stdout
