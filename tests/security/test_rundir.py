@@ -339,6 +339,55 @@ def test_planted_symlinks_never_reach_their_targets(
     assert "TOPSECRET" not in (run / "logs" / "local_scheduler.log").read_text()
 
 
+def test_state_files_of_another_user_are_refused_or_replaced(
+    tmp_path: Path, shared: Path, other: pwd.struct_passwd
+) -> None:
+    """A ``.done`` planted by another user (with the right digest) would make the shard
+    look done and its data never copied; a FIFO would hang whoever reads it."""
+    from xfer_core.manifest.shard import load_shard_meta
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    run = shared / "xfer-demo"
+    prepared(run, src, dst)
+    digest = load_shard_meta(run / "shards").shards[0].sha256
+    for d in (run, run / "state", run / "logs"):
+        d.chmod(0o777)
+    as_user(
+        other,
+        f"cd {shlex.quote(str(run))} && echo {digest} > state/shard_0.done && "
+        "echo theirs > logs/local_scheduler.log",
+    )
+    for d in (run, run / "state", run / "logs"):
+        d.chmod(0o700)
+    done = run / "state" / "shard_0.done"
+
+    proc = xfer("status", "--run-dir", str(run), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"run dir entry {done} belongs to {other.pw_name}" in proc.stderr
+    proc = xfer("run", "--run-dir", str(run), "--scheduler", "local", "--submit", timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert "belongs to xfertest" in proc.stderr
+    assert not dst.exists()
+
+    # the worker does not take another user's .done for its own: it copies the shard
+    proc = subprocess.run(["bash", str(run / "worker.sh"), "0"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "already done" not in proc.stderr
+    assert done.stat().st_uid == 0 and done.read_text() == f"{digest}\n"
+    fifo = run / "state" / "shard_1.attempt"
+    os.mkfifo(fifo)  # reading it would block: refused, not read
+    proc = xfer("status", "--run-dir", str(run), timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert f"run dir entry {fifo} is not a regular file" in proc.stderr
+    assert f"hint: remove it: rm -f {fifo}" in proc.stderr
+    fifo.unlink()
+    proc = xfer("run", "--run-dir", str(run), "--scheduler", "local", "--submit", timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert read_tree(dst) == read_tree(src)
+    log = run / "logs" / "local_scheduler.log"
+    assert log.stat().st_uid == 0 and "theirs" not in log.read_text()
+
+
 # --- item 6: requeue only as an array task -------------------------------------------------
 
 

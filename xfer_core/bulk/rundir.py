@@ -170,30 +170,49 @@ def no_group_write() -> Iterator[None]:
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
+def check_state_file(path: str | os.PathLike[str], st: os.stat_result) -> None:
+    """Refuse a file xfer reads its state from unless it is a regular file owned by the
+    user and not writable by group/others (another user's ``.done`` would skip a shard)."""
+    if not stat.S_ISREG(st.st_mode):
+        raise _refuse(
+            f"run dir entry {path} is not a regular file",
+            f"remove it: rm -f {shlex.quote(str(path))}",
+        )
+    _check_owned(Path(path), st, "run dir entry", os.geteuid())
+
+
 def open_nofollow(path: str | os.PathLike[str], flags: int, mode: int = 0o600) -> int:
-    """``os.open`` that refuses a symlink as the last component (``ELOOP``)."""
-    return os.open(path, flags | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0), mode)
+    """``os.open`` that refuses a symlink as the last component (``ELOOP``) and never
+    blocks on a FIFO planted in its place."""
+    return os.open(path, flags | _NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, mode)
 
 
 def append_log(path: str | os.PathLike[str]) -> int:
     """A file descriptor appending to the log ``path`` (created 0600), never through a
-    symlink: one found there (planted while the directory was open to others) is removed
-    and the log created anew, like ``worker.sh`` does with its logs."""
+    symlink or into another user's file: whatever else is found there (planted while the
+    directory was open to others) is removed and the log created anew, like ``worker.sh``
+    does with its logs."""
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
     try:
-        return open_nofollow(path, flags)
+        fd = open_nofollow(path, flags)
     except OSError as exc:
-        if exc.errno != errno.ELOOP or not os.path.islink(path):
+        if exc.errno not in (errno.ELOOP, errno.ENXIO) or not os.path.lexists(path):
             raise
+    else:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_nlink == 1:
+            return fd
+        os.close(fd)
     os.unlink(path)
     return open_nofollow(path, flags | os.O_EXCL)
 
 
 def read_nofollow(path: str | os.PathLike[str], limit: int = 1 << 20) -> bytes:
-    """Up to ``limit`` bytes of ``path``; ``FileNotFoundError`` when absent, ``OSError``
-    (``ELOOP``) when it is a symlink."""
+    """Up to ``limit`` bytes of the state file ``path`` (checked by :func:`check_state_file`);
+    ``FileNotFoundError`` when absent, ``OSError`` (``ELOOP``) when it is a symlink."""
     fd = open_nofollow(path, os.O_RDONLY)
     try:
+        check_state_file(path, os.fstat(fd))
         chunks = []
         left = limit
         while left > 0:

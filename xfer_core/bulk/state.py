@@ -41,6 +41,7 @@ from typing import Literal
 
 import msgspec
 
+from xfer_core.bulk.rundir import check_state_file
 from xfer_core.errors import XferError
 
 #: Attempts per shard when ``config.resolved.json`` does not say.
@@ -459,12 +460,15 @@ def read_state_files(state_dir: Path) -> dict[int, StateFiles]:
                 continue
             try:
                 # a symlink is never followed (ELOOP): it counts as absent
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
             except OSError:
                 continue
             try:
+                st = os.fstat(fd)
+                # another user's file (a planted .done would skip a shard): refused
+                check_state_file(state_dir / name, st)
                 data = os.read(fd, 65536).decode("utf-8", "replace")
-                mtime = os.fstat(fd).st_mtime if kind == "done" else None
+                mtime = st.st_mtime if kind == "done" else None
             finally:
                 os.close(fd)
             files = out.get(index)

@@ -176,7 +176,9 @@ run_shard() {  # SHARD -> 0 done, 1 failed
     fi
     digest=$(sha256sum <"$base.jsonl") || return 1
     digest=${digest%% *}
-    if [ -f "$STATE_DIR/shard_$i.done" ] && [ "$(<"$STATE_DIR/shard_$i.done")" = "$digest" ]; then
+    # a .done counts only when it is ours (not a symlink, not planted by another user)
+    if [ -f "$STATE_DIR/shard_$i.done" ] && [ ! -L "$STATE_DIR/shard_$i.done" ] &&
+        [ -O "$STATE_DIR/shard_$i.done" ] && [ "$(<"$STATE_DIR/shard_$i.done")" = "$digest" ]; then
         printf 'xfer worker: shard %s: already done\n' "$i" >&2
         return 0
     fi
