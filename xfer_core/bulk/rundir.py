@@ -137,15 +137,14 @@ def check_run_dir(path: str | os.PathLike[str]) -> Path:
 
 
 def make_run_dir(path: str | os.PathLike[str]) -> Path:
-    """Create the run dir and its subdirs mode 0700 where missing; then :func:`check_run_dir`."""
+    """Create the run dir mode 0700 if missing (its subdirs come with the shards and the
+    render, 0700 too); then :func:`check_run_dir`."""
     root = Path(path).resolve()
     root.parent.mkdir(parents=True, exist_ok=True)
     _check_ancestors(root, os.geteuid())  # nothing is created where it would be refused
     with contextlib.suppress(FileExistsError):
         root.mkdir(mode=0o700)
-    check_run_dir(root)  # before anything is created inside
-    make_subdirs(root)
-    return root
+    return check_run_dir(root)  # before anything is created inside
 
 
 def make_subdirs(root: Path) -> None:
