@@ -138,8 +138,10 @@ class LocalScheduler(Scheduler):
         options: SubmitOptions,
     ) -> Submission:
         """Run the shards to completion here; returns when each is done or out of attempts."""
+        from xfer_core.bulk.rundir import check_run_dir
         from xfer_core.bulk.state import load_shard_refs
 
+        run_dir = check_run_dir(run_dir)
         submission = Submission(
             scheduler=self.name,
             job_id=f"local-{os.getpid()}-{int(time.time())}",
@@ -158,8 +160,11 @@ class LocalScheduler(Scheduler):
 
 @contextlib.contextmanager
 def _open_log(run_dir: Path) -> Iterator[IO[bytes]]:
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    with open(run_dir / "logs" / "local_scheduler.log", "ab") as fh:
+    from xfer_core.bulk.rundir import append_log, make_subdirs
+
+    make_subdirs(run_dir)
+    # never through a symlink planted as the log (it would append to its target)
+    with open(append_log(run_dir / "logs" / "local_scheduler.log"), "ab") as fh:
         yield fh
 
 
@@ -222,11 +227,14 @@ class _Runner:
         if rc == 0:
             self.display.finished(shard, ref.bytes, ref.records)
             return False
+        from xfer_core.bulk.rundir import read_nofollow
+
         fail = self.run_dir / "state" / f"shard_{shard}.fail"
         try:
-            reason = fail.read_text(errors="replace").strip() or f"worker exit {rc}"
-        except FileNotFoundError:
-            reason = f"worker exit {rc}"
+            reason = read_nofollow(fail, 4096).decode(errors="replace").strip()
+        except OSError:
+            reason = ""
+        reason = reason or f"worker exit {rc}"
         retry = self.tries[shard] < self.max_attempts
         self.display.failed_attempt(shard, reason, retry=retry)
         return retry
@@ -253,10 +261,12 @@ class _Runner:
             signal.signal(signal.SIGINT, previous)
 
     def _clear_running(self, shard: int, pid: int) -> None:
+        from xfer_core.bulk.rundir import read_nofollow
+
         path = self.run_dir / "state" / f"shard_{shard}.running"
         try:
-            fields = path.read_text().split()
-        except FileNotFoundError:
+            fields = read_nofollow(path, 4096).decode(errors="replace").split()
+        except OSError:
             return
         if len(fields) == 4 and fields[1] == str(pid):
             with contextlib.suppress(FileNotFoundError):

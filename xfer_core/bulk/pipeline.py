@@ -18,6 +18,7 @@ import msgspec
 from xfer_core.atomic import atomic_write_bytes
 from xfer_core.bulk.engine import ShardEngine
 from xfer_core.bulk.render import RenderOptions, ResolvedConfig, check_rclone_config, render_run
+from xfer_core.bulk.rundir import check_run_dir, make_run_dir, no_group_write
 from xfer_core.errors import ConfigError, XferError
 
 #: Called with a stage name and its details (for progress lines / JSON events).
@@ -65,6 +66,9 @@ def _previous_shard_count(root: Path) -> int | None:
     """The shard count of the run dir's current sharding (a re-run keeps it), if any."""
     from xfer_core.manifest.shard import load_shard_meta
 
+    if not os.path.lexists(root):
+        return None
+    check_run_dir(root)
     try:
         return load_shard_meta(root / "shards", check_files=False).num_shards
     except XferError:
@@ -84,6 +88,7 @@ def pick_scheduler(requested: str | None, env: dict[str, str] | None = None) -> 
     return "slurm" if slurm.reachable(env).ok else "local"
 
 
+@no_group_write()
 def prepare_run(
     run_dir: str | os.PathLike[str],
     prep: PrepareOptions,
@@ -120,7 +125,7 @@ def prepare_run(
             prep = msgspec.structs.replace(prep, auto=True)
         else:
             prep = msgspec.structs.replace(prep, num_shards=previous)
-    root.mkdir(parents=True, exist_ok=True)
+    make_run_dir(root)
     # fail on a bad rclone.conf before listing anything
     conf = check_rclone_config(render.rclone_config) if render.rclone_config else None
     manifest = root / "manifest.jsonl"

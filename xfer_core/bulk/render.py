@@ -25,6 +25,7 @@ import msgspec
 from xfer_core import __version__
 from xfer_core.atomic import atomic_write_text
 from xfer_core.bulk.engine import EngineContext, ShardEngine
+from xfer_core.bulk.rundir import check_run_dir, make_subdirs, no_group_write
 from xfer_core.bulk.runtime import ContainerRuntime
 from xfer_core.errors import ConfigError, XferError
 
@@ -309,14 +310,33 @@ def render_worker(
         ]
     )
     tool = tool_function_body(runtime, engine, ctx, image, pyxis_extra)
-    text = (
-        template.replace("@@SETTINGS@@", settings)
-        .replace("@@RUNTIME@@", runtime.name)
-        .replace("@@TOOL@@", tool)
-        .replace("@@ENGINE@@", engine.name)
-        .replace("@@ENGINE_FUNCTIONS@@", engine.render_functions(ctx))
+    text = fill_template(
+        template,
+        {
+            "SETTINGS": settings,
+            "RUNTIME": runtime.name,
+            "TOOL": tool,
+            "ENGINE": engine.name,
+            "ENGINE_FUNCTIONS": engine.render_functions(ctx),
+        },
     )
     return text, tool
+
+
+_MARKER = re.compile(r"@@([A-Z_]+)@@")
+
+
+def fill_template(template: str, values: dict[str, str]) -> str:
+    """``template`` with every ``@@NAME@@`` replaced by ``values[NAME]`` in one pass: a
+    value that holds a marker (a run dir named ``@@TOOL@@``) is never substituted again.
+    An unknown marker is an error (a template and its renderer out of step)."""
+    unknown = sorted({m for m in _MARKER.findall(template) if m not in values})
+    if unknown:
+        raise XferError(
+            f"worker template has unknown markers: {', '.join(unknown)}",
+            hint="reinstall xfer: the template and its renderer do not match",
+        )
+    return _MARKER.sub(lambda m: values[m.group(1)], template)
 
 
 def render_sbatch(run_dir: Path, opts: RenderOptions, tasks: int, concurrency: int) -> str:
@@ -394,6 +414,7 @@ def resolve_max_array_size(opts: RenderOptions, env: dict[str, str] | None = Non
     return int(found) if found else DEFAULT_MAX_ARRAY_SIZE
 
 
+@no_group_write()
 def render_run(
     run_dir: str | os.PathLike[str],
     opts: RenderOptions,
@@ -406,7 +427,7 @@ def render_run(
     """
     from xfer_core.plugins import get_registry
 
-    root = Path(run_dir).resolve()
+    root = check_run_dir(run_dir)
     registry = get_registry()
     engine: ShardEngine = registry.get("shard_engine", opts.engine)
     runtime_name = opts.runtime or default_runtime(opts.rclone_image)
@@ -501,8 +522,7 @@ def render_run(
         sbatch_extras=extras,
         pyxis_extra=pyxis_extra,
     )
-    for d in ("state", "logs"):
-        (root / d).mkdir(parents=True, exist_ok=True)
+    make_subdirs(root)
     secret_flags = redact_flags(flags) != flags
     if secret_flags:
         from xfer_core.output import current

@@ -41,6 +41,7 @@ from typing import Literal
 
 import msgspec
 
+from xfer_core.bulk.rundir import check_state_file
 from xfer_core.errors import XferError
 
 #: Attempts per shard when ``config.resolved.json`` does not say.
@@ -439,7 +440,7 @@ def read_state_files(state_dir: Path) -> dict[int, StateFiles]:
     """
     out: dict[int, StateFiles] = {}
     try:
-        dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY)
+        dir_fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     except FileNotFoundError:
         return out
     try:
@@ -458,12 +459,16 @@ def read_state_files(state_dir: Path) -> dict[int, StateFiles]:
             if index < 0:
                 continue
             try:
-                fd = os.open(name, os.O_RDONLY, dir_fd=dir_fd)
-            except (FileNotFoundError, IsADirectoryError):
+                # a symlink is never followed (ELOOP): it counts as absent
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+            except OSError:
                 continue
             try:
+                st = os.fstat(fd)
+                # another user's file (a planted .done would skip a shard): refused
+                check_state_file(state_dir / name, st)
                 data = os.read(fd, 65536).decode("utf-8", "replace")
-                mtime = os.fstat(fd).st_mtime if kind == "done" else None
+                mtime = st.st_mtime if kind == "done" else None
             finally:
                 os.close(fd)
             files = out.get(index)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 from xfer_core.bulk.render import load_resolved
+from xfer_core.bulk.rundir import check_run_dir
 from xfer_core.bulk.scheduler import Scheduler, Submission, SubmitOptions
 from xfer_core.bulk.state import load_run_state, pending_shards
 from xfer_core.errors import XferError
@@ -47,7 +47,7 @@ def submit_run(
     """
     from xfer_core.plugins import get_registry
 
-    root = Path(run_dir).resolve()
+    root = check_run_dir(run_dir)
     resolved = load_resolved(root)
     todo = list(shards) if shards is not None else shards_to_submit(root)
     if not todo:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from xfer_core.errors import XferError
 from xfer_core.output import current
 
 if TYPE_CHECKING:
@@ -17,22 +15,6 @@ if TYPE_CHECKING:
 UPSTREAM = "Upstream xfer's estimates"
 #: upstream xfer's ``--base-flags`` default (appended in the JSON key suggested_flags).
 UPSTREAM_BASE_FLAGS = "--retries 10 --low-level-retries 20 --stats 600s --progress"
-
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([KMGTP]?)(i?B?)\s*\Z", re.IGNORECASE)
-_POWERS = {"": 0, "K": 1, "M": 2, "G": 3, "T": 4, "P": 5}
-
-
-def parse_size(text: str, option: str) -> int:
-    """``1048576``, ``64GiB``, ``64G`` (binary, like rclone) or ``64GB`` (decimal) -> bytes."""
-    m = _SIZE.match(text)
-    if not m:
-        raise XferError(
-            f"{option}: cannot read {text!r} as a size",
-            hint="use bytes or a unit: 512K, 64MiB, 64G (binary), 64GB (decimal)",
-        )
-    number, prefix, suffix = m.group(1), m.group(2).upper(), m.group(3)
-    base = 1000 if suffix.upper() == "B" and prefix else 1024
-    return int(float(number) * base ** _POWERS[prefix])
 
 
 def analyze(
@@ -232,7 +214,8 @@ def shard(
         str | None,
         typer.Option(
             "--target-shard-bytes",
-            help="Shards of about this weight (bytes + objects × overhead), e.g. 64GiB.",
+            help="Shards of about this weight (bytes + objects × overhead): bytes or a "
+            "unit, e.g. 64GiB, 1.5T (binary), 500GB (decimal).",
         ),
     ] = None,
     auto: Annotated[
@@ -242,7 +225,8 @@ def shard(
         str | None,
         typer.Option(
             "--object-overhead",
-            help="Bytes-equivalent cost of one object (default: analyze's suggestion), e.g. 1MiB.",
+            help="Bytes-equivalent cost of one object (default: analyze's suggestion), "
+            "e.g. 1MiB, 0 (sizes as for --target-shard-bytes).",
         ),
     ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print a JSON summary line.")] = False,
@@ -276,6 +260,7 @@ def shard(
     """
     from xfer_core.manifest.shard import shard_manifest
     from xfer_core.output import human_bytes
+    from xfer_core.sizes import parse_size
 
     out = current()
     meta = shard_manifest(

@@ -145,7 +145,7 @@ def run_cmd(
 
     Examples:
 
-        xfer run --run-dir /tmp/demo --source ~/data --dest /tmp/demo-dest --num-shards 4 --submit
+        xfer run --run-dir ~/xfer-runs/demo --source ~/data --dest ~/data-copy --num-shards 4 --submit
 
         xfer run --run-dir run_001 --source s3src:bucket/set --dest s3dst:bucket/set \\
             --num-shards 512 --array-concurrency 96 --rclone-image rclone/rclone:latest \\

@@ -33,8 +33,11 @@ RunDirOption = Annotated[
 
 
 def _check_run_dir(run_dir: Path) -> None:
+    from xfer_core.bulk.rundir import check_run_dir
+
     if not run_dir.is_dir():
         raise XferError(f"{run_dir}: no such run dir")
+    check_run_dir(run_dir)
     if not (run_dir / "shards" / "shards.meta.json").is_file():
         raise XferError(
             f"{run_dir}: not a run dir (no shards/shards.meta.json)",

@@ -323,7 +323,8 @@ xfer_copy() {  # FILES LOG
 xfer_verify() {  # FILES LOG
     local base="${1%.files}" raw="$2.s5ls" seen="$2.s5seen" want="$2.s5want" rc
     local expected bad missing
-    xfer_s5 --json run "$base.s5ls" >"$raw" 2>>"$2" </dev/null
+    xfer_new_file "$raw" && xfer_new_file "$seen" && xfer_new_file "$want" || return 1
+    xfer_s5 --json run "$base.s5ls" >>"$raw" 2>>"$2" </dev/null
     rc=$?
     # one line per listed object: KEY<tab>SIZE, and KEY<tab>SIZE<tab>ETAG when it has one
     # (s5cmd leaves "size" out of its JSON for empty objects)
@@ -332,8 +333,8 @@ xfer_verify() {  # FILES LOG
         -e 's/^\{"key":("([^"\\]|\\.)*"),"etag":"([^"]*)",.*"type":"file"[,}].*$/\1\t0\n\1\t0\t\3/p;t' \
         -e 's/^\{"key":("([^"\\]|\\.)*"),.*"type":"file","size":([0-9]+)[,}].*$/\1\t\3/p;t' \
         -e 's/^\{"key":("([^"\\]|\\.)*"),.*"type":"file"[,}].*$/\1\t0/p' \
-        "$raw" | LC_ALL=C sort -u >"$seen"
-    LC_ALL=C sort -u "$base.s5expect" >"$want"
+        "$raw" | LC_ALL=C sort -u >>"$seen"
+    LC_ALL=C sort -u "$base.s5expect" >>"$want"
     expected=$(wc -l <"$want")
     bad=$(LC_ALL=C comm -23 "$want" "$seen" | wc -l)
     missing=$(LC_ALL=C comm -23 <(cut -f1 "$want" | LC_ALL=C sort -u) \

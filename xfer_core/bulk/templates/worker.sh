@@ -35,11 +35,59 @@ CUR_LOG=/dev/null
 REQUEUED=""
 XFER_REASON=""
 
-# put FILE TEXT: write TEXT to FILE atomically (temp file in state/, then mv)
+TASK_MODE=""
+
+# put FILE TEXT: write TEXT to FILE atomically (temp file in state/, then mv; a
+# symlink at FILE is replaced, never followed)
 put() {
     local tmp
     tmp=$(mktemp "$STATE_DIR/.tmp.XXXXXX") || return 1
-    printf '%s\n' "$2" >"$tmp" && mv -f "$tmp" "$1"
+    printf '%s\n' "$2" >"$tmp" && mv -fT -- "$tmp" "$1"
+}
+
+# xfer_new_file FILE: create FILE empty and private, never through a symlink. Whatever
+# is at FILE is removed first, then the file is created with noclobber (O_EXCL): in a
+# directory only this user can write (checked below) nothing can appear in between.
+# Engines create their own files in logs/ with it too.
+xfer_new_file() {
+    rm -f -- "$1" && (umask 077 && set -C && : >"$1")
+}
+
+# xfer_check_dir DIR WHAT: refuse DIR unless it is a real directory (not a symlink)
+# owned by this user and not writable by group or others (the rules of `xfer run`)
+xfer_check_dir() {
+    local info mode
+    if [ -L "$1" ] || [ ! -d "$1" ]; then
+        printf 'xfer worker: %s %s is not a directory (or is a symlink); refusing to run\n' "$2" "$1" >&2
+        return 1
+    fi
+    info=$(stat -c '%u %a' -- "$1") || return 1
+    mode=${info#* }
+    if [ "${info%% *}" != "$(id -u)" ] || (((8#$mode & 8#022) != 0)); then
+        printf 'xfer worker: %s %s is owned by uid %s mode %s: only you may own and write it; refusing to run (see docs/security.md)\n' \
+            "$2" "$1" "${info%% *}" "$mode" >&2
+        return 1
+    fi
+}
+
+# xfer_check_parents DIR: every parent of DIR is owned by this user or root and not
+# writable by everyone unless sticky, so nobody can swap DIR for another
+xfer_check_parents() {
+    local d=$1 info mode me
+    me=$(id -u)
+    while [ "$d" != / ] && [ -n "$d" ]; do
+        d=$(dirname -- "$d")
+        info=$(stat -c '%u %a' -- "$d") || return 1
+        mode=${info#* }
+        case ${info%% *} in 0 | "$me") ;; *)
+            printf 'xfer worker: %s (a parent of the run dir) is owned by uid %s; refusing to run\n' "$d" "${info%% *}" >&2
+            return 1 ;;
+        esac
+        if (((8#$mode & 8#1002) == 8#0002)); then
+            printf 'xfer worker: %s (a parent of the run dir) is writable by everyone and not sticky; refusing to run\n' "$d" >&2
+            return 1
+        fi
+    done
 }
 
 log() {
@@ -66,7 +114,10 @@ maybe_requeue() {
     # the task's own requeues count (state/task_JOB_TASK.requeues), not SLURM_RESTART_COUNT:
     # requeues by an admin, preemption or a node set DOWN must not use up attempts.
     local task file requeues=0
-    [ -n "${SLURM_ARRAY_JOB_ID:-}" ] || return 0
+    # Only as a Slurm array task (--task T, started by sbatch_array.sh): a worker run by
+    # hand or by the local scheduler inside some other Slurm job must not requeue that job.
+    [ -n "$TASK_MODE" ] && [ -n "${SLURM_ARRAY_JOB_ID:-}" ] || return 0
+    [ "${SLURM_ARRAY_TASK_ID:-}" = "$TASK_MODE" ] || return 0
     task="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
     file="$STATE_DIR/task_$task.requeues"
     [ -f "$file" ] && requeues=$(<"$file")
@@ -125,7 +176,9 @@ run_shard() {  # SHARD -> 0 done, 1 failed
     fi
     digest=$(sha256sum <"$base.jsonl") || return 1
     digest=${digest%% *}
-    if [ -f "$STATE_DIR/shard_$i.done" ] && [ "$(<"$STATE_DIR/shard_$i.done")" = "$digest" ]; then
+    # a .done counts only when it is ours (not a symlink, not planted by another user)
+    if [ -f "$STATE_DIR/shard_$i.done" ] && [ ! -L "$STATE_DIR/shard_$i.done" ] &&
+        [ -O "$STATE_DIR/shard_$i.done" ] && [ "$(<"$STATE_DIR/shard_$i.done")" = "$digest" ]; then
         printf 'xfer worker: shard %s: already done\n' "$i" >&2
         return 0
     fi
@@ -138,8 +191,14 @@ run_shard() {  # SHARD -> 0 done, 1 failed
     CUR_ATTEMPT=$attempt
     CUR_LOG=$(printf '%s/shard_%d_attempt_%d.log' "$LOG_DIR" "$i" "$attempt")
     XFER_REASON="$STATE_DIR/.shard_$i.reason.$$"
-    : >"$CUR_LOG"
-    : >"$XFER_REASON"
+    if ! xfer_new_file "$CUR_LOG" || ! xfer_new_file "$XFER_REASON"; then
+        reason="cannot create $CUR_LOG or $XFER_REASON"
+        CUR_LOG=/dev/null
+        put "$STATE_DIR/shard_$i.fail" "attempt $attempt: $reason"
+        printf 'xfer worker: shard %s: %s\n' "$i" "$reason" >&2
+        CUR_SHARD=""
+        return 1
+    fi
     put "$STATE_DIR/shard_$i.running" "$HOST $$ $(date +%s) $attempt"
     log "shard $i attempt $attempt on $HOST pid $$ at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     run_step xfer_copy "$base.files" "$CUR_LOG"
@@ -165,10 +224,17 @@ run_shard() {  # SHARD -> 0 done, 1 failed
     return 1
 }
 
-mkdir -p "$STATE_DIR" "$LOG_DIR" || exit 1
+xfer_check_dir "$RUN_DIR" "run dir" && xfer_check_parents "$RUN_DIR" || exit 2
+for d in "$STATE_DIR" "$LOG_DIR"; do
+    [ -e "$d" ] || [ -L "$d" ] || mkdir -m 700 -- "$d" || exit 1
+done
+for d in "$SHARDS_DIR" "$STATE_DIR" "$LOG_DIR"; do
+    [ ! -e "$d" ] && [ ! -L "$d" ] || xfer_check_dir "$d" "run dir entry" || exit 2
+done
 shards=()
 if [ "${1:-}" = "--task" ]; then
     case ${2:-} in '' | *[!0-9]*) echo "worker.sh: --task needs a number" >&2; exit 2 ;; esac
+    TASK_MODE=$2
     for ((i = $2; i < NUM_SHARDS; i += TASKS)); do shards+=("$i"); done
 else
     for i in "$@"; do
