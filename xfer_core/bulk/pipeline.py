@@ -113,10 +113,9 @@ def prepare_run(
     manifest = root / "manifest.jsonl"
     reused = False
     roots = _manifest_roots(manifest) if manifest.is_file() and not prep.rebuild else None
-    if roots is not None and roots == (
-        select_lister(prep.source).normalize_root(prep.source),
-        normalize_dest(prep.dest),
-    ):
+    # the roots come from the command line: trusted (connection strings included)
+    given = (select_lister(prep.source).normalize_root(prep.source), normalize_dest(prep.dest))
+    if roots is not None and roots == given:
         reused = True
         stage("manifest", reused=True, path=str(manifest))
     else:
@@ -150,6 +149,7 @@ def prepare_run(
         root / "shards",
         num_shards=prep.num_shards,
         auto=prep.auto,
+        trust_roots=True,
     )
     stage("shard", shards=meta.num_shards, imbalance=round(meta.imbalance, 4))
     if prep.suggested_flags and not render.rclone_flags:
@@ -159,6 +159,7 @@ def prepare_run(
         engine: ShardEngine = get_registry().get("shard_engine", render.engine)
         flags = shlex.join(engine.suggested_flags(analysis))
         render = msgspec.structs.replace(render, rclone_flags=flags)
+    render = msgspec.structs.replace(render, source_root=given[0], dest_root=given[1])
     resolved = render_run(root, render, env=env)
     stage(
         "render",

@@ -27,6 +27,7 @@ from xfer_core.atomic import atomic_write_text
 from xfer_core.bulk.engine import EngineContext, ShardEngine
 from xfer_core.bulk.runtime import ContainerRuntime
 from xfer_core.errors import ConfigError, XferError
+from xfer_core.manifest.roots import redact_root
 
 if TYPE_CHECKING:
     from xfer_core.manifest.shard import ShardMeta
@@ -67,8 +68,12 @@ class RenderOptions(msgspec.Struct, kw_only=True):
     #: Seconds before the time limit when Slurm sends USR1 (``--signal=B:USR1@N``).
     signal_seconds: int = 120
     #: Override the roots recorded in the shards (default: from shard 0's first record).
+    #: Roots given here come from the user, not from a file: they are trusted.
     source_root: str | None = None
     dest_root: str | None = None
+    #: Accept rclone connection strings among the roots read from shards.meta.json
+    #: (``--trust-manifest-roots``); without it only local paths and ``remote:path``.
+    trust_manifest_roots: bool = False
 
 
 class ResolvedConfig(msgspec.Struct, kw_only=True):
@@ -352,7 +357,15 @@ def render_run(
     if opts.source_root and opts.dest_root:
         source_root, dest_root = opts.source_root, opts.dest_root
     else:
+        from xfer_core.manifest.roots import check_manifest_roots
+        from xfer_core.manifest.shard import META_NAME
+
         source_root, dest_root = meta.source_root, meta.dest_root
+        check_manifest_roots(
+            str(root / "shards" / META_NAME),
+            {"source_root": source_root, "dest_root": dest_root},
+            trusted=opts.trust_manifest_roots,
+        )
     if not source_root or not dest_root:
         raise ConfigError(
             f"{root / 'shards'}: the manifest records no source/dest root",
@@ -389,8 +402,8 @@ def render_run(
         xfer_version=__version__,
         rendered_at=time.time(),
         run_dir=str(root),
-        source_root=source_root,
-        dest_root=dest_root,
+        source_root=redact_root(source_root),
+        dest_root=redact_root(dest_root),
         num_shards=found,
         tasks=tasks,
         max_array_size=max_array,

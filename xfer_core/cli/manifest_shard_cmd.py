@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from xfer_core.cli.slurm_opts import TrustRootsOption
 from xfer_core.errors import XferError
 from xfer_core.output import current
 
@@ -144,6 +145,7 @@ def shard(
             help="Bytes-equivalent cost of one object (default: analyze's suggestion), e.g. 1MiB.",
         ),
     ] = None,
+    trust_manifest_roots: TrustRootsOption = False,
     json: Annotated[bool, typer.Option("--json", help="Print a JSON summary line.")] = False,
 ) -> None:
     """Split a manifest into byte-balanced, deterministic shards.
@@ -155,7 +157,8 @@ def shard(
     shard_NNNNNN.files (the names for `rclone copy --files-from-raw`) and
     shards.meta.json (per-shard records/bytes/weight/sha256, lower bound,
     imbalance), the meta last. Choose the count with exactly one of --num-shards,
-    --target-shard-bytes or --auto.
+    --target-shard-bytes or --auto. The manifest's roots must be local paths or
+    remote:path (see --trust-manifest-roots).
 
     Examples:
 
@@ -165,6 +168,7 @@ def shard(
 
         xfer manifest shard --in m.jsonl --outdir shards --target-shard-bytes 100GiB --object-overhead 2MiB
     """
+    from xfer_core.manifest.roots import redact_root
     from xfer_core.manifest.shard import shard_manifest
     from xfer_core.output import human_bytes
 
@@ -183,6 +187,7 @@ def shard(
         object_overhead=(
             None if object_overhead is None else parse_size(object_overhead, "--object-overhead")
         ),
+        trust_roots=trust_manifest_roots,
     )
     if json or out.json:
         summary = {
@@ -195,6 +200,8 @@ def shard(
             "lower_bound": meta.lower_bound,
             "max_weight": meta.max_weight,
             "imbalance": meta.imbalance,
+            "source_root": redact_root(meta.source_root),
+            "dest_root": redact_root(meta.dest_root),
         }
         out.emit_json(summary)
         return
@@ -204,6 +211,7 @@ def shard(
         f"(max weight {human_bytes(meta.max_weight)}, lower bound {human_bytes(meta.lower_bound)}, "
         f"overhead {human_bytes(meta.object_overhead)}/object)"
     )
+    out.info(f"roots: {redact_root(meta.source_root)} -> {redact_root(meta.dest_root)}")
 
 
 def register(manifest_app: typer.Typer) -> None:

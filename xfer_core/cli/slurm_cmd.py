@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from xfer_core.cli.slurm_opts import RunDir, with_render_options
+from xfer_core.cli.slurm_opts import RunDir, TrustRootsOption, with_render_options
 
 if TYPE_CHECKING:
     from xfer_core.bulk.render import RenderOptions
@@ -28,13 +28,16 @@ def render_cmd(
         int | None,
         typer.Option("--num-shards", "-n", min=1, help="Expected shard count (checked)."),
     ] = None,
+    trust_manifest_roots: TrustRootsOption = False,
     *,
     render: RenderOptions,
 ) -> None:
     """Write worker.sh, sbatch_array.sh, submit.sh and config.resolved.json into the run dir.
 
     The run dir must hold shards (`xfer manifest shard --outdir RUN/shards`). With more
-    shards than MaxArraySize, each array task runs several shards.
+    shards than MaxArraySize, each array task runs several shards. The roots come from
+    shards/shards.meta.json and must be local paths or remote:path (see
+    --trust-manifest-roots); they are printed.
 
     Example:
 
@@ -49,7 +52,12 @@ def render_cmd(
     from xfer_core.output import current
 
     out = current()
-    resolved = render_run(run_dir, msgspec.structs.replace(render, num_shards=num_shards))
+    resolved = render_run(
+        run_dir,
+        msgspec.structs.replace(
+            render, num_shards=num_shards, trust_manifest_roots=trust_manifest_roots
+        ),
+    )
     if out.json:
         out.emit_json({"event": "rendered", **msgspec.to_builtins(resolved)})
         return
@@ -58,6 +66,7 @@ def render_cmd(
         f"rendered {root}: {resolved.num_shards} shards in {resolved.tasks} array tasks "
         f"(runtime {resolved.runtime}, engine {resolved.engine})"
     )
+    out.info(f"  roots: {resolved.source_root} -> {resolved.dest_root}")
     for name in ("worker.sh", "sbatch_array.sh", "submit.sh", "config.resolved.json"):
         out.info(f"  {root / name}")
     out.info(f"next: xfer slurm submit --run-dir {root}")

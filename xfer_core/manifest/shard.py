@@ -46,6 +46,7 @@ from xfer_core.manifest.analyze import LARGE_OBJECT, SMALL_OBJECT, suggest
 from xfer_core.manifest.jsonl import decode_line
 from xfer_core.manifest.rclone_names import rclone_name_list
 from xfer_core.manifest.record import PATH_B64, SCHEMA, ManifestRecord
+from xfer_core.manifest.roots import check_manifest_roots
 
 SHARDS_SCHEMA = "xfer.shards.v1"
 META_NAME = "shards.meta.json"
@@ -262,6 +263,7 @@ def shard_manifest(
     auto: bool = False,
     object_overhead: int | None = None,
     progress: Callable[[str], None] | None = None,
+    trust_roots: bool = False,
 ) -> ShardMeta:
     """Split the manifest ``in_path`` into byte-balanced shards in ``outdir``.
 
@@ -275,7 +277,10 @@ def shard_manifest(
     the old meta is removed before any shard file is replaced, stale shard files
     of a previous run are removed, and the new meta is moved in last.
 
-    ``progress`` is called with a short line as each phase starts.
+    ``progress`` is called with a short line as each phase starts. The roots
+    must be local paths or plain ``remote:path`` unless ``trust_roots``
+    (:func:`~xfer_core.manifest.roots.check_manifest_roots`), checked before
+    anything is written.
 
     Raises :class:`XferError` (exit 2) for bad lines (``FILE:LINE``), an empty
     manifest and a bad shard count.
@@ -307,6 +312,9 @@ def shard_manifest(
             records, total_bytes, src_root, dst_root, blank = _scan(name, fh, spool, keys)
             if records == 0:
                 raise ManifestError(f"{name}: the manifest has no records; nothing to shard")
+            check_manifest_roots(
+                name, {"source_root": src_root, "dest_root": dst_root}, trusted=trust_roots
+            )
             keys.sort()
             small, large = _size_classes(keys)
             advice = suggest(records, total_bytes, small, large, object_overhead)
