@@ -126,9 +126,16 @@ def test_render_and_run_refuse_hostile_shard_meta(
     manifest, marker, _src = attack
     run = tmp_path / "run"
     sharded = xfer(
-        "manifest", "shard", "--in", str(manifest), "--outdir", str(run / "shards"), "-n", "1",
+        "manifest",
+        "shard",
+        "--in",
+        str(manifest),
+        "--outdir",
+        str(run / "shards"),
+        "-n",
+        "1",
         "--trust-manifest-roots",
-    )  # fmt: skip
+    )
     assert sharded.returncode == 0, sharded.stderr
     refused(xfer("slurm", "render", "--run-dir", str(run), "--runtime", "host"), marker)
     assert not (run / "worker.sh").exists() and not (run / "config.resolved.json").exists()
@@ -197,8 +204,13 @@ def test_plain_remote_is_allowed(name: str, path: str) -> None:
     assert redact_root(root) == root
 
 
-@given(name=names, path=paths, key=st.text(string.ascii_lowercase + "_", min_size=1, max_size=12),
-       value=values, fly=st.booleans())  # fmt: skip
+@given(
+    name=names,
+    path=paths,
+    key=st.text(string.ascii_lowercase + "_", min_size=1, max_size=12),
+    value=values,
+    fly=st.booleans(),
+)
 def test_connection_strings_are_refused(
     name: str, path: str, key: str, value: str, fly: bool
 ) -> None:

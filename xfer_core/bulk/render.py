@@ -1,5 +1,6 @@
 """Render a run dir's scripts: ``worker.sh``, ``sbatch_array.sh``, ``submit.sh``,
-``config.resolved.json``.
+``config.resolved.json``, and ``files.sha256`` (each shard list's digest from
+``shards.meta.json``, which the worker checks before it copies a shard).
 
 Every value that reaches a shell is quoted with :func:`shlex.quote`; values that
 land in ``#SBATCH`` lines (which sbatch parses itself, not a shell) are checked
@@ -434,6 +435,11 @@ def render_run(
             "config.resolved.json); prefer putting credentials in rclone.conf"
         )
     atomic_write_text(root / "worker.sh", worker, perms=0o700 if secret_flags else 0o755)
+    atomic_write_text(
+        root / "files.sha256",
+        "".join(f"{s.files_sha256}  {s.files}\n" for s in meta.shards),
+        perms=0o600,
+    )
     atomic_write_text(root / "sbatch_array.sh", sbatch, perms=0o755)
     atomic_write_text(root / "submit.sh", render_submit(root), perms=0o755)
     atomic_write_text(

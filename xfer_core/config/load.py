@@ -205,6 +205,8 @@ class _Validator:
                 self.add(path, f"expected a string, got {_type_name(value)}")
             elif not value.strip() and path[-1] in _NON_EMPTY:
                 self.add(path, "must not be empty")
+            elif "\0" in value:
+                self.add(path, "must not contain a NUL byte")
 
     def duplicates(self, data: dict[str, Any]) -> None:
         clusters = data.get("clusters")

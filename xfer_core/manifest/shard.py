@@ -45,7 +45,7 @@ from xfer_core.errors import ManifestError, XferError
 from xfer_core.manifest.analyze import LARGE_OBJECT, SMALL_OBJECT, suggest
 from xfer_core.manifest.jsonl import decode_line
 from xfer_core.manifest.rclone_names import rclone_name_list
-from xfer_core.manifest.record import PATH_B64, SCHEMA, ManifestRecord
+from xfer_core.manifest.record import PATH_B64, SCHEMA, ManifestRecord, meta_too_deep
 from xfer_core.manifest.roots import check_manifest_roots
 
 SHARDS_SCHEMA = "xfer.shards.v1"
@@ -175,7 +175,7 @@ def _scan(
     for lineno, line in enumerate(fh, 1):
         try:
             rec = decode(line)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             if not line.strip():
                 blank = True
                 continue
@@ -188,7 +188,7 @@ def _scan(
             or path[0] == "/"
             or "\x00" in path
             or ".." in path
-            or (rec.meta and PATH_B64 in rec.meta)
+            or (rec.meta and (PATH_B64 in rec.meta or meta_too_deep(rec.meta)))
         ):
             # raises the shared message, unless the path was only suspicious ("a..b");
             # exact-bytes names (meta.path_b64) always take the full check
