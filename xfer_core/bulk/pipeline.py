@@ -93,6 +93,7 @@ def prepare_run(
     from xfer_core.manifest.analyze import analyze_manifest
     from xfer_core.manifest.build import build_manifest, normalize_dest
     from xfer_core.manifest.lister import ListOptions, select_lister
+    from xfer_core.manifest.roots import check_root_credentials
     from xfer_core.manifest.shard import shard_manifest
 
     def stage(name: str, **details: object) -> None:
@@ -107,14 +108,16 @@ def prepare_run(
         if previous is None:
             raise ConfigError("give --num-shards N or --auto")
         prep = msgspec.structs.replace(prep, num_shards=previous)
+    # the roots come from the command line: trusted (connection strings included), but
+    # credentials inside them are refused before anything is written
+    check_root_credentials(prep.source, "source")
+    given = (select_lister(prep.source).normalize_root(prep.source), normalize_dest(prep.dest))
     root.mkdir(parents=True, exist_ok=True)
     # fail on a bad rclone.conf before listing anything
     conf = check_rclone_config(render.rclone_config) if render.rclone_config else None
     manifest = root / "manifest.jsonl"
     reused = False
     roots = _manifest_roots(manifest) if manifest.is_file() and not prep.rebuild else None
-    # the roots come from the command line: trusted (connection strings included)
-    given = (select_lister(prep.source).normalize_root(prep.source), normalize_dest(prep.dest))
     if roots is not None and roots == given:
         reused = True
         stage("manifest", reused=True, path=str(manifest))

@@ -28,7 +28,7 @@ from xfer_core.atomic import atomic_write_text
 from xfer_core.bulk.engine import EngineContext, ShardEngine
 from xfer_core.bulk.runtime import ContainerRuntime
 from xfer_core.errors import ConfigError, XferError
-from xfer_core.manifest.roots import redact_root
+from xfer_core.manifest.roots import REDACTED, SECRET_WORDS, redact_root
 
 if TYPE_CHECKING:
     from xfer_core.manifest.shard import ShardMeta
@@ -147,29 +147,93 @@ def check_rclone_config(path: str | os.PathLike[str]) -> str:
     return str(p.resolve())
 
 
-_SECRET_FLAG = re.compile(r"--[\w-]*(secret|password|pass|token|key|auth)[\w-]*", re.IGNORECASE)
+def _is_secret_flag(name: str) -> bool:
+    """``--s3-secret-access-key``, ``--header``, ``--azureblob-sas-url``,
+    ``--drive-service-account-credentials``, ``--webdav-bearer-token``..."""
+    return name.startswith("--") and bool(SECRET_WORDS.search(name[2:].replace("-", "_")))
+
+
+class SecretFlags(msgspec.Struct, frozen=True):
+    """Flags split by :func:`split_secret_flags`."""
+
+    #: The flags without the credential-looking ones (safe in an argv and in files).
+    kept: list[str]
+    #: ``RCLONE_<FLAG>`` -> value for each credential-looking flag with a value.
+    env: dict[str, str]
+    #: The flags as they may be shown: credential values replaced by ``<redacted>``.
+    shown: list[str]
+    #: Credential flags given more than once (only one value fits in ``env``).
+    repeated: list[str]
+
+
+def split_secret_flags(flags: Sequence[str]) -> SecretFlags:
+    """Split credential-looking flags (``--s3-secret-access-key X``, ``--header=…``) off.
+
+    A flag takes a value when written ``--flag=value`` or followed by an argument not
+    starting with ``-``; one without a value (``--sftp-key-use-agent``) is kept as it is.
+    rclone reads every flag from ``RCLONE_<FLAG>`` too, so the values go to the
+    environment instead of the command line. A credential flag given twice cannot (one
+    environment variable each): it is listed in ``repeated``.
+    """
+    kept: list[str] = []
+    env: dict[str, str] = {}
+    shown: list[str] = []
+    repeated: list[str] = []
+    i = 0
+    while i < len(flags):
+        flag = flags[i]
+        name, eq, value = flag.partition("=")
+        takes_next = not eq and i + 1 < len(flags) and not flags[i + 1].startswith("-")
+        if not _is_secret_flag(name) or not (eq or takes_next):
+            kept.append(flag)
+            shown.append(flag)
+            i += 1
+            continue
+        if takes_next:
+            value = flags[i + 1]
+        var = "RCLONE_" + name[2:].replace("-", "_").upper()
+        if var in env:
+            repeated.append(name)
+        env[var] = value
+        shown += [f"{name}={REDACTED}"]
+        i += 2 if takes_next else 1
+    return SecretFlags(kept=kept, env=env, shown=shown, repeated=repeated)
 
 
 def redact_flags(flags: Sequence[str]) -> list[str]:
     """``flags`` with the values of credential-looking flags (``--s3-secret-access-key X``,
-    ``--webdav-pass=X``) replaced by ``<redacted>``, for files that must hold no secrets."""
-    out: list[str] = []
-    hide_next = False
-    for flag in flags:
-        if hide_next:
-            out.append("<redacted>")
-            hide_next = False
-            continue
-        name, eq, _value = flag.partition("=")
-        if _SECRET_FLAG.fullmatch(name):
-            if eq:
-                out.append(f"{name}=<redacted>")
-            else:
-                out.append(flag)
-                hide_next = True
-            continue
-        out.append(flag)
-    return out
+    ``--header 'Authorization: …'``) replaced by ``<redacted>``, for anything shown."""
+    return split_secret_flags(flags).shown
+
+
+#: The run dir's file of credentials from ``--rclone-flags`` (mode 0600; worker.sh reads it).
+SECRETS_ENV = "secrets.env"
+
+
+def _secret_flags(flags: list[str], engine: ShardEngine, runtime: ContainerRuntime) -> SecretFlags:
+    """The credential flags of ``--rclone-flags``, to be passed through the environment."""
+    secrets = split_secret_flags(flags)
+    if not secrets.env:
+        return secrets
+    if engine.tool != "rclone":
+        raise ConfigError(
+            f"--rclone-flags carries credentials ({', '.join(secrets.shown)}) for the "
+            f"{engine.name} engine, which would put them on its command line",
+            hint="give the tool its credentials through its own config or environment",
+        )
+    if secrets.repeated:
+        raise ConfigError(
+            f"--rclone-flags gives {secrets.repeated[0]} twice; credential flags reach rclone "
+            "through one environment variable each",
+            hint="put the remote's credentials in rclone.conf (--rclone-config)",
+        )
+    if not runtime.passes_host_env:
+        raise ConfigError(
+            f"--rclone-flags carries credentials, and runtime {runtime.name!r} would need them "
+            "on its command line to pass them into the container",
+            hint="put them in rclone.conf (--rclone-config: mounted read-only)",
+        )
+    return secrets
 
 
 def parse_flags(flags: str) -> list[str]:
@@ -373,13 +437,14 @@ def render_run(
             hint="rebuild the manifest with --source and --dest",
         )
     flags = parse_flags(opts.rclone_flags)
+    secrets = _secret_flags(flags, engine, runtime)
     max_array = resolve_max_array_size(opts, env)
     tasks = min(found, max_array)
     concurrency = min(opts.array_concurrency, tasks)
     ctx = EngineContext(
         source_root=source_root,
         dest_root=dest_root,
-        flags=tuple(flags),
+        flags=tuple(secrets.kept),
         config_path=conf,
         run_dir=str(root),
         verify=opts.verify,
@@ -414,7 +479,7 @@ def render_run(
         runtime=runtime.name,
         rclone_image=opts.rclone_image if runtime.needs_image else None,
         rclone_config=conf,
-        rclone_flags=redact_flags(flags),
+        rclone_flags=secrets.shown,
         verify=opts.verify,
         job_name=opts.job_name,
         time_limit=opts.time_limit,
@@ -426,25 +491,30 @@ def render_run(
     )
     for d in ("state", "logs"):
         (root / d).mkdir(parents=True, exist_ok=True)
-    secret_flags = redact_flags(flags) != flags
-    if secret_flags:
+    if secrets.env:
         from xfer_core.output import current
 
         current().warn(
-            "--rclone-flags carries a credential: worker.sh holds it (mode 0700, redacted in "
-            "config.resolved.json); prefer putting credentials in rclone.conf"
+            "--rclone-flags carries credentials: rclone gets them from the environment "
+            f"({root / SECRETS_ENV}, mode 0600), never on its command line; prefer rclone.conf"
         )
-    atomic_write_text(root / "worker.sh", worker, perms=0o700 if secret_flags else 0o755)
+        exports = "".join(f"export {k}={sh(v)}\n" for k, v in secrets.env.items())
+        atomic_write_text(root / SECRETS_ENV, exports, perms=0o600)
+    else:
+        (root / SECRETS_ENV).unlink(missing_ok=True)
+    # the run dir's files hold the roots and options: readable by the owner only
+    atomic_write_text(root / "worker.sh", worker, perms=0o700)
     atomic_write_text(
         root / "files.sha256",
         "".join(f"{s.files_sha256}  {s.files}\n" for s in meta.shards),
         perms=0o600,
     )
-    atomic_write_text(root / "sbatch_array.sh", sbatch, perms=0o755)
-    atomic_write_text(root / "submit.sh", render_submit(root), perms=0o755)
+    atomic_write_text(root / "sbatch_array.sh", sbatch, perms=0o700)
+    atomic_write_text(root / "submit.sh", render_submit(root), perms=0o700)
     atomic_write_text(
         root / "config.resolved.json",
         msgspec.json.format(msgspec.json.encode(resolved)).decode() + "\n",
+        perms=0o600,
     )
     return resolved
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from xfer_core.errors import ManifestError
+from xfer_core.errors import ConfigError, ManifestError
 
 RootKind = Literal["local", "remote", "connection", "other", "invalid"]
 
@@ -168,4 +168,19 @@ def check_manifest_roots(origin: str, roots: dict[str, str], *, trusted: bool = 
             f"{origin}: {field} {shown!r} is {what}; roots read from a manifest are "
             "refused unless they are local paths or remote:path",
             hint=TRUST_HINT,
+        )
+
+
+def check_root_credentials(root: str, what: str) -> None:
+    """Refuse a root given by the user whose connection string carries credentials
+    (``:s3,secret_access_key=…:``): they would be written into every manifest record
+    and shown to every user of the machine in the process list of rclone."""
+    secret = root_secret_options(root)
+    if secret:
+        raise ConfigError(
+            f"{what} {redact_root(root)!r} carries credentials ({', '.join(secret)}) in a "
+            "connection string; they would land in the manifest and in rclone's command line",
+            hint="define the remote in rclone.conf (mode 0600, --rclone-config), or keep the "
+            "option out of the root and set it in the environment "
+            "(e.g. RCLONE_S3_SECRET_ACCESS_KEY=…)",
         )

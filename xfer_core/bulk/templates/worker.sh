@@ -195,6 +195,20 @@ else
 fi
 [ "${#shards[@]}" -gt 0 ] || { echo "worker.sh: no shards to run (usage: worker.sh SHARD... | --task T)" >&2; exit 2; }
 
+# Credentials from --rclone-flags reach rclone through the environment, never its command
+# line: secrets.env (export RCLONE_<FLAG>=...), read only when it is ours and mode 0600.
+SECRETS="$RUN_DIR/secrets.env"
+if [ -e "$SECRETS" ] || [ -L "$SECRETS" ]; then
+    if [ -L "$SECRETS" ] || [ ! -O "$SECRETS" ] || [ "$(stat -c %a "$SECRETS")" != 600 ]; then
+        problem="$SECRETS must be a file of yours with mode 0600 (re-render the run); not read"
+        for i in "${shards[@]}"; do put "$STATE_DIR/shard_$i.fail" "attempt 0: $problem"; done
+        echo "worker.sh: $problem" >&2
+        exit 1
+    fi
+    # shellcheck source=/dev/null
+    . "$SECRETS"
+fi
+
 failed=0
 for i in "${shards[@]}"; do
     run_shard "$i" || failed=$((failed + 1))
