@@ -98,12 +98,11 @@ def test_flag_credentials_stay_out_of_argv_and_readable_files(
     for name in ("worker.sh", "config.resolved.json", "files.sha256", "secrets.env"):
         mode = stat.S_IMODE((run / name).stat().st_mode)
         assert mode & 0o077 == 0, f"{name} is mode {mode:o}"
-    resolved = json.loads((run / "config.resolved.json").read_text())
-    assert "--s3-secret-access-key=<redacted>" in resolved["rclone_flags"]
-    assert "--header=<redacted>" in resolved["rclone_flags"]
+    shown = json.loads((run / "config.resolved.json").read_text())["rclone_flags"]
+    assert shown == ["--s3-secret-access-key", "<redacted>", "--header", "<redacted>"]
     if flags:
         render = [json.loads(x) for x in proc.stdout.splitlines() if '"render"' in x]
-        assert render and "--header=<redacted>" in render[0]["rclone_flags"], proc.stdout
+        assert render and render[0]["rclone_flags"] == shown, proc.stdout
     tally(cases=1)
 
 
@@ -203,6 +202,8 @@ def test_redaction_covers_the_flags_the_review_found() -> None:
         "--sftp-key-use-agent",
         "--checkers",
         "4",
+        "--sftp-key-file",
+        "/home/me/.ssh/id",
         "--s3-secret-access-key",
         "S5",
     ]
@@ -211,7 +212,10 @@ def test_redaction_covers_the_flags_the_review_found() -> None:
     assert shown[:2] == ["--transfers", "8"]
     assert "--sftp-key-use-agent" in shown and "--checkers" in shown and "4" in shown
     split = split_secret_flags(flags)
-    assert split.kept == ["--transfers", "8", "--sftp-key-use-agent", "--checkers", "4"]
+    assert split.kept == [
+        *("--transfers", "8", "--sftp-key-use-agent", "--checkers", "4"),
+        *("--sftp-key-file", "/home/me/.ssh/id"),
+    ]
     assert split.env["RCLONE_HEADER"] == "Authorization: Bearer B1"
     assert split.env["RCLONE_AZUREBLOB_SAS_URL"] == "https://acct/?sig=S2"
     assert split.env["RCLONE_S3_SECRET_ACCESS_KEY"] == "S5"

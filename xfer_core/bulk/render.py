@@ -28,7 +28,7 @@ from xfer_core.atomic import atomic_write_text
 from xfer_core.bulk.engine import EngineContext, ShardEngine
 from xfer_core.bulk.runtime import ContainerRuntime
 from xfer_core.errors import ConfigError, XferError
-from xfer_core.manifest.roots import REDACTED, SECRET_WORDS, redact_root
+from xfer_core.manifest.roots import REDACTED, is_secret_name, redact_root
 
 if TYPE_CHECKING:
     from xfer_core.manifest.shard import ShardMeta
@@ -150,7 +150,7 @@ def check_rclone_config(path: str | os.PathLike[str]) -> str:
 def _is_secret_flag(name: str) -> bool:
     """``--s3-secret-access-key``, ``--header``, ``--azureblob-sas-url``,
     ``--drive-service-account-credentials``, ``--webdav-bearer-token``..."""
-    return name.startswith("--") and bool(SECRET_WORDS.search(name[2:].replace("-", "_")))
+    return name.startswith("--") and is_secret_name(name[2:])
 
 
 class SecretFlags(msgspec.Struct, frozen=True):
@@ -195,7 +195,7 @@ def split_secret_flags(flags: Sequence[str]) -> SecretFlags:
         if var in env:
             repeated.append(name)
         env[var] = value
-        shown += [f"{name}={REDACTED}"]
+        shown += [name, REDACTED] if takes_next else [f"{name}={REDACTED}"]
         i += 2 if takes_next else 1
     return SecretFlags(kept=kept, env=env, shown=shown, repeated=repeated)
 
@@ -216,11 +216,16 @@ def _secret_flags(flags: list[str], engine: ShardEngine, runtime: ContainerRunti
     if not secrets.env:
         return secrets
     if engine.tool != "rclone":
-        raise ConfigError(
-            f"--rclone-flags carries credentials ({', '.join(secrets.shown)}) for the "
-            f"{engine.name} engine, which would put them on its command line",
-            hint="give the tool its credentials through its own config or environment",
+        # RCLONE_<FLAG> means nothing to another tool: its flags stay as given (worker.sh
+        # is 0700 either way), shown redacted
+        from xfer_core.output import current
+
+        current().warn(
+            f"--rclone-flags for the {engine.name} engine look like credentials "
+            f"({' '.join(secrets.shown)}): they are on {engine.tool}'s command line; prefer "
+            "its own config file or environment"
         )
+        return SecretFlags(kept=list(flags), env={}, shown=secrets.shown, repeated=[])
     if secrets.repeated:
         raise ConfigError(
             f"--rclone-flags gives {secrets.repeated[0]} twice; credential flags reach rclone "

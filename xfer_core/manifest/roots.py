@@ -35,7 +35,18 @@ SECRET_WORDS = re.compile(
     re.IGNORECASE,
 )
 
+#: ... except names of paths and switches (``key_file``, ``key_use_agent``).
+_NOT_SECRET = re.compile(r"_file$|_use_agent$", re.IGNORECASE)
+
 REDACTED = "<redacted>"
+
+
+def is_secret_name(name: str) -> bool:
+    """True for an option name (``secret_access_key``; flags with ``-`` read as ``_``)
+    that carries a credential: secret, pass(word), token, key, credentials, sas_url..."""
+    name = name.replace("-", "_")
+    return bool(SECRET_WORDS.search(name)) and not _NOT_SECRET.search(name)
+
 
 TRUST_HINT = (
     "give the roots on the command line (--dest, or `xfer manifest rebase --source-root S "
@@ -120,7 +131,7 @@ def root_secret_options(root: str) -> list[str]:
     split = _split_connection(root)
     if split is None:
         return []
-    return [key for key, _eq, _value in split[1] if SECRET_WORDS.search(key)]
+    return [key for key, _eq, _value in split[1] if is_secret_name(key)]
 
 
 def redact_root(root: str) -> str:
@@ -131,8 +142,7 @@ def redact_root(root: str) -> str:
         return root
     name, items, path = split
     opts = "".join(
-        f",{key}{eq}{REDACTED if eq and SECRET_WORDS.search(key) else value}"
-        for key, eq, value in items
+        f",{key}{eq}{REDACTED if eq and is_secret_name(key) else value}" for key, eq, value in items
     )
     return f"{name}{opts}:{path}"
 
