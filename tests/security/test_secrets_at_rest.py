@@ -106,6 +106,22 @@ def test_flag_credentials_stay_out_of_argv_and_readable_files(
     tally(cases=1)
 
 
+def test_shell_in_a_secret_flag_runs_nothing(tmp_path: Path, tally: Tally) -> None:
+    """secrets.env is sourced by the worker: values are quoted, odd names stay flags."""
+    src, dst, run = tmp_path / "src", tmp_path / "dst", tmp_path / "run"
+    files = write_tree(src, ["a.txt"])
+    flags = "--sftp-pass='$(touch CANARY)`touch CANARY`' '--x-token$(touch CANARY)=1'"
+    assert split_secret_flags(["--x-token$(touch CANARY)=1"]).env == {}
+    proc = xfer(*local_run(run, src, dst, 1, "--rclone-flags", flags), cwd=tmp_path)
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.rglob("CANARY")), "a shell ran the flag"
+    assert "RCLONE_SFTP_PASS=" in (run / "secrets.env").read_text()
+    assert proc.returncode == 1 or read_tree(dst) == files, (
+        proc.stderr
+    )  # rclone rejects the odd flag
+    tally(cases=2)
+
+
 def test_worker_refuses_a_secrets_file_others_can_read(tmp_path: Path, tally: Tally) -> None:
     src, dst, run = tmp_path / "src", tmp_path / "dst", tmp_path / "run"
     write_tree(src, ["a.txt"])

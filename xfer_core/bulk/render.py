@@ -147,10 +147,14 @@ def check_rclone_config(path: str | os.PathLike[str]) -> str:
     return str(p.resolve())
 
 
+_FLAG_NAME = re.compile(r"--[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
 def _is_secret_flag(name: str) -> bool:
     """``--s3-secret-access-key``, ``--header``, ``--azureblob-sas-url``,
     ``--drive-service-account-credentials``, ``--webdav-bearer-token``..."""
-    return name.startswith("--") and is_secret_name(name[2:])
+    # only plain flag names: the name becomes an environment variable's name in secrets.env
+    return bool(_FLAG_NAME.fullmatch(name)) and is_secret_name(name[2:])
 
 
 class SecretFlags(msgspec.Struct, frozen=True):
