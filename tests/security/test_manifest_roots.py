@@ -187,11 +187,23 @@ def test_command_line_roots_stay_usable(tmp_path: Path, tally: Tally) -> None:
 # --- the classifier (pure) ---------------------------------------------------------
 
 _name_chars = string.ascii_letters + string.digits + "_.+@"
+# rclone's remote names: no leading "-" or space, no trailing space or "-" (rclone rejects "0-")
 names = st.builds(
-    lambda a, b: a + b,
+    lambda a, sep, b: a + (sep + b if sep else ""),
+    st.text(_name_chars + "-", min_size=1, max_size=8).filter(lambda t: t[0] != "-"),
+    st.sampled_from(["", "-", " ", " - ", "--"]),
     st.text(_name_chars, min_size=1, max_size=8),
-    st.text(_name_chars + "-", max_size=8),
-)
+).filter(lambda n: not n.endswith("-"))
+
+
+@pytest.mark.parametrize("root", ["0-:x", "a :x", " a:x", "x{ab}:y"])
+def test_names_rclone_rejects_are_not_plain_remotes(root: str) -> None:
+    """rclone 1.75 refuses these names ("config name contains invalid characters")."""
+    assert classify_root(root) == "other"
+    with pytest.raises(ManifestError, match="not a local path or a plain remote:path"):
+        check_manifest_roots("m", {"dest_root": root})
+
+
 paths = st.text(st.characters(blacklist_characters="\x00"), max_size=30)
 values = st.text(string.ascii_letters + string.digits + "/+=-_. ", min_size=1, max_size=20)
 
