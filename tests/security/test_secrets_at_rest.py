@@ -182,26 +182,64 @@ def test_credentials_in_a_connection_string_root_are_refused(
     tally(cases=3)
 
 
-def test_secret_flags_refused_where_they_would_reach_an_argv(tmp_path: Path) -> None:
-    """docker/podman/enroot get env only on their command line: refused, not leaked."""
+_TOKEN = "--s3-session-token SESSION1"
+
+
+@pytest.mark.parametrize(
+    "flags,extra,why",
+    [
+        (_TOKEN, ["--runtime", "docker", "--rclone-image", "r/r"], "runtime 'docker'"),
+        (_TOKEN, ["--runtime", "podman", "--rclone-image", "r/r"], "runtime 'podman'"),
+        (_TOKEN, ["--runtime", "enroot", "--rclone-image", "r/r"], "runtime 'enroot'"),
+        ("--header 'X-B: SESSION1' --header 'X-A: SESSION1'", [], "gives --header twice"),
+    ],
+)
+def test_secret_flags_refused_where_they_would_reach_an_argv(
+    tmp_path: Path, flags: str, extra: list[str], why: str
+) -> None:
+    """docker/podman/enroot get env only on their command line, and one variable holds
+    one value: refused (exit 2, nothing rendered), never leaked."""
     src, run = tmp_path / "src", tmp_path / "run"
     write_tree(src, ["a.txt"])
-    proc = xfer(
-        *local_run(
-            run,
-            src,
-            tmp_path / "d",
-            1,
-            "--runtime",
-            "docker",
-            "--rclone-image",
-            "r/r",
-            "--rclone-flags",
-            "--s3-session-token SESSION1",
-        )[:-1]
-    )
-    assert proc.returncode == 2 and "runtime 'docker'" in proc.stderr, proc.stderr
+    argv = local_run(run, src, tmp_path / "d", 1, "--rclone-flags", flags, *extra)[:-1]
+    proc = xfer(*argv)
+    assert proc.returncode == 2 and why in proc.stderr, proc.stderr
     assert "SESSION1" not in proc.stderr and not (run / "worker.sh").exists()
+
+
+@pytest.mark.s3
+def test_lister_credential_flags_go_through_the_environment(
+    tmp_path: Path, s3: S3Server, tally: Tally
+) -> None:
+    """`manifest build --extra-lsjson-flags --s3-secret-access-key …` lists a real bucket
+    (so the secret reached rclone) without the secret on rclone's command line."""
+    secret = s3.secret_key
+    conf = _conf_without_secret(s3, tmp_path / "rclone.conf")
+    wrapper, argv_log = _argv_recorder(tmp_path)
+    prefix = f"lst-{uuid.uuid4().hex[:8]}"
+    (s3.root / "dst" / prefix).mkdir(parents=True)
+    (s3.root / "dst" / prefix / "a.txt").write_text("a\n")
+    out = tmp_path / "m.jsonl"
+    proc = xfer(
+        "manifest",
+        "build",
+        "--source",
+        s3.remote("dst", prefix),
+        "--dest",
+        str(tmp_path / "d"),
+        "--out",
+        str(out),
+        "--rclone-config",
+        str(conf),
+        "--extra-lsjson-flags",
+        f"--s3-secret-access-key={secret}",
+        env={"XFER_RCLONE": str(wrapper)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert '"path":"a.txt"' in out.read_text()
+    assert argv_log.read_bytes() and secret.encode() not in argv_log.read_bytes()
+    assert secret not in proc.stdout + proc.stderr and secret not in out.read_text()
+    tally(cases=1)
 
 
 def test_redaction_covers_the_flags_the_review_found() -> None:
