@@ -1,9 +1,11 @@
 """Run the reliability suite and write docs/reliability.md from its measured results.
 
-Runs ``pytest tests/reliability`` with a result-collecting hook (tests/reliability/
-conftest.py appends one JSON line per test outcome and per ``tally``), counts cases
-per class of fault or hostile input and their outcomes (passed, known bugs, data
-lost, false "done"), adds the load figures (peak RSS and fds of a 100,000-file sync
+Runs ``pytest tests/reliability tests/security`` with a result-collecting hook
+(tests/reliability/conftest.py, shared by tests/security/conftest.py, appends one JSON
+line per test outcome and per ``tally``), counts cases per class of fault or hostile
+input and their outcomes (passed, known bugs, data lost, false "done"), lists the
+security regression tests (classes ``security: …``) per attack class in a table of
+their own, adds the load figures (peak RSS and fds of a 100,000-file sync
 and a 1,000-shard local run; soak only), and writes the page. Nothing in the tables
 is typed by hand.
 
@@ -67,6 +69,32 @@ CLASSES = {
     "40 shards on 10 Slurm array tasks (default)",
 }
 
+#: Attack classes of tests/security (their CLASS constants start with ``security: ``);
+#: a class missing here is still listed, without a description.
+SECURITY_PREFIX = "security: "
+SECURITY_CLASSES = {
+    "security: manifest roots run commands": 'rclone connection strings (`:sftp,ssh="sh -c '
+    '…"`) as roots of a manifest or shards.meta.json through manifest verify, manifest '
+    "shard, slurm render and the worker of xfer run (marker never written; the same with "
+    "--trust-manifest-roots does run it); the root classifier property-tested",
+    "security: secrets at rest and in argv": "an S3 secret and a header token given as "
+    "--rclone-flags: argv of every rclone the worker starts, outputs (plain, --json) and "
+    "every run-dir file readable by others grepped; credentials in connection-string roots; "
+    "redaction of --header, --*-sas-url, --*-credentials",
+    "security: robustness (NUL, nesting, tampered lists)": "NUL in config strings (sync, "
+    "fetch, validate), meta nested past the limit through every manifest command, a shard's "
+    ".files list changed after sharding (nothing copied)",
+    "security: hostile sync servers, names, hosts and temp files": "a real asyncssh SFTP "
+    "server listing `../x`, `a/b`, `/x`, NUL, empty and duplicate names to fetch and "
+    "sync --delete (nothing written outside, exit 1); terminal escapes in remote names "
+    "(property-tested escaping); look-alike temp files kept; `-oProxyCommand=…` and `a/b` "
+    "hosts refused before ssh or rsync run",
+    "security: run dirs on shared filesystems": "a run dir owned by a second real user, "
+    "group/world-writable entries, symlinks planted at logs, reasons, checks and state files "
+    "(0600 targets untouched), another user's .done, a FIFO in state/, requeue of an outer "
+    "Slurm array job",
+}
+
 NOT_COVERED = [
     "containers: pyxis/enroot/apptainer are rendered and checked as text only (no enroot, "
     "pyxis or apptainer here; podman installs but cannot start containers in this VM)",
@@ -78,7 +106,7 @@ def run_suite(
     soak: bool,
     results: Path,
     extra: list[str],
-    paths: tuple[str, ...] | list[str] = ("tests/reliability",),
+    paths: tuple[str, ...] | list[str] = ("tests/reliability", "tests/security"),
 ) -> float:
     env = {**os.environ, "XFER_RELIABILITY_OUT": str(results)}
     if soak:
@@ -131,6 +159,41 @@ def load(results: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return outcomes, tallies
 
 
+def security_section(rows: dict[str, dict[str, Any]]) -> list[str]:
+    """The "Security" table: one row per attack class of tests/security (see docs/security.md)."""
+    lines = [
+        "",
+        "## Security",
+        "",
+        "Regression tests of [the security model](security.md) (`tests/security/`): each runs "
+        "the attack for real and checks it fails (command not run, nothing written outside, "
+        "refused with a one-line reason, no secret on a command line or in a file others can "
+        "read).",
+        "",
+    ]
+    if not rows:
+        return [*lines, "Not run in this report."]
+    lines += [
+        "| attack class | what is tried | tests | cases | passed | known bugs (xfail) | failed |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    order = [c for c in SECURITY_CLASSES if c in rows] + sorted(set(rows) - set(SECURITY_CLASSES))
+    total: defaultdict[str, int] = defaultdict(int)
+    for cls in order:
+        r = rows[cls]
+        for k in ("tests", "cases", "passed", "xfailed", "failed"):
+            total[k] += r[k]
+        lines.append(
+            f"| {cls.removeprefix(SECURITY_PREFIX)} | {SECURITY_CLASSES.get(cls, '')} "
+            f"| {r['tests']} | {r['cases']:,} | {r['passed']} | {r['xfailed']} | {r['failed']} |"
+        )
+    lines.append(
+        f"| **total** | | {total['tests']} | {total['cases']:,} | {total['passed']} "
+        f"| {total['xfailed']} | {total['failed']} |"
+    )
+    return lines
+
+
 def render(
     outcomes: list[dict[str, Any]],
     tallies: list[dict[str, Any]],
@@ -170,6 +233,8 @@ def render(
         row["false_done"] += sum(t["false_done"] for t in marks)
         if outcome == "xfailed":
             bugs.append((o["nodeid"], o.get("reason", "")))
+    security = {c: r for c, r in rows.items() if c.startswith(SECURITY_PREFIX)}
+    rows = {c: r for c, r in rows.items() if c not in security}
     order = [c for c in CLASSES if c in rows] + sorted(set(rows) - set(CLASSES))
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -183,7 +248,7 @@ def render(
         "secret echoed. A *case* is one injected input or fault (one fuzz example, one "
         "hostile name through one backend, one signal at one point, ...).",
         "",
-        f"Run: {now}, `{'XFER_SOAK=1 ' if soak else ''}pytest tests/reliability` "
+        f"Run: {now}, `{'XFER_SOAK=1 ' if soak else ''}pytest tests/reliability tests/security` "
         f"({'default + soak' if soak else 'default suite'}), {seconds:.0f} s wall, "
         f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}.",
@@ -207,6 +272,7 @@ def render(
         f"| **total** | | {total['tests']} | {total['cases']:,} | {total['passed']} "
         f"| {total['xfailed']} | {total['failed']} | {total['lost']} | {total['false_done']} |"
     )
+    lines += security_section(security)
     default_s = sum(o.get("seconds", 0) for o in outcomes if not o.get("soak"))
     soak_s = sum(o.get("seconds", 0) for o in outcomes if o.get("soak"))
     lines += [
@@ -268,7 +334,7 @@ def render(
         "## Regenerate",
         "",
         "```",
-        "uv run python bench/reliability_report.py          # default suite, ~4 min",
+        "uv run python bench/reliability_report.py          # default suite + security",
         "uv run python bench/reliability_report.py --soak   # all seeds, sftp variants, load",
         "```",
         "",

@@ -26,7 +26,7 @@ import subprocess
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator
-from typing import IO, Any, ClassVar
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
@@ -43,6 +43,9 @@ from xfer_core.manifest.lister import (
 from xfer_core.manifest.rclone_names import rclone_raw_name
 from xfer_core.manifest.record import check_relative_path
 from xfer_core.tools import find_rclone
+
+if TYPE_CHECKING:
+    from xfer_core.bulk.render import SecretFlags
 
 #: Where the rclone.conf is mounted inside a container.
 CONTAINER_CONFIG = "/etc/xfer/rclone.conf"
@@ -158,12 +161,16 @@ def classify_rclone_error(returncode: int, stderr: str) -> tuple[str, ExitCode]:
 class _LsjsonProcess:
     """One running ``rclone lsjson``: stdout streamed, stderr spooled to a temp file."""
 
-    def __init__(self, argv: list[str], label: str) -> None:
+    def __init__(self, argv: list[str], label: str, env: dict[str, str] | None = None) -> None:
         self.label = label
         self.stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed in close()
         try:
             self.proc = subprocess.Popen(
-                argv, stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=self.stderr,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **env} if env else None,
             )
         except OSError as exc:
             self.stderr.close()
@@ -236,7 +243,7 @@ class RcloneLister(Lister):
         if recursive:
             argv += ["-R", "--files-only"]
         argv += self._hash_flags(source, options)
-        argv += list(options.extra_flags)
+        argv += self._flags(options).kept
         argv += ["--", source]
         if host:
             binary = find_rclone()
@@ -248,6 +255,29 @@ class RcloneLister(Lister):
                 )
             return [binary, *argv[1:]]
         return self._wrap(argv, options, config)
+
+    def _flags(self, options: ListOptions) -> SecretFlags:
+        """The extra flags, credentials split off to go through the environment."""
+        from xfer_core.bulk.render import split_secret_flags
+        from xfer_core.bulk.runtime import ContainerRuntime
+        from xfer_core.plugins import get_registry
+
+        flags = split_secret_flags(options.extra_flags)
+        if flags.repeated:
+            raise ConfigError(
+                f"--extra-lsjson-flags gives {flags.repeated[0]} twice; credential flags "
+                "reach rclone through one environment variable each",
+                hint="put the remote's credentials in rclone.conf (--rclone-config)",
+            )
+        if flags.env and options.runtime not in ("", "host"):
+            runtime: ContainerRuntime = get_registry().get("runtime", options.runtime)
+            if not runtime.passes_host_env:
+                raise ConfigError(
+                    f"runtime {options.runtime!r} would need the credentials of "
+                    "--extra-lsjson-flags on its command line",
+                    hint="put them in rclone.conf (--rclone-config)",
+                )
+        return flags
 
     def _hash_flags(self, source: str, options: ListOptions) -> list[str]:
         if options.hashes is None:
@@ -294,7 +324,7 @@ class RcloneLister(Lister):
     ) -> Iterator[ListEntry]:
         argv = self.command(join_location(source, prefix) if prefix else source, options)
         label = f"rclone lsjson {join_location(source, prefix) if prefix else source}"
-        proc = _LsjsonProcess(argv, label)
+        proc = _LsjsonProcess(argv, label, self._flags(options).env)
         if running is not None:
             running.add(proc)
         count = total = 0
@@ -317,7 +347,9 @@ class RcloneLister(Lister):
     def _list_parallel(self, source: str, options: ListOptions) -> Iterator[ListEntry]:
         """Top level first, then one streamed ``lsjson -R`` per top-level directory."""
         top = _LsjsonProcess(
-            self.command(source, options, recursive=False), f"rclone lsjson {source}"
+            self.command(source, options, recursive=False),
+            f"rclone lsjson {source}",
+            self._flags(options).env,
         )
         prefixes: list[str] = []
         count = total = 0

@@ -165,6 +165,7 @@ class EnrootRuntime(_ImageRuntime):
 
     name = "enroot"
     program = "enroot"
+    passes_host_env = False
     description = "enroot start IMAGE (a container name or .sqsh file); render-tested here"
 
     def command(
@@ -213,6 +214,8 @@ class ApptainerRuntime(_ImageRuntime):
 
 class _OciRuntime(_ImageRuntime):
     """podman / docker ``run``: same syntax."""
+
+    passes_host_env = False
 
     def command(
         self, argv: Sequence[str], image: str, mounts: Sequence[Mount], env: Mapping[str, str]

@@ -91,6 +91,17 @@ def write_tree(root: Path, names: list[str], size: int = 0) -> dict[str, bytes]:
     return files
 
 
+def files_holding(root: Path, secret: bytes) -> dict[Path, int]:
+    """Every file under ``root`` whose bytes contain ``secret``, with its permission bits."""
+    found = {}
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            path = Path(dirpath) / name
+            if path.is_file() and not path.is_symlink() and secret in path.read_bytes():
+                found[path] = path.stat().st_mode & 0o777
+    return found
+
+
 def read_tree(root: Path) -> dict[str, bytes]:
     """Every regular file under ``root`` by relative name (symlinks not followed)."""
     out = {}

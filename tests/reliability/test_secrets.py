@@ -8,7 +8,6 @@ secret key into its output, its error messages or any file of the run dir.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import uuid
@@ -19,7 +18,7 @@ import pytest
 from xfer_core.testing.services import S3Server, SshServer
 
 from .conftest import Tally
-from .helpers import cluster_config, local_run, ssh_env, write_tree, xfer
+from .helpers import cluster_config, files_holding, local_run, ssh_env, write_tree, xfer
 
 CLASS = "secrets"
 
@@ -123,17 +122,6 @@ def test_cli_unknown_host_refused_unless_opted_in_and_changed_key_always(
     tally(cases=4)
 
 
-def _all_text(root: Path) -> bytes:
-    """Every byte of every file under ``root``."""
-    data = b""
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            path = Path(dirpath) / name
-            if path.is_file():
-                data += path.read_bytes()
-    return data
-
-
 @pytest.mark.s3
 @pytest.mark.parametrize(
     "flags,fail",
@@ -167,10 +155,9 @@ def test_s3_secret_never_appears_in_outputs_or_run_dir(
     assert proc.returncode == (1 if fail else 0), proc.stderr
     status = xfer("--json", "status", "--run-dir", str(run))
     outputs = (proc.stdout + proc.stderr + status.stdout + status.stderr).encode()
-    files = _all_text(run)
     assert (run / "config.resolved.json").is_file()
     assert list(run.glob("logs/*.log")), "no worker logs to check"
-    assert secret not in files, f"the S3 secret is in a file of {run}"
+    assert not files_holding(run, secret), f"the S3 secret is in a file of {run}"
     assert secret not in outputs, "the S3 secret is in the output"
     false_done = 0
     if fail:

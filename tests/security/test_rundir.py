@@ -26,6 +26,8 @@ from xfer_core.errors import ConfigError
 from xfer_core.testing.fixtures import unavailable
 from xfer_core.testing.services import SlurmCluster, ensure_test_user, missing_programs
 
+CLASS = "security: run dirs on shared filesystems"
+
 NAMES = ["a.txt", "b c.txt", "d/e.bin", "f.txt"]
 
 

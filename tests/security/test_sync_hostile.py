@@ -35,6 +35,8 @@ from xfer_core.sync.backend import Remote
 from xfer_core.testing.conformance import job_for, remote_for_server, run_pair, snapshot
 from xfer_core.testing.services import SshServer
 
+CLASS = "security: hostile sync servers, names, hosts and temp files"
+
 MTIME = 1_600_000_000
 
 

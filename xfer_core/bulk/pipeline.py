@@ -102,6 +102,7 @@ def prepare_run(
     from xfer_core.manifest.analyze import analyze_manifest
     from xfer_core.manifest.build import build_manifest, normalize_dest
     from xfer_core.manifest.lister import ListOptions, select_lister
+    from xfer_core.manifest.roots import check_root_credentials
     from xfer_core.manifest.shard import shard_manifest
 
     def stage(name: str, **details: object) -> None:
@@ -125,16 +126,17 @@ def prepare_run(
             prep = msgspec.structs.replace(prep, auto=True)
         else:
             prep = msgspec.structs.replace(prep, num_shards=previous)
+    # the roots come from the command line: trusted (connection strings included), but
+    # credentials inside them are refused before anything is written
+    check_root_credentials(prep.source, "source")
+    given = (select_lister(prep.source).normalize_root(prep.source), normalize_dest(prep.dest))
     make_run_dir(root)
     # fail on a bad rclone.conf before listing anything
     conf = check_rclone_config(render.rclone_config) if render.rclone_config else None
     manifest = root / "manifest.jsonl"
     reused = False
     roots = manifest_roots(manifest) if manifest.is_file() and not prep.rebuild else None
-    if roots is not None and roots == (
-        select_lister(prep.source).normalize_root(prep.source),
-        normalize_dest(prep.dest),
-    ):
+    if roots is not None and roots == given:
         reused = True
         stage("manifest", reused=True, path=str(manifest))
     else:
@@ -177,6 +179,7 @@ def prepare_run(
         root / "shards",
         num_shards=prep.num_shards,
         auto=prep.auto,
+        trust_roots=True,
     )
     stage("shard", shards=meta.num_shards, imbalance=round(meta.imbalance, 4))
     if prep.suggested_flags and not render.rclone_flags:
@@ -186,6 +189,7 @@ def prepare_run(
         engine: ShardEngine = get_registry().get("shard_engine", render.engine)
         flags = shlex.join(engine.suggested_flags(analysis))
         render = msgspec.structs.replace(render, rclone_flags=flags)
+    render = msgspec.structs.replace(render, source_root=given[0], dest_root=given[1])
     resolved = render_run(root, render, env=env)
     stage(
         "render",

@@ -1,5 +1,6 @@
 """Render a run dir's scripts: ``worker.sh``, ``sbatch_array.sh``, ``submit.sh``,
-``config.resolved.json``.
+``config.resolved.json``, and ``files.sha256`` (each shard list's digest from
+``shards.meta.json``, which the worker checks before it copies a shard).
 
 Every value that reaches a shell is quoted with :func:`shlex.quote`; values that
 land in ``#SBATCH`` lines (which sbatch parses itself, not a shell) are checked
@@ -28,6 +29,7 @@ from xfer_core.bulk.engine import EngineContext, ShardEngine
 from xfer_core.bulk.rundir import check_run_dir, make_subdirs, no_group_write
 from xfer_core.bulk.runtime import ContainerRuntime
 from xfer_core.errors import ConfigError, XferError
+from xfer_core.manifest.roots import REDACTED, is_secret_name, redact_root
 
 if TYPE_CHECKING:
     from xfer_core.manifest.shard import ShardMeta
@@ -68,12 +70,16 @@ class RenderOptions(msgspec.Struct, kw_only=True):
     #: Seconds before the time limit when Slurm sends USR1 (``--signal=B:USR1@N``).
     signal_seconds: int = 120
     #: Override the roots recorded in the shards (default: from shard 0's first record).
+    #: Roots given here come from the user, not from a file: they are trusted.
     source_root: str | None = None
     dest_root: str | None = None
     #: More sbatch options (``--sbatch-extras``): ``--account=x --qos=y`` or ``#SBATCH`` lines.
     sbatch_extras: str = ""
     #: More ``srun`` flags for the pyxis runtime (``--pyxis-extra``), one string as typed.
     pyxis_extra: str = ""
+    #: Accept rclone connection strings among the roots read from shards.meta.json
+    #: (``--trust-manifest-roots``); without it only local paths and ``remote:path``.
+    trust_manifest_roots: bool = False
 
 
 class ResolvedConfig(msgspec.Struct, kw_only=True):
@@ -150,29 +156,102 @@ def check_rclone_config(path: str | os.PathLike[str]) -> str:
     return str(p.resolve())
 
 
-_SECRET_FLAG = re.compile(r"--[\w-]*(secret|password|pass|token|key|auth)[\w-]*", re.IGNORECASE)
+_FLAG_NAME = re.compile(r"--[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def _is_secret_flag(name: str) -> bool:
+    """``--s3-secret-access-key``, ``--header``, ``--azureblob-sas-url``,
+    ``--drive-service-account-credentials``, ``--webdav-bearer-token``..."""
+    # only plain flag names: the name becomes an environment variable's name in secrets.env
+    return bool(_FLAG_NAME.fullmatch(name)) and is_secret_name(name[2:])
+
+
+class SecretFlags(msgspec.Struct, frozen=True):
+    """Flags split by :func:`split_secret_flags`."""
+
+    #: The flags without the credential-looking ones (safe in an argv and in files).
+    kept: list[str]
+    #: ``RCLONE_<FLAG>`` -> value for each credential-looking flag with a value.
+    env: dict[str, str]
+    #: The flags as they may be shown: credential values replaced by ``<redacted>``.
+    shown: list[str]
+    #: Credential flags given more than once (only one value fits in ``env``).
+    repeated: list[str]
+
+
+def split_secret_flags(flags: Sequence[str]) -> SecretFlags:
+    """Split credential-looking flags (``--s3-secret-access-key X``, ``--header=…``) off.
+
+    A flag takes a value when written ``--flag=value`` or followed by an argument not
+    starting with ``-``; one without a value (``--sftp-key-use-agent``) is kept as it is.
+    rclone reads every flag from ``RCLONE_<FLAG>`` too, so the values go to the
+    environment instead of the command line. A credential flag given twice cannot (one
+    environment variable each): it is listed in ``repeated``.
+    """
+    kept: list[str] = []
+    env: dict[str, str] = {}
+    shown: list[str] = []
+    repeated: list[str] = []
+    i = 0
+    while i < len(flags):
+        flag = flags[i]
+        name, eq, value = flag.partition("=")
+        takes_next = not eq and i + 1 < len(flags) and not flags[i + 1].startswith("-")
+        if not _is_secret_flag(name) or not (eq or takes_next):
+            kept.append(flag)
+            shown.append(flag)
+            i += 1
+            continue
+        if takes_next:
+            value = flags[i + 1]
+        var = "RCLONE_" + name[2:].replace("-", "_").upper()
+        if var in env:
+            repeated.append(name)
+        env[var] = value
+        shown += [name, REDACTED] if takes_next else [f"{name}={REDACTED}"]
+        i += 2 if takes_next else 1
+    return SecretFlags(kept=kept, env=env, shown=shown, repeated=repeated)
 
 
 def redact_flags(flags: Sequence[str]) -> list[str]:
     """``flags`` with the values of credential-looking flags (``--s3-secret-access-key X``,
-    ``--webdav-pass=X``) replaced by ``<redacted>``, for files that must hold no secrets."""
-    out: list[str] = []
-    hide_next = False
-    for flag in flags:
-        if hide_next:
-            out.append("<redacted>")
-            hide_next = False
-            continue
-        name, eq, _value = flag.partition("=")
-        if _SECRET_FLAG.fullmatch(name):
-            if eq:
-                out.append(f"{name}=<redacted>")
-            else:
-                out.append(flag)
-                hide_next = True
-            continue
-        out.append(flag)
-    return out
+    ``--header 'Authorization: …'``) replaced by ``<redacted>``, for anything shown."""
+    return split_secret_flags(flags).shown
+
+
+#: The run dir's file of credentials from ``--rclone-flags`` (mode 0600; worker.sh reads it).
+SECRETS_ENV = "secrets.env"
+
+
+def _secret_flags(flags: list[str], engine: ShardEngine, runtime: ContainerRuntime) -> SecretFlags:
+    """The credential flags of ``--rclone-flags``, to be passed through the environment."""
+    secrets = split_secret_flags(flags)
+    if not secrets.env:
+        return secrets
+    if engine.tool != "rclone":
+        # RCLONE_<FLAG> means nothing to another tool: its flags stay as given (worker.sh
+        # is 0700 either way), shown redacted
+        from xfer_core.output import current
+
+        current().warn(
+            f"--rclone-flags for the {engine.name} engine look like credentials "
+            f"({' '.join(secrets.shown)}): they are on {engine.tool}'s command line; prefer "
+            "its own config file or environment"
+        )
+        return SecretFlags(kept=list(flags), env={}, shown=secrets.shown, repeated=[])
+    if secrets.repeated:
+        raise ConfigError(
+            f"--rclone-flags gives {secrets.repeated[0]} twice; credential flags reach rclone "
+            "through one environment variable each",
+            hint="put the remote's credentials in rclone.conf (--rclone-config)",
+        )
+    if not runtime.passes_host_env:
+        raise ConfigError(
+            f"--rclone-flags carries credentials, and runtime {runtime.name!r} would need them "
+            "on its command line to pass them into the container",
+            hint="put them in rclone.conf (--rclone-config: mounted read-only)",
+        )
+    return secrets
 
 
 _SBATCH_NAME = re.compile(r"--?[A-Za-z][A-Za-z0-9-]*")
@@ -456,7 +535,15 @@ def render_run(
     if opts.source_root and opts.dest_root:
         source_root, dest_root = opts.source_root, opts.dest_root
     else:
+        from xfer_core.manifest.roots import check_manifest_roots
+        from xfer_core.manifest.shard import META_NAME
+
         source_root, dest_root = meta.source_root, meta.dest_root
+        check_manifest_roots(
+            str(root / "shards" / META_NAME),
+            {"source_root": source_root, "dest_root": dest_root},
+            trusted=opts.trust_manifest_roots,
+        )
     if not source_root or not dest_root:
         raise ConfigError(
             f"{root / 'shards'}: the manifest records no source/dest root",
@@ -468,13 +555,14 @@ def render_run(
         pyxis_extra = shlex.split(opts.pyxis_extra)
     except ValueError as exc:
         raise ConfigError(f"--pyxis-extra {opts.pyxis_extra!r}: {exc}") from None
+    secrets = _secret_flags(flags, engine, runtime)
     max_array = resolve_max_array_size(opts, env)
     tasks = min(found, max_array)
     concurrency = min(opts.array_concurrency, tasks)
     ctx = EngineContext(
         source_root=source_root,
         dest_root=dest_root,
-        flags=tuple(flags),
+        flags=tuple(secrets.kept),
         config_path=conf,
         run_dir=str(root),
         verify=opts.verify,
@@ -499,8 +587,8 @@ def render_run(
         xfer_version=__version__,
         rendered_at=time.time(),
         run_dir=str(root),
-        source_root=source_root,
-        dest_root=dest_root,
+        source_root=redact_root(source_root),
+        dest_root=redact_root(dest_root),
         num_shards=found,
         tasks=tasks,
         max_array_size=max_array,
@@ -510,7 +598,7 @@ def render_run(
         runtime=runtime.name,
         rclone_image=opts.rclone_image if runtime.needs_image else None,
         rclone_config=conf,
-        rclone_flags=redact_flags(flags),
+        rclone_flags=secrets.shown,
         verify=opts.verify,
         job_name=opts.job_name,
         time_limit=opts.time_limit,
@@ -523,20 +611,30 @@ def render_run(
         pyxis_extra=pyxis_extra,
     )
     make_subdirs(root)
-    secret_flags = redact_flags(flags) != flags
-    if secret_flags:
+    if secrets.env:
         from xfer_core.output import current
 
         current().warn(
-            "--rclone-flags carries a credential: worker.sh holds it (mode 0700, redacted in "
-            "config.resolved.json); prefer putting credentials in rclone.conf"
+            "--rclone-flags carries credentials: rclone gets them from the environment "
+            f"({root / SECRETS_ENV}, mode 0600), never on its command line; prefer rclone.conf"
         )
-    atomic_write_text(root / "worker.sh", worker, perms=0o700 if secret_flags else 0o755)
-    atomic_write_text(root / "sbatch_array.sh", sbatch, perms=0o755)
-    atomic_write_text(root / "submit.sh", render_submit(root), perms=0o755)
+        exports = "".join(f"export {k}={sh(v)}\n" for k, v in secrets.env.items())
+        atomic_write_text(root / SECRETS_ENV, exports, perms=0o600)
+    else:
+        (root / SECRETS_ENV).unlink(missing_ok=True)
+    # the run dir's files hold the roots and options: readable by the owner only
+    atomic_write_text(root / "worker.sh", worker, perms=0o700)
+    atomic_write_text(
+        root / "files.sha256",
+        "".join(f"{s.files_sha256}  {s.files}\n" for s in meta.shards),
+        perms=0o600,
+    )
+    atomic_write_text(root / "sbatch_array.sh", sbatch, perms=0o700)
+    atomic_write_text(root / "submit.sh", render_submit(root), perms=0o700)
     atomic_write_text(
         root / "config.resolved.json",
         msgspec.json.format(msgspec.json.encode(resolved)).decode() + "\n",
+        perms=0o600,
     )
     return resolved
 

@@ -31,6 +31,10 @@ class ContainerRuntime(Plugin):
     kind: ClassVar[Kind] = "runtime"
     #: False for runtimes that run the host's binary (``host``): no image is needed.
     needs_image: ClassVar[bool] = True
+    #: True when the tool sees the environment the runtime is started with (host, srun
+    #: with pyxis, apptainer): credentials can then reach it without being on a command
+    #: line. False when only ``env`` given to :meth:`wrap` (an argv) reaches it.
+    passes_host_env: ClassVar[bool] = True
 
     def wrap(
         self,

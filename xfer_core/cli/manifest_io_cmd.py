@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from xfer_core.cli.slurm_opts import TrustRootsOption
 from xfer_core.output import human_bytes
 
 if TYPE_CHECKING:
@@ -561,6 +562,7 @@ def verify(
     runtime: RuntimeOption = "host",
     extra_lsjson_flags: ExtraFlagsOption = "",
     parallel: ParallelOption = 0,
+    trust_manifest_roots: TrustRootsOption = False,
     json: JsonOption = False,
 ) -> None:
     """Check the destination against a manifest: missing, size- and hash-mismatched objects.
@@ -568,7 +570,9 @@ def verify(
     The destination is listed with the same listers as `build`; hashes are
     compared where the manifest and the destination have the same type (posix
     destinations are read and hashed; `--size-only` skips that). Objects the
-    manifest does not name are counted as extra, not as errors.
+    manifest does not name are counted as extra, not as errors. A dest_root
+    read from the manifest must be a local path or remote:path (see
+    --trust-manifest-roots); the destination is printed before it is listed.
 
     Exit status: 0 all present and equal; 1 anything missing or different;
     2 bad manifest line or arguments; 3 rclone or the remote unavailable.
@@ -582,9 +586,15 @@ def verify(
         xfer manifest verify --in run/manifest.jsonl --rclone-config rclone.conf --json
     """
     from xfer_core.errors import ExitCode
+    from xfer_core.manifest.roots import redact_root
     from xfer_core.manifest.verify import verify_manifest
 
     out = _output(json)
+
+    def show_dest(found: str) -> None:
+        out.event("destination", dest=redact_root(found))
+        out.info(f"destination: {redact_root(found)}")
+
     options = _list_options(
         rclone_config=rclone_config,
         rclone_image=rclone_image,
@@ -602,6 +612,8 @@ def verify(
             check_hashes=not size_only,
             on_problem=rep.problem,
             on_progress=rep.progress,
+            trust_roots=trust_manifest_roots,
+            on_dest=show_dest,
         )
     if out.json:
         import msgspec

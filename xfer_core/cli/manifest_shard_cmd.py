@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from xfer_core.cli.slurm_opts import TrustRootsOption
+from xfer_core.errors import XferError
 from xfer_core.output import current
 
 if TYPE_CHECKING:
@@ -229,6 +231,7 @@ def shard(
             "e.g. 1MiB, 0 (sizes as for --target-shard-bytes).",
         ),
     ] = None,
+    trust_manifest_roots: TrustRootsOption = False,
     json: Annotated[bool, typer.Option("--json", help="Print a JSON summary line.")] = False,
     strategy: Annotated[
         str,
@@ -248,7 +251,8 @@ def shard(
     shard_NNNNNN.files (the names for `rclone copy --files-from-raw`) and
     shards.meta.json (per-shard records/bytes/weight/sha256, lower bound,
     imbalance), the meta last. Choose the count with exactly one of --num-shards,
-    --target-shard-bytes or --auto.
+    --target-shard-bytes or --auto. The manifest's roots must be local paths or
+    remote:path (see --trust-manifest-roots).
 
     Examples:
 
@@ -258,6 +262,7 @@ def shard(
 
         xfer manifest shard --in m.jsonl --outdir shards --target-shard-bytes 100GiB --object-overhead 2MiB
     """
+    from xfer_core.manifest.roots import redact_root
     from xfer_core.manifest.shard import shard_manifest
     from xfer_core.output import human_bytes
     from xfer_core.sizes import parse_size
@@ -278,6 +283,7 @@ def shard(
             None if object_overhead is None else parse_size(object_overhead, "--object-overhead")
         ),
         strategy=strategy,
+        trust_roots=trust_manifest_roots,
     )
     if json or out.json:
         summary = {
@@ -291,6 +297,8 @@ def shard(
             "max_weight": meta.max_weight,
             "imbalance": meta.imbalance,
             "method": meta.method,
+            "source_root": redact_root(meta.source_root),
+            "dest_root": redact_root(meta.dest_root),
         }
         out.emit_json(summary)
         return
@@ -300,6 +308,7 @@ def shard(
         f"(max weight {human_bytes(meta.max_weight)}, lower bound {human_bytes(meta.lower_bound)}, "
         f"overhead {human_bytes(meta.object_overhead)}/object)"
     )
+    out.info(f"roots: {redact_root(meta.source_root)} -> {redact_root(meta.dest_root)}")
 
 
 def register(manifest_app: typer.Typer) -> None:

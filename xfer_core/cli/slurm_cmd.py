@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from xfer_core.cli.slurm_opts import RunDir, with_render_options
+from xfer_core.cli.slurm_opts import RunDir, TrustRootsOption, with_render_options
 
 if TYPE_CHECKING:
     from xfer_core.bulk.render import RenderOptions
@@ -48,13 +48,16 @@ def render_cmd(
             dir_okay=False,
         ),
     ] = None,
+    trust_manifest_roots: TrustRootsOption = False,
     *,
     render: RenderOptions,
 ) -> None:
     """Write worker.sh, sbatch_array.sh, submit.sh and config.resolved.json into the run dir.
 
     The run dir must hold shards (`xfer manifest shard --outdir RUN/shards`). With more
-    shards than MaxArraySize, each array task runs several shards.
+    shards than MaxArraySize, each array task runs several shards. The roots come from
+    shards/shards.meta.json and must be local paths or remote:path (see
+    --trust-manifest-roots); they are printed.
 
     Example:
 
@@ -79,6 +82,21 @@ def render_cmd(
                 f"{manifest}: no record to read the source/dest roots from",
                 hint="pass --source-root and --dest-root",
             )
+        from xfer_core.manifest.roots import check_manifest_roots
+
+        # roots read from a file are untrusted (a connection string can run commands)
+        check_manifest_roots(
+            str(manifest),
+            {
+                field: root
+                for field, root, given in (
+                    ("source_root", roots[0], source_root),
+                    ("dest_root", roots[1], dest_root),
+                )
+                if given is None
+            },
+            trusted=trust_manifest_roots,
+        )
         source_root, dest_root = source_root or roots[0], dest_root or roots[1]
     if (source_root is None) != (dest_root is None):
         from xfer_core.errors import ConfigError
@@ -87,7 +105,11 @@ def render_cmd(
     resolved = render_run(
         run_dir,
         msgspec.structs.replace(
-            render, num_shards=num_shards, source_root=source_root, dest_root=dest_root
+            render,
+            num_shards=num_shards,
+            source_root=source_root,
+            dest_root=dest_root,
+            trust_manifest_roots=trust_manifest_roots,
         ),
     )
     if out.json:
@@ -98,6 +120,7 @@ def render_cmd(
         f"rendered {root}: {resolved.num_shards} shards in {resolved.tasks} array tasks "
         f"(runtime {resolved.runtime}, engine {resolved.engine})"
     )
+    out.info(f"  roots: {resolved.source_root} -> {resolved.dest_root}")
     for name in ("worker.sh", "sbatch_array.sh", "submit.sh", "config.resolved.json"):
         out.info(f"  {root / name}")
     out.info(f"next: xfer slurm submit --run-dir {root}")

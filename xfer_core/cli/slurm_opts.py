@@ -26,6 +26,16 @@ RunDir = Annotated[
     Path, typer.Option("--run-dir", "-r", help="The run dir (holds manifest, shards/, state/).")
 ]
 
+#: Every command that acts on roots read from a manifest or shards.meta.json takes it.
+TrustRootsOption = Annotated[
+    bool,
+    typer.Option(
+        "--trust-manifest-roots",
+        help="Accept rclone connection strings (`:backend,opt=…:`, `name,opt=…:`) as roots "
+        "read from the manifest; without it only local paths and remote:path (docs/security.md).",
+    ),
+]
+
 
 def _declared(
     array_concurrency: Annotated[

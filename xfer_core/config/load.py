@@ -334,6 +334,8 @@ class _Validator:
                 self.add(path, f"expected a string, got {_type_name(value)}")
             elif not value.strip() and path[-1] in _NON_EMPTY:
                 self.add(path, "must not be empty")
+            elif "\0" in value:
+                self.add(path, "must not contain a NUL byte")
             elif path[-1] in _CHECKED:
                 reason = _CHECKED[path[-1]](value)
                 if reason:

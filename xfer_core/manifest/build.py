@@ -29,6 +29,7 @@ from xfer_core.manifest.lister import (
     select_lister,
 )
 from xfer_core.manifest.record import SCHEMA, ManifestRecord
+from xfer_core.manifest.roots import check_root_credentials
 
 #: Problems kept verbatim in a result (the rest are only counted).
 MAX_KEPT_PROBLEMS = 100
@@ -82,6 +83,7 @@ def normalize_dest(dest: str) -> str:
     """The destination root as recorded: as given, without a trailing ``/``."""
     if not dest:
         raise ConfigError("--dest must not be empty")
+    check_root_credentials(dest, "destination")
     if dest.endswith("/") and dest.rstrip("/") and not dest.endswith(":/"):
         return dest.rstrip("/")
     return dest
@@ -131,6 +133,7 @@ def build_manifest(
     """
     if not source:
         raise ConfigError("--source must not be empty")
+    check_root_credentials(source, "source")
     if lister == "auto" and not is_remote(source) and not os.path.isdir(source):
         what = "not a directory" if os.path.exists(source) else "no such directory"
         raise ConfigError(

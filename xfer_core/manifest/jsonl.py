@@ -20,7 +20,14 @@ import msgspec
 
 from xfer_core.atomic import atomic_write
 from xfer_core.errors import ManifestError
-from xfer_core.manifest.record import PATH_B64, SCHEMA, ManifestRecord, check_relative_path
+from xfer_core.manifest.record import (
+    MAX_META_DEPTH,
+    PATH_B64,
+    SCHEMA,
+    ManifestRecord,
+    check_relative_path,
+    meta_too_deep,
+)
 
 _decoder = msgspec.json.Decoder(ManifestRecord)
 _size = operator.attrgetter("size")
@@ -37,12 +44,18 @@ def decode_line(line: bytes, where: str) -> ManifestRecord:
     except UnicodeDecodeError as exc:
         # msgspec raises this (not DecodeError) for invalid UTF-8 inside a string
         raise ManifestError(f"{where}: not valid JSON (invalid UTF-8: {exc.reason})") from None
+    except RecursionError:
+        raise ManifestError(
+            f"{where}: nested too deeply (meta may nest {MAX_META_DEPTH} levels)"
+        ) from None
     if record.schema != SCHEMA:
         raise ManifestError(
             f"{where}: unknown schema {record.schema!r} (this xfer reads {SCHEMA!r})"
         )
     if record.size < 0:
         raise ManifestError(f"{where}: negative size {record.size}")
+    if record.meta and meta_too_deep(record.meta):
+        raise ManifestError(f"{where}: meta nests deeper than {MAX_META_DEPTH} levels")
     problem = check_relative_path(record.path)
     raw = record.meta.get(PATH_B64) if record.meta else None
     if problem is None and raw is not None:

@@ -62,6 +62,25 @@ def path_fields(name: bytes) -> tuple[str, dict[str, Any]]:
         return readable, {PATH_B64: base64.b64encode(name).decode("ascii")}
 
 
+#: Deepest nesting accepted in ``meta`` (``{"a": [{"b": 1}]}`` is 3 levels deep).
+MAX_META_DEPTH = 32
+
+
+def meta_too_deep(meta: dict[str, Any]) -> bool:
+    """True when ``meta`` nests containers deeper than :data:`MAX_META_DEPTH`."""
+    level: list[Any] = [meta]
+    for _ in range(MAX_META_DEPTH):
+        level = [
+            child
+            for value in level
+            for child in (value.values() if isinstance(value, dict) else value)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return False
+    return True
+
+
 def check_relative_path(path: str) -> str | None:
     """Why ``path`` is refused as a manifest path, or None when it is acceptable.
 

@@ -45,7 +45,8 @@ from xfer_core.errors import ManifestError, XferError
 from xfer_core.manifest.analyze import LARGE_OBJECT, SMALL_OBJECT, suggest
 from xfer_core.manifest.jsonl import decode_line
 from xfer_core.manifest.rclone_names import rclone_name_list
-from xfer_core.manifest.record import PATH_B64, SCHEMA, ManifestRecord
+from xfer_core.manifest.record import PATH_B64, SCHEMA, ManifestRecord, meta_too_deep
+from xfer_core.manifest.roots import check_manifest_roots
 
 #: Our shards.meta.json. Upstream xfer's shards.meta.json is named ``xfer.shards.v1``
 #: with other contents; our own files of that name (before this one) are still read.
@@ -203,7 +204,7 @@ def _scan(
     for lineno, line in enumerate(fh, 1):
         try:
             rec = decode(line)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             if not line.strip():
                 blank = True
                 continue
@@ -216,7 +217,7 @@ def _scan(
             or path[0] == "/"
             or "\x00" in path
             or ".." in path
-            or (rec.meta and PATH_B64 in rec.meta)
+            or (rec.meta and (PATH_B64 in rec.meta or meta_too_deep(rec.meta)))
         ):
             # raises the shared message, unless the path was only suspicious ("a..b");
             # exact-bytes names (meta.path_b64) always take the full check
@@ -320,6 +321,7 @@ def shard_manifest(
     object_overhead: int | None = None,
     progress: Callable[[str], None] | None = None,
     strategy: str = "bytes",
+    trust_roots: bool = False,
 ) -> ShardMeta:
     """Split the manifest ``in_path`` into byte-balanced shards in ``outdir``.
 
@@ -335,7 +337,10 @@ def shard_manifest(
 
     ``progress`` is called with a short line as each phase starts. ``strategy``
     (upstream's names): ``bytes`` balances weight (the default), ``count`` object
-    counts, ``hash`` places by a hash of the name (see :data:`STRATEGIES`).
+    counts, ``hash`` places by a hash of the name (see :data:`STRATEGIES`). The roots
+    must be local paths or plain ``remote:path`` unless ``trust_roots``
+    (:func:`~xfer_core.manifest.roots.check_manifest_roots`), checked before
+    anything is written.
 
     Raises :class:`XferError` (exit 2) for bad lines (``FILE:LINE``), an empty
     manifest and a bad shard count.
@@ -369,6 +374,9 @@ def shard_manifest(
             records, total_bytes, src_root, dst_root, blank = _scan(name, fh, spool, keys)
             if records == 0:
                 raise ManifestError(f"{name}: the manifest has no records; nothing to shard")
+            check_manifest_roots(
+                name, {"source_root": src_root, "dest_root": dst_root}, trusted=trust_roots
+            )
             keys.sort()
             small, large = _size_classes(keys)
             advice = suggest(records, total_bytes, small, large, object_overhead)

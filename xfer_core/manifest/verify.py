@@ -33,6 +33,7 @@ from xfer_core.manifest.lister import (
     select_lister,
 )
 from xfer_core.manifest.record import PATH_B64
+from xfer_core.manifest.roots import check_manifest_roots
 
 
 class BadObject(msgspec.Struct, omit_defaults=True):
@@ -102,13 +103,18 @@ def verify_manifest(
     check_hashes: bool = True,
     on_problem: Callable[[ListProblem], None] | None = None,
     on_progress: Callable[[int, int], None] | None = None,
+    trust_roots: bool = False,
+    on_dest: Callable[[str], None] | None = None,
 ) -> VerifyResult:
     """Check the destination against ``manifest``; write the bad records to ``out_bad`` (JSONL).
 
     ``dest`` defaults to the manifest's ``dest_root`` (all records must share
     it). Hash types are those the manifest carries; with ``check_hashes=False``
     only presence and size are checked (the posix lister must read every file
-    to hash it). Raises :class:`~xfer_core.errors.ManifestError` on a bad
+    to hash it). A ``dest_root`` taken from the manifest must be a local path or
+    a plain ``remote:path`` unless ``trust_roots``
+    (:func:`~xfer_core.manifest.roots.check_manifest_roots`); ``on_dest`` is told
+    the destination before it is listed. Raises :class:`~xfer_core.errors.ManifestError` on a bad
     manifest line and lister errors as they are; returns counts otherwise.
     """
     started = time.monotonic()
@@ -142,7 +148,10 @@ def verify_manifest(
                 hint="pass --dest DST",
             )
         dest = next(iter(roots))
+        check_manifest_roots(os.fspath(manifest), {"dest_root": dest}, trusted=trust_roots)
     dest = normalize_dest(dest)
+    if on_dest is not None:
+        on_dest(dest)
     opts = options if options is not None else ListOptions()
     problems = [0]
 

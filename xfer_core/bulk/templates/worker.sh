@@ -6,7 +6,9 @@
 #   worker.sh --task T     run array task T: shards T, T+TASKS, T+2*TASKS, ... (Slurm)
 #
 # For each shard: skip it when state/shard_<i>.done holds the shard's digest;
-# else count the attempt, write .running, copy, verify every record at the
+# else check its .files list against files.sha256 (the files_sha256 of
+# shards.meta.json, written at render: a list changed since is refused before
+# anything is copied), count the attempt, write .running, copy, verify every record at the
 # destination, then write .done (or .fail with the reason). Logs go to
 # logs/shard_<i>_attempt_<k>.log. Exit 0 when every shard is done, 1 otherwise.
 # Needs bash and coreutils only (no Python, jq or awk).
@@ -166,6 +168,15 @@ trap 'on_signal "time limit" 1' USR1
 trap 'on_signal "interrupted (SIGTERM)" 143' TERM
 trap 'on_signal "interrupted (SIGINT)" 130' INT
 
+# files_intact SHARD FILES: the list's sha256 is the one files.sha256 records for it
+files_intact() {
+    local name want got
+    name=$(printf 'shard_%06d.files' "$1")
+    want=$(LC_ALL=C grep -m 1 -E "^[0-9a-f]{64}  ${name//./\\.}\$" "$RUN_DIR/files.sha256" 2>/dev/null)
+    got=$(sha256sum <"$2") || return 1
+    [ -n "$want" ] && [ "${want%% *}" = "${got%% *}" ]
+}
+
 run_shard() {  # SHARD -> 0 done, 1 failed
     local i=$1 base digest attempt rc reason
     base=$(printf '%s/shard_%06d' "$SHARDS_DIR" "$i")
@@ -181,6 +192,11 @@ run_shard() {  # SHARD -> 0 done, 1 failed
         [ -O "$STATE_DIR/shard_$i.done" ] && [ "$(<"$STATE_DIR/shard_$i.done")" = "$digest" ]; then
         printf 'xfer worker: shard %s: already done\n' "$i" >&2
         return 0
+    fi
+    if ! files_intact "$i" "$base.files"; then
+        put "$STATE_DIR/shard_$i.fail" "attempt 0: ${base##*/}.files does not match its files_sha256 in shards.meta.json (changed after sharding: re-shard and re-render); nothing copied"
+        printf 'xfer worker: shard %s: %s.files does not match files_sha256; nothing copied\n' "$i" "$base" >&2
+        return 1
     fi
     attempt=0
     [ -f "$STATE_DIR/shard_$i.attempt" ] && attempt=$(<"$STATE_DIR/shard_$i.attempt")
@@ -244,6 +260,20 @@ else
     done
 fi
 [ "${#shards[@]}" -gt 0 ] || { echo "worker.sh: no shards to run (usage: worker.sh SHARD... | --task T)" >&2; exit 2; }
+
+# Credentials from --rclone-flags reach rclone through the environment, never its command
+# line: secrets.env (export RCLONE_<FLAG>=...), read only when it is ours and mode 0600.
+SECRETS="$RUN_DIR/secrets.env"
+if [ -e "$SECRETS" ] || [ -L "$SECRETS" ]; then
+    if [ -L "$SECRETS" ] || [ ! -O "$SECRETS" ] || [ "$(stat -c %a "$SECRETS")" != 600 ]; then
+        problem="$SECRETS must be a file of yours with mode 0600 (re-render the run); not read"
+        for i in "${shards[@]}"; do put "$STATE_DIR/shard_$i.fail" "attempt 0: $problem"; done
+        echo "worker.sh: $problem" >&2
+        exit 1
+    fi
+    # shellcheck source=/dev/null
+    . "$SECRETS"
+fi
 
 failed=0
 for i in "${shards[@]}"; do
