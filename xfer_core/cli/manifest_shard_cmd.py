@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from xfer_core.cli.slurm_opts import TrustRootsOption
-from xfer_core.errors import XferError
 from xfer_core.output import current
 
 if TYPE_CHECKING:
