@@ -1,0 +1,203 @@
+"""Shards laid out for locality, and the per-shard request cost model.
+
+**Layout** (``locality``, the default of :func:`~xfer_core.manifest.shard.shard_manifest`):
+records are sorted by directory, then name (:func:`sort_key`: the files of one
+directory are contiguous, and so is every subtree). Objects heavier than a fair
+share (``weight > remaining weight / remaining shards``, taken heaviest first) get
+a shard each. The rest is cut into contiguous ranges of about equal weight; a cut
+moves to the nearest directory boundary when one lies within ``DIR_SLACK`` of a
+fair share of the ideal point, so most shards own whole directories and each
+shard touches only a few. A shard's weight is therefore at most a fair share plus
+``2 × DIR_SLACK`` of it plus the heaviest remaining object.
+
+**Cost model.** A shard's copy must find out what the destination already holds
+(and, for a remote source, what the source holds). Per side it can
+
+- ``list`` its directories: one LIST page (up to 1,000 entries) per page of every
+  directory it touches and each of their parents (a directory lists *all* its
+  entries -- files and sub-directories -- not only the shard's);
+- ``tree``: list the whole root recursively (``--fast-list``): ``ceil(objects / 1000)``
+  pages, whatever the shard holds;
+- ``objects``: one request (HEAD) per object (``--no-traverse``);
+
+and the model picks the fewest requests (ties: list, tree, objects). When the
+manifest says every record of the shard must be sent (a ``--diff-dest`` manifest:
+each record is missing or different at the destination), the destination is not
+looked at at all (``check_dest`` false: ``--no-check-dest``). The destination's
+shape is taken to mirror the source's (an upper bound for a fresh destination).
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+
+#: Entries per LIST page (S3's ListObjectsV2 maximum, rclone's default --s3-list-chunk).
+LIST_PAGE = 1000
+#: A cut may move this share of a fair shard weight to reach a directory boundary.
+DIR_SLACK = 0.03
+#: Lookup modes, in tie-break order.
+LOOKUPS = ("list", "tree", "objects")
+
+_SEP = b"\x00\x02"  # between directory components in a sort key
+_FILE = b"\x00\x01"  # between the directory and the file name
+
+
+def sort_key(raw: bytes) -> bytes:
+    """The locality order of one name: by directory (component-wise), files before
+    sub-directories, then by name. Injective, since names never hold NUL."""
+    head, sep, base = raw.rpartition(b"/")
+    if not sep:
+        return _FILE + base
+    return head.replace(b"/", _SEP) + _FILE + base
+
+
+def dir_of(key: bytes) -> bytes:
+    """The directory part of a :func:`sort_key` (``b""`` for the root)."""
+    return key[: key.rindex(_FILE)]
+
+
+def _parent(d: bytes) -> bytes:
+    cut = d.rfind(_SEP)
+    return b"" if cut < 0 else d[:cut]
+
+
+def _chain(d: bytes) -> list[bytes]:
+    """``d`` and its parents up to the root, root first."""
+    out = [d]
+    while d:
+        d = _parent(d)
+        out.append(d)
+    out.reverse()
+    return out
+
+
+def pages(entries: int) -> int:
+    """LIST pages of a directory with ``entries`` entries (an empty one still costs one)."""
+    return max(1, -(-entries // LIST_PAGE))
+
+
+def locality_assign(
+    order: Sequence[int],
+    dirs: Sequence[bytes],
+    weights: Sequence[int],
+    heaviest: Sequence[int],
+    num_shards: int,
+) -> array[int]:
+    """Shard of each record (indexed like ``weights``).
+
+    ``order``: record indices in :func:`sort_key` order; ``dirs[p]``: the directory
+    of ``order[p]``; ``heaviest``: record indices, heaviest first (a deterministic
+    order). Shards ``0..k-1`` are the ranges in path order, then one shard per
+    split-out heavy object, in path order.
+    """
+    n = len(weights)
+    assign = array("I", [0]) * n
+    total = sum(weights)
+    if total == 0:  # nothing weighs anything: balance by count
+        weights = [1] * n
+        total = n
+    big = bytearray(n)
+    rest, left = num_shards, total
+    for i in heaviest:
+        if rest <= 1 or weights[i] * rest <= left:
+            break
+        big[i] = 1
+        left -= weights[i]
+        rest -= 1
+    seq = [p for p, i in enumerate(order) if not big[i]]
+    m = len(seq)
+    prefix = [0] * (m + 1)
+    acc = 0
+    for k, p in enumerate(seq):
+        acc += weights[order[p]]
+        prefix[k + 1] = acc
+    bounds = [k for k in range(1, m) if dirs[seq[k]] != dirs[seq[k - 1]]]
+    bprefix = [prefix[k] for k in bounds]
+    slack = DIR_SLACK * left / rest if rest else 0.0
+    cuts = [0]
+    for j in range(1, rest):
+        target = left * j / rest
+        cut = _nearest(prefix, target)
+        lo, hi = bisect_left(bprefix, target - slack), bisect_right(bprefix, target + slack)
+        if lo < hi:
+            best = min(range(lo, hi), key=lambda b: (abs(bprefix[b] - target), b))
+            cut = bounds[best]
+        cut = min(max(cut, cuts[-1] + 1), m - (rest - j))
+        cuts.append(cut)
+    cuts.append(m)
+    for s in range(rest):
+        for k in range(cuts[s], cuts[s + 1]):
+            assign[order[seq[k]]] = s
+    s = rest
+    for i in order:
+        if big[i]:
+            assign[i] = s
+            s += 1
+    return assign
+
+
+def _nearest(prefix: list[int], target: float) -> int:
+    """The index k whose prefix[k] is nearest ``target`` (ties: the lower)."""
+    k = bisect_left(prefix, target)
+    if k > 0 and (k == len(prefix) or target - prefix[k - 1] <= prefix[k] - target):
+        return k - 1
+    return k
+
+
+def touch_stats(
+    order: Sequence[int], dirs: Sequence[bytes], assign: Sequence[int], num_shards: int
+) -> tuple[list[int], list[int]]:
+    """Per shard: (directories holding its records, LIST pages to list them and their
+    parents). Directory sizes count every entry of the whole manifest: its files
+    and its distinct sub-directories."""
+    n = len(order)
+    groups: list[tuple[int, int]] = []  # (start, end) of each directory's run
+    files: dict[bytes, int] = {}
+    p = 0
+    while p < n:
+        d = dirs[p]
+        q = p + 1
+        while q < n and dirs[q] == d:
+            q += 1
+        groups.append((p, q))
+        files[d] = files.get(d, 0) + (q - p)
+        p = q
+    every: set[bytes] = {b""}
+    for d in files:
+        while d not in every:
+            every.add(d)
+            d = _parent(d)
+    entries = {d: files.get(d, 0) for d in every}
+    for d in every:
+        if d:
+            entries[_parent(d)] += 1
+    dir_count = [0] * num_shards
+    list_pages = [0] * num_shards
+    last: list[list[bytes] | None] = [None] * num_shards
+    for start, end in groups:
+        d = dirs[start]
+        chain = _chain(d)
+        seen: set[int] = set()
+        for k in range(start, end):
+            s = assign[order[k]]
+            if s in seen:
+                continue
+            seen.add(s)
+            prev = last[s]
+            common = 0
+            if prev is not None:
+                while common < min(len(prev), len(chain)) and prev[common] == chain[common]:
+                    common += 1
+            dir_count[s] += 1
+            list_pages[s] += sum(pages(entries[c]) for c in chain[common:])
+            last[s] = chain
+    return dir_count, list_pages
+
+
+def choose_lookup(records: int, list_pages: int, tree_pages: int) -> tuple[str, int]:
+    """(mode, requests per side) with the fewest requests: see the module docstring."""
+    costs = {"list": list_pages, "tree": tree_pages, "objects": records}
+    mode = min(LOOKUPS, key=lambda m: (costs[m], LOOKUPS.index(m)))
+    return mode, costs[mode]
