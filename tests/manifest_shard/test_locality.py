@@ -115,10 +115,9 @@ def test_cuts_move_to_directory_boundaries_within_the_slack(tmp_path: Path) -> N
 
 
 def test_cost_model_picks_the_fewest_requests() -> None:
-    assert choose_lookup(625, 9, 5) == ("tree", 5)
-    assert choose_lookup(78, 3, 100) == ("list", 3)
-    assert choose_lookup(3, 21, 20) == ("objects", 3)
-    assert choose_lookup(5, 5, 5) == ("list", 5)  # ties: list, tree, objects
+    assert choose_lookup(625, 9) == ("list", 9)
+    assert choose_lookup(3, 21) == ("objects", 3)
+    assert choose_lookup(5, 5) == ("list", 5)  # ties: list
     assert pages(0) == 1 and pages(1000) == 1 and pages(1001) == 2
 
 
@@ -127,7 +126,6 @@ def test_flat_prefix_shards_choose_per_object_requests_when_small(tmp_path: Path
     items = [(f"k{i:06d}".encode(), 100) for i in range(20_000)]
     manifest = write_items(tmp_path / "m.jsonl", items)
     meta = shard_manifest(manifest, tmp_path / "o", num_shards=256)
-    assert meta.tree_pages == 20
     assert {s.list_pages for s in meta.shards} == {20}
     assert {s.lookup for s in meta.shards} == {"list"}  # 20 pages < 78 HEADs
     meta = shard_manifest(manifest, tmp_path / "o", num_shards=2000)

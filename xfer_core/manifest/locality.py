@@ -16,11 +16,11 @@ shard touches only a few. A shard's weight is therefore at most a fair share plu
 - ``list`` its directories: one LIST page (up to 1,000 entries) per page of every
   directory it touches and each of their parents (a directory lists *all* its
   entries -- files and sub-directories -- not only the shard's);
-- ``tree``: list the whole root recursively (``--fast-list``): ``ceil(objects / 1000)``
-  pages, whatever the shard holds;
 - ``objects``: one request (HEAD) per object (``--no-traverse``);
 
-and the model picks the fewest requests (ties: list, tree, objects). When the
+and the model picks the fewer requests (ties: list). (``--fast-list`` does not
+apply: with ``--files-from`` rclone lists only the directories the list names,
+measured.) When the
 manifest says every record of the shard must be sent (a ``--diff-dest`` manifest:
 each record is missing or different at the destination), the destination is not
 looked at at all (``check_dest`` false: ``--no-check-dest``). The destination's
@@ -38,7 +38,7 @@ LIST_PAGE = 1000
 #: A cut may move this share of a fair shard weight to reach a directory boundary.
 DIR_SLACK = 0.03
 #: Lookup modes, in tie-break order.
-LOOKUPS = ("list", "tree", "objects")
+LOOKUPS = ("list", "objects")
 
 _SEP = b"\x00\x02"  # between directory components in a sort key
 _FILE = b"\x00\x01"  # between the directory and the file name
@@ -196,8 +196,8 @@ def touch_stats(
     return dir_count, list_pages
 
 
-def choose_lookup(records: int, list_pages: int, tree_pages: int) -> tuple[str, int]:
-    """(mode, requests per side) with the fewest requests: see the module docstring."""
-    costs = {"list": list_pages, "tree": tree_pages, "objects": records}
-    mode = min(LOOKUPS, key=lambda m: (costs[m], LOOKUPS.index(m)))
-    return mode, costs[mode]
+def choose_lookup(records: int, list_pages: int) -> tuple[str, int]:
+    """(mode, requests per side) with the fewer requests: see the module docstring."""
+    if list_pages <= records:
+        return "list", list_pages
+    return "objects", records

@@ -60,7 +60,6 @@ from xfer_core.manifest.locality import (
     choose_lookup,
     dir_of,
     locality_assign,
-    pages,
     sort_key,
     touch_stats,
 )
@@ -123,7 +122,7 @@ class ShardInfo(msgspec.Struct, frozen=True):
     #: Records the manifest says must be sent (``meta.diff``, from ``--diff-dest``).
     send: int = 0
     #: The cost model's choice for looking at what a side holds: ``list`` its
-    #: directories, ``tree`` (list the root recursively) or ``objects`` (one request each).
+    #: directories or ``objects`` (one request each).
     lookup: str = "list"
     #: Requests of that lookup, per remote side.
     lookup_requests: int = 0
@@ -154,8 +153,6 @@ class ShardMeta(msgspec.Struct, frozen=True):
     shards: list[ShardInfo]
     method: str = "lpt-heap"
     schema: str = SHARDS_SCHEMA
-    #: LIST pages of the whole root, recursively (the ``tree`` lookup).
-    tree_pages: int = 0
 
 
 _meta_encoder = msgspec.json.Encoder()
@@ -325,7 +322,6 @@ def _lookup_stats(
     assign: array[int],
     send: bytearray,
     num_shards: int,
-    tree: int,
 ) -> list[dict[str, object]]:
     """Per shard: the cost model's inputs and choice (fields of :class:`ShardInfo`)."""
     dir_count, list_pages = touch_stats(order, dirs, assign, num_shards)
@@ -336,7 +332,7 @@ def _lookup_stats(
         sends[s] += send[i]
     out: list[dict[str, object]] = []
     for s in range(num_shards):
-        mode, cost = choose_lookup(records[s], list_pages[s], tree)
+        mode, cost = choose_lookup(records[s], list_pages[s])
         out.append(
             {
                 "dirs": dir_count[s],
@@ -445,8 +441,7 @@ def shard_manifest(
             else:
                 assign, heap = _locality(keys, order, dirs, records, n, overhead)
             del keys
-            tree = pages(records)
-            stats = _lookup_stats(order, dirs, assign, send, n, tree)
+            stats = _lookup_stats(order, dirs, assign, send, n)
             del order, dirs
             spool.seek(0)
             fh.seek(0)
@@ -476,7 +471,6 @@ def shard_manifest(
                     dest_root=dst_root,
                     shards=shards,
                     method=LAYOUTS[layout],
-                    tree_pages=tree,
                 )
                 _write_file(tmp / META_NAME, _meta_encoder.encode(meta) + b"\n")
                 _install(tmp, out, _names(shards))
