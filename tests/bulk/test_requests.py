@@ -1,0 +1,124 @@
+"""Request counts of a bulk run, pinned: S3 requests must not grow with the shard count.
+
+A :class:`~xfer_core.testing.faultproxy.FaultProxy` (no faults) sits in front of the
+``s3`` fixture and counts every request by S3 operation. The baseline is one
+``rclone copy`` plus one ``rclone check --one-way`` of the same tree with the same
+flags; ``xfer run`` with 1 and 8 shards must stay within 1.1× of its total, and
+its LIST requests within a few per shard (each shard lists only its own
+directories and verifies from the copy's report, never by listing again).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xfer_core.bulk.state import load_run_state
+from xfer_core.testing.faultproxy import FaultProxy
+from xfer_core.testing.services import S3Server
+
+from .runtools import read_tree, xfer
+
+pytestmark = pytest.mark.s3
+
+FLAGS = "--transfers 4 --checkers 4"
+
+
+@pytest.fixture
+def proxy(s3: S3Server) -> Iterator[FaultProxy]:
+    with FaultProxy(s3.endpoint) as p:
+        yield p
+
+
+@pytest.fixture
+def conf(proxy: FaultProxy, s3: S3Server, tmp_path: Path) -> Path:
+    return proxy.rclone_config(s3.rclone_config, tmp_path / "proxy-rclone.conf")
+
+
+def _tree(root: Path, names: list[str]) -> None:
+    for i, name in enumerate(names):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(50 + i % 300))
+
+
+def deep_names(files: int, per_dir: int = 100) -> list[str]:
+    return [f"d000/s{i // per_dir:03d}/f{i:05d}.bin" for i in range(files)]
+
+
+def flat_names(files: int) -> list[str]:
+    return [f"k{i:05d}.bin" for i in range(files)]
+
+
+def counted(proxy: FaultProxy, argv: list[str], *, rclone: str | None = None) -> Counter[str]:
+    """Run one command (the xfer CLI, or rclone when ``rclone`` is given) and return
+    the requests it made, by S3 operation."""
+    proxy.kinds.clear()
+    if rclone:
+        proc = subprocess.run([rclone, *argv], capture_output=True, text=True, check=False)
+    else:
+        proc = xfer(*argv)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return Counter(proxy.kinds)
+
+
+def baseline(proxy: FaultProxy, s3: S3Server, conf: Path, src: Path, dest: str) -> Counter[str]:
+    """One ``rclone copy`` + one ``rclone check --one-way`` of the whole tree."""
+    common = ["--config", str(conf), *FLAGS.split()]
+    copy = counted(proxy, [*common, "copy", str(src), dest], rclone=s3.rclone)
+    check = counted(proxy, [*common, "check", "--one-way", str(src), dest], rclone=s3.rclone)
+    return copy + check
+
+
+def xfer_run(
+    proxy: FaultProxy, conf: Path, run: Path, src: Path, dest: str, shards: int
+) -> Counter[str]:
+    return counted(
+        proxy,
+        [
+            *["run", "--run-dir", str(run), "--source", str(src), "--dest", dest],
+            *["--num-shards", str(shards), "--array-concurrency", "2"],
+            *["--rclone-config", str(conf), "--rclone-flags", FLAGS],
+            *["--scheduler", "local", "--submit"],
+        ],
+    )
+
+
+def total(kinds: Counter[str]) -> int:
+    return sum(kinds.values())
+
+
+@pytest.mark.parametrize("layout", ["deep", "flat"])
+def test_requests_stay_within_a_tenth_of_copy_plus_check_at_1_and_8_shards(
+    proxy: FaultProxy, s3: S3Server, conf: Path, tmp_path: Path, layout: str
+) -> None:
+    names = deep_names(400) if layout == "deep" else flat_names(400)
+    src = tmp_path / "src"
+    _tree(src, names)
+    prefix = f"req-{uuid.uuid4().hex[:8]}"
+    base = baseline(proxy, s3, conf, src, f"s3:dst/{prefix}/base")
+    assert base["PUT"] >= 400 and base["HEAD"] >= 400  # every object sent, and read back
+    runs = {}
+    for shards in (1, 8):
+        run = tmp_path / f"run{shards}"
+        runs[shards] = xfer_run(proxy, conf, run, src, f"s3:dst/{prefix}/x{shards}", shards)
+        assert load_run_state(run).complete
+        assert len(read_tree(s3.root / "dst" / prefix / f"x{shards}")) == 400
+        # every object sent once and read back once, plus a few per rclone run
+        assert 400 <= runs[shards]["PUT"] <= 400 + 2 * shards
+        assert 400 <= runs[shards]["HEAD"] <= 400 + 2 * shards
+        assert total(runs[shards]) <= 1.1 * total(base), (shards, runs[shards], base)
+        # a re-run of a finished run sends no request at all
+        assert total(xfer_run(proxy, conf, run, src, f"s3:dst/{prefix}/x{shards}", shards)) == 0
+    # listing: one shard lists at most what the baseline does; eight list only their
+    # own directories (the deep tree: 4 of 100 files, plus d000 and the root), never
+    # every directory again (the byte-balanced layout listed 6 per shard, twice)
+    assert runs[1]["LIST"] <= base["LIST"]
+    per_shard = 4 if layout == "deep" else 1
+    assert runs[8]["LIST"] <= 8 * per_shard, runs[8]
