@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from xfer_core.bulk.plan import Plan, load_plan
 from xfer_core.bulk.state import load_run_state
 from xfer_core.testing.faultproxy import FaultProxy
 from xfer_core.testing.services import S3Server
@@ -122,3 +123,49 @@ def test_requests_stay_within_a_tenth_of_copy_plus_check_at_1_and_8_shards(
     assert runs[1]["LIST"] <= base["LIST"]
     per_shard = 4 if layout == "deep" else 1
     assert runs[8]["LIST"] <= 8 * per_shard, runs[8]
+
+
+def _prepare_then_submit(
+    proxy: FaultProxy, conf: Path, run: Path, source: str, dest: str, shards: int
+) -> tuple[Plan, Counter[str]]:
+    """``xfer run --plan`` (lists the source, prints and records the plan, submits
+    nothing), then the submission alone, counted."""
+    args = [
+        *["run", "--run-dir", str(run), "--source", source, "--dest", dest],
+        *["--num-shards", str(shards), "--array-concurrency", "2"],
+        *["--rclone-config", str(conf), "--rclone-flags", FLAGS, "--scheduler", "local"],
+    ]
+    proxy.kinds.clear()
+    planned = xfer(*args, "--plan", "--submit")
+    assert planned.returncode == 0, planned.stderr
+    assert "plan: " in planned.stderr and "req/s" in planned.stderr
+    assert not list(run.glob("state/*.attempt")), "--plan must not submit anything"
+    plan = load_plan(run)
+    assert plan is not None
+    submitted = counted(proxy, ["run", "--run-dir", str(run), "--scheduler", "local", "--submit"])
+    assert load_run_state(run).complete
+    return plan, submitted
+
+
+@pytest.mark.parametrize("route", ["local->s3", "s3->s3 (server-side)"])
+def test_plan_estimate_within_a_tenth_of_the_measured_requests(
+    proxy: FaultProxy, s3: S3Server, conf: Path, tmp_path: Path, route: str
+) -> None:
+    prefix = f"plan-{uuid.uuid4().hex[:8]}"
+    if route == "local->s3":
+        src = tmp_path / "src"
+        _tree(src, deep_names(300))
+        source = str(src)
+    else:
+        _tree(s3.root / "src" / prefix, deep_names(300))
+        source = f"s3:src/{prefix}"
+    run = tmp_path / "run"
+    plan, measured = _prepare_then_submit(proxy, conf, run, source, f"s3:dst/{prefix}", 4)
+    assert plan.route == route and plan.objects == 300 and plan.shards == 4
+    assert abs(plan.total_requests - total(measured)) <= 0.1 * total(measured), (plan, measured)
+    # per operation too, for the ones that carry the cost
+    for op in ("PUT", "COPY"):
+        assert abs(plan.requests.get(op, 0) - measured[op]) <= 0.1 * max(measured[op], 10), op
+    # the status shows the plan beside what was done
+    status = xfer("status", "--run-dir", str(run))
+    assert f"plan: {plan.total_requests:,} requests" in status.stdout, status.stdout

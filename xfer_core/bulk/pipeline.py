@@ -68,6 +68,22 @@ def _previous_shard_count(root: Path) -> int | None:
         return None
 
 
+def _verify_mode(resolved: ResolvedConfig, render: RenderOptions) -> str:
+    """``check`` when the rclone engine verifies by listing again, else the option."""
+    if resolved.engine != "rclone":
+        return render.verify
+    from xfer_backends.rclone import verify_mode
+    from xfer_core.bulk.engine import EngineContext
+
+    ctx = EngineContext(
+        source_root=resolved.source_root,
+        dest_root=resolved.dest_root,
+        flags=tuple(resolved.rclone_flags),
+        verify=render.verify,
+    )
+    return verify_mode(ctx)
+
+
 def pick_scheduler(requested: str | None, env: dict[str, str] | None = None) -> str:
     """``requested``, else ``slurm`` when sbatch is on PATH and slurmctld answers, else ``local``."""
     if requested:
@@ -166,6 +182,20 @@ def prepare_run(
         engine=resolved.engine,
         tasks=resolved.tasks,
         rclone_flags=resolved.rclone_flags,
+    )
+    from xfer_core.bulk.plan import plan_from_shards, write_plan
+
+    plan = plan_from_shards(meta, analysis, verify=_verify_mode(resolved, render))
+    write_plan(root, plan)
+    stage(
+        "plan",
+        run_dir=str(root),
+        route=plan.route,
+        requests=plan.requests,
+        total_requests=plan.total_requests,
+        lookups=plan.lookups,
+        bytes=plan.bytes,
+        rates=msgspec.to_builtins(plan.rates),
     )
     return Prepared(
         resolved=resolved,

@@ -48,8 +48,9 @@ def analyze(
     histogram, counts, total bytes, p50/p90/p99/max, the workload profile
     (small-files / large-files / mixed) with suggested rclone flags, the
     per-object overhead (bytes-equivalent cost of one object, the default weight
-    for `shard`) and a shard count that accounts for both bytes and objects.
-    The rules are in docs/manifest.md.
+    for `shard`) and a shard count that accounts for both bytes and objects,
+    and the request plan at that count (requests, bytes, time at a few rates).
+    The rules are in docs/manifest.md and docs/run.md.
 
     Examples:
 
@@ -110,6 +111,10 @@ def _print_analysis(a: Analysis) -> None:
         f"suggested shards: [bold]{a.suggested_shards}[/] "
         f"(weight {human_bytes(a.total_weight)} = bytes + objects × overhead)"
     )
+    from xfer_core.bulk.plan import plan_from_analysis, plan_lines
+
+    for line in plan_lines(plan_from_analysis(a)):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def _pow2(n: int) -> str:

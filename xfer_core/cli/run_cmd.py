@@ -44,6 +44,12 @@ def _stage_printer(out: Output) -> Callable[[str, dict[str, object]], None]:
                 f"render: runtime {details['runtime']}, engine {details['engine']}, "
                 f"{details['tasks']} tasks"
             )
+        elif name == "plan":
+            from xfer_core.bulk.plan import load_plan, plan_lines
+
+            plan = load_plan(Path(str(details["run_dir"])))
+            for line in plan_lines(plan) if plan is not None else []:
+                out.info(line)
 
     return on_stage
 
@@ -121,6 +127,14 @@ def run_cmd(
         bool,
         typer.Option("--rebuild", help="List the source again even if RUN/manifest.jsonl exists."),
     ] = False,
+    plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan",
+            help="Prepare the run and print its plan (requests, bytes, time at a few rates); "
+            "submit nothing, even with --submit.",
+        ),
+    ] = False,
     *,
     render: RenderOptions,
 ) -> None:
@@ -130,11 +144,14 @@ def run_cmd(
     again), sharding is deterministic, and only shards that are not done run.
     Without --source/--dest, a rendered run dir is (re)submitted as it is.
     Without --rclone-flags, the engine gets what it takes of the flags `manifest
-    analyze` suggests (rclone: all of them).
+    analyze` suggests (rclone: all of them). Every prepared run gets RUN/plan.json:
+    the requests, bytes and time it is expected to cost (--plan prints it and stops).
 
     Examples:
 
         xfer run --run-dir /tmp/demo --source ~/data --dest /tmp/demo-dest --num-shards 4 --submit
+
+        xfer run --run-dir run_001 --source ~/data --dest s3dst:bucket/set --num-shards 64 --plan
 
         xfer run --run-dir run_001 --source s3src:bucket/set --dest s3dst:bucket/set \\
             --num-shards 512 --array-concurrency 96 --rclone-image rclone/rclone:latest \\
@@ -167,6 +184,18 @@ def run_cmd(
         )
     else:
         load_resolved(root)
+    if plan:
+        from xfer_core.bulk.plan import load_plan, plan_lines
+
+        found = load_plan(root)
+        if found is None:
+            raise ConfigError(f"{root}: no plan.json", hint="prepare it with --source and --dest")
+        if out.json:
+            out.emit_json(found)
+        elif source is None:
+            for line in plan_lines(found):
+                out.info(line)
+        return
     if not submit:
         out.info(f"ready: {root} (scheduler {chosen}); start it with:")
         out.info(f"  xfer run --run-dir {root} --scheduler {chosen} --submit")
