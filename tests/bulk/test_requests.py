@@ -21,6 +21,8 @@ import pytest
 
 from xfer_core.bulk.plan import Plan, load_plan
 from xfer_core.bulk.state import load_run_state
+from xfer_core.manifest.jsonl import read_manifest
+from xfer_core.manifest.shard import load_shard_meta
 from xfer_core.testing.faultproxy import FaultProxy
 from xfer_core.testing.services import S3Server
 
@@ -169,3 +171,51 @@ def test_plan_estimate_within_a_tenth_of_the_measured_requests(
     # the status shows the plan beside what was done
     status = xfer("status", "--run-dir", str(run))
     assert f"plan: {plan.total_requests:,} requests" in status.stdout, status.stdout
+
+
+def test_diff_dest_rerun_costs_what_changed(
+    proxy: FaultProxy, s3: S3Server, conf: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    names = deep_names(200)
+    _tree(src, names)
+    prefix = f"diff-{uuid.uuid4().hex[:8]}"
+    dest = f"s3:dst/{prefix}"
+    first = xfer_run(proxy, conf, tmp_path / "run1", src, dest, 4)
+    # 4 of 200 change: two contents of the same size, one size, one deleted at the destination
+    for name in names[:2]:
+        data = (src / name).read_bytes()
+        (src / name).write_bytes(bytes(b ^ 0xFF for b in data))
+    (src / names[50]).write_bytes(b"longer now" * 100)
+    (s3.root / "dst" / prefix / names[120]).unlink()
+    run = tmp_path / "run2"
+    manifest = run / "manifest.jsonl"
+    run.mkdir()
+    build = counted(
+        proxy,
+        [
+            *["manifest", "build", "--source", str(src), "--dest", dest, "--out", str(manifest)],
+            *["--hash", "md5", "--rclone-config", str(conf), "--diff-dest"],
+        ],
+    )
+    # the destination listed once, from its listing pages alone: no HEAD per object
+    assert build["HEAD"] <= 2 and build["LIST"] <= 6, build
+    kept = {r.path: r.meta["diff"] for r in read_manifest(manifest)}
+    assert kept == {names[0]: "hash", names[1]: "hash", names[50]: "size", names[120]: "missing"}
+    shard = xfer(
+        "manifest", "shard", "--in", str(manifest), "--outdir", str(run / "shards"), "-n", "2"
+    )
+    assert shard.returncode == 0, shard.stderr
+    meta = load_shard_meta(run / "shards")
+    assert [s.check_dest for s in meta.shards] == [False, False]
+    render = xfer(
+        *["slurm", "render", "--run-dir", str(run), "--rclone-config", str(conf)],
+        *["--rclone-flags", FLAGS, "--max-array-size", "10"],
+    )
+    assert render.returncode == 0, render.stderr
+    assert "--no-check-dest" in (run / "shards" / "shard_000000.rclone").read_text()
+    again = counted(proxy, ["run", "--run-dir", str(run), "--scheduler", "local", "--submit"])
+    assert load_run_state(run).complete
+    assert again["LIST"] == 0 and again["PUT"] <= 4 + 2, again
+    assert total(again) + total(build) <= 0.1 * total(first), (again, build, first)
+    assert read_tree(s3.root / "dst" / prefix) == read_tree(src)
