@@ -142,6 +142,8 @@ def _prepare_then_submit(
     assert planned.returncode == 0, planned.stderr
     assert "plan: " in planned.stderr and "req/s" in planned.stderr
     assert not list(run.glob("state/*.attempt")), "--plan must not submit anything"
+    # listing a source on S3 reads its listing pages, not one HEAD per object
+    assert proxy.kinds["HEAD"] <= 2 and proxy.kinds["PUT"] + proxy.kinds["COPY"] == 0, proxy.kinds
     plan = load_plan(run)
     assert plan is not None
     submitted = counted(proxy, ["run", "--run-dir", str(run), "--scheduler", "local", "--submit"])
