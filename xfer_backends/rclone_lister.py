@@ -49,11 +49,11 @@ CONTAINER_CONFIG = "/etc/xfer/rclone.conf"
 _DONE = object()
 
 
-
 #: Listing pages only: a MIME type or the object's own modification time (S3
 #: metadata) costs one HEAD per object; the server's time comes with the listing.
 #: ``--extra-lsjson-flags "--use-server-modtime=false"`` records the objects' own times.
 LISTING_FLAGS = ("--no-mimetype", "--use-server-modtime")
+
 
 class LsjsonItem(msgspec.Struct):
     """The fields of one ``rclone lsjson`` object that a manifest needs."""
