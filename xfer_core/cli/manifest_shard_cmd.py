@@ -151,12 +151,14 @@ def shard(
     ] = None,
     json: Annotated[bool, typer.Option("--json", help="Print a JSON summary line.")] = False,
 ) -> None:
-    """Split a manifest into byte-balanced, deterministic shards.
+    """Split a manifest into byte-balanced, deterministic shards laid out for locality.
 
-    Weight of an object = size + per-object overhead. Objects are placed heaviest
-    first onto the lightest shard (greedy LPT with a heap), so an object larger
-    than a fair share gets a shard of its own. The same manifest and options give
-    byte-identical files. Writes shard_NNNNNN.jsonl (the records, unchanged),
+    Weight of an object = size + per-object overhead. Shards are contiguous ranges
+    of the paths sorted by directory, cut at directory boundaries where that costs
+    little balance, so each shard touches a few directories (its rclone lists only
+    those); an object larger than a fair share gets a shard of its own. Each
+    shard's request cost model (directories, LIST pages, lookup) goes into the
+    meta. The same manifest and options give byte-identical files. Writes shard_NNNNNN.jsonl (the records, unchanged),
     shard_NNNNNN.files (the names for `rclone copy --files-from-raw`) and
     shards.meta.json (per-shard records/bytes/weight/sha256, lower bound,
     imbalance), the meta last. Choose the count with exactly one of --num-shards,
