@@ -212,13 +212,10 @@ def _run_step(step: str, engine: S5cmdEngine, ctx: EngineContext, run: Path) -> 
     return res.returncode, reason.read_text()
 
 
-@pytest.mark.s3
-def test_verify_finds_missing_and_wrong_size_objects(tmp_path: Path, s3: S3Server) -> None:
-    prefix = f"s5v-{uuid.uuid4().hex[:8]}"
-    names = ["a b.txt", "q'\"<&>.txt", "sub/empty", "star*?[x]"]
-    sizes = [3, 4, 0, 5]
-    run = tmp_path / "run"
-    _shard(run, names, sizes)
+def _prepared(
+    tmp_path: Path, s3: S3Server, prefix: str, run: Path
+) -> tuple[S5cmdEngine, EngineContext]:
+    """The engine and its context for the shards of ``run``, prepared (lists written)."""
     engine = S5cmdEngine()
     ctx = EngineContext(
         source_root=str(tmp_path / "unused"),
@@ -227,6 +224,17 @@ def test_verify_finds_missing_and_wrong_size_objects(tmp_path: Path, s3: S3Serve
         run_dir=str(run),
     )
     engine.prepare(run, [0], ctx)
+    return engine, ctx
+
+
+@pytest.mark.s3
+def test_verify_finds_missing_and_wrong_size_objects(tmp_path: Path, s3: S3Server) -> None:
+    prefix = f"s5v-{uuid.uuid4().hex[:8]}"
+    names = ["a b.txt", "q'\"<&>.txt", "sub/empty", "star*?[x]"]
+    sizes = [3, 4, 0, 5]
+    run = tmp_path / "run"
+    _shard(run, names, sizes)
+    engine, ctx = _prepared(tmp_path, s3, prefix, run)
     dest = s3.root / "dst" / prefix
     for name, size in zip(names, sizes, strict=True):
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -282,14 +290,7 @@ def test_verify_lists_each_directory_once_when_the_cost_model_says_so(
     write_manifest(tmp_path / "m.jsonl", records)
     meta = shard_manifest(tmp_path / "m.jsonl", run / "shards", num_shards=1)
     assert meta.shards[0].lookup == "list"  # 5 directories' pages < 62 records
-    engine = S5cmdEngine()
-    ctx = EngineContext(
-        source_root=str(tmp_path / "unused"),
-        dest_root=s3.remote("dst", prefix),
-        config_path=str(s3.rclone_config),
-        run_dir=str(run),
-    )
-    engine.prepare(run, [0], ctx)
+    engine, ctx = _prepared(tmp_path, s3, prefix, run)
     lines = (run / "shards/shard_000000.s5ls").read_text().splitlines()
     # one ls per directory; the directory s5cmd would read as a wildcard: per object
     assert sorted(lines) == sorted(
