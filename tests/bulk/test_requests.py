@@ -221,3 +221,20 @@ def test_diff_dest_rerun_costs_what_changed(
     assert again["LIST"] == 0 and again["PUT"] <= 4 + 2, again
     assert total(again) + total(build) <= 0.1 * total(first), (again, build, first)
     assert read_tree(s3.root / "dst" / prefix) == read_tree(src)
+    # the same through `xfer run --diff-dest`: one changed object is all it sends ...
+    (src / names[7]).write_bytes(b"changed again")
+    args = [
+        *["run", "--run-dir", str(tmp_path / "run3"), "--source", str(src), "--dest", dest],
+        *["--num-shards", "1", "--rclone-config", str(conf), "--rclone-flags", FLAGS],
+        *["--scheduler", "local", "--diff-dest", "--submit"],
+    ]
+    rerun = counted(proxy, args)
+    assert rerun["PUT"] <= 2 and rerun["HEAD"] <= 4, rerun  # the object, and the bucket
+    assert [r.path for r in read_manifest(tmp_path / "run3" / "manifest.jsonl")] == [names[7]]
+    # ... and when nothing differs it says so and sends nothing
+    proxy.kinds.clear()
+    same = xfer(*args)
+    assert same.returncode == 0, same.stderr
+    assert "nothing to send" in same.stderr
+    assert proxy.kinds["PUT"] == 0 and proxy.kinds["HEAD"] <= 2, proxy.kinds
+    assert read_tree(s3.root / "dst" / prefix) == read_tree(src)

@@ -33,6 +33,9 @@ class PrepareOptions(msgspec.Struct, kw_only=True):
     auto: bool = False
     #: List the source again even when RUN/manifest.jsonl has the same roots.
     rebuild: bool = False
+    #: List the destination too and keep only what is missing or different there
+    #: (:mod:`xfer_core.manifest.diff`); the manifest is always built afresh.
+    diff_dest: bool = False
     #: Without user flags, give the engine what it takes of the flags ``manifest
     #: analyze`` suggests (:meth:`~xfer_core.bulk.engine.ShardEngine.suggested_flags`).
     suggested_flags: bool = True
@@ -41,7 +44,8 @@ class PrepareOptions(msgspec.Struct, kw_only=True):
 class Prepared(msgspec.Struct, kw_only=True):
     """What :func:`prepare_run` did."""
 
-    resolved: ResolvedConfig
+    #: None when a ``diff_dest`` listing found nothing to send (nothing was rendered).
+    resolved: ResolvedConfig | None
     manifest_reused: bool
     objects: int
     bytes: int
@@ -128,7 +132,8 @@ def prepare_run(
     conf = check_rclone_config(render.rclone_config) if render.rclone_config else None
     manifest = root / "manifest.jsonl"
     reused = False
-    roots = _manifest_roots(manifest) if manifest.is_file() and not prep.rebuild else None
+    fresh = prep.rebuild or prep.diff_dest
+    roots = _manifest_roots(manifest) if manifest.is_file() and not fresh else None
     if roots is not None and roots == (
         select_lister(prep.source).normalize_root(prep.source),
         normalize_dest(prep.dest),
@@ -136,12 +141,18 @@ def prepare_run(
         reused = True
         stage("manifest", reused=True, path=str(manifest))
     else:
-        result = build_manifest(
-            prep.source,
-            prep.dest,
-            manifest,
-            options=ListOptions(rclone_config=conf),
-        )
+        options = ListOptions(rclone_config=conf)
+        listed = root / ".manifest.full.jsonl" if prep.diff_dest else manifest
+        try:
+            result = build_manifest(prep.source, prep.dest, listed, options=options)
+            kept = None
+            if prep.diff_dest:
+                from xfer_core.manifest.diff import diff_manifest
+
+                kept = diff_manifest(listed, manifest, options=options).kept
+        finally:
+            if prep.diff_dest:
+                listed.unlink(missing_ok=True)
         stage(
             "manifest",
             reused=False,
@@ -149,7 +160,10 @@ def prepare_run(
             objects=result.objects,
             bytes=result.bytes,
             seconds=round(result.seconds, 3),
+            **({} if kept is None else {"to_send": kept}),
         )
+        if kept == 0:
+            return Prepared(resolved=None, manifest_reused=False, objects=0, bytes=0)
     analysis = analyze_manifest(manifest)
     atomic_write_bytes(
         root / "analysis.json", msgspec.json.format(msgspec.json.encode(analysis)) + b"\n"

@@ -32,6 +32,11 @@ def _stage_printer(out: Output) -> Callable[[str, dict[str, object]], None]:
                     f"manifest: {details['objects']} objects, "
                     f"{human_bytes(float(details['bytes']))} listed in {details['seconds']} s"  # type: ignore[arg-type]
                 )
+                if "to_send" in details:
+                    out.info(
+                        f"diff: {details['to_send']} of them missing or different at the "
+                        "destination"
+                    )
         elif name == "analyze":
             out.info(
                 f"analyze: profile {details['profile']}, "
@@ -127,6 +132,14 @@ def run_cmd(
         bool,
         typer.Option("--rebuild", help="List the source again even if RUN/manifest.jsonl exists."),
     ] = False,
+    diff_dest: Annotated[
+        bool,
+        typer.Option(
+            "--diff-dest",
+            help="List the destination too and send only what is missing or different "
+            "there (the manifest is built afresh; see `manifest build --diff-dest`).",
+        ),
+    ] = False,
     plan: Annotated[
         bool,
         typer.Option(
@@ -176,12 +189,18 @@ def run_cmd(
             render = msgspec.structs.replace(
                 render, max_array_size=render.max_array_size or 1 << 24
             )
-        prepare_run(
+        prepared = prepare_run(
             root,
-            PrepareOptions(source=source, dest=dest, num_shards=num_shards, auto=auto),
+            PrepareOptions(
+                source=source, dest=dest, num_shards=num_shards, auto=auto, diff_dest=diff_dest
+            ),
             render,
             on_stage=_stage_printer(out),
         )
+        if prepared.resolved is None:
+            out.event("summary", run_dir=str(root), shards=0, objects=0, bytes=0)
+            out.info(f"{dest} already holds every object of {source}: nothing to send")
+            return
     else:
         load_resolved(root)
     if plan:
