@@ -32,6 +32,7 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from itertools import accumulate, pairwise
 
 #: Entries per LIST page (S3's ListObjectsV2 maximum, rclone's default --s3-list-chunk).
 LIST_PAGE = 1000
@@ -40,8 +41,10 @@ DIR_SLACK = 0.03
 #: Lookup modes, in tie-break order.
 LOOKUPS = ("list", "objects")
 
-_SEP = b"\x00\x02"  # between directory components in a sort key
-_FILE = b"\x00\x01"  # between the directory and the file name
+#: Between directory components in a sort key, and between the directory and the name.
+DIR_SEP = b"\x00\x02"
+FILE_SEP = b"\x00\x01"
+_SEP, _FILE = DIR_SEP, FILE_SEP
 
 
 def sort_key(raw: bytes) -> bytes:
@@ -106,14 +109,15 @@ def locality_assign(
         big[i] = 1
         left -= weights[i]
         rest -= 1
-    seq = [p for p, i in enumerate(order) if not big[i]]
-    m = len(seq)
-    prefix = [0] * (m + 1)
-    acc = 0
-    for k, p in enumerate(seq):
-        acc += weights[order[p]]
-        prefix[k + 1] = acc
-    bounds = [k for k in range(1, m) if dirs[seq[k]] != dirs[seq[k - 1]]]
+    if any(big):
+        seq = [p for p, i in enumerate(order) if not big[i]]
+        seq_dirs = [dirs[p] for p in seq]
+        seq_order = [order[p] for p in seq]
+    else:
+        seq_dirs, seq_order = list(dirs), list(order)
+    m = len(seq_order)
+    prefix = list(accumulate(map(weights.__getitem__, seq_order), initial=0))
+    bounds = _boundaries(seq_dirs)
     bprefix = [prefix[k] for k in bounds]
     slack = DIR_SLACK * left / rest if rest else 0.0
     cuts = [0]
@@ -128,14 +132,19 @@ def locality_assign(
         cuts.append(cut)
     cuts.append(m)
     for s in range(rest):
-        for k in range(cuts[s], cuts[s + 1]):
-            assign[order[seq[k]]] = s
+        for i in seq_order[cuts[s] : cuts[s + 1]]:
+            assign[i] = s
     s = rest
     for i in order:
         if big[i]:
             assign[i] = s
             s += 1
     return assign
+
+
+def _boundaries(dirs: Sequence[bytes]) -> list[int]:
+    """Positions k where ``dirs[k]`` starts another directory than ``dirs[k - 1]``."""
+    return [k for k, (a, b) in enumerate(pairwise(dirs), 1) if a != b]
 
 
 def _nearest(prefix: list[int], target: float) -> int:
@@ -153,17 +162,11 @@ def touch_stats(
     parents). Directory sizes count every entry of the whole manifest: its files
     and its distinct sub-directories."""
     n = len(order)
-    groups: list[tuple[int, int]] = []  # (start, end) of each directory's run
+    # (start, end) of each directory's run
+    groups = list(pairwise([0, *_boundaries(dirs), n])) if n else []
     files: dict[bytes, int] = {}
-    p = 0
-    while p < n:
-        d = dirs[p]
-        q = p + 1
-        while q < n and dirs[q] == d:
-            q += 1
-        groups.append((p, q))
-        files[d] = files.get(d, 0) + (q - p)
-        p = q
+    for start, end in groups:
+        files[dirs[start]] = files.get(dirs[start], 0) + (end - start)
     every: set[bytes] = {b""}
     for d in files:
         while d not in every:
@@ -179,12 +182,7 @@ def touch_stats(
     for start, end in groups:
         d = dirs[start]
         chain = _chain(d)
-        seen: set[int] = set()
-        for k in range(start, end):
-            s = assign[order[k]]
-            if s in seen:
-                continue
-            seen.add(s)
+        for s in sorted(set(map(assign.__getitem__, order[start:end]))):
             prev = last[s]
             common = 0
             if prev is not None:

@@ -57,10 +57,10 @@ from xfer_core.errors import ManifestError, XferError
 from xfer_core.manifest.analyze import LARGE_OBJECT, SMALL_OBJECT, suggest
 from xfer_core.manifest.jsonl import decode_line
 from xfer_core.manifest.locality import (
+    DIR_SEP,
+    FILE_SEP,
     choose_lookup,
-    dir_of,
     locality_assign,
-    sort_key,
     touch_stats,
 )
 from xfer_core.manifest.rclone_names import rclone_name_list
@@ -195,12 +195,15 @@ def _scan(
     spool: IO[bytes],
     keys: list[int],
     paths: list[bytes],
-    send: bytearray,
+    folders: list[bytes],
+    send: list[int],
 ) -> tuple[int, int, str, str, bool]:
     """Pass 1: validate every line, append one sort key per record and spool its
-    name as rclone spells it; ``paths`` gets each name's locality key, ``send`` a 1
-    for each record the manifest says must be sent. Returns (records, total_bytes,
-    source_root, dest_root, saw_blank_lines)."""
+    name as rclone spells it; ``paths`` gets each name's locality key
+    (:func:`~xfer_core.manifest.locality.sort_key`), ``folders`` its directory key
+    (one shared object per directory), ``send`` the index of each record the
+    manifest says must be sent. Returns (records, total_bytes, source_root,
+    dest_root, saw_blank_lines)."""
     decode = _record_decoder.decode
     crc32 = zlib.crc32
     low32 = _LOW32
@@ -208,7 +211,9 @@ def _scan(
     names: list[bytes] = []
     add_name = names.append
     add_path = paths.append
-    locality_key = sort_key
+    add_folder = folders.append
+    known: dict[bytes, bytes] = {}
+    sep_key, file_key = DIR_SEP, FILE_SEP
     index = 0
     total = 0
     src: str | None = None
@@ -254,8 +259,13 @@ def _scan(
         total += size
         append((size << 64) | ((low32 ^ crc32(raw)) << 32) | index)
         add_name(raw)
-        add_path(locality_key(raw))
-        send.append(1 if rec.meta and DIFF in rec.meta else 0)
+        head, sep, base = raw.rpartition(b"/")
+        folder = head.replace(b"/", sep_key) if sep else b""
+        folder = known.setdefault(folder, folder)
+        add_folder(folder)
+        add_path(folder + file_key + base)
+        if rec.meta and DIFF in rec.meta:
+            send.append(index)
         index += 1
         if not index & 4095:
             spool.write(rclone_name_list(names))
@@ -303,9 +313,9 @@ def _locality(
 
     Returns the per-record shard array and heap-like entries (load, records, shard)."""
     weights = [0] * records
-    for key in keys:
-        weights[key & _LOW32] = (key >> 64) + overhead
     heaviest = [key & _LOW32 for key in reversed(keys)]
+    for key, i in zip(reversed(keys), heaviest, strict=True):
+        weights[i] = (key >> 64) + overhead
     assign = locality_assign(order, dirs, weights, heaviest, num_shards)
     loads = [0] * num_shards
     counts = [0] * num_shards
@@ -320,16 +330,17 @@ def _lookup_stats(
     order: list[int],
     dirs: list[bytes],
     assign: array[int],
-    send: bytearray,
+    send: list[int],
     num_shards: int,
 ) -> list[dict[str, object]]:
     """Per shard: the cost model's inputs and choice (fields of :class:`ShardInfo`)."""
+    from collections import Counter
+
     dir_count, list_pages = touch_stats(order, dirs, assign, num_shards)
-    records = [0] * num_shards
-    sends = [0] * num_shards
-    for i, s in enumerate(assign):
-        records[s] += 1
-        sends[s] += send[i]
+    per_shard = Counter(assign)
+    records = [per_shard[s] for s in range(num_shards)]
+    sending = Counter(map(assign.__getitem__, send))
+    sends = [sending[s] for s in range(num_shards)]
     out: list[dict[str, object]] = []
     for s in range(num_shards):
         mode, cost = choose_lookup(records[s], list_pages[s])
@@ -409,10 +420,11 @@ def shard_manifest(
         with tempfile.TemporaryFile(dir=spool_dir) as spool:
             keys: list[int] = []
             paths: list[bytes] = []
-            send = bytearray()
+            folders: list[bytes] = []
+            send: list[int] = []
             say(f"reading {name} ...")
             records, total_bytes, src_root, dst_root, blank = _scan(
-                name, fh, spool, keys, paths, send
+                name, fh, spool, keys, paths, folders, send
             )
             if records == 0:
                 raise ManifestError(f"{name}: the manifest has no records; nothing to shard")
@@ -433,9 +445,9 @@ def shard_manifest(
             largest = (keys[-1] >> 64) + overhead
             say(f"placing {records:,} records into {n:,} shards ...")
             order = sorted(range(records), key=paths.__getitem__)
-            known: dict[bytes, bytes] = {}
-            dirs = [known.setdefault(d, d) for d in map(dir_of, map(paths.__getitem__, order))]
-            del paths, known
+            del paths
+            dirs = list(map(folders.__getitem__, order))
+            del folders
             if layout == "lpt":
                 assign, heap = _lpt(keys, records, n, overhead)
             else:
