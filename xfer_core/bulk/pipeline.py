@@ -200,6 +200,9 @@ def prepare_run(
     from xfer_core.bulk.plan import plan_from_shards, write_plan
 
     plan = plan_from_shards(meta, analysis, verify=_verify_mode(resolved, render))
+    if resolved.engine != "rclone":
+        note = f"the request model is the rclone engine's; engine {resolved.engine} may differ"
+        plan = msgspec.structs.replace(plan, notes=[*plan.notes, note])
     write_plan(root, plan)
     stage(
         "plan",
