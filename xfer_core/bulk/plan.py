@@ -17,8 +17,8 @@ rclone 1.75 against an S3 server through :class:`~xfer_core.testing.faultproxy.F
   copy the per-object ``HEAD`` is the one the copy makes anyway. Directory pages
   assume the destination already mirrors the source (an upper bound: a fresh
   destination lists nearly nothing).
-- **per rclone run**: one ``HEAD`` (the bucket); one ``PUT`` per run (the bucket or
-  directory marker).
+- **per rclone run**: one ``HEAD`` (the bucket); one ``PUT`` per run of uploads (the
+  bucket or directory marker).
 - **verification**: nothing more -- the copy's own checks are the verification;
   with ``--verify check`` one more listing of the shard's directories (and a
   ``HEAD``) per shard.
@@ -162,7 +162,7 @@ def estimate(
             req["HEAD"] += int(dst)
             mine += extra
         lookups += mine
-    if dst and objects:
+    if dst and objects and not server_side:
         req["PUT"] += 1
     total = sum(req.values())
     moved = 0 if server_side else total_bytes
