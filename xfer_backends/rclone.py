@@ -1,32 +1,96 @@
-"""Builtin shard engine ``rclone``: ``rclone copy --files-from-raw`` then ``rclone check``.
+"""Builtin shard engine ``rclone``: ``rclone copy --files-from-raw``, verified from its own report.
 
-Copy: ``rclone copy --files-from-raw LIST SRC DST`` with the user's flags. rclone
-skips names of the list that do not exist at the source without failing, so
-copy success proves nothing; verification does:
+Copy: ``rclone copy --files-from-raw LIST --combined REPORT SRC DST`` with the
+user's flags plus the shard's lookup flags (the cost model's choice, written by
+:meth:`RcloneEngine.prepare` to ``shard_%06d.rclone`` beside the list: ``list``
+its directories, ``objects`` one request each with ``--no-traverse``, and
+``--no-check-dest`` when a ``--diff-dest`` manifest says every record must be
+sent -- only on the first attempt; a retry looks again). With ``--verify hash``
+the copy compares by size and hash (``--checksum``), so an object already at
+the destination is equal only when its hash is.
 
-Verify: ``rclone check --one-way --files-from-raw LIST --combined - SRC DST``
-prints one line per object it compared (``= name`` equal, ``- name`` missing at
-the destination, ``* name`` differs, ``! name`` error). The shard is verified
-only when the number of ``=`` lines equals the number of names in the list; any
-name the check did not report at all is missing at the source. Sizes are always
-compared; hashes too when both sides have a common one (rclone's default;
-``verify="size"`` adds ``--size-only``). Counting uses ``grep -c`` and ``wc -l``:
-no Python, jq or awk on the compute node.
+Verify, without listing anything again: rclone checks every object it sends
+(the size, and the hash where both sides have one: an upload to S3 is read back
+with a HEAD), and compares every object it skips (size and hash, or size and
+modification time with ``--verify size``). So the copy is verified when it exits 0
+and its report names *every* record of the list as equal (``=``), sent (``+``) or
+re-sent (``*``). A name the report lacks -- or gives only as an error (``!``) or as
+present at the destination only (``-``) -- was not found at the source: rclone
+skips such names without failing, so the shard fails. Names are counted once
+(``sort -u``): rclone's high-level retries may log a name twice. Counting uses
+``sort``, ``cut`` and ``wc``: no Python, jq or awk on the compute node.
+
+Flags that let a copy exit 0 without sending or checking everything
+(``--dry-run``, ``--max-transfer``, ``--ignore-existing``, ``--ignore-checksum``,
+``--s3-no-head``, ...; with ``--verify hash`` also ``--size-only`` and the like)
+switch the shard to the old verification: ``rclone check --one-way
+--files-from-raw LIST --combined - SRC DST`` after the copy (``--verify check``
+asks for it always), which lists the shard's directories once more.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from shlex import quote
 
+from xfer_core.atomic import atomic_write_text
 from xfer_core.bulk.engine import EngineContext, ShardEngine
 from xfer_core.hookspecs import hookimpl
 
+#: Flags after which a copy's exit 0 does not prove every record sent and checked.
+UNPROVEN_COPY = frozenset(
+    {
+        "--dry-run",
+        "-n",
+        "--max-transfer",
+        "--max-duration",
+        "--cutoff-mode",
+        "--ignore-existing",
+        "--immutable",
+        "--update",
+        "-u",
+        "--ignore-checksum",
+        "--s3-no-head",
+        "--compare-dest",
+        "--copy-dest",
+        "--max-size",
+        "--min-size",
+        "--max-age",
+        "--min-age",
+    }
+)
+#: Flags that choose how a copy compares (``--verify hash`` adds ``--checksum`` when none is given).
+COMPARE = frozenset(
+    {"--checksum", "-c", "--size-only", "--ignore-size", "--ignore-times", "-I", "--modify-window"}
+)
+#: Under ``--verify hash``, comparing without hashes is not a hash verification.
+NO_HASH_COMPARE = frozenset({"--size-only", "--ignore-size"})
+
+#: Lookup mode -> rclone flags (see :mod:`xfer_core.manifest.locality`).
+LOOKUP_FLAGS = {"list": "--no-traverse=false", "objects": "--no-traverse"}
+
 _FUNCTIONS = r"""
+# the shard's own flags (its lookup mode): line 1 on the first attempt, line 2 after
+xfer_shard_args() {  # FILES
+    local file="${1%.files}.rclone" line=""
+    XFER_SHARD_ARGS=()
+    [ -r "$file" ] || return 0
+    if [ "${CUR_ATTEMPT:-1}" -gt 1 ]; then
+        line=$(sed -n 2p "$file")
+    else
+        line=$(sed -n 1p "$file")
+    fi
+    read -r -a XFER_SHARD_ARGS <<<"$line"
+}
+
 xfer_copy() {  # FILES LOG
     local rc last
-    xfer_tool copy ${XFER_RCLONE_ARGS[@]+"${XFER_RCLONE_ARGS[@]}"} --files-from-raw "$1" -- "$XFER_SRC" "$XFER_DST" \
-        >>"$2" 2>&1 </dev/null
+    xfer_shard_args "$1"
+    rm -f "$2.report"
+    xfer_tool copy ${XFER_RCLONE_ARGS[@]+"${XFER_RCLONE_ARGS[@]}"} ${XFER_COPY_ARGS[@]+"${XFER_COPY_ARGS[@]}"} \
+        ${XFER_SHARD_ARGS[@]+"${XFER_SHARD_ARGS[@]}"} --combined "$2.report" \
+        --files-from-raw "$1" -- "$XFER_SRC" "$XFER_DST" >>"$2" 2>&1 </dev/null
     rc=$?
     if [ "$rc" -ne 0 ]; then
         # rclone's last ERROR or CRITICAL line (a dead endpoint gives only CRITICAL ones)
@@ -37,7 +101,36 @@ xfer_copy() {  # FILES LOG
 }
 
 xfer_verify() {  # FILES LOG
+    if [ "$XFER_VERIFY_MODE" = check ]; then
+        xfer_verify_check "$@"
+    else
+        xfer_verify_report "$@"
+    fi
+}
+
+# the copy's own report: every name of the list sent, re-sent or found equal
+xfer_verify_report() {  # FILES LOG
+    local report="$2.report" expected seen errors
+    [ -f "$report" ] || : >"$report"
+    expected=$(LC_ALL=C sort -u "$1" | wc -l)
+    seen=$(LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C sort -u | wc -l)
+    errors=$(LC_ALL=C grep -ac '^! ' "$report")
+    {
+        echo "xfer verify: rclone copy report: $seen of $expected sent or equal (checked by the copy), $errors error lines, $((expected - seen)) missing at source"
+    } >>"$2"
+    rm -f "$report"
+    if [ "$seen" -eq "$expected" ] && [ "$expected" -gt 0 ]; then
+        return 0
+    fi
+    printf 'verify: %d of %d records not verified (0 missing at destination, 0 differ, %d errors, %d missing at source)\n' \
+        "$((expected - seen))" "$expected" "$errors" "$((expected - seen))" >"$XFER_REASON"
+    return 1
+}
+
+# a listing check of every record (--verify check, or flags the report cannot vouch for)
+xfer_verify_check() {  # FILES LOG
     local combined="$2.check" rc expected ok missing differ errors unseen
+    rm -f "$2.report"
     xfer_new_file "$combined" || return 1
     xfer_tool check ${XFER_RCLONE_ARGS[@]+"${XFER_RCLONE_ARGS[@]}"} ${XFER_CHECK_ARGS[@]+"${XFER_CHECK_ARGS[@]}"} \
         --one-way --files-from-raw "$1" --combined - -- "$XFER_SRC" "$XFER_DST" \
@@ -45,7 +138,7 @@ xfer_verify() {  # FILES LOG
     rc=$?
     expected=$(wc -l <"$1")
     ok=$(LC_ALL=C grep -ac '^= ' "$combined")
-    missing=$(LC_ALL=C grep -ac '^- ' "$combined")
+    missing=$(LC_ALL=C grep -ac '^+ ' "$combined")
     differ=$(LC_ALL=C grep -ac '^\* ' "$combined")
     errors=$(LC_ALL=C grep -ac '^! ' "$combined")
     unseen=$((expected - ok - missing - differ - errors))
@@ -64,12 +157,33 @@ xfer_verify() {  # FILES LOG
 """
 
 
+def _flag_names(flags: Sequence[str]) -> set[str]:
+    return {f.partition("=")[0] for f in flags if f.startswith("-")}
+
+
+def verify_mode(ctx: EngineContext) -> str:
+    """``report`` (the copy's own checks) or ``check`` (an ``rclone check`` after the copy)."""
+    names = _flag_names(ctx.flags)
+    if ctx.verify == "check" or names & UNPROVEN_COPY:
+        return "check"
+    if ctx.verify == "hash" and names & NO_HASH_COMPARE:
+        return "check"
+    return "report"
+
+
+def shard_flags(lookup: str, check_dest: bool) -> tuple[str, str]:
+    """(first attempt, later attempts) flags of a shard, one line each."""
+    later = LOOKUP_FLAGS.get(lookup, "")
+    first = later if check_dest else f"{later} --no-check-dest".strip()
+    return first, later
+
+
 class RcloneEngine(ShardEngine):
-    """Copy a shard with ``rclone copy --files-from-raw``, verify with ``rclone check``."""
+    """Copy a shard with ``rclone copy --files-from-raw``, verified from its report."""
 
     name = "rclone"
     tool = "rclone"
-    description = "rclone copy --files-from-raw, then rclone check of every record"
+    description = "rclone copy --files-from-raw, verified by the copy's own checks of every record"
 
     def render_functions(self, ctx: EngineContext) -> str:
         args = []
@@ -77,15 +191,35 @@ class RcloneEngine(ShardEngine):
             args += ["--config", ctx.config_path]
         args += list(ctx.flags)
         check_args = ["--size-only"] if ctx.verify == "size" else []
+        copy_args = []
+        if ctx.verify in ("hash", "check") and not _flag_names(ctx.flags) & COMPARE:
+            copy_args.append("--checksum")
         header = "\n".join(
             [
                 f"XFER_SRC={quote(ctx.source_root)}",
                 f"XFER_DST={quote(ctx.dest_root)}",
+                f"XFER_VERIFY_MODE={verify_mode(ctx)}",
                 "XFER_RCLONE_ARGS=(" + " ".join(quote(a) for a in args) + ")",
+                "XFER_COPY_ARGS=(" + " ".join(quote(a) for a in copy_args) + ")",
                 "XFER_CHECK_ARGS=(" + " ".join(quote(a) for a in check_args) + ")",
             ]
         )
         return header + "\n" + _FUNCTIONS
+
+    def prepare(self, run_dir: Path, shard_indices: Sequence[int], ctx: EngineContext) -> None:
+        """Write each shard's lookup flags (``shard_%06d.rclone``) from ``shards.meta.json``."""
+        from xfer_core.manifest.shard import load_shard_meta
+
+        shards = Path(run_dir) / "shards"
+        meta = load_shard_meta(shards, check_files=False)
+        wanted = set(shard_indices)
+        for info in meta.shards:
+            if info.index in wanted:
+                first, later = shard_flags(info.lookup, info.check_dest)
+                path = shards / f"shard_{info.index:06d}.rclone"
+                text = f"{first}\n{later}\n"
+                if not path.is_file() or path.read_text() != text:
+                    atomic_write_text(path, text)
 
 
 @hookimpl

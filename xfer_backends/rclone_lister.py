@@ -52,6 +52,12 @@ CONTAINER_CONFIG = "/etc/xfer/rclone.conf"
 _DONE = object()
 
 
+#: Listing pages only: a MIME type or the object's own modification time (S3
+#: metadata) costs one HEAD per object; the server's time comes with the listing.
+#: ``--extra-lsjson-flags "--use-server-modtime=false"`` records the objects' own times.
+LISTING_FLAGS = ("--no-mimetype", "--use-server-modtime")
+
+
 class LsjsonItem(msgspec.Struct):
     """The fields of one ``rclone lsjson`` object that a manifest needs."""
 
@@ -242,6 +248,7 @@ class RcloneLister(Lister):
             argv += ["--config", config if host else options.container_config or CONTAINER_CONFIG]
         if recursive:
             argv += ["-R", "--files-only"]
+        argv += list(LISTING_FLAGS)
         argv += self._hash_flags(source, options)
         argv += self._flags(options).kept
         argv += ["--", source]

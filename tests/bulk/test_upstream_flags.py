@@ -268,7 +268,7 @@ def test_shard_strategies(tmp_path: Path) -> None:
     manifest = _manifest(tmp_path, n=20)
     records = [json.loads(ln) for ln in manifest.read_text().splitlines()]
     for strategy, method in (
-        ("bytes", "lpt-heap"),
+        ("bytes", "locality-ranges"),
         ("count", "round-robin"),
         ("hash", "name-hash"),
     ):

@@ -214,13 +214,10 @@ def _run_step(step: str, engine: S5cmdEngine, ctx: EngineContext, run: Path) -> 
     return res.returncode, reason.read_text()
 
 
-@pytest.mark.s3
-def test_verify_finds_missing_and_wrong_size_objects(tmp_path: Path, s3: S3Server) -> None:
-    prefix = f"s5v-{uuid.uuid4().hex[:8]}"
-    names = ["a b.txt", "q'\"<&>.txt", "sub/empty", "star*?[x]"]
-    sizes = [3, 4, 0, 5]
-    run = tmp_path / "run"
-    _shard(run, names, sizes)
+def _prepared(
+    tmp_path: Path, s3: S3Server, prefix: str, run: Path
+) -> tuple[S5cmdEngine, EngineContext]:
+    """The engine and its context for the shards of ``run``, prepared (lists written)."""
     engine = S5cmdEngine()
     ctx = EngineContext(
         source_root=str(tmp_path / "unused"),
@@ -229,6 +226,17 @@ def test_verify_finds_missing_and_wrong_size_objects(tmp_path: Path, s3: S3Serve
         run_dir=str(run),
     )
     engine.prepare(run, [0], ctx)
+    return engine, ctx
+
+
+@pytest.mark.s3
+def test_verify_finds_missing_and_wrong_size_objects(tmp_path: Path, s3: S3Server) -> None:
+    prefix = f"s5v-{uuid.uuid4().hex[:8]}"
+    names = ["a b.txt", "q'\"<&>.txt", "sub/empty", "star*?[x]"]
+    sizes = [3, 4, 0, 5]
+    run = tmp_path / "run"
+    _shard(run, names, sizes)
+    engine, ctx = _prepared(tmp_path, s3, prefix, run)
     dest = s3.root / "dst" / prefix
     for name, size in zip(names, sizes, strict=True):
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -266,3 +274,40 @@ def test_copy_failure_reports_the_s5cmd_error(tmp_path: Path, s3: S3Server) -> N
     assert rc != 0
     assert reason.startswith("s5cmd exit 1: ERROR"), reason
     assert "gone.txt" in reason
+
+
+@pytest.mark.s3
+def test_verify_lists_each_directory_once_when_the_cost_model_says_so(
+    tmp_path: Path, s3: S3Server
+) -> None:
+    from xfer_core.manifest.shard import shard_manifest
+
+    prefix = f"s5d-{uuid.uuid4().hex[:8]}"
+    names = [f"d{i // 20}/f {i}.bin" for i in range(60)] + ["top.bin", "glob*[d]/x.bin"]
+    run = tmp_path / "run"
+    records = []
+    for name in names:
+        path, meta = path_fields(name.encode())
+        records.append(ManifestRecord(path=path, size=3, meta=meta))
+    write_manifest(tmp_path / "m.jsonl", records)
+    meta = shard_manifest(tmp_path / "m.jsonl", run / "shards", num_shards=1)
+    assert meta.shards[0].lookup == "list"  # 5 directories' pages < 62 records
+    engine, ctx = _prepared(tmp_path, s3, prefix, run)
+    lines = (run / "shards/shard_000000.s5ls").read_text().splitlines()
+    # one ls per directory; the directory s5cmd would read as a wildcard: per object
+    assert sorted(lines) == sorted(
+        [f"ls s3://dst/{prefix}/d{k}/" for k in range(3)]
+        + [f"ls s3://dst/{prefix}/", f"ls 's3://dst/{prefix}/glob*[d]/x.bin'"]
+    )
+    dest = s3.root / "dst" / prefix
+    for name in names:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        (dest / name).write_bytes(b"xyz")
+    assert _run_step("xfer_verify", engine, ctx, run) == (0, "")
+    (dest / "d1/f 25.bin").unlink()
+    (dest / "glob*[d]/x.bin").write_bytes(b"wrong size")
+    rc, reason = _run_step("xfer_verify", engine, ctx, run)
+    assert rc == 1
+    assert reason.strip() == (
+        "verify: 2 of 62 records not verified (1 missing at destination, 1 differ in size or MD5)"
+    )

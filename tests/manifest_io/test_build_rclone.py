@@ -209,6 +209,8 @@ def test_command_line_is_an_argv_with_the_config() -> None:
         "lsjson",
         "-R",
         "--files-only",
+        "--no-mimetype",
+        "--use-server-modtime",
         "--hash",
         "--hash-type",
         "md5",

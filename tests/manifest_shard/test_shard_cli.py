@@ -228,7 +228,8 @@ def test_load_shard_meta_notices_a_missing_shard_file(tmp_path: Path) -> None:
 
 
 def test_cli_summary_json_and_human(tmp_path: Path) -> None:
-    manifest = write_items(tmp_path / "m.jsonl", sized([100, 200, 300, 400]))
+    # in path order 100 + 400 | 300 + 200: contiguous halves balance exactly
+    manifest = write_items(tmp_path / "m.jsonl", sized([100, 400, 300, 200]))
     res = xfer("--json", *shard_args(manifest, tmp_path / "o", "-n", "2", "--object-overhead", "0"))
     assert res.returncode == 0, res.stderr
     summary = json.loads(res.stdout)

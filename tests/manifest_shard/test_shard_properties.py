@@ -77,9 +77,12 @@ def test_every_record_once_and_placed_like_reference_lpt(
     items = sized(sizes)
     with tempfile.TemporaryDirectory() as tmp:
         manifest = write_items(Path(tmp) / "m.jsonl", items)
-        meta = shard_manifest(manifest, Path(tmp) / "out", num_shards=n, object_overhead=overhead)
+        meta = shard_manifest(
+            manifest, Path(tmp) / "out", num_shards=n, object_overhead=overhead, layout="lpt"
+        )
         check_consistent(manifest, Path(tmp) / "out", meta)
         where = placement(Path(tmp) / "out")
+    assert meta.method == "lpt-heap"
     assert [where[name] for name, _ in items] == reference_lpt(items, n, overhead)
 
 
@@ -109,7 +112,7 @@ def test_imbalance_within_one_percent_of_lower_bound_on_lognormal(seed: int, sig
     items = sized([int(rnd.lognormvariate(14, sigma)) for _ in range(20_000)])
     with tempfile.TemporaryDirectory() as tmp:
         manifest = write_items(Path(tmp) / "m.jsonl", items)
-        meta = shard_manifest(manifest, Path(tmp) / "out", num_shards=16)
+        meta = shard_manifest(manifest, Path(tmp) / "out", num_shards=16, layout="lpt")
         check_consistent(manifest, Path(tmp) / "out", meta)
     assert meta.max_weight <= 1.01 * meta.lower_bound
     assert meta.imbalance <= 1.01
@@ -149,8 +152,10 @@ def test_objects_larger_than_a_fair_share_get_their_own_shard(
 
 def test_all_zero_sizes_and_zero_overhead_still_spread_by_count(tmp_path: Path) -> None:
     manifest = write_items(tmp_path / "m.jsonl", sized([0] * 10))
-    meta = shard_manifest(manifest, tmp_path / "out", num_shards=3, object_overhead=0)
+    meta = shard_manifest(manifest, tmp_path / "out", num_shards=3, object_overhead=0, layout="lpt")
     assert [s.records for s in meta.shards] == [4, 3, 3]
+    meta = shard_manifest(manifest, tmp_path / "loc", num_shards=3, object_overhead=0)
+    assert [s.records for s in meta.shards] == [3, 4, 3]
     assert meta.imbalance == 1.0 and meta.lower_bound == 0
 
 

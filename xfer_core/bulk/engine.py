@@ -80,7 +80,8 @@ class EngineContext(msgspec.Struct, frozen=True, kw_only=True):
     #: Absolute path of the run dir (holds ``shards/`` with the lists).
     run_dir: str = ""
     #: How records are checked: ``hash`` (size, plus hash where both sides have
-    #: one) or ``size`` (size only; cheaper, never reads the source twice).
+    #: one), ``size`` (size only; cheaper, never reads the source twice) or
+    #: ``check`` (as ``hash``, and a listing check of every record after the copy).
     verify: str = "hash"
 
 

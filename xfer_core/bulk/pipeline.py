@@ -34,6 +34,9 @@ class PrepareOptions(msgspec.Struct, kw_only=True):
     auto: bool = False
     #: List the source again even when RUN/manifest.jsonl has the same roots.
     rebuild: bool = False
+    #: List the destination too and keep only what is missing or different there
+    #: (:mod:`xfer_core.manifest.diff`); the manifest is always built afresh.
+    diff_dest: bool = False
     #: Without user flags, give the engine what it takes of the flags ``manifest
     #: analyze`` suggests (:meth:`~xfer_core.bulk.engine.ShardEngine.suggested_flags`).
     suggested_flags: bool = True
@@ -44,7 +47,8 @@ class PrepareOptions(msgspec.Struct, kw_only=True):
 class Prepared(msgspec.Struct, kw_only=True):
     """What :func:`prepare_run` did."""
 
-    resolved: ResolvedConfig
+    #: None when a ``diff_dest`` listing found nothing to send (nothing was rendered).
+    resolved: ResolvedConfig | None
     manifest_reused: bool
     objects: int
     bytes: int
@@ -73,6 +77,22 @@ def _previous_shard_count(root: Path) -> int | None:
         return load_shard_meta(root / "shards", check_files=False).num_shards
     except XferError:
         return None
+
+
+def _verify_mode(resolved: ResolvedConfig, render: RenderOptions) -> str:
+    """``check`` when the rclone engine verifies by listing again, else the option."""
+    if resolved.engine != "rclone":
+        return render.verify
+    from xfer_backends.rclone import verify_mode
+    from xfer_core.bulk.engine import EngineContext
+
+    ctx = EngineContext(
+        source_root=resolved.source_root,
+        dest_root=resolved.dest_root,
+        flags=tuple(resolved.rclone_flags),
+        verify=render.verify,
+    )
+    return verify_mode(ctx)
 
 
 def pick_scheduler(requested: str | None, env: dict[str, str] | None = None) -> str:
@@ -135,7 +155,8 @@ def prepare_run(
     conf = check_rclone_config(render.rclone_config) if render.rclone_config else None
     manifest = root / "manifest.jsonl"
     reused = False
-    roots = manifest_roots(manifest) if manifest.is_file() and not prep.rebuild else None
+    fresh = prep.rebuild or prep.diff_dest
+    roots = manifest_roots(manifest) if manifest.is_file() and not fresh else None
     if roots is not None and roots == given:
         reused = True
         stage("manifest", reused=True, path=str(manifest))
@@ -147,14 +168,20 @@ def prepare_run(
                 f"--extra-lsjson-flags ignored: {prep.source} is listed by the "
                 f"{select_lister(prep.source).name} lister, not rclone lsjson"
             )
-        result = build_manifest(
-            prep.source,
-            prep.dest,
-            manifest,
-            options=ListOptions(
-                rclone_config=conf, extra_flags=tuple(split_flags(prep.extra_lsjson_flags))
-            ),
+        options = ListOptions(
+            rclone_config=conf, extra_flags=tuple(split_flags(prep.extra_lsjson_flags))
         )
+        listed = root / ".manifest.full.jsonl" if prep.diff_dest else manifest
+        try:
+            result = build_manifest(prep.source, prep.dest, listed, options=options)
+            kept = None
+            if prep.diff_dest:
+                from xfer_core.manifest.diff import diff_manifest
+
+                kept = diff_manifest(listed, manifest, options=options).kept
+        finally:
+            if prep.diff_dest:
+                listed.unlink(missing_ok=True)
         stage(
             "manifest",
             reused=False,
@@ -162,7 +189,10 @@ def prepare_run(
             objects=result.objects,
             bytes=result.bytes,
             seconds=round(result.seconds, 3),
+            **({} if kept is None else {"to_send": kept}),
         )
+        if kept == 0:
+            return Prepared(resolved=None, manifest_reused=False, objects=0, bytes=0)
     analysis = analyze_manifest(manifest)
     atomic_write_bytes(
         root / "analysis.json", msgspec.json.format(msgspec.json.encode(analysis)) + b"\n"
@@ -197,6 +227,23 @@ def prepare_run(
         engine=resolved.engine,
         tasks=resolved.tasks,
         rclone_flags=resolved.rclone_flags,
+    )
+    from xfer_core.bulk.plan import plan_from_shards, write_plan
+
+    plan = plan_from_shards(meta, analysis, verify=_verify_mode(resolved, render))
+    if resolved.engine != "rclone":
+        note = f"the request model is the rclone engine's; engine {resolved.engine} may differ"
+        plan = msgspec.structs.replace(plan, notes=[*plan.notes, note])
+    write_plan(root, plan)
+    stage(
+        "plan",
+        run_dir=str(root),
+        route=plan.route,
+        requests=plan.requests,
+        total_requests=plan.total_requests,
+        lookups=plan.lookups,
+        bytes=plan.bytes,
+        rates=msgspec.to_builtins(plan.rates),
     )
     return Prepared(
         resolved=resolved,

@@ -63,7 +63,8 @@ class RenderOptions(msgspec.Struct, kw_only=True):
     runtime: str | None = None
     max_attempts: int = 3
     engine: str = "rclone"
-    #: ``hash`` (size + hash where both sides have one) or ``size``.
+    #: ``hash`` (size + hash where both sides have one), ``size``, or ``check``
+    #: (hash, plus a listing check of every record after the copy).
     verify: str = "hash"
     #: None: ask the Slurm scheduler (``scontrol show config``), else 1001.
     max_array_size: int | None = None
@@ -522,8 +523,8 @@ def render_run(
         raise ConfigError("--array-concurrency must be at least 1")
     if opts.cpus_per_task < 1:
         raise ConfigError("--cpus-per-task must be at least 1")
-    if opts.verify not in ("hash", "size"):
-        raise ConfigError(f"--verify {opts.verify!r}: use hash or size")
+    if opts.verify not in ("hash", "size", "check"):
+        raise ConfigError(f"--verify {opts.verify!r}: use hash, size or check")
     meta = load_meta(root)
     found = len(meta.shards)
     if opts.num_shards is not None and opts.num_shards != found:

@@ -249,6 +249,14 @@ def build(
             help="Write the manifest even when some directories could not be read (still exit 1).",
         ),
     ] = False,
+    diff_dest: Annotated[
+        bool,
+        typer.Option(
+            "--diff-dest",
+            help="Also list DEST once and keep only the objects missing there or different "
+            "(size, or hash where both sides have one); each gets meta.diff.",
+        ),
+    ] = False,
     json: JsonOption = False,
     recursive: Annotated[
         bool,
@@ -306,12 +314,18 @@ def build(
     directory is an error: nothing is written and the exit status is 1 (unless
     `--allow-errors`).
 
+    With `--diff-dest` the destination is listed once too and only what is
+    missing or different there is kept (a re-run then costs what changed); shards
+    of such a manifest send without looking at the destination again.
+
     Exit status: 0 ok; 1 listing errors; 2 bad arguments or source not found;
     3 rclone or the remote unavailable.
 
     Examples:
 
         xfer manifest build --source /lustre/proj/dataset --dest s3dst:bucket/dataset --out run/manifest.jsonl
+
+        xfer manifest build --source /lustre/proj/dataset --dest s3dst:bucket/dataset --out run/manifest.jsonl --hash md5 --diff-dest
 
         xfer manifest build --source s3src:bucket/dataset --dest s3dst:bucket/dataset --out run/manifest.jsonl --rclone-config ~/.config/rclone/rclone.conf --extra-lsjson-flags "--fast-list" --parallel 16
 
@@ -354,20 +368,36 @@ def build(
         container_config=container_conf_path,
         pyxis_extra=_pyxis_extra(pyxis_extra, runtime),
     )
-    with _Reporter(out, f"listing {source}") as rep:
-        result = build_manifest(
-            source,
-            dest,
-            out_file,
-            lister=lister,
-            options=options,
-            run_id=run_id,
-            allow_errors=allow_errors,
-            on_problem=rep.problem,
-            on_progress=rep.progress,
-        )
+    listed = out_file.with_name(f".{out_file.name}.full") if diff_dest else out_file
+    diff = None
+    try:
+        with _Reporter(out, f"listing {source}") as rep:
+            result = build_manifest(
+                source,
+                dest,
+                listed,
+                lister=lister,
+                options=options,
+                run_id=run_id,
+                allow_errors=allow_errors,
+                on_problem=rep.problem,
+                on_progress=rep.progress,
+            )
+        if diff_dest:
+            from xfer_core.manifest.diff import diff_manifest
+
+            # the destination with the rclone lister's options (config, runtime), not the
+            # source's hash choice: verify lists what the manifest's records carry
+            out.info(f"listing {dest} to keep what is missing or different there ...")
+            diff = diff_manifest(listed, out_file, options=options)
+    finally:
+        if diff_dest:
+            listed.unlink(missing_ok=True)
     if out.json:
-        out.emit_json({"event": "summary", **msgspec.to_builtins(result)})
+        summary = msgspec.to_builtins(result)
+        if diff is not None:
+            summary["diff"] = msgspec.to_builtins(diff)
+        out.emit_json({"event": "summary", **summary})
     else:
         if rep.hidden:
             out.warn(f"... and {rep.hidden} more problem(s)")
@@ -377,10 +407,18 @@ def build(
             extra += f"; {result.skipped} skipped (symlinks/special files)"
         if result.errors:
             extra += f"; {result.errors} listing error(s)"
-        out.info(
-            f"wrote {result.objects:,} objects ({human_bytes(result.bytes)}) to {result.out} "
-            f"in {result.seconds:.1f} s ({rate:,.0f}/s, lister {result.lister}){extra}"
-        )
+        if diff is None:
+            out.info(
+                f"wrote {result.objects:,} objects ({human_bytes(result.bytes)}) to {result.out} "
+                f"in {result.seconds:.1f} s ({rate:,.0f}/s, lister {result.lister}){extra}"
+            )
+        else:
+            out.info(
+                f"listed {result.objects:,} objects ({human_bytes(result.bytes)}) in "
+                f"{result.seconds:.1f} s (lister {result.lister}){extra}; the destination holds "
+                f"{diff.equal:,} of them: wrote {diff.kept:,} to {out_file} ({diff.missing:,} "
+                f"missing, {diff.size:,} size, {diff.hash:,} hash)"
+            )
     if result.errors:
         raise typer.Exit(int(ExitCode.FAILED))
 

@@ -92,11 +92,13 @@ def analyze(
     histogram, counts, total bytes, p50/p90/p99/max, the workload profile
     (small-files / large-files / mixed) with suggested rclone flags, the
     per-object overhead (bytes-equivalent cost of one object, the default weight
-    for `shard`) and a shard count that accounts for both bytes and objects.
-    The rules are in docs/manifest.md. Then the shard count with upstream xfer's
-    limits (per-shard TiB cap, 4 × array concurrency, core budget) and the transfer
-    time over a rate range (`--min-rate`, `--max-rate`). `--json` carries upstream's
-    keys too (total_files, file_size_stats, suggested_flags, suggested_shard_count, ...).
+    for `shard`) and a shard count that accounts for both bytes and objects,
+    and the request plan at that count (requests, bytes, time at a few rates).
+    The rules are in docs/manifest.md and docs/run.md. Then the shard count with
+    upstream xfer's limits (per-shard TiB cap, 4 × array concurrency, core budget)
+    and the transfer time over a rate range (`--min-rate`, `--max-rate`). `--json`
+    carries upstream's keys too (total_files, file_size_stats, suggested_flags,
+    suggested_shard_count, ...).
 
     Examples:
 
@@ -179,6 +181,10 @@ def _print_analysis(a: Analysis) -> None:
         f"suggested shards: [bold]{a.suggested_shards}[/] "
         f"(weight {human_bytes(a.total_weight)} = bytes + objects × overhead)"
     )
+    from xfer_core.bulk.plan import plan_from_analysis, plan_lines
+
+    for line in plan_lines(plan_from_analysis(a)):
+        console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 
 def _print_upstream(
@@ -241,12 +247,14 @@ def shard(
         ),
     ] = "bytes",
 ) -> None:
-    """Split a manifest into byte-balanced, deterministic shards.
+    """Split a manifest into byte-balanced, deterministic shards laid out for locality.
 
-    Weight of an object = size + per-object overhead. Objects are placed heaviest
-    first onto the lightest shard (greedy LPT with a heap), so an object larger
-    than a fair share gets a shard of its own. The same manifest and options give
-    byte-identical files. Writes shard_NNNNNN.jsonl (the records, unchanged),
+    Weight of an object = size + per-object overhead. Shards are contiguous ranges
+    of the paths sorted by directory, cut at directory boundaries where that costs
+    little balance, so each shard touches a few directories (its rclone lists only
+    those); an object larger than a fair share gets a shard of its own. Each
+    shard's request cost model (directories, LIST pages, lookup) goes into the
+    meta. The same manifest and options give byte-identical files. Writes shard_NNNNNN.jsonl (the records, unchanged),
     shard_NNNNNN.files (the names for `rclone copy --files-from-raw`) and
     shards.meta.json (per-shard records/bytes/weight/sha256, lower bound,
     imbalance), the meta last. Choose the count with exactly one of --num-shards,

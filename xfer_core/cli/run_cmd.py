@@ -32,6 +32,11 @@ def _stage_printer(out: Output) -> Callable[[str, dict[str, object]], None]:
                     f"manifest: {details['objects']} objects, "
                     f"{human_bytes(float(details['bytes']))} listed in {details['seconds']} s"  # type: ignore[arg-type]
                 )
+                if "to_send" in details:
+                    out.info(
+                        f"diff: {details['to_send']} of them missing or different at the "
+                        "destination"
+                    )
         elif name == "analyze":
             out.info(
                 f"analyze: profile {details['profile']}, "
@@ -44,6 +49,12 @@ def _stage_printer(out: Output) -> Callable[[str, dict[str, object]], None]:
                 f"render: runtime {details['runtime']}, engine {details['engine']}, "
                 f"{details['tasks']} tasks"
             )
+        elif name == "plan":
+            from xfer_core.bulk.plan import load_plan, plan_lines
+
+            plan = load_plan(Path(str(details["run_dir"])))
+            for line in plan_lines(plan) if plan is not None else []:
+                out.info(line)
 
     return on_stage
 
@@ -132,6 +143,22 @@ def run_cmd(
         bool,
         typer.Option("--rebuild", help="List the source again even if RUN/manifest.jsonl exists."),
     ] = False,
+    diff_dest: Annotated[
+        bool,
+        typer.Option(
+            "--diff-dest",
+            help="List the destination too and send only what is missing or different "
+            "there (the manifest is built afresh; see `manifest build --diff-dest`).",
+        ),
+    ] = False,
+    plan: Annotated[
+        bool,
+        typer.Option(
+            "--plan",
+            help="Prepare the run and print its plan (requests, bytes, time at a few rates); "
+            "submit nothing, even with --submit.",
+        ),
+    ] = False,
     *,
     render: RenderOptions,
 ) -> None:
@@ -141,11 +168,14 @@ def run_cmd(
     again), sharding is deterministic, and only shards that are not done run.
     Without --source/--dest, a rendered run dir is (re)submitted as it is.
     Without --rclone-flags, the engine gets what it takes of the flags `manifest
-    analyze` suggests (rclone: all of them).
+    analyze` suggests (rclone: all of them). Every prepared run gets RUN/plan.json:
+    the requests, bytes and time it is expected to cost (--plan prints it and stops).
 
     Examples:
 
         xfer run --run-dir ~/xfer-runs/demo --source ~/data --dest ~/data-copy --num-shards 4 --submit
+
+        xfer run --run-dir run_001 --source ~/data --dest s3dst:bucket/set --num-shards 64 --plan
 
         xfer run --run-dir run_001 --source s3src:bucket/set --dest s3dst:bucket/set \\
             --num-shards 512 --array-concurrency 96 --rclone-image rclone/rclone:latest \\
@@ -197,7 +227,7 @@ def run_cmd(
             render = msgspec.structs.replace(
                 render, max_array_size=render.max_array_size or 1 << 24
             )
-        prepare_run(
+        prepared = prepare_run(
             root,
             PrepareOptions(
                 source=source,
@@ -206,12 +236,29 @@ def run_cmd(
                 auto=auto,
                 rebuild=rebuild,
                 extra_lsjson_flags=extra_lsjson_flags,
+                diff_dest=diff_dest,
             ),
             render,
             on_stage=_stage_printer(out),
         )
+        if prepared.resolved is None:
+            out.event("summary", run_dir=str(root), shards=0, objects=0, bytes=0)
+            out.info(f"{dest} already holds every object of {source}: nothing to send")
+            return
     else:
         load_resolved(root)
+    if plan:
+        from xfer_core.bulk.plan import load_plan, plan_lines
+
+        found = load_plan(root)
+        if found is None:
+            raise ConfigError(f"{root}: no plan.json", hint="prepare it with --source and --dest")
+        if out.json:
+            out.emit_json(found)
+        elif source is None:
+            for line in plan_lines(found):
+                out.info(line)
+        return
     if not submit:
         out.info(f"ready: {root} (scheduler {chosen}); start it with:")
         out.info(f"  xfer run --run-dir {root} --scheduler {chosen} --submit")

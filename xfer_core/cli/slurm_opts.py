@@ -91,7 +91,8 @@ def _declared(
         str,
         typer.Option(
             "--verify",
-            help="hash: size + hash where both sides have one (default); size: sizes only.",
+            help="hash: size + hash where both sides have one (default); size: sizes only; "
+            "check: hash, and list the destination again after the copy (rclone check).",
             rich_help_panel=WORKER,
         ),
     ] = "hash",

@@ -88,7 +88,17 @@ class Snapshot:
             "shards": msgspec.to_builtins(st.shards),
             "exit_code": self.exit_code,
             "loaded_at": st.loaded_at,
+            "plan": _plan_json(st.run_dir),
         }
+
+
+def _plan_json(run_dir: str) -> Any:
+    import msgspec
+
+    from xfer_core.bulk.plan import load_plan
+
+    plan = load_plan(run_dir)
+    return None if plan is None else msgspec.to_builtins(plan)
 
 
 # --- human output -------------------------------------------------------------------------
@@ -137,7 +147,27 @@ def _info_lines(snap: Snapshot) -> list[str]:
         lines.append("rate: not known yet (no shard finished since the last submission)")
     if t.stale_done:
         lines.append(f"ignored: {t.stale_done} .done file(s) of an older sharding")
-    return lines + _scheduler_lines(snap)
+    return lines + _plan_lines(snap) + _scheduler_lines(snap)
+
+
+def _plan_lines(snap: Snapshot) -> list[str]:
+    """The run's plan (RUN/plan.json) beside what is done so far."""
+    from xfer_core.bulk.plan import load_plan
+
+    plan = load_plan(snap.state.run_dir)
+    if plan is None:
+        return []
+    t, p = snap.state.totals, snap.progress
+    mid = plan.rates[len(plan.rates) // 2]
+    line = (
+        f"plan: {plan.total_requests:,} requests, {human_bytes(plan.bytes)}; "
+        f"~{_duration(mid.seconds)} at {mid.requests_per_second:,.0f} req/s and "
+        f"{human_bytes(mid.bytes_per_second)}/s"
+    )
+    actual = f"actual: {human_bytes(t.bytes_done)} of {human_bytes(plan.bytes)} done"
+    if p.since is not None and p.until is not None:
+        actual += f" over {_duration(p.until - p.since)}"
+    return [line, actual]
 
 
 def _verdict(st: RunState) -> list[str]:

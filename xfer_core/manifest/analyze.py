@@ -31,6 +31,7 @@ import msgspec
 
 from xfer_core.errors import ManifestError
 from xfer_core.manifest.jsonl import read_manifest
+from xfer_core.manifest.locality import LIST_PAGE
 
 ANALYSIS_SCHEMA = "xfer.analysis.v1"
 
@@ -46,6 +47,20 @@ TASK_BYTES_PER_SECOND = 640 << 20
 TARGET_SHARD_WEIGHT = 64 << 30
 #: ... and at most this many objects (keeps retries and file lists small).
 MAX_OBJECTS_PER_SHARD = 50_000
+#: rclone's --s3-upload-cutoff default: larger uploads are multipart ...
+MULTIPART_CUTOFF = 200 * 1024 * 1024
+#: ... in parts of --s3-chunk-size (5 MiB), grown so there are at most MAX_PARTS.
+CHUNK = 5 * 1024 * 1024
+MAX_PARTS = 10_000
+
+
+def multipart_parts(size: int) -> int:
+    """Parts of a multipart upload of ``size`` bytes (0 when it is a single PUT)."""
+    if size < MULTIPART_CUTOFF:
+        return 0
+    chunk = max(CHUNK, -(-size // MAX_PARTS))
+    return -(-size // chunk)
+
 
 Profile = Literal["empty", "small-files", "large-files", "mixed"]
 
@@ -185,6 +200,15 @@ class Analysis(msgspec.Struct, frozen=True):
     schema: str = ANALYSIS_SCHEMA
     #: Objects larger than 100 MiB (upstream xfer's "large files" threshold).
     over_100mib: int = 0
+    #: Roots of the first record (for the request plan).
+    source_root: str = ""
+    dest_root: str = ""
+    #: Uploads that are multipart (>= rclone's 200 MiB cutoff), and their parts.
+    multipart_objects: int = 0
+    multipart_parts: int = 0
+    #: LIST pages to list each run of records in one directory (manifest order):
+    #: about one listing of every directory, with flat memory.
+    dir_pages: int = 0
 
     @property
     def rclone_flags_text(self) -> str:
@@ -399,8 +423,21 @@ def analyze_manifest(path: str | os.PathLike[str]) -> Analysis:
     hi = 0
     over = 0
     exact, sub_bits, sub_mask = _EXACT, _SUB_BITS, (1 << _SUB_BITS) - 1
+    roots = ("", "")
+    multipart = parts = dir_pages = run = 0
+    last_dir: str | None = None
     for record in read_manifest(path):
         size = record.size
+        if not records:
+            roots = (record.source_root, record.dest_root)
+        if size >= MULTIPART_CUTOFF:
+            multipart += 1
+            parts += multipart_parts(size)
+        folder = record.path.rpartition("/")[0]
+        if folder != last_dir:
+            dir_pages += -(-run // LIST_PAGE) if run else 0
+            last_dir, run = folder, 0
+        run += 1
         bits = size.bit_length()
         if size < exact:
             fine[size] += 1
@@ -421,6 +458,7 @@ def analyze_manifest(path: str | os.PathLike[str]) -> Analysis:
             hi = size
         if size < lo or lo < 0:
             lo = size
+    dir_pages += -(-run // LIST_PAGE) if run else 0
     lo = max(lo, 0)
     log2_counts = [0] * 65
     for bucket, count in enumerate(fine):
@@ -462,4 +500,9 @@ def analyze_manifest(path: str | os.PathLike[str]) -> Analysis:
         total_weight=s.total_weight,
         suggested_shards=s.shards,
         over_100mib=over,
+        source_root=roots[0],
+        dest_root=roots[1],
+        multipart_objects=multipart,
+        multipart_parts=parts,
+        dir_pages=dir_pages,
     )

@@ -20,6 +20,9 @@ SCHEMA = "xfer.manifest.v1"
 
 #: ``meta`` key holding the base64 of a name that is not valid UTF-8.
 PATH_B64 = "path_b64"
+#: ``meta`` key set by ``manifest build --diff-dest``: why the object must be sent
+#: (``missing``, ``size``, ``hash`` or ``mtime``: what differs at the destination).
+DIFF = "diff"
 
 
 class ManifestRecord(msgspec.Struct, forbid_unknown_fields=False):

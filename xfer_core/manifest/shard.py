@@ -1,6 +1,18 @@
 """Byte-balanced, deterministic sharding of a manifest (``xfer manifest shard``).
 
-Model: every object has a weight ``size + object_overhead`` (small objects are
+Two layouts (``layout=``, names in :data:`LAYOUTS`):
+
+- ``locality`` (the default): contiguous, byte-balanced ranges of the paths
+  sorted by directory, so a shard touches a few directories; objects heavier
+  than a fair share get a shard each. See :mod:`xfer_core.manifest.locality`.
+- ``lpt``: the greedy LPT below; the best balance, but every shard holds files
+  of every directory.
+
+Either way each shard's metadata carries the request cost model's inputs and
+choice (directories touched, LIST pages, lookup mode; see
+:mod:`xfer_core.manifest.locality`).
+
+LPT model: every object has a weight ``size + object_overhead`` (small objects are
 not free). Objects are taken heaviest first (ties: CRC-32 of the path bytes, then
 the later line first) and each goes to the lightest shard so far (ties: fewer
 records, then lower shard index) -- greedy LPT with a heap. An object heavier
@@ -44,14 +56,23 @@ import msgspec
 from xfer_core.errors import ManifestError, XferError
 from xfer_core.manifest.analyze import LARGE_OBJECT, SMALL_OBJECT, suggest
 from xfer_core.manifest.jsonl import decode_line
+from xfer_core.manifest.locality import (
+    DIR_SEP,
+    FILE_SEP,
+    choose_lookup,
+    locality_assign,
+    touch_stats,
+)
 from xfer_core.manifest.rclone_names import rclone_name_list
-from xfer_core.manifest.record import PATH_B64, SCHEMA, ManifestRecord, meta_too_deep
+from xfer_core.manifest.record import DIFF, PATH_B64, SCHEMA, ManifestRecord, meta_too_deep
 from xfer_core.manifest.roots import check_manifest_roots
 
 #: Our shards.meta.json. Upstream xfer's shards.meta.json is named ``xfer.shards.v1``
 #: with other contents; our own files of that name (before this one) are still read.
 SHARDS_SCHEMA = "xfer.shardmeta.v1"
 OLD_SHARDS_SCHEMA = "xfer.shards.v1"
+#: Shard layouts of the ``bytes`` strategy by name: the first is the default.
+LAYOUTS = {"locality": "locality-ranges", "lpt": "lpt-heap"}
 META_NAME = "shards.meta.json"
 #: Most shards one run may have (the shard index is packed into 24 bits).
 MAX_SHARDS = 1 << 24
@@ -98,6 +119,19 @@ class ShardInfo(msgspec.Struct, frozen=True):
     sha256: str
     #: sha256 of the .files list.
     files_sha256: str
+    #: Directories holding the shard's records.
+    dirs: int = 0
+    #: LIST pages to list those directories and their parents (whole directories).
+    list_pages: int = 0
+    #: Records the manifest says must be sent (``meta.diff``, from ``--diff-dest``).
+    send: int = 0
+    #: The cost model's choice for looking at what a side holds: ``list`` its
+    #: directories or ``objects`` (one request each).
+    lookup: str = "list"
+    #: Requests of that lookup, per remote side.
+    lookup_requests: int = 0
+    #: False when every record must be sent: the destination is not looked at.
+    check_dest: bool = True
 
 
 class ShardMeta(msgspec.Struct, frozen=True):
@@ -186,16 +220,30 @@ def load_shard_meta(outdir: str | os.PathLike[str], *, check_files: bool = True)
 
 
 def _scan(
-    name: str, fh: IO[bytes], spool: IO[bytes], keys: list[int]
+    name: str,
+    fh: IO[bytes],
+    spool: IO[bytes],
+    keys: list[int],
+    paths: list[bytes],
+    folders: list[bytes],
+    send: list[int],
 ) -> tuple[int, int, str, str, bool]:
     """Pass 1: validate every line, append one sort key per record and spool its
-    name as rclone spells it. Returns (records, total_bytes, source_root, dest_root, saw_blank_lines)."""
+    name as rclone spells it; ``paths`` gets each name's locality key
+    (:func:`~xfer_core.manifest.locality.sort_key`), ``folders`` its directory key
+    (one shared object per directory), ``send`` the index of each record the
+    manifest says must be sent. Returns (records, total_bytes, source_root,
+    dest_root, saw_blank_lines)."""
     decode = _record_decoder.decode
     crc32 = zlib.crc32
     low32 = _LOW32
     append = keys.append
     names: list[bytes] = []
     add_name = names.append
+    add_path = paths.append
+    add_folder = folders.append
+    known: dict[bytes, bytes] = {}
+    sep_key, file_key = DIR_SEP, FILE_SEP
     index = 0
     total = 0
     src: str | None = None
@@ -241,6 +289,13 @@ def _scan(
         total += size
         append((size << 64) | ((low32 ^ crc32(raw)) << 32) | index)
         add_name(raw)
+        head, sep, base = raw.rpartition(b"/")
+        folder = head.replace(b"/", sep_key) if sep else b""
+        folder = known.setdefault(folder, folder)
+        add_folder(folder)
+        add_path(folder + file_key + base)
+        if rec.meta and DIFF in rec.meta:
+            send.append(index)
         index += 1
         if not index & 4095:
             spool.write(rclone_name_list(names))
@@ -277,7 +332,8 @@ def _lpt(
 
 
 #: ``--strategy`` names (upstream xfer's): the ``method`` recorded in shards.meta.json.
-STRATEGIES = {"bytes": "lpt-heap", "count": "round-robin", "hash": "name-hash"}
+#: (``bytes`` records its layout instead, see :data:`LAYOUTS`).
+STRATEGIES = {"bytes": "byte-balanced", "count": "round-robin", "hash": "name-hash"}
 
 
 def _assign_simple(
@@ -304,6 +360,62 @@ def _assign_simple(
     return assign, heap
 
 
+def _locality(
+    keys: list[int],
+    order: list[int],
+    dirs: list[bytes],
+    records: int,
+    num_shards: int,
+    overhead: int,
+) -> tuple[array[int], list[int]]:
+    """Contiguous ranges of the sorted paths (:func:`~xfer_core.manifest.locality.locality_assign`).
+
+    Returns the per-record shard array and heap-like entries (load, records, shard)."""
+    weights = [0] * records
+    heaviest = [key & _LOW32 for key in reversed(keys)]
+    for key, i in zip(reversed(keys), heaviest, strict=True):
+        weights[i] = (key >> 64) + overhead
+    assign = locality_assign(order, dirs, weights, heaviest, num_shards)
+    loads = [0] * num_shards
+    counts = [0] * num_shards
+    for i, s in enumerate(assign):
+        loads[s] += weights[i]
+        counts[s] += 1
+    heap = [(loads[s] << _LOAD_SHIFT) | (counts[s] << _SHARD_BITS) | s for s in range(num_shards)]
+    return assign, heap
+
+
+def _lookup_stats(
+    order: list[int],
+    dirs: list[bytes],
+    assign: array[int],
+    send: list[int],
+    num_shards: int,
+) -> list[dict[str, object]]:
+    """Per shard: the cost model's inputs and choice (fields of :class:`ShardInfo`)."""
+    from collections import Counter
+
+    dir_count, list_pages = touch_stats(order, dirs, assign, num_shards)
+    per_shard = Counter(assign)
+    records = [per_shard[s] for s in range(num_shards)]
+    sending = Counter(map(assign.__getitem__, send))
+    sends = [sending[s] for s in range(num_shards)]
+    out: list[dict[str, object]] = []
+    for s in range(num_shards):
+        mode, cost = choose_lookup(records[s], list_pages[s])
+        out.append(
+            {
+                "dirs": dir_count[s],
+                "list_pages": list_pages[s],
+                "send": sends[s],
+                "lookup": mode,
+                "lookup_requests": cost,
+                "check_dest": sends[s] < records[s],
+            }
+        )
+    return out
+
+
 def _size_classes(keys: list[int]) -> tuple[int, int]:
     """(objects < 1 MiB, bytes in objects >= 64 MiB) from the ascending keys."""
     small = bisect_left(keys, SMALL_OBJECT << 64)
@@ -322,6 +434,7 @@ def shard_manifest(
     progress: Callable[[str], None] | None = None,
     strategy: str = "bytes",
     trust_roots: bool = False,
+    layout: str = "locality",
 ) -> ShardMeta:
     """Split the manifest ``in_path`` into byte-balanced shards in ``outdir``.
 
@@ -337,8 +450,10 @@ def shard_manifest(
 
     ``progress`` is called with a short line as each phase starts. ``strategy``
     (upstream's names): ``bytes`` balances weight (the default), ``count`` object
-    counts, ``hash`` places by a hash of the name (see :data:`STRATEGIES`). The roots
-    must be local paths or plain ``remote:path`` unless ``trust_roots``
+    counts, ``hash`` places by a hash of the name (see :data:`STRATEGIES`). ``layout``
+    (``bytes`` only) is a key of :data:`LAYOUTS`: ``locality`` (contiguous ranges of
+    the sorted paths, the default) or ``lpt`` (greedy LPT). The roots must be local
+    paths or plain ``remote:path`` unless ``trust_roots``
     (:func:`~xfer_core.manifest.roots.check_manifest_roots`), checked before
     anything is written.
 
@@ -357,6 +472,8 @@ def shard_manifest(
         raise XferError(f"--object-overhead must not be negative, not {object_overhead}")
     if strategy not in STRATEGIES:
         raise XferError(f"--strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    if layout not in LAYOUTS:
+        raise XferError(f"unknown shard layout {layout!r} (known: {', '.join(LAYOUTS)})")
     name = os.fspath(in_path)
     out = Path(outdir)
     if out.exists() and not out.is_dir():
@@ -370,8 +487,13 @@ def shard_manifest(
         spool_dir = out.parent if out.parent.is_dir() else None
         with tempfile.TemporaryFile(dir=spool_dir) as spool:
             keys: list[int] = []
+            paths: list[bytes] = []
+            folders: list[bytes] = []
+            send: list[int] = []
             say(f"reading {name} ...")
-            records, total_bytes, src_root, dst_root, blank = _scan(name, fh, spool, keys)
+            records, total_bytes, src_root, dst_root, blank = _scan(
+                name, fh, spool, keys, paths, folders, send
+            )
             if records == 0:
                 raise ManifestError(f"{name}: the manifest has no records; nothing to shard")
             check_manifest_roots(
@@ -393,17 +515,26 @@ def shard_manifest(
             _check_shard_count(name, n, records)
             largest = (keys[-1] >> 64) + overhead
             say(f"placing {records:,} records into {n:,} shards ...")
-            if strategy == "bytes":
+            order = sorted(range(records), key=paths.__getitem__)
+            del paths
+            dirs = list(map(folders.__getitem__, order))
+            del folders
+            if strategy != "bytes":
+                assign, heap = _assign_simple(strategy, keys, records, n, overhead)
+            elif layout == "lpt":
                 assign, heap = _lpt(keys, records, n, overhead)
             else:
-                assign, heap = _assign_simple(strategy, keys, records, n, overhead)
+                assign, heap = _locality(keys, order, dirs, records, n, overhead)
             del keys
+            stats = _lookup_stats(order, dirs, assign, send, n)
+            del order, dirs
             spool.seek(0)
             fh.seek(0)
             tmp = _make_tmpdir(out)
             say(f"writing {n:,} shards ...")
             try:
                 shards = _write_shards(fh, spool, assign, blank, heap, overhead, tmp)
+                shards = [msgspec.structs.replace(s, **stats[s.index]) for s in shards]
                 if os.fstat(fh.fileno()).st_mtime_ns != before.st_mtime_ns:
                     raise XferError(f"{name}: the manifest changed while it was being sharded")
                 weights = [s.weight for s in shards]
@@ -424,7 +555,7 @@ def shard_manifest(
                     source_root=src_root,
                     dest_root=dst_root,
                     shards=shards,
-                    method=STRATEGIES[strategy],
+                    method=LAYOUTS[layout] if strategy == "bytes" else STRATEGIES[strategy],
                 )
                 _write_file(tmp / META_NAME, _meta_encoder.encode(meta) + b"\n")
                 _install(tmp, out, _names(shards))

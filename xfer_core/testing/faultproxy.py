@@ -24,6 +24,8 @@ a regular expression (``r"^/bucket/[^?]+$"``: object requests, not listings). Mo
 ``slowdown``, ``internal_error``, ``rate_limited``, ``reset_request``,
 ``reset_response``, ``delayed``) and ``retries``: faulted requests that the client
 sent again (same method and target; counted once per fault).
+:attr:`FaultProxy.kinds` counts the requests by S3 operation (:func:`request_kind`:
+``LIST``, ``HEAD``, ``GET``, ``PUT``, ``COPY``, ``POST``, ``DELETE``), faulted ones included.
 
 Bodies are buffered in memory (test-sized objects); chunked transfer encoding, ``Expect:
 100-continue`` and keep-alive are handled. Standard library only, one thread per client
@@ -89,6 +91,22 @@ _COUNTER_OF = {
 _MAX_LINE = 65536
 #: Seconds to wait for the upstream server; a silent upstream resets the client.
 UPSTREAM_TIMEOUT = 60.0
+
+
+def request_kind(method: str, target: str, headers: _Message | None = None) -> str:
+    """The S3 operation of a request: ``LIST`` (a GET of a bucket with a listing
+    query), ``COPY`` (a PUT with ``x-amz-copy-source``), else the HTTP method."""
+    path, _, query = target.partition("?")
+    if method == "GET" and (
+        "list-type=" in query
+        or "delimiter=" in query
+        or "prefix=" in query
+        or path.rstrip("/").count("/") <= 1
+    ):
+        return "LIST"
+    if method == "PUT" and headers is not None and headers.header("x-amz-copy-source"):
+        return "COPY"
+    return method
 
 
 class _Closed(Exception):
@@ -242,6 +260,8 @@ class FaultProxy:
         self.target: re.Pattern[str] | None = None
         self.configure(errors=errors, methods=methods, target=target)
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        #: Requests by S3 operation (:func:`request_kind`).
+        self.kinds: collections.Counter[str] = collections.Counter()
         self._faulted: set[tuple[str, str]] = set()
         self._recent: collections.deque[float] = collections.deque()
         self._listener: socket.socket | None = None
@@ -406,6 +426,9 @@ class FaultProxy:
                 if (request.header("Expect") or "").lower() == "100-continue":
                     conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
                 _read_body(fh, request, until_close=False)
+                kind = request_kind(method, target, request)
+                with self._lock:
+                    self.kinds[kind] += 1
                 delay, fault = self._decide(method, target)
                 if delay > 0:
                     time.sleep(delay)
@@ -466,4 +489,11 @@ class FaultProxy:
                 conn.close()
 
 
-__all__ = ["COUNTERS", "FAULT_COUNTERS", "S3_ERRORS", "FaultProxy", "s3_error_response"]
+__all__ = [
+    "COUNTERS",
+    "FAULT_COUNTERS",
+    "S3_ERRORS",
+    "FaultProxy",
+    "request_kind",
+    "s3_error_response",
+]

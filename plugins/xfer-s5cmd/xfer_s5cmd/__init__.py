@@ -13,7 +13,11 @@ At render time :meth:`S5cmdEngine.prepare` writes, beside each shard's
 - ``shard_%06d.s5cmd``: one ``cp --raw SRC DST`` line per record, every name
   shell-quoted the way ``s5cmd run`` splits its lines (``--raw``: no wildcard
   expansion, so ``*``, ``?`` and ``[`` are plain characters);
-- ``shard_%06d.s5ls``: one ``ls DST`` line per record, for verification;
+- ``shard_%06d.s5ls``: what to list for verification: one ``ls DIR/`` per directory
+  of the shard when the request cost model of ``shards.meta.json`` chose listing
+  (``lookup: list``: its directories' LIST pages are fewer than its records), else
+  one ``ls DST`` per record (a directory whose name s5cmd would read as a wildcard
+  is always listed per record);
 - ``shard_%06d.s5expect``: what verification must find: one line per record,
   the destination key as s5cmd's ``--json`` output spells it, a tab, the size
   (and a tab and the MD5 when the manifest has one and the object is small
@@ -411,11 +415,14 @@ class S5cmdEngine(ShardEngine):
     def prepare(self, run_dir: Path, shard_indices: Sequence[int], ctx: EngineContext) -> None:
         source, dest = self.roots(ctx)
         shards = Path(run_dir) / "shards"
+        lookups = _lookups(shards)
         refused: list[str] = []
         for index in shard_indices:
             # one shard in memory at a time; nothing is written once a name is refused
             base = shards / f"shard_{index:06d}"
             cp, ls, expect = [], [], []
+            by_dir = lookups.get(index) == "list"
+            dirs: dict[str, None] = {}
             for record in read_manifest(f"{base}.jsonl"):
                 name = path_bytes(record)
                 why = unexpressible(name)
@@ -426,12 +433,19 @@ class S5cmdEngine(ShardEngine):
                 src = source.url(rel) if source else os.path.join(ctx.source_root, rel)
                 dst = dest.url(rel)
                 cp.append(f"cp --raw {quote(src)} {quote(dst)}\n")
-                ls.append(f"ls {quote(dst)}\n")
+                folder = rel.rpartition("/")[0]
+                if by_dir and not _WILDCARD.search(folder):
+                    dirs.setdefault(folder)
+                else:
+                    ls.append(f"ls {quote(dst)}\n")
                 line = f"{json_key(dst)}\t{record.size}"
                 md5 = (record.hashes or {}).get("md5")
                 if ctx.verify == "hash" and md5 and record.size < MD5_ETAG_MAX_SIZE:
                     line += f"\t{md5.lower()}"
                 expect.append(line + "\n")
+            for folder in dirs:
+                url = dest.url(folder)
+                ls.append(f"ls {quote(url if url.endswith('/') else url + '/')}\n")
             if not refused:
                 atomic_write_text(f"{base}.s5cmd", "".join(cp))
                 atomic_write_text(f"{base}.s5ls", "".join(ls))
@@ -445,6 +459,22 @@ class S5cmdEngine(ShardEngine):
                 f"s5cmd engine cannot copy {len(refused)} object(s): {shown}{more}",
                 hint="use --engine rclone for these names",
             )
+
+
+#: Characters s5cmd reads as a wildcard in an ``ls`` URL.
+_WILDCARD = re.compile(r"[*?\[]")
+
+
+def _lookups(shards: Path) -> dict[int, str]:
+    """Each shard's lookup mode from ``shards.meta.json`` (empty when it cannot be read)."""
+    from xfer_core.errors import XferError
+    from xfer_core.manifest.shard import load_shard_meta
+
+    try:
+        meta = load_shard_meta(shards, check_files=False)
+    except XferError:
+        return {}
+    return {info.index: info.lookup for info in meta.shards}
 
 
 def _beside_interpreter(name: str) -> str | None:

@@ -1,0 +1,240 @@
+"""Request counts of a bulk run, pinned: S3 requests must not grow with the shard count.
+
+A :class:`~xfer_core.testing.faultproxy.FaultProxy` (no faults) sits in front of the
+``s3`` fixture and counts every request by S3 operation. The baseline is one
+``rclone copy`` plus one ``rclone check --one-way`` of the same tree with the same
+flags; ``xfer run`` with 1 and 8 shards must stay within 1.1× of its total, and
+its LIST requests within a few per shard (each shard lists only its own
+directories and verifies from the copy's report, never by listing again).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xfer_core.bulk.plan import Plan, load_plan
+from xfer_core.bulk.state import load_run_state
+from xfer_core.manifest.jsonl import read_manifest
+from xfer_core.manifest.shard import load_shard_meta
+from xfer_core.testing.faultproxy import FaultProxy
+from xfer_core.testing.services import S3Server
+
+from .runtools import read_tree, xfer
+
+pytestmark = pytest.mark.s3
+
+FLAGS = "--transfers 4 --checkers 4"
+
+
+@pytest.fixture
+def proxy(s3: S3Server) -> Iterator[FaultProxy]:
+    with FaultProxy(s3.endpoint) as p:
+        yield p
+
+
+@pytest.fixture
+def conf(proxy: FaultProxy, s3: S3Server, tmp_path: Path) -> Path:
+    return proxy.rclone_config(s3.rclone_config, tmp_path / "proxy-rclone.conf")
+
+
+def _tree(root: Path, names: list[str]) -> None:
+    for i, name in enumerate(names):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(os.urandom(50 + i % 300))
+
+
+def deep_names(files: int, per_dir: int = 100) -> list[str]:
+    return [f"d000/s{i // per_dir:03d}/f{i:05d}.bin" for i in range(files)]
+
+
+def flat_names(files: int) -> list[str]:
+    return [f"k{i:05d}.bin" for i in range(files)]
+
+
+def counted(proxy: FaultProxy, argv: list[str], *, rclone: str | None = None) -> Counter[str]:
+    """Run one command (the xfer CLI, or rclone when ``rclone`` is given) and return
+    the requests it made, by S3 operation."""
+    proxy.kinds.clear()
+    if rclone:
+        proc = subprocess.run([rclone, *argv], capture_output=True, text=True, check=False)
+    else:
+        proc = xfer(*argv)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return Counter(proxy.kinds)
+
+
+def baseline(proxy: FaultProxy, s3: S3Server, conf: Path, src: Path, dest: str) -> Counter[str]:
+    """One ``rclone copy`` + one ``rclone check --one-way`` of the whole tree."""
+    common = ["--config", str(conf), *FLAGS.split()]
+    copy = counted(proxy, [*common, "copy", str(src), dest], rclone=s3.rclone)
+    check = counted(proxy, [*common, "check", "--one-way", str(src), dest], rclone=s3.rclone)
+    return copy + check
+
+
+def xfer_run(
+    proxy: FaultProxy, conf: Path, run: Path, src: Path, dest: str, shards: int
+) -> Counter[str]:
+    return counted(
+        proxy,
+        [
+            *["run", "--run-dir", str(run), "--source", str(src), "--dest", dest],
+            *["--num-shards", str(shards), "--array-concurrency", "2"],
+            *["--rclone-config", str(conf), "--rclone-flags", FLAGS],
+            *["--scheduler", "local", "--submit"],
+        ],
+    )
+
+
+def total(kinds: Counter[str]) -> int:
+    return sum(kinds.values())
+
+
+@pytest.mark.parametrize("layout", ["deep", "flat"])
+def test_requests_stay_within_a_tenth_of_copy_plus_check_at_1_and_8_shards(
+    proxy: FaultProxy, s3: S3Server, conf: Path, tmp_path: Path, layout: str
+) -> None:
+    names = deep_names(400) if layout == "deep" else flat_names(400)
+    src = tmp_path / "src"
+    _tree(src, names)
+    prefix = f"req-{uuid.uuid4().hex[:8]}"
+    base = baseline(proxy, s3, conf, src, f"s3:dst/{prefix}/base")
+    assert base["PUT"] >= 400 and base["HEAD"] >= 400  # every object sent, and read back
+    runs = {}
+    for shards in (1, 8):
+        run = tmp_path / f"run{shards}"
+        runs[shards] = xfer_run(proxy, conf, run, src, f"s3:dst/{prefix}/x{shards}", shards)
+        assert load_run_state(run).complete
+        assert len(read_tree(s3.root / "dst" / prefix / f"x{shards}")) == 400
+        # every object sent once and read back once, plus a few per rclone run
+        assert 400 <= runs[shards]["PUT"] <= 400 + 2 * shards
+        assert 400 <= runs[shards]["HEAD"] <= 400 + 2 * shards
+        assert total(runs[shards]) <= 1.1 * total(base), (shards, runs[shards], base)
+        # a re-run of a finished run sends no request at all
+        assert total(xfer_run(proxy, conf, run, src, f"s3:dst/{prefix}/x{shards}", shards)) == 0
+    # listing: one shard lists at most what the baseline does; eight list only their
+    # own directories (the deep tree: 4 of 100 files, plus d000 and the root), never
+    # every directory again (the byte-balanced layout listed 6 per shard, twice)
+    assert runs[1]["LIST"] <= base["LIST"]
+    per_shard = 4 if layout == "deep" else 1
+    assert runs[8]["LIST"] <= 8 * per_shard, runs[8]
+
+
+def _prepare_then_submit(
+    proxy: FaultProxy, conf: Path, run: Path, source: str, dest: str, shards: int
+) -> tuple[Plan, Counter[str]]:
+    """``xfer run --plan`` (lists the source, prints and records the plan, submits
+    nothing), then the submission alone, counted."""
+    args = [
+        *["run", "--run-dir", str(run), "--source", source, "--dest", dest],
+        *["--num-shards", str(shards), "--array-concurrency", "2"],
+        *["--rclone-config", str(conf), "--rclone-flags", FLAGS, "--scheduler", "local"],
+    ]
+    proxy.kinds.clear()
+    planned = xfer(*args, "--plan", "--submit")
+    assert planned.returncode == 0, planned.stderr
+    assert "plan: " in planned.stderr and "req/s" in planned.stderr
+    assert not list(run.glob("state/*.attempt")), "--plan must not submit anything"
+    # listing a source on S3 reads its listing pages, not one HEAD per object
+    assert proxy.kinds["HEAD"] <= 2 and proxy.kinds["PUT"] + proxy.kinds["COPY"] == 0, proxy.kinds
+    plan = load_plan(run)
+    assert plan is not None
+    submitted = counted(proxy, ["run", "--run-dir", str(run), "--scheduler", "local", "--submit"])
+    assert load_run_state(run).complete
+    return plan, submitted
+
+
+@pytest.mark.parametrize("route", ["local->s3", "s3->s3 (server-side)"])
+def test_plan_estimate_within_a_tenth_of_the_measured_requests(
+    proxy: FaultProxy, s3: S3Server, conf: Path, tmp_path: Path, route: str
+) -> None:
+    prefix = f"plan-{uuid.uuid4().hex[:8]}"
+    if route == "local->s3":
+        src = tmp_path / "src"
+        _tree(src, deep_names(300))
+        source = str(src)
+    else:
+        _tree(s3.root / "src" / prefix, deep_names(300))
+        source = f"s3:src/{prefix}"
+    run = tmp_path / "run"
+    plan, measured = _prepare_then_submit(proxy, conf, run, source, f"s3:dst/{prefix}", 4)
+    assert plan.route == route and plan.objects == 300 and plan.shards == 4
+    assert abs(plan.total_requests - total(measured)) <= 0.1 * total(measured), (plan, measured)
+    # per operation too, for the ones that carry the cost
+    for op in ("PUT", "COPY"):
+        assert abs(plan.requests.get(op, 0) - measured[op]) <= 0.1 * max(measured[op], 10), op
+    # the status shows the plan beside what was done
+    status = xfer("status", "--run-dir", str(run))
+    assert f"plan: {plan.total_requests:,} requests" in status.stdout, status.stdout
+
+
+def test_diff_dest_rerun_costs_what_changed(
+    proxy: FaultProxy, s3: S3Server, conf: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "src"
+    names = deep_names(200)
+    _tree(src, names)
+    prefix = f"diff-{uuid.uuid4().hex[:8]}"
+    dest = f"s3:dst/{prefix}"
+    first = xfer_run(proxy, conf, tmp_path / "run1", src, dest, 4)
+    # 4 of 200 change: two contents of the same size, one size, one deleted at the destination
+    for name in names[:2]:
+        data = (src / name).read_bytes()
+        (src / name).write_bytes(bytes(b ^ 0xFF for b in data))
+    (src / names[50]).write_bytes(b"longer now" * 100)
+    (s3.root / "dst" / prefix / names[120]).unlink()
+    run = tmp_path / "run2"
+    manifest = run / "manifest.jsonl"
+    run.mkdir()
+    build = counted(
+        proxy,
+        [
+            *["manifest", "build", "--source", str(src), "--dest", dest, "--out", str(manifest)],
+            *["--hash", "md5", "--rclone-config", str(conf), "--diff-dest"],
+        ],
+    )
+    # the destination listed once, from its listing pages alone: no HEAD per object
+    assert build["HEAD"] <= 2 and build["LIST"] <= 6, build
+    kept = {r.path: r.meta["diff"] for r in read_manifest(manifest)}
+    assert kept == {names[0]: "hash", names[1]: "hash", names[50]: "size", names[120]: "missing"}
+    shard = xfer(
+        "manifest", "shard", "--in", str(manifest), "--outdir", str(run / "shards"), "-n", "2"
+    )
+    assert shard.returncode == 0, shard.stderr
+    meta = load_shard_meta(run / "shards")
+    assert [s.check_dest for s in meta.shards] == [False, False]
+    render = xfer(
+        *["slurm", "render", "--run-dir", str(run), "--rclone-config", str(conf)],
+        *["--rclone-flags", FLAGS, "--max-array-size", "10"],
+    )
+    assert render.returncode == 0, render.stderr
+    assert "--no-check-dest" in (run / "shards" / "shard_000000.rclone").read_text()
+    again = counted(proxy, ["run", "--run-dir", str(run), "--scheduler", "local", "--submit"])
+    assert load_run_state(run).complete
+    assert again["LIST"] == 0 and again["PUT"] <= 4 + 2, again
+    assert total(again) + total(build) <= 0.1 * total(first), (again, build, first)
+    assert read_tree(s3.root / "dst" / prefix) == read_tree(src)
+    # the same through `xfer run --diff-dest`: one changed object is all it sends ...
+    (src / names[7]).write_bytes(b"changed again")
+    args = [
+        *["run", "--run-dir", str(tmp_path / "run3"), "--source", str(src), "--dest", dest],
+        *["--num-shards", "1", "--rclone-config", str(conf), "--rclone-flags", FLAGS],
+        *["--scheduler", "local", "--diff-dest", "--submit"],
+    ]
+    rerun = counted(proxy, args)
+    assert rerun["PUT"] <= 2 and rerun["HEAD"] <= 4, rerun  # the object, and the bucket
+    assert [r.path for r in read_manifest(tmp_path / "run3" / "manifest.jsonl")] == [names[7]]
+    # ... and when nothing differs it says so and sends nothing
+    proxy.kinds.clear()
+    same = xfer(*args)
+    assert same.returncode == 0, same.stderr
+    assert "nothing to send" in same.stderr
+    assert proxy.kinds["PUT"] == 0 and proxy.kinds["HEAD"] <= 2, proxy.kinds
+    assert read_tree(s3.root / "dst" / prefix) == read_tree(src)

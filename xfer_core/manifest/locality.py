@@ -1,0 +1,201 @@
+"""Shards laid out for locality, and the per-shard request cost model.
+
+**Layout** (``locality``, the default of :func:`~xfer_core.manifest.shard.shard_manifest`):
+records are sorted by directory, then name (:func:`sort_key`: the files of one
+directory are contiguous, and so is every subtree). Objects heavier than a fair
+share (``weight > remaining weight / remaining shards``, taken heaviest first) get
+a shard each. The rest is cut into contiguous ranges of about equal weight; a cut
+moves to the nearest directory boundary when one lies within ``DIR_SLACK`` of a
+fair share of the ideal point, so most shards own whole directories and each
+shard touches only a few. A shard's weight is therefore at most a fair share plus
+``2 × DIR_SLACK`` of it plus the heaviest remaining object.
+
+**Cost model.** A shard's copy must find out what the destination already holds
+(and, for a remote source, what the source holds). Per side it can
+
+- ``list`` its directories: one LIST page (up to 1,000 entries) per page of every
+  directory it touches and each of their parents (a directory lists *all* its
+  entries -- files and sub-directories -- not only the shard's);
+- ``objects``: one request (HEAD) per object (``--no-traverse``);
+
+and the model picks the fewer requests (ties: list). (``--fast-list`` does not
+apply: with ``--files-from`` rclone lists only the directories the list names,
+measured.) When the
+manifest says every record of the shard must be sent (a ``--diff-dest`` manifest:
+each record is missing or different at the destination), the destination is not
+looked at at all (``check_dest`` false: ``--no-check-dest``). The destination's
+shape is taken to mirror the source's (an upper bound for a fresh destination).
+"""
+
+from __future__ import annotations
+
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
+from itertools import accumulate, pairwise
+
+#: Entries per LIST page (S3's ListObjectsV2 maximum, rclone's default --s3-list-chunk).
+LIST_PAGE = 1000
+#: A cut may move this share of a fair shard weight to reach a directory boundary.
+DIR_SLACK = 0.03
+#: Lookup modes, in tie-break order.
+LOOKUPS = ("list", "objects")
+
+#: Between directory components in a sort key, and between the directory and the name.
+DIR_SEP = b"\x00\x02"
+FILE_SEP = b"\x00\x01"
+_SEP, _FILE = DIR_SEP, FILE_SEP
+
+
+def sort_key(raw: bytes) -> bytes:
+    """The locality order of one name: by directory (component-wise), files before
+    sub-directories, then by name. Injective, since names never hold NUL."""
+    head, sep, base = raw.rpartition(b"/")
+    if not sep:
+        return _FILE + base
+    return head.replace(b"/", _SEP) + _FILE + base
+
+
+def dir_of(key: bytes) -> bytes:
+    """The directory part of a :func:`sort_key` (``b""`` for the root)."""
+    return key[: key.rindex(_FILE)]
+
+
+def _parent(d: bytes) -> bytes:
+    cut = d.rfind(_SEP)
+    return b"" if cut < 0 else d[:cut]
+
+
+def _chain(d: bytes) -> list[bytes]:
+    """``d`` and its parents up to the root, root first."""
+    out = [d]
+    while d:
+        d = _parent(d)
+        out.append(d)
+    out.reverse()
+    return out
+
+
+def pages(entries: int) -> int:
+    """LIST pages of a directory with ``entries`` entries (an empty one still costs one)."""
+    return max(1, -(-entries // LIST_PAGE))
+
+
+def locality_assign(
+    order: Sequence[int],
+    dirs: Sequence[bytes],
+    weights: Sequence[int],
+    heaviest: Sequence[int],
+    num_shards: int,
+) -> array[int]:
+    """Shard of each record (indexed like ``weights``).
+
+    ``order``: record indices in :func:`sort_key` order; ``dirs[p]``: the directory
+    of ``order[p]``; ``heaviest``: record indices, heaviest first (a deterministic
+    order). Shards ``0..k-1`` are the ranges in path order, then one shard per
+    split-out heavy object, in path order.
+    """
+    n = len(weights)
+    assign = array("I", [0]) * n
+    total = sum(weights)
+    if total == 0:  # nothing weighs anything: balance by count
+        weights = [1] * n
+        total = n
+    big = bytearray(n)
+    rest, left = num_shards, total
+    for i in heaviest:
+        if rest <= 1 or weights[i] * rest <= left:
+            break
+        big[i] = 1
+        left -= weights[i]
+        rest -= 1
+    if any(big):
+        seq = [p for p, i in enumerate(order) if not big[i]]
+        seq_dirs = [dirs[p] for p in seq]
+        seq_order = [order[p] for p in seq]
+    else:
+        seq_dirs, seq_order = list(dirs), list(order)
+    m = len(seq_order)
+    prefix = list(accumulate(map(weights.__getitem__, seq_order), initial=0))
+    bounds = _boundaries(seq_dirs)
+    bprefix = [prefix[k] for k in bounds]
+    slack = DIR_SLACK * left / rest if rest else 0.0
+    cuts = [0]
+    for j in range(1, rest):
+        target = left * j / rest
+        cut = _nearest(prefix, target)
+        lo, hi = bisect_left(bprefix, target - slack), bisect_right(bprefix, target + slack)
+        if lo < hi:
+            best = min(range(lo, hi), key=lambda b: (abs(bprefix[b] - target), b))
+            cut = bounds[best]
+        cut = min(max(cut, cuts[-1] + 1), m - (rest - j))
+        cuts.append(cut)
+    cuts.append(m)
+    for s in range(rest):
+        for i in seq_order[cuts[s] : cuts[s + 1]]:
+            assign[i] = s
+    s = rest
+    for i in order:
+        if big[i]:
+            assign[i] = s
+            s += 1
+    return assign
+
+
+def _boundaries(dirs: Sequence[bytes]) -> list[int]:
+    """Positions k where ``dirs[k]`` starts another directory than ``dirs[k - 1]``."""
+    return [k for k, (a, b) in enumerate(pairwise(dirs), 1) if a != b]
+
+
+def _nearest(prefix: list[int], target: float) -> int:
+    """The index k whose prefix[k] is nearest ``target`` (ties: the lower)."""
+    k = bisect_left(prefix, target)
+    if k > 0 and (k == len(prefix) or target - prefix[k - 1] <= prefix[k] - target):
+        return k - 1
+    return k
+
+
+def touch_stats(
+    order: Sequence[int], dirs: Sequence[bytes], assign: Sequence[int], num_shards: int
+) -> tuple[list[int], list[int]]:
+    """Per shard: (directories holding its records, LIST pages to list them and their
+    parents). Directory sizes count every entry of the whole manifest: its files
+    and its distinct sub-directories."""
+    n = len(order)
+    # (start, end) of each directory's run
+    groups = list(pairwise([0, *_boundaries(dirs), n])) if n else []
+    files: dict[bytes, int] = {}
+    for start, end in groups:
+        files[dirs[start]] = files.get(dirs[start], 0) + (end - start)
+    every: set[bytes] = {b""}
+    for d in files:
+        while d not in every:
+            every.add(d)
+            d = _parent(d)
+    entries = {d: files.get(d, 0) for d in every}
+    for d in every:
+        if d:
+            entries[_parent(d)] += 1
+    dir_count = [0] * num_shards
+    list_pages = [0] * num_shards
+    last: list[list[bytes] | None] = [None] * num_shards
+    for start, end in groups:
+        d = dirs[start]
+        chain = _chain(d)
+        for s in sorted(set(map(assign.__getitem__, order[start:end]))):
+            prev = last[s]
+            common = 0
+            if prev is not None:
+                while common < min(len(prev), len(chain)) and prev[common] == chain[common]:
+                    common += 1
+            dir_count[s] += 1
+            list_pages[s] += sum(pages(entries[c]) for c in chain[common:])
+            last[s] = chain
+    return dir_count, list_pages
+
+
+def choose_lookup(records: int, list_pages: int) -> tuple[str, int]:
+    """(mode, requests per side) with the fewer requests: see the module docstring."""
+    if list_pages <= records:
+        return "list", list_pages
+    return "objects", records
