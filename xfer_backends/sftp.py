@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 from xfer_core.errors import ConfigError, TransferError
 from xfer_core.hookspecs import hookimpl
 from xfer_core.plugin import AVAILABLE, Availability
-from xfer_core.sync import remote_path
+from xfer_core.sync import remote_path, ssh_login
 from xfer_core.sync.backend import (
     KEEPALIVE_COUNT_MAX,
     PairJob,
@@ -49,6 +50,8 @@ from xfer_core.sync.plan import Entry, EntryKind, Plan, plan_sync
 
 if TYPE_CHECKING:
     import asyncssh
+
+    from xfer_backends.sftp_openssh import OpenSsh
 
 #: Temporary names of files being written (also recognised and removed when left over).
 _TEMP = re.compile(r"^\..+\.[0-9a-f]{8}\.xfertmp$", re.DOTALL)
@@ -280,12 +283,16 @@ def _entry_from_attrs(attrs: asyncssh.SFTPAttrs) -> Entry:
 def _client_class() -> Any:
     import asyncssh
 
-    class HostKeyPolicy(asyncssh.SSHClient):
-        """Called by asyncssh only for a key that is not in known_hosts."""
+    class LoginClient(asyncssh.SSHClient):
+        """xfer's host-key policy, and the answers a login asks a person for (:class:`_Login`).
 
-        def __init__(self, known: asyncssh.SSHKnownHosts, accept_new: bool):
+        asyncssh calls ``validate_host_public_key`` only for a key not in known_hosts.
+        """
+
+        def __init__(self, known: asyncssh.SSHKnownHosts, accept_new: bool, login: _Login):
             self.known = known
             self.accept_new = accept_new
+            self.login = login
             self.verdict = ""
             self.new_key: asyncssh.SSHKey | None = None
             self.new_host = ""
@@ -305,23 +312,101 @@ def _client_class() -> Any:
             self.new_host = _host_pattern(host, port)
             return True
 
-    return HostKeyPolicy
+        async def public_key_auth_requested(self) -> Any:
+            return await self.login.locked_key()
+
+        def kbdint_auth_requested(self) -> str | None:
+            return self.login.kbdint_requested()
+
+        async def kbdint_challenge_received(
+            self, name: str, instructions: str, lang: str, prompts: Any
+        ) -> list[str] | None:
+            return await self.login.challenge(name, instructions, prompts)
+
+        async def password_auth_requested(self) -> str | None:
+            return await self.login.password()
+
+    return LoginClient
 
 
-def known_hosts_path(target: Remote) -> Path:
-    """The known_hosts file: the target's, else the ssh config's ``UserKnownHostsFile``, else ~/.ssh/known_hosts."""
-    if target.known_hosts:
-        return Path(target.known_hosts)
-    if target.ssh_config:
+class _Login:
+    """What one asyncssh login may ask a person: a key passphrase (keys the agent does not
+    hold), keyboard-interactive answers (OTP) and a password -- each at most once, at the
+    run's terminal with the server's prompt text. Without a terminal nothing is asked and
+    :attr:`needed` says what would have been (the one-line error)."""
+
+    def __init__(self, where: str, host: str, locked: list[str], certs: list[str]):
+        self.where = where
+        self.host = host
+        self.locked = list(locked)
+        self.certs = certs
+        self.term = ssh_login.terminal()
+        self.needed = ""
+        self.answered = ""
+        self._kbdint_tries = 0
+        self._password_tries = 0
+
+    def _need(self, what: str, *, key: str | None = None) -> None:
+        self.needed = self.needed or ssh_login.needs_person(
+            self.where, what, key=key, host=self.host
+        )
+
+    async def locked_key(self) -> Any:
         import asyncssh
 
-        options = asyncssh.SSHClientConnectionOptions(
-            host=target.host, config=[target.ssh_config], known_hosts=()
-        )
-        known = options.known_hosts
-        if isinstance(known, list) and known:
-            return Path(os.path.expanduser(str(known[0])))
-    return Path("~/.ssh/known_hosts").expanduser()
+        while self.locked:
+            path = self.locked.pop(0)
+            phrase = self.term.passphrases.get(path)
+            if phrase is None:
+                if not self.term.enabled:
+                    self._need("", key=path)
+                    continue
+                async with self.term.use():
+                    phrase = await self.term.ask(f"Enter passphrase for key '{path}': ")
+                self.answered = "passphrase"
+            try:
+                keys = asyncssh.load_keypairs(path, phrase, self.certs)
+            except (ValueError, OSError):
+                self.answered = f"the passphrase for {path} is wrong"
+                continue
+            self.term.passphrases[path] = phrase
+            return keys
+        return None
+
+    def kbdint_requested(self) -> str | None:
+        if self.term.enabled and self._kbdint_tries >= 1:
+            return None  # asked once this run: no second round of prompts
+        self._kbdint_tries += 1
+        return ""  # let the server pick the submethods (PAM)
+
+    async def challenge(
+        self, name: str, instructions: str, prompts: list[tuple[str, bool]]
+    ) -> list[str] | None:
+        if not prompts:
+            return []
+        if not self.term.enabled:
+            self._need(f"keyboard-interactive ({prompts[0][0].strip()!r})")
+            return None
+        async with self.term.use():
+            header = "\n".join(t for t in (name, instructions) if t)
+            answers = []
+            for i, (prompt, echo) in enumerate(prompts):
+                text = f"{header}\n{prompt}" if header and i == 0 else prompt
+                answers.append(await self.term.ask(text, echo=echo))
+        self.answered = "keyboard-interactive answer"
+        return answers
+
+    async def password(self) -> str | None:
+        if not self.term.enabled:
+            self._need("a password")
+            return None
+        if self._password_tries >= 1:
+            return None
+        self._password_tries += 1
+        async with self.term.use():
+            answer = await self.term.ask(f"{self.host}'s password: ")
+        self.answered = "password"
+        return answer
 
 
 def _check_key_file(path: str, where: str) -> None:
@@ -343,21 +428,145 @@ def _host_pattern(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
 
-async def connect(target: Remote) -> asyncssh.SSHClientConnection:
-    """Log in to ``target`` with xfer's host-key policy; failures become one TransferError line."""
+def _read_known(paths: list[Path]) -> str:
+    texts = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            texts.append(path.read_text(errors="replace"))
+    return "\n".join(texts)
+
+
+def _client_keys(
+    target: Remote, settings: ssh_login.SshSettings, where: str
+) -> tuple[list[Any], list[str], list[str]]:
+    """(keys loaded now, encrypted key files for later, certificate files): the identity
+    files OpenSSH would offer (``key_path`` first), as OpenSSH skips unreadable defaults."""
     import asyncssh
 
-    kh_path = known_hosts_path(target)
-    text = kh_path.read_text(errors="replace") if kh_path.is_file() else ""
-    known = asyncssh.import_known_hosts(text)
-    policy = _client_class()(known, target.accept_new_host_key)
+    if target.key_path:
+        _check_key_file(target.key_path, where)
+    paths = list(settings.identity_files) or ([target.key_path] if target.key_path else [])
+    certs = [c for c in settings.certificate_files if os.path.isfile(c)]
+    loaded: list[Any] = []
+    locked: list[str] = []
+    for path in dict.fromkeys(paths):
+        if not os.path.isfile(path):
+            continue
+        try:
+            loaded.extend(asyncssh.load_keypairs(path, None, certs))
+        except (ValueError, OSError) as exc:
+            if "assphrase" in str(exc):
+                locked.append(path)
+            elif path == target.key_path:
+                raise TransferError(f"{where}: cannot read key_path {path}: {exc}") from None
+    return loaded, locked, certs
+
+
+def _agent_path(settings: ssh_login.SshSettings) -> str | None:
+    agent = settings.identity_agent
+    if agent is None:
+        return os.environ.get("SSH_AUTH_SOCK") or None
+    return None if agent == "none" else agent
+
+
+def _agent_identities(settings: ssh_login.SshSettings) -> list[str] | None:
+    """With ``IdentitiesOnly``: the agent keys to offer (those of the identity files)."""
+    if not settings.identities_only:
+        return None
+    pubs = [f"{p}.pub" for p in settings.identity_files if os.path.isfile(f"{p}.pub")]
+    return pubs + [c for c in settings.certificate_files if os.path.isfile(c)] or None
+
+
+def _jump_hops(target: Remote, jump: str) -> list[Remote]:
+    """The ``ProxyJump`` hosts (``[user@]host[:port]``, comma-separated) as targets."""
+    hops = []
+    for i, spec in enumerate(h.strip() for h in jump.split(",") if h.strip()):
+        user, _, rest = spec.rpartition("@")
+        host, port = rest, None
+        m = re.fullmatch(r"\[?([^\]]+?)\]?:(\d+)", rest)
+        if m:
+            host, port = m.group(1), int(m.group(2))
+        hops.append(
+            Remote(
+                name=f"{target.name} (jump host {i + 1})",
+                host=host,
+                port=port,
+                user=user or None,
+                ssh_config=target.ssh_config,
+                accept_new_host_key=target.accept_new_host_key,
+                connect_timeout=target.connect_timeout,
+                io_timeout=target.io_timeout,
+            )
+        )
+    return hops
+
+
+async def connect(
+    target: Remote, settings: ssh_login.SshSettings | None = None
+) -> asyncssh.SSHClientConnection:
+    """Log in to ``target`` as the user's OpenSSH would (host, user, port, keys, agent,
+    certificates, jump hosts from the ssh config) with xfer's host-key policy; on a
+    terminal, passphrases and keyboard-interactive/password answers are asked for.
+    Failures become one TransferError line."""
+    if settings is None:
+        settings = await asyncio.to_thread(ssh_login.openssh_settings, target)
+    hops: list[asyncssh.SSHClientConnection] = []
+    try:
+        for hop in _jump_hops(target, settings.proxy_jump or ""):
+            hop_settings = await asyncio.to_thread(ssh_login.openssh_settings, hop)
+            hop_settings = dataclasses.replace(hop_settings, proxy_jump=None)
+            hops.append(await _connect_one(hop, hop_settings, hops[-1] if hops else None))
+        conn = await _connect_one(target, settings, hops[-1] if hops else None)
+    except BaseException:
+        for hop_conn in hops:
+            hop_conn.close()
+        raise
+    if hops:  # the jump connections close with the cluster's
+        task = asyncio.ensure_future(_close_hops_after(conn, hops))
+        _HOP_TASKS.add(task)
+        task.add_done_callback(_HOP_TASKS.discard)
+    return conn
+
+
+_HOP_TASKS: set[asyncio.Future[None]] = set()
+
+
+async def _close_hops_after(
+    conn: asyncssh.SSHClientConnection, hops: list[asyncssh.SSHClientConnection]
+) -> None:
+    with contextlib.suppress(Exception):
+        await conn.wait_closed()
+    for hop in reversed(hops):
+        hop.close()
+
+
+async def _connect_one(
+    target: Remote,
+    settings: ssh_login.SshSettings,
+    tunnel: asyncssh.SSHClientConnection | None,
+) -> asyncssh.SSHClientConnection:
+    import asyncssh
+
     where = f"{target.name} ({target.label})"
+    users, globals_ = ssh_login.known_hosts_files(target, settings)
+    kh_path = users[0]
+    known = asyncssh.import_known_hosts(_read_known([*users, *globals_]))
+    loaded, locked, certs = await asyncio.to_thread(_client_keys, target, settings, where)
+    login = _Login(where, target.host, locked, certs)
+    policy = _client_class()(known, ssh_login.accept_new_host_key(target, settings), login)
+    resolved = bool(settings.options)  # ssh -G answered: give asyncssh its values
     kwargs: dict[str, Any] = {
         "known_hosts": known,
-        "config": [target.ssh_config] if target.ssh_config else (),
+        "config": [],
         "connect_timeout": target.connect_timeout,
         "login_timeout": target.connect_timeout,
         "client_factory": lambda: policy,
+        "client_keys": loaded,
+        "ignore_encrypted": True,
+        "agent_path": _agent_path(settings),
+        "agent_identities": _agent_identities(settings),
+        "kbdint_auth": True,
+        "password_auth": True,
         # a dropped link is noticed after io_timeout s of silence instead of TCP's ~15 min
         "keepalive_interval": target.keepalive_interval,
         "keepalive_count_max": KEEPALIVE_COUNT_MAX,
@@ -370,16 +579,24 @@ async def connect(target: Remote) -> asyncssh.SSHClientConnection:
             "aes256-ctr",
         ],
     }
-    if target.port:
-        kwargs["port"] = target.port
-    if target.user:
-        kwargs["username"] = target.user
-    if target.key_path:
-        _check_key_file(target.key_path, where)
-        kwargs["client_keys"] = [target.key_path]
-        kwargs["agent_path"] = None
+    if tunnel is not None:
+        kwargs["tunnel"] = tunnel
+    host = settings.hostname if resolved else target.host
+    if not resolved:
+        # no OpenSSH here: asyncssh reads the ssh config itself
+        config = target.ssh_config or os.path.join(ssh_login.account_home(), ".ssh", "config")
+        kwargs["config"] = [config] if os.path.isfile(config) else []
+        del kwargs["client_keys"], kwargs["agent_identities"]
+        if target.key_path:
+            kwargs["client_keys"] = loaded
+    port = settings.port or target.port
+    user = settings.user or target.user
+    if port:
+        kwargs["port"] = port
+    if user:
+        kwargs["username"] = user
     try:
-        conn = await asyncssh.connect(target.host, **kwargs)
+        conn = await asyncssh.connect(host, **kwargs)
     except asyncssh.HostKeyNotVerifiable:
         if policy.verdict == "mismatch":
             raise TransferError(
@@ -391,6 +608,13 @@ async def connect(target: Remote) -> asyncssh.SSHClientConnection:
             "add it or re-run with --accept-new-host-key"
         ) from None
     except asyncssh.PermissionDenied as exc:
+        if login.needed:
+            raise TransferError(login.needed) from None
+        if login.answered:
+            raise TransferError(
+                f"{where}: login refused: {exc.reason} (the {login.answered} given at the "
+                "terminal was not accepted)"
+            ) from None
         raise TransferError(
             f"{where}: login refused (check user and key_path): {exc.reason}"
         ) from None
@@ -509,7 +733,16 @@ class SftpBackend(TransferBackend):
         return AVAILABLE
 
     async def open(self, target: Remote, options: TransferOptions) -> TransferSession:
-        conn = await connect(target)
+        settings = await asyncio.to_thread(ssh_login.openssh_settings, target)
+        if await asyncio.to_thread(ssh_login.user_master, target, settings):
+            # the user's OpenSSH master is logged in (e.g. 2FA): ride on it, no new login
+            from xfer_backends.sftp_openssh import OpenSsh
+
+            openssh = OpenSsh(target, settings)
+            sftp = await openssh.start_sftp()
+            _quiet_orphaned_disconnects(asyncio.get_running_loop())
+            return SftpSession(None, sftp, target, options, openssh=openssh)
+        conn = await connect(target, settings)
         try:
             sftp = await conn.start_sftp_client()
         except Exception as exc:
@@ -523,26 +756,39 @@ class SftpSession(TransferSession):
 
     def __init__(
         self,
-        conn: asyncssh.SSHClientConnection,
+        conn: asyncssh.SSHClientConnection | None,
         sftp: asyncssh.SFTPClient,
         target: Remote,
         options: TransferOptions,
+        *,
+        openssh: OpenSsh | None = None,
     ):
+        #: ``conn`` is None when the session runs through the user's OpenSSH (``openssh``).
         self.conn = conn
         self.sftp = sftp
         self.target = target
         self.options = options
+        self.openssh = openssh
+
+    async def _run(self, command: str) -> tuple[int, bytes, bytes]:
+        """Run ``command`` on the cluster: (exit status, stdout, stderr)."""
+        if self.openssh is not None:
+            return await self.openssh.run(command)
+        assert self.conn is not None
+        res = await self.conn.run(command, check=False, encoding=None)
+        out = res.stdout if isinstance(res.stdout, bytes) else b""
+        err = res.stderr if isinstance(res.stderr, bytes) else b""
+        return res.exit_status or 0, out, err
 
     async def resolve(self, path: str) -> str:
         """The remote path with ``~``/``$VAR`` expanded by the remote side."""
         if not remote_path.needs_expansion(path):
             return path
         wanted = remote_path.refs(path)
-        res = await self.conn.run(remote_path.query_command(wanted), check=False, encoding=None)
-        out = res.stdout if isinstance(res.stdout, bytes) else b""
-        if res.exit_status != 0:
-            err = res.stderr.decode(errors="replace") if isinstance(res.stderr, bytes) else ""
-            raise TransferError(f"{self.target.name}: cannot expand {path!r}: {err.strip()}")
+        status, out, err = await self._run(remote_path.query_command(wanted))
+        if status != 0:
+            reason = err.decode(errors="replace").strip()
+            raise TransferError(f"{self.target.name}: cannot expand {path!r}: {reason}")
         return remote_path.substitute(path, wanted, out, cluster=self.target.name)
 
     async def transfer(self, job: PairJob, progress: ProgressSink) -> PairResult:
@@ -568,9 +814,12 @@ class SftpSession(TransferSession):
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             self.sftp.exit()
-        self.conn.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.conn.wait_closed(), 5)
+        if self.openssh is not None:
+            await self.openssh.close()
+        if self.conn is not None:
+            self.conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.conn.wait_closed(), 5)
 
 
 def _describe(exc: BaseException) -> str:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from xfer_backends.rsync import RsyncBackend
-from xfer_backends.sftp import SftpBackend, known_hosts_path
+from xfer_backends.sftp import SftpBackend
 from xfer_core.sync.backend import Remote, TransferBackend
+from xfer_core.sync.ssh_login import known_hosts_path
 from xfer_core.testing.conformance import job_for, run_pair
 from xfer_core.testing.services import SshServer
 
