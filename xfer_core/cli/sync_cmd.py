@@ -70,6 +70,14 @@ AcceptOpt = Annotated[
         "always refused.",
     ),
 ]
+BatchOpt = Annotated[
+    bool,
+    typer.Option(
+        "--batch",
+        help="Never ask for a passphrase, one-time password or password: a login that "
+        "needs one fails at once (also without a terminal, and with --json). See docs/login.md.",
+    ),
+]
 DeleteOpt = Annotated[
     bool,
     typer.Option(
@@ -96,10 +104,12 @@ def _run(
     accept_new_host_key: bool,
     delete: bool,
     checksum: bool,
+    batch: bool = False,
 ) -> None:
     from xfer_core.config.load import load_config
     from xfer_core.sync.engine import SyncRequest, run_sync
     from xfer_core.sync.progress import reporter_for
+    from xfer_core.sync.ssh_login import is_interactive
 
     out = current()
     if json and not out.json:
@@ -117,6 +127,7 @@ def _run(
         checksum=checksum,
         jobs=jobs,
         accept_new_host_key=accept_new_host_key,
+        interactive=is_interactive(json=out.json, batch=batch),
     )
     summary = run_sync(loaded, request, reporter_for(out, dry_run=dry_run))
     if not summary.ok:
@@ -188,6 +199,7 @@ def _command(direction: str, doc: str) -> Callable[..., None]:
         accept_new_host_key: AcceptOpt = False,
         delete: DeleteOpt = False,
         checksum: ChecksumOpt = False,
+        batch: BatchOpt = False,
     ) -> None:
         _run(
             direction,
@@ -202,6 +214,7 @@ def _command(direction: str, doc: str) -> Callable[..., None]:
             accept_new_host_key,
             delete,
             checksum,
+            batch,
         )
 
     command.__doc__ = doc
