@@ -1050,3 +1050,60 @@ __all__ = [
     "machine_lock",
     "missing_programs",
 ]
+
+
+# --------------------------------------------------------------------------- ssh-agent
+
+
+class SshAgent(_Service):
+    """A private ``ssh-agent`` (socket ``sock``) for login tests; :meth:`add` loads a key,
+    answering its passphrase through ``SSH_ASKPASS`` (no terminal needed)."""
+
+    label = "ssh-agent"
+
+    def __init__(self, base_dir: str | os.PathLike[str] | None = None):
+        super().__init__(base_dir)
+        self.sock = self.dir / "agent.sock"
+        self.log_path = self.dir / "agent.log"
+        self._proc: subprocess.Popen[bytes] | None = _spawn(
+            [_program("ssh-agent"), "-D", "-a", str(self.sock)], self.log_path
+        )
+        try:
+            _wait_for(self.sock.exists, what="ssh-agent", proc=self._proc, log=self.log_path)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def env(self) -> dict[str, str]:
+        """``SSH_AUTH_SOCK`` for clients of this agent."""
+        return {"SSH_AUTH_SOCK": str(self.sock)}
+
+    def add(self, key: str | os.PathLike[str], passphrase: str = "") -> None:
+        """``ssh-add KEY`` (with its ``-cert.pub`` when there is one)."""
+        askpass = self.dir / "askpass"
+        askpass.write_text(f"#!/bin/sh\nprintf '%s\\n' {shlex.quote(passphrase)}\n")
+        askpass.chmod(0o700)
+        env = {
+            **os.environ,
+            **self.env,
+            "SSH_ASKPASS": str(askpass),
+            "SSH_ASKPASS_REQUIRE": "force",
+            "DISPLAY": os.environ.get("DISPLAY", ":0"),
+        }
+        res = subprocess.run(
+            [_program("ssh-add"), str(key)],
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=30,
+            start_new_session=True,  # no controlling terminal: askpass answers
+        )
+        askpass.unlink()
+        if res.returncode != 0:
+            raise ServiceError(f"ssh-add {key} failed: {res.stderr.strip()}")
+
+    def stop(self) -> None:
+        _terminate(self._proc)
+        self._proc = None
