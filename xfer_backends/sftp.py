@@ -363,11 +363,11 @@ class _Login:
                     continue
                 async with self.term.use():
                     phrase = await self.term.ask(f"Enter passphrase for key '{path}': ")
-                self.answered = "passphrase"
+                self.answered = f"the passphrase of {path} given at the terminal was not accepted"
             try:
                 keys = asyncssh.load_keypairs(path, phrase, self.certs)
-            except (ValueError, OSError):
-                self.answered = f"the passphrase for {path} is wrong"
+            except (ValueError, OSError) as exc:
+                self.answered = f"cannot use key {path} ({exc})"
                 continue
             self.term.passphrases[path] = phrase
             return keys
@@ -393,7 +393,7 @@ class _Login:
             for i, (prompt, echo) in enumerate(prompts):
                 text = f"{header}\n{prompt}" if header and i == 0 else prompt
                 answers.append(await self.term.ask(text, echo=echo))
-        self.answered = "keyboard-interactive answer"
+        self.answered = "the answer given at the terminal was not accepted"
         return answers
 
     async def password(self) -> str | None:
@@ -405,7 +405,7 @@ class _Login:
         self._password_tries += 1
         async with self.term.use():
             answer = await self.term.ask(f"{self.host}'s password: ")
-        self.answered = "password"
+        self.answered = "the password given at the terminal was not accepted"
         return answer
 
 
@@ -612,8 +612,7 @@ async def _connect_one(
             raise TransferError(login.needed) from None
         if login.answered:
             raise TransferError(
-                f"{where}: login refused: {exc.reason} (the {login.answered} given at the "
-                "terminal was not accepted)"
+                f"{where}: login refused: {exc.reason} ({login.answered})"
             ) from None
         raise TransferError(
             f"{where}: login refused (check user and key_path): {exc.reason}"
