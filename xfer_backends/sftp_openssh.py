@@ -46,10 +46,24 @@ class _Reader:
     def __init__(self, stream: asyncio.StreamReader, logger: Any):
         self._stream = stream
         self.logger = logger
+        self.handler: Any = None
 
     async def readexactly(self, n: int) -> bytes:
         # asyncio.IncompleteReadError is an EOFError: the handler's "connection closed"
         return await self._stream.readexactly(n)
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """The handler asks for the server's SSH version to know whether SYMLINK takes its
+        arguments in OpenSSH's (reversed) order. That order belongs to the SFTP server, not
+        the SSH daemon: OpenSSH's sftp-server is known by its ``@openssh.com`` extensions
+        (``posix-rename``, ``hardlink``, ``fsync``, ``lsetstat``), parsed just before."""
+        if name != "server_version":
+            return default
+        h = self.handler
+        names = ("_supports_posix_rename", "_supports_hardlink", "_supports_fsync")
+        if h is not None and any(getattr(h, n, False) for n in names):
+            return "SSH-2.0-OpenSSH (sftp-server, from its @openssh.com extensions)"
+        return default
 
 
 class _Writer:
@@ -115,13 +129,15 @@ class OpenSsh:
         assert proc.stdout is not None and proc.stderr is not None
         self._tasks.append(asyncio.ensure_future(self._drain(proc.stderr)))
         loop = asyncio.get_running_loop()
+        reader = _Reader(proc.stdout, logger.get_child("sftp-openssh"))
         handler = SFTPClientHandler(
             loop,
             "strict",
-            _Reader(proc.stdout, logger.get_child("sftp-openssh")),  # type: ignore[arg-type]
+            reader,  # type: ignore[arg-type]
             _Writer(proc),  # type: ignore[arg-type]
             MIN_SFTP_VERSION,
         )
+        reader.handler = handler
         try:
             await handler.start()
         except (EOFError, OSError, Exception) as exc:

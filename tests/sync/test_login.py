@@ -10,8 +10,10 @@ Each failure mode (no agent, wrong OTP, no terminal) shows its one line and chan
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -209,7 +211,8 @@ def test_open_control_master_is_used_after_its_key_is_gone(
     key = tmp_path / "id_gone"
     shutil.copyfile(otp_sshd.key_path, key)
     key.chmod(0o600)
-    control = tmp_path / "cm-%C"
+    short = Path(tempfile.mkdtemp(prefix="xcm-", dir="/tmp"))  # sockets: 108-byte paths
+    control = short / "%r@%h:%p"
     setup.write_ssh_config(
         *setup.alias_lines(identity=str(key)),
         "IdentityAgent none",
@@ -217,9 +220,9 @@ def test_open_control_master_is_used_after_its_key_is_gone(
         f"ControlPath {control}",
         "ControlPersist 300",
     )
-    # the user's own 2FA login that opens the master
-    ssh_argv = ["ssh", "-F", str(setup.ssh_config), "-fN", "cm-alias"]
-    opened = run_in_pty(ssh_argv, dict(os.environ), [(OTP_PROMPT, otp_sshd.otp_code())])
+    # the user's own 2FA login from their shell, which opens the master (ssh -f: it stays)
+    login = f"ssh -F {shlex.quote(str(setup.ssh_config))} -fN cm-alias && sleep 0.5"
+    opened = run_in_pty(["sh", "-c", login], dict(os.environ), [(OTP_PROMPT, otp_sshd.otp_code())])
     assert opened.returncode == 0, opened.output
     key.unlink()
     try:
@@ -232,6 +235,7 @@ def test_open_control_master_is_used_after_its_key_is_gone(
             capture_output=True,
             stdin=subprocess.DEVNULL,
         )
+        shutil.rmtree(short, ignore_errors=True)
     # the master is gone and so is the key: one line, nothing changed
     (setup.local / "late.txt").write_text("late")
     res = xfer(setup.args("sync", backend), setup.env)
