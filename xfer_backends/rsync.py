@@ -235,6 +235,7 @@ class RsyncSession(TransferSession):
             self._control = user
             self.ssh = [*self._base, "-o", "BatchMode=yes"]
             return
+        await asyncio.to_thread(ssh_login.prepare_known_hosts, target, settings)
         rc, err = await self._login_once(batch=True)
         if rc == 0:
             return

@@ -223,6 +223,15 @@ def accept_new_host_key(target: Remote, settings: SshSettings) -> bool:
     )
 
 
+def prepare_known_hosts(target: Remote, settings: SshSettings) -> None:
+    """When unknown keys are accepted, create the directory of the file they are remembered
+    in (0700), as the sftp backend does: OpenSSH would not, and would not remember them."""
+    if not accept_new_host_key(target, settings):
+        return
+    with contextlib.suppress(OSError):
+        known_hosts_path(target, settings).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
 # -- OpenSSH -------------------------------------------------------------------------
 def openssh_argv(target: Remote, settings: SshSettings | None = None) -> list[str]:
     """The user's ``ssh`` plus only what xfer needs: the config's explicit values, the
