@@ -110,6 +110,26 @@ def test_user_certificate_signed_by_the_clusters_ca(
     assert not (setup.remote / "new.txt").exists()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_certificate_handed_out_into_the_agent(
+    backend: str, ca_sshd: SshServer, agent: SshAgent, tmp_path: Path
+) -> None:
+    """Key and certificate live only in the agent (``ssh-add`` loads KEY-cert.pub with KEY)."""
+    key = tmp_path / "issued"
+    shutil.copyfile(ca_sshd.key_path, key)
+    shutil.copyfile(ca_sshd.cert_path, tmp_path / "issued-cert.pub")
+    key.chmod(0o600)
+    agent.add(key)
+    for path in (key, tmp_path / "issued-cert.pub"):
+        path.unlink()
+    setup = LoginSetup(ca_sshd, tmp_path, "agentca")
+    setup.write_ssh_config(*setup.alias_lines(), f"IdentityAgent {agent.sock}")
+    env = {**setup.env, "SSH_AUTH_SOCK": ""}
+    _ok(xfer(setup.args("sync", backend, "--batch"), env))
+    _ok(xfer(setup.args("fetch", backend, "--batch"), env))
+    assert setup.pushed() and setup.fetched_ok()
+
+
 # -- an encrypted key --------------------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_encrypted_key_served_by_the_agent(
@@ -249,13 +269,17 @@ def test_proxy_jump_through_a_second_sshd(
     backend: str, sshd: SshServer, jump_sshd: SshServer, tmp_path: Path
 ) -> None:
     setup = LoginSetup(sshd, tmp_path, "behind")
-    setup.ssh_config.write_text(
-        "Host behind-alias\n"
-        + "".join(f"  {ln}\n" for ln in setup.alias_lines(identity=str(sshd.key_path)))
-        + "  ProxyJump jump-alias\n"
+    jump_config = tmp_path / "jump.conf"  # the jump host's block, pulled in by Include
+    jump_config.write_text(
         "Host jump-alias\n"
         f"  HostName {jump_sshd.host}\n  Port {jump_sshd.port}\n  User {jump_sshd.user}\n"
         f"  IdentityFile {jump_sshd.key_path}\n  IdentitiesOnly yes\n"
+    )
+    setup.ssh_config.write_text(
+        f"Include {jump_config}\n"
+        "Host behind-alias\n"
+        + "".join(f"  {ln}\n" for ln in setup.alias_lines(identity=str(sshd.key_path)))
+        + "  ProxyJump jump-alias\n"
         "Host *\n"
         f"  UserKnownHostsFile {sshd.known_hosts} {jump_sshd.known_hosts}\n"
         "  GlobalKnownHostsFile /dev/null\n  IdentityAgent none\n"
