@@ -246,14 +246,19 @@ class RsyncSession(TransferSession):
             if rc == 0:
                 return
             raise TransferError(explain_ssh_failure(err, target))
+        if settings.proxy_jump and "Permission denied" not in err:
+            _, err = await self._login_once(batch=True, master=False)
         raise TransferError(await asyncio.to_thread(self._explain_login, err))
 
-    async def _login_once(self, *, batch: bool) -> tuple[int, str]:
+    async def _login_once(self, *, batch: bool, master: bool = True) -> tuple[int, str]:
         # batch=False: ssh asks on the terminal (/dev/tty) itself, with the server's prompt
         mode = ["-o", "BatchMode=yes"] if batch else ["-o", "NumberOfPasswordPrompts=1"]
+        # master=False: a plain connection, whose ProxyJump errors are not hidden (OpenSSH
+        # sends a jump ssh's stderr to /dev/null under ControlPersist)
+        control = self._own_control() if master else ["-o", "ControlPath=none"]
         proc = await asyncio.create_subprocess_exec(
             *self._base,
-            *self._own_control(),
+            *control,
             *mode,
             "--",
             self.target.host,

@@ -220,6 +220,32 @@ def test_one_time_password_without_a_person_fails_at_once(
     assert setup.remote_names() == []
 
 
+@pytest.fixture(scope="module")
+def password_sshd() -> Iterator[SshServer]:
+    _need_sshd()
+    if not otp_available():
+        unavailable("sshd otp: libpam-oath and oathtool are not installed")
+    with SshServer(otp=True, otp_method="password") as server:
+        yield server
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_password_asked_once_at_the_terminal(
+    backend: str, password_sshd: SshServer, tmp_path: Path
+) -> None:
+    """publickey + password (checked by PAM: the current TOTP code is the password)."""
+    setup = LoginSetup(password_sshd, tmp_path, "pw")
+    setup.write_ssh_config(*setup.alias_lines(identity=str(password_sshd.key_path)))
+    code = password_sshd.otp_code()
+    run = xfer_in_pty(setup.args("sync", backend), setup.env, [(r"'s password: ", code)])
+    assert run.returncode == 0, run.output
+    assert len(run.prompts) == 1 and "password:" not in run.output.split(run.prompts[0], 1)[1]
+    assert setup.pushed()
+    res = xfer(setup.args("fetch", backend), setup.env)  # no terminal: one line, nothing done
+    assert "a password" in _one_line_error(res, "pw (", "no terminal")
+    assert not setup.fetched.exists()
+
+
 # -- a ControlMaster opened first -----------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_open_control_master_is_used_after_its_key_is_gone(
@@ -249,6 +275,8 @@ def test_open_control_master_is_used_after_its_key_is_gone(
         _ok(xfer(setup.args("sync", backend), setup.env))
         _ok(xfer(setup.args("fetch", backend), setup.env))
         assert setup.pushed() and setup.fetched_ok()
+        check = ["ssh", "-F", str(setup.ssh_config), "-O", "check", "cm-alias"]
+        assert subprocess.run(check, capture_output=True).returncode == 0  # still the user's
     finally:
         subprocess.run(
             ["ssh", "-F", str(setup.ssh_config), "-O", "exit", "cm-alias"],
@@ -291,3 +319,22 @@ def test_proxy_jump_through_a_second_sshd(
     log = jump_sshd.log_path.read_text(errors="replace")
     # the jump host forwarded connections to the cluster's port (direct-tcpip)
     assert "direct" in log and log.count(f"port {sshd.port}") > before, log[-2000:]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unknown_jump_host_key_is_refused(
+    backend: str, sshd: SshServer, jump_sshd: SshServer, tmp_path: Path
+) -> None:
+    setup = LoginSetup(sshd, tmp_path, "badjump")
+    setup.ssh_config.write_text(
+        "Host badjump-alias\n"
+        + "".join(f"  {ln}\n" for ln in setup.alias_lines(identity=str(sshd.key_path)))
+        + f"  ProxyJump {jump_sshd.user}@{jump_sshd.host}:{jump_sshd.port}\n"
+        "Host *\n"
+        f"  IdentityFile {jump_sshd.key_path}\n"
+        f"  UserKnownHostsFile {sshd.known_hosts}\n"  # the cluster's key only
+        "  GlobalKnownHostsFile /dev/null\n  IdentityAgent none\n"
+    )
+    res = xfer(setup.args("sync", backend, "--batch"), setup.env)
+    assert "host key is unknown" in _one_line_error(res, "badjump (")
+    assert setup.remote_names() == []

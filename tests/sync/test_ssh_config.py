@@ -116,3 +116,40 @@ def test_one_known_hosts_file_when_home_is_not_the_accounts_home(
         assert run_pair(backends[second], remote, job_for(src, dest))[0].error == ""
     finally:
         shutil.rmtree(home / name, ignore_errors=True)
+
+
+def test_host_key_policy_from_the_ssh_config() -> None:
+    """accept-new (and no, treated the same) from StrictHostKeyChecking or the flag; else strict."""
+    from xfer_core.sync.ssh_login import SshSettings, accept_new_host_key, openssh_argv
+
+    remote = Remote(name="x", host="h")
+    for value, accepted in [("ask", False), ("yes", False), ("accept-new", True), ("false", True)]:
+        settings = SshSettings(hostname="h", strict_host_key_checking=value)
+        assert accept_new_host_key(remote, settings) is accepted
+        wanted = "accept-new" if accepted else "yes"
+        assert f"StrictHostKeyChecking={wanted}" in openssh_argv(remote, settings)
+    flagged = Remote(name="x", host="h", accept_new_host_key=True)
+    assert accept_new_host_key(flagged, SshSettings(hostname="h"))
+
+
+def test_ssh_g_output_parsed_with_the_accounts_home(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pwd
+
+    from xfer_core.sync.ssh_login import parse_ssh_g
+
+    monkeypatch.setenv("HOME", "/nowhere")
+    home = pwd.getpwuid(os.getuid()).pw_dir
+    settings = parse_ssh_g(
+        "hostname 10.0.0.5\nuser alice\nport 2222\nidentityfile ~/.ssh/id_a\n"
+        "identityfile %d/.ssh/id_b\ncertificatefile ~/.ssh/id_a-cert.pub\n"
+        "userknownhostsfile ~/.ssh/kh /etc/kh2\nglobalknownhostsfile none\n"
+        "stricthostkeychecking accept-new\ncontrolmaster auto\ncontrolpath ~/.ssh/cm-x\n"
+        "proxyjump bastion\nidentityagent SSH_AUTH_SOCK\n"
+    )
+    assert (settings.hostname, settings.user, settings.port) == ("10.0.0.5", "alice", 2222)
+    assert settings.identity_files == (f"{home}/.ssh/id_a", f"{home}/.ssh/id_b")
+    assert settings.certificate_files == (f"{home}/.ssh/id_a-cert.pub",)
+    assert settings.user_known_hosts == (f"{home}/.ssh/kh", "/etc/kh2")
+    assert settings.global_known_hosts == ()
+    assert settings.control_path == f"{home}/.ssh/cm-x" and settings.proxy_jump == "bastion"
+    assert settings.identity_agent is None  # $SSH_AUTH_SOCK

@@ -347,9 +347,9 @@ def needs_person(where: str, what: str, *, key: str | None = None, host: str = "
             f"first (`ssh-add {key}`), or run xfer on a terminal"
         )
     return (
-        f"{where}: the server asks for {what} and {why}: open an OpenSSH master connection "
-        f"first (`ssh -fN -o ControlMaster=yes {host}` with a ControlPath, see {LOGIN_DOC}), "
-        "or run xfer on a terminal"
+        f"{where}: the server asks for {what} and {why}: log in once with an OpenSSH "
+        f"ControlMaster (ControlPath in your ssh config, then `ssh -fN {host}`; see "
+        f"{LOGIN_DOC}), or run xfer on a terminal"
     )
 
 

@@ -325,6 +325,7 @@ class SshServer(_Server):
         exec_prefix: Sequence[str] = (),
         user_ca: bool = False,
         otp: bool = False,
+        otp_method: str = "keyboard-interactive",
         passphrase: str | None = None,
         log_level: str | None = None,
     ):
@@ -337,6 +338,8 @@ class SshServer(_Server):
           (``TrustedUserCAKeys``, ``ca_key``) that signed it: ``key_path``-cert.pub;
         - ``otp``: the key is not enough: ``AuthenticationMethods publickey,keyboard-interactive``
           with a real PAM TOTP module (``pam_oath``); :meth:`otp_code` gives the current code.
+          ``otp_method="password"``: the code is asked as the SSH password (PAM behind
+          ``PasswordAuthentication``), so the user's real password is never involved;
           PAM reads ``/etc/pam.d/<sshd's program name>``: sshd runs through a symlink with
           a private name and that one file is written (and removed by ``close()``);
         - ``passphrase``: the client key is encrypted with it;
@@ -350,6 +353,7 @@ class SshServer(_Server):
         self.port = free_port()
         self.user_ca = user_ca
         self.otp = otp
+        self.otp_method = otp_method
         self.passphrase = passphrase
         self.log_level = log_level
         self.host_key = self.dir / "ssh_host_ed25519_key"
@@ -467,12 +471,12 @@ class SshServer(_Server):
                     f"AuthorizedKeysFile {self.authorized_keys}",
                     f"AllowUsers {self.user}",
                     "PubkeyAuthentication yes",
-                    "PasswordAuthentication no",
+                    f"PasswordAuthentication {'yes' if self.otp_method == 'password' else 'no'}",
                     *(
                         [
                             "KbdInteractiveAuthentication yes",
                             "UsePAM yes",
-                            "AuthenticationMethods publickey,keyboard-interactive",
+                            f"AuthenticationMethods publickey,{self.otp_method}",
                         ]
                         if self.otp
                         else ["KbdInteractiveAuthentication no", "UsePAM no"]
