@@ -1,10 +1,14 @@
 """The ``rsync`` transfer backend: the local ``rsync`` over OpenSSH.
 
-One ssh master connection per cluster (``ControlMaster=auto``, opened by the
-first ssh the session runs) carries the remote ``~``/``$VAR`` expansion, the
-``mkdir -p`` fallback and every rsync of that cluster. Login problems
-(unreachable, refused key, unknown or changed host key) surface as the failing
-pair's one-line error. rsync runs with ``-rlpt --update``: ``rsync -a`` without
+One ssh master connection per cluster carries the remote ``~``/``$VAR``
+expansion, the ``mkdir -p`` fallback and every rsync of that cluster: the user's
+own when their ssh config's ``ControlPath`` has one open (e.g. after a 2FA login),
+else xfer's (``ControlMaster=auto``), opened by one login before the first pair --
+on a terminal that login may ask for a passphrase or one-time password, once
+(:mod:`xfer_core.sync.ssh_login`). ssh runs as the user configured it, plus only
+xfer's host-key policy, timeouts and keepalives. Login problems (unreachable,
+refused key, unknown or changed host key, nobody to answer a prompt) fail the
+cluster's pairs with one line. rsync runs with ``-rlpt --update``: ``rsync -a`` without
 owner, group and devices, which mean nothing across two accounts on two
 machines (and which the sftp backend could not match).
 
