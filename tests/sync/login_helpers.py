@@ -23,22 +23,49 @@ class PtyRun:
     returncode: int
     output: str
     prompts: list[str] = field(default_factory=list)
+    #: Times two different prompts were on screen at once, unanswered.
+    overlaps: int = 0
 
 
 def xfer_in_pty(
-    args: list[str], env: dict[str, str], answers: list[tuple[str, str]], timeout: float = 120
+    args: list[str],
+    env: dict[str, str],
+    answers: list[tuple[str, str]],
+    timeout: float = 120,
+    hold: float = 0.0,
 ) -> PtyRun:
     """Run ``xfer ARGS`` on a new pseudo-terminal; see :func:`run_in_pty`."""
     full_env = {**os.environ, **env}
     full_env.pop("XFER_PLAIN", None)  # a terminal: the live display, paused for prompts
-    return run_in_pty([sys.executable, "-m", "xfer_core.cli", *args], full_env, answers, timeout)
+    argv = [sys.executable, "-m", "xfer_core.cli", *args]
+    return run_in_pty(argv, full_env, answers, timeout, hold)
+
+
+def _read_for(fd: int, seconds: float) -> bytes:
+    got = b""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        if select.select([fd], [], [], left)[0]:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            got += chunk
+    return got
 
 
 def run_in_pty(
-    argv: list[str], env: dict[str, str], answers: list[tuple[str, str]], timeout: float = 120
+    argv: list[str],
+    env: dict[str, str],
+    answers: list[tuple[str, str]],
+    timeout: float = 120,
+    hold: float = 0.0,
 ) -> PtyRun:
     """Run ``argv`` on a new pseudo-terminal (its controlling terminal), typing each answer
-    when the output shows its prompt regex, in order; returns when the program exits."""
+    when the output shows its prompt regex (any pending one; each used once), ``hold``
+    seconds after it appeared; returns when the program exits."""
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
@@ -50,6 +77,7 @@ def run_in_pty(
     pending = list(answers)
     prompts: list[str] = []
     status: int | None = None
+    overlaps = 0
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline:
@@ -68,20 +96,28 @@ def run_in_pty(
                 break
             out += chunk
             text = out[seen:].decode(errors="replace")
-            if pending:
-                m = re.search(pending[0][0], text)
-                if m is not None:
-                    prompts.append(m.group(0))
-                    os.write(fd, pending[0][1].encode() + b"\n")
-                    seen += len(text[: m.end()].encode())
-                    pending.pop(0)
+            found = [(i, m) for i, (rx, _) in enumerate(pending) if (m := re.search(rx, text))]
+            if found and hold:
+                # a prompt is on screen: wait before answering, so that a second prompt
+                # shown at the same time (two logins asking at once) would appear too
+                out += _read_for(fd, hold)
+                text = out[seen:].decode(errors="replace")
+                found = [(i, m) for i, (rx, _) in enumerate(pending) if (m := re.search(rx, text))]
+            if found:
+                overlaps += len({m.group(0) for _, m in found}) > 1
+                i, m = found[0]
+                prompts.append(m.group(0))
+                os.write(fd, pending[i][1].encode() + b"\n")
+                seen += len(text[: m.end()].encode())
+                pending.pop(i)
         else:
             os.kill(pid, 9)
     finally:
         if status is None:
             _, status = os.waitpid(pid, 0)
         os.close(fd)
-    return PtyRun(os.waitstatus_to_exitcode(status), out.decode(errors="replace"), prompts)
+    text = out.decode(errors="replace")
+    return PtyRun(os.waitstatus_to_exitcode(status), text, prompts, overlaps)
 
 
 def xfer(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

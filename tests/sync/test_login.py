@@ -246,6 +246,48 @@ def test_password_asked_once_at_the_terminal(
     assert not setup.fetched.exists()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_two_clusters_ask_one_at_a_time_once_each(
+    backend: str, otp_sshd: SshServer, password_sshd: SshServer, tmp_path: Path
+) -> None:
+    """-j 4 over two clusters of two pairs each: one prompt per cluster, never two at once."""
+    remotes = {
+        name: server.mkdtemp("two") for name, server in (("ka", otp_sshd), ("kb", password_sshd))
+    }
+    local = tmp_path / "src"
+    local.mkdir()
+    (local / "f.txt").write_text("both")
+    config = tmp_path / "remotes.toml"
+    config.write_text(
+        "".join(
+            f'[[clusters]]\nname = "{name}"\nhost = "{name}-alias"\n'
+            + "".join(
+                f'[[clusters.sync_dirs]]\nalias = "p{i}"\nlocal = "{local}"\n'
+                f'remote = "{remotes[name]}/p{i}"\n'
+                for i in (1, 2)
+            )
+            for name in remotes
+        )
+    )
+    ssh_config = tmp_path / "ssh_config"
+    ssh_config.write_text(
+        "".join(
+            f"Host {name}-alias\n  HostName {server.host}\n  Port {server.port}\n"
+            f"  User {server.user}\n  IdentityFile {server.key_path}\n  IdentitiesOnly yes\n"
+            f"  UserKnownHostsFile {server.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+            for name, server in (("ka", otp_sshd), ("kb", password_sshd))
+        )
+    )
+    env = {"XFER_SSH_CONFIG": str(ssh_config)}
+    answers = [(OTP_PROMPT, otp_sshd.otp_code()), (r"'s password: ", password_sshd.otp_code())]
+    args = ["sync", "-b", backend, "-j", "4", "--config", str(config)]
+    run = xfer_in_pty(args, env, answers, hold=3)  # a second login has time to ask too
+    assert run.returncode == 0, run.output
+    assert len(run.prompts) == 2 and run.overlaps == 0, run.output
+    for remote in remotes.values():
+        assert (remote / "p1" / "f.txt").is_file() and (remote / "p2" / "f.txt").is_file()
+
+
 # -- a ControlMaster opened first -----------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_open_control_master_is_used_after_its_key_is_gone(
