@@ -382,6 +382,8 @@ async def _connect_one(
         raise TransferError(f"{where}: unreachable: {reason}") from None
     except (asyncssh.Error, ValueError) as exc:
         raise TransferError(f"{where}: ssh failed: {exc}") from None
+    except TransferError as exc:  # e.g. no answer at the terminal (end of input)
+        raise TransferError(f"{where}: {exc.message}") from None
     if policy.new_key is not None:
         _remember(kh_path, policy.new_host, policy.new_key)
     return conn

@@ -9,6 +9,7 @@ import select
 import shutil
 import subprocess
 import sys
+import termios
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ class PtyRun:
     prompts: list[str] = field(default_factory=list)
     #: Times two different prompts were on screen at once, unanswered.
     overlaps: int = 0
+    #: The terminal echoes typed characters again after the program exited.
+    echo_at_exit: bool = True
 
 
 def xfer_in_pty(
@@ -115,9 +118,10 @@ def run_in_pty(
     finally:
         if status is None:
             _, status = os.waitpid(pid, 0)
+        echo = bool(termios.tcgetattr(fd)[3] & termios.ECHO)  # the terminal's own settings
         os.close(fd)
     text = out.decode(errors="replace")
-    return PtyRun(os.waitstatus_to_exitcode(status), text, prompts, overlaps)
+    return PtyRun(os.waitstatus_to_exitcode(status), text, prompts, overlaps, echo)
 
 
 def xfer(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

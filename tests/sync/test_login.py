@@ -170,6 +170,18 @@ def test_key_passphrase_asked_once_at_the_terminal(
     assert setup.pushed()
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ctrl_c_at_the_prompt_stops_and_gives_the_terminal_back(
+    backend: str, locked_sshd: SshServer, tmp_path: Path
+) -> None:
+    setup = LoginSetup(locked_sshd, tmp_path, "intr", key_path=str(locked_sshd.key_path))
+    setup.write_ssh_config(*setup.alias_lines(), "IdentityAgent none")
+    run = xfer_in_pty(setup.args("sync", backend), setup.env, [(PASS_PROMPT, "\x03")])
+    assert run.prompts and run.returncode == 130, run.output
+    assert run.echo_at_exit  # not left without echo by the interrupted passphrase prompt
+    assert setup.remote_names() == []
+
+
 # -- keyboard-interactive 2FA (PAM TOTP) -----------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_one_time_password_answered_at_the_terminal(

@@ -37,7 +37,7 @@ from contextlib import AbstractContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from xfer_core.errors import TransferError
 from xfer_core.sync.backend import KEEPALIVE_COUNT_MAX, Remote
@@ -412,8 +412,34 @@ class Terminal:
             else:
                 loop.call_soon_threadsafe(_settle, done, answer, None)
 
+        saved = _tty_state()
         threading.Thread(target=run, name="xfer-prompt", daemon=True).start()
-        return await done
+        try:
+            return await done
+        except asyncio.CancelledError:
+            _restore_tty(saved)  # Ctrl-C at the prompt: echo back on, as getpass would
+            raise
+
+
+def _tty_state() -> list[Any] | None:
+    """The terminal's settings (echo on), to put back if a prompt is interrupted."""
+    try:
+        import termios
+
+        with open("/dev/tty") as tty:
+            return list(termios.tcgetattr(tty.fileno()))
+    except (OSError, ImportError):
+        return None
+
+
+def _restore_tty(state: list[Any] | None) -> None:
+    if state is None:
+        return
+    with contextlib.suppress(OSError, ImportError):
+        import termios
+
+        with open("/dev/tty") as tty:
+            termios.tcsetattr(tty.fileno(), termios.TCSADRAIN, state)
 
 
 def _settle(fut: asyncio.Future[str], value: str | None, exc: BaseException | None) -> None:
