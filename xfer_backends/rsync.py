@@ -1,10 +1,14 @@
 """The ``rsync`` transfer backend: the local ``rsync`` over OpenSSH.
 
-One ssh master connection per cluster (``ControlMaster=auto``, opened by the
-first ssh the session runs) carries the remote ``~``/``$VAR`` expansion, the
-``mkdir -p`` fallback and every rsync of that cluster. Login problems
-(unreachable, refused key, unknown or changed host key) surface as the failing
-pair's one-line error. rsync runs with ``-rlpt --update``: ``rsync -a`` without
+One ssh master connection per cluster carries the remote ``~``/``$VAR``
+expansion, the ``mkdir -p`` fallback and every rsync of that cluster: the user's
+own when their ssh config's ``ControlPath`` has one open (e.g. after a 2FA login),
+else xfer's (``ControlMaster=auto``), opened by one login before the first pair --
+on a terminal that login may ask for a passphrase or one-time password, once
+(:mod:`xfer_core.sync.ssh_login`). ssh runs as the user configured it, plus only
+xfer's host-key policy, timeouts and keepalives. Login problems (unreachable,
+refused key, unknown or changed host key, nobody to answer a prompt) fail the
+cluster's pairs with one line. rsync runs with ``-rlpt --update``: ``rsync -a`` without
 owner, group and devices, which mean nothing across two accounts on two
 machines (and which the sftp backend could not match).
 
@@ -33,9 +37,8 @@ from dataclasses import dataclass
 from xfer_core.errors import ConfigError, TransferError
 from xfer_core.hookspecs import hookimpl
 from xfer_core.plugin import AVAILABLE, Availability
-from xfer_core.sync import remote_path
+from xfer_core.sync import remote_path, ssh_login
 from xfer_core.sync.backend import (
-    KEEPALIVE_COUNT_MAX,
     PairJob,
     PairResult,
     ProgressSink,
@@ -134,32 +137,7 @@ def detect_caps(rsync: str, emulate: str | None = None) -> RsyncCaps:
 
 def ssh_base(target: Remote) -> list[str]:
     """``ssh`` argv reaching ``target`` non-interactively with xfer's host-key policy."""
-    argv = ["ssh"]
-    if target.ssh_config:
-        argv += ["-F", target.ssh_config]
-    if target.port:
-        argv += ["-p", str(target.port)]
-    if target.user:
-        argv += ["-l", target.user]
-    if target.key_path:
-        argv += ["-i", target.key_path]
-    if target.known_hosts:
-        argv += ["-o", f"UserKnownHostsFile={target.known_hosts}"]
-    strict = "accept-new" if target.accept_new_host_key else "yes"
-    argv += [
-        "-o",
-        f"StrictHostKeyChecking={strict}",
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        f"ConnectTimeout={max(1, round(target.connect_timeout))}",
-        # a dropped link is noticed after io_timeout s of silence instead of TCP's ~15 min
-        "-o",
-        f"ServerAliveInterval={max(1, round(target.keepalive_interval))}",
-        "-o",
-        f"ServerAliveCountMax={KEEPALIVE_COUNT_MAX}",
-    ]
-    return argv
+    return [*ssh_login.openssh_argv(target), "-o", "BatchMode=yes"]
 
 
 def rsync_host(host: str) -> str:
@@ -176,24 +154,7 @@ def rsync_host(host: str) -> str:
 
 def explain_ssh_failure(stderr: str, target: Remote, who: str | None = None) -> str:
     """One line saying why ssh could not reach ``target`` (from ssh's stderr)."""
-    text = stderr.strip()
-    where = f"{who or target.name} ({target.label})"
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Host key for" in text:
-        return (
-            f"{where}: host key does not match known_hosts (possible man-in-the-middle); "
-            "if the server's key really changed, remove the old line with `ssh-keygen -R`"
-        )
-    if "Host key verification failed" in text or ("No " in text and "host key is known" in text):
-        return (
-            f"{where}: host key is unknown; add it to known_hosts "
-            "or re-run with --accept-new-host-key"
-        )
-    if "Permission denied" in text:
-        return f"{where}: login refused (check user and key_path): {_last_line(text)}"
-    for needle in ("Connection refused", "timed out", "Could not resolve", "No route to host"):
-        if needle in text:
-            return f"{where}: unreachable: {_last_line(text)}"
-    return f"{where}: ssh failed: {_last_line(text) or 'no message'}"
+    return ssh_login.explain_ssh_failure(stderr, target, who)
 
 
 def _last_line(text: str) -> str:
@@ -232,32 +193,122 @@ class RsyncBackend(TransferBackend):
             raise TransferError("rsync: not on PATH")
         emulate = self._emulate or os.environ.get("XFER_RSYNC_EMULATE") or None
         caps = await asyncio.to_thread(detect_caps, rsync, emulate)
-        # No probe connection: the first ssh of the session (rsync's own, or the remote
-        # path expansion) becomes the master and later ones reuse it.
-        return RsyncSession(rsync, caps, target, compress=options.compress)
+        settings = await asyncio.to_thread(ssh_login.openssh_settings, target)
+        session = RsyncSession(rsync, caps, target, settings, compress=options.compress)
+        try:
+            await session.login()
+        except BaseException:
+            await session.close()
+            raise
+        return session
 
 
 class RsyncSession(TransferSession):
-    """One cluster: an ssh master connection and the rsync runs that reuse it."""
+    """One cluster: an ssh master connection and the rsync runs that reuse it.
 
-    def __init__(self, rsync: str, caps: RsyncCaps, target: Remote, *, compress: bool = False):
+    The master is the user's own when one is open (``ControlPath`` of their ssh config,
+    e.g. after a 2FA login), else xfer's, opened by :meth:`login` (on a terminal it may
+    prompt, once). Every later ssh runs with ``BatchMode=yes`` over that master.
+    """
+
+    def __init__(
+        self,
+        rsync: str,
+        caps: RsyncCaps,
+        target: Remote,
+        settings: ssh_login.SshSettings | None = None,
+        *,
+        compress: bool = False,
+    ):
         self.rsync = rsync
         self.compress = compress
         self.caps = caps
         self.target = target
         #: The host as ssh takes it (an IPv6 address without brackets).
         self.host = target.host.removeprefix("[").removesuffix("]")
+        self.settings = settings
         self._dir = tempfile.mkdtemp(prefix="xfer-ssh-")
-        control = os.path.join(self._dir, "cm")
-        self.ssh = [
-            *ssh_base(target),
+        self._control = os.path.join(self._dir, "cm")
+        #: False when the session rides on the user's own master (never stopped by xfer).
+        self._own_master = True
+        self._base = ssh_login.openssh_argv(target, settings)
+        self.ssh = [*self._base, *self._own_control(), "-o", "BatchMode=yes"]
+
+    def _own_control(self) -> list[str]:
+        return [
             "-o",
             "ControlMaster=auto",
             "-o",
-            f"ControlPath={control}",
+            f"ControlPath={self._control}",
             "-o",
             "ControlPersist=120",
         ]
+
+    async def login(self) -> None:
+        """Reach the cluster once before any pair: the user's open master, else log in
+        and keep xfer's master (prompting at the terminal when a person is there)."""
+        target, settings = self.target, self.settings
+        if settings is None:
+            return
+        user = await asyncio.to_thread(ssh_login.user_master, target, settings)
+        if user is not None:
+            self._own_master = False
+            self._control = user
+            self.ssh = [*self._base, "-o", "BatchMode=yes"]
+            return
+        await asyncio.to_thread(ssh_login.prepare_known_hosts, target, settings)
+        rc, err = await self._login_once(batch=True)
+        if rc == 0:
+            return
+        term = ssh_login.terminal()
+        if "Permission denied" in err and term.enabled:
+            async with term.use():
+                rc, err = await self._login_once(batch=False)
+            if rc == 0:
+                return
+            raise TransferError(explain_ssh_failure(err, target))
+        if settings.proxy_jump and "Permission denied" not in err:
+            _, err = await self._login_once(batch=True, master=False)
+        raise TransferError(await asyncio.to_thread(self._explain_login, err))
+
+    async def _login_once(self, *, batch: bool, master: bool = True) -> tuple[int, str]:
+        # batch=False: ssh asks on the terminal (/dev/tty) itself, with the server's prompt
+        mode = ["-o", "BatchMode=yes"] if batch else ["-o", "NumberOfPasswordPrompts=1"]
+        # master=False: a plain connection, whose ProxyJump errors are not hidden (OpenSSH
+        # sends a jump ssh's stderr to /dev/null under ControlPersist)
+        control = self._own_control() if master else ["-o", "ControlPath=none"]
+        proc = await asyncio.create_subprocess_exec(
+            *self._base,
+            *control,
+            *mode,
+            "--",
+            self.target.host,
+            "true",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        _, err = await proc.communicate()
+        return proc.returncode or 0, err.decode(errors="replace")
+
+    def _explain_login(self, stderr: str) -> str:
+        """The one-line error of a login that failed without a terminal to prompt on."""
+        target, settings = self.target, self.settings
+        m = re.search(r"Permission denied \(([^)]*)\)", stderr)
+        if m is None or settings is None:
+            return explain_ssh_failure(stderr, target)
+        methods = m.group(1).split(",")
+        where = f"{target.name} ({target.label})"
+        keys = [target.key_path] if target.key_path else list(settings.identity_files)
+        locked = ssh_login.encrypted_keys(keys) if "publickey" in methods else []
+        if locked:
+            return ssh_login.needs_person(where, "", key=locked[0])
+        if "keyboard-interactive" in methods or "password" in methods:
+            what = "keyboard-interactive (e.g. a one-time password)"
+            if "keyboard-interactive" not in methods:
+                what = "a password"
+            return ssh_login.needs_person(where, what, host=target.host)
+        return explain_ssh_failure(stderr, target)
 
     async def _ssh(self, command: str) -> tuple[int, bytes, bytes]:
         proc = await asyncio.create_subprocess_exec(
@@ -401,7 +452,7 @@ class RsyncSession(TransferSession):
 
     async def _master_alive(self) -> bool:
         """Whether the session's ssh master connection still runs (``ssh -O check``)."""
-        control = os.path.join(self._dir, "cm")
+        control = self._control
         with contextlib.suppress(OSError):
             proc = await asyncio.create_subprocess_exec(
                 *["ssh", "-o", f"ControlPath={control}", "-O", "check", "--", self.host],
@@ -429,7 +480,7 @@ class RsyncSession(TransferSession):
 
     async def close(self) -> None:
         control = os.path.join(self._dir, "cm")
-        if not os.path.exists(control):
+        if not self._own_master or not os.path.exists(control):
             shutil.rmtree(self._dir, ignore_errors=True)
             return
         # Stop the master and remove its directory in the background: nobody waits for it.

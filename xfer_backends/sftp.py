@@ -11,9 +11,10 @@ each with many SFTP requests in flight, written to a temporary name
 checked (:func:`xfer_core.sync.names.unsafe_name`) and every local path is kept
 inside the pair (:meth:`LocalTree.path`); see docs/security.md.
 
-Host keys: a known host must present its known key (a different key is always
-refused); an unknown host is refused unless ``accept_new_host_key``, which
-appends its key to the known_hosts file, like OpenSSH's ``accept-new``.
+Logging in (ssh config, agent, certificates, jump hosts, prompts at a terminal, the
+host-key policy) is :mod:`xfer_backends.sftp_login`; when the user's OpenSSH master
+connection to the cluster is open, the session runs through it instead
+(:mod:`xfer_backends.sftp_openssh`).
 """
 
 from __future__ import annotations
@@ -30,16 +31,14 @@ import stat
 import time
 import weakref
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from xfer_core.errors import ConfigError, TransferError
 from xfer_core.hookspecs import hookimpl
 from xfer_core.output import display_name
 from xfer_core.plugin import AVAILABLE, Availability
-from xfer_core.sync import remote_path
+from xfer_core.sync import remote_path, ssh_login
 from xfer_core.sync.backend import (
-    KEEPALIVE_COUNT_MAX,
     PairJob,
     PairResult,
     PathFilter,
@@ -54,6 +53,8 @@ from xfer_core.sync.plan import Entry, EntryKind, Plan, plan_sync
 
 if TYPE_CHECKING:
     import asyncssh
+
+    from xfer_backends.sftp_openssh import OpenSsh
 
 #: Temporary names: ``.NAME.<token><mark>.xfertmp``; ``mark`` proves xfer made the name.
 _TEMP = re.compile(r"^\.(.+)\.([0-9a-f]{8})([0-9a-f]{8})\.xfertmp$", re.DOTALL)
@@ -334,144 +335,17 @@ def _entry_from_attrs(attrs: asyncssh.SFTPAttrs) -> Entry:
 
 
 # -- connection ----------------------------------------------------------------------
-def _client_class() -> Any:
-    import asyncssh
+async def connect(
+    target: Remote, settings: ssh_login.SshSettings | None = None, *, compress: bool = False
+) -> asyncssh.SSHClientConnection:
+    """Log in to ``target`` (:func:`xfer_backends.sftp_login.connect`), tuned for many
+    small SFTP requests; failures become one TransferError line. ``compress``: offer
+    zlib compression (``-z``) before "none"."""
+    from xfer_backends import sftp_login
 
-    class HostKeyPolicy(asyncssh.SSHClient):
-        """Called by asyncssh only for a key that is not in known_hosts."""
-
-        def __init__(self, known: asyncssh.SSHKnownHosts, accept_new: bool):
-            self.known = known
-            self.accept_new = accept_new
-            self.verdict = ""
-            self.new_key: asyncssh.SSHKey | None = None
-            self.new_host = ""
-
-        def validate_host_public_key(
-            self, host: str, addr: str, port: int, key: asyncssh.SSHKey
-        ) -> bool:
-            # ``host`` is the name asyncssh matched known_hosts with (HostName, HostKeyAlias)
-            trusted = self.known.match(host, addr, port if port != 22 else None)
-            if trusted[0] or trusted[1]:
-                self.verdict = "mismatch"
-                return False
-            if not self.accept_new:
-                self.verdict = "unknown"
-                return False
-            self.new_key = key
-            self.new_host = _host_pattern(host, port)
-            return True
-
-    return HostKeyPolicy
-
-
-def known_hosts_path(target: Remote) -> Path:
-    """The known_hosts file: the target's, else the ssh config's ``UserKnownHostsFile``, else ~/.ssh/known_hosts."""
-    if target.known_hosts:
-        return Path(target.known_hosts)
-    if target.ssh_config:
-        import asyncssh
-
-        options = asyncssh.SSHClientConnectionOptions(
-            host=target.host, config=[target.ssh_config], known_hosts=()
-        )
-        known = options.known_hosts
-        if isinstance(known, list) and known:
-            return Path(os.path.expanduser(str(known[0])))
-    return Path("~/.ssh/known_hosts").expanduser()
-
-
-def _check_key_file(path: str, where: str) -> None:
-    """Refuse a private key others can read, as OpenSSH does (``UNPROTECTED PRIVATE KEY FILE``)."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise TransferError(f"{where}: key_path {path} does not exist") from None
-    except OSError as exc:
-        raise TransferError(f"{where}: cannot read key_path {path}: {exc.strerror}") from None
-    if mode & 0o077:
-        raise TransferError(
-            f"{where}: key_path {path} is accessible by others (mode {stat.S_IMODE(mode):04o}); "
-            f"OpenSSH refuses such keys too: chmod 600 {path}"
-        )
-
-
-def _host_pattern(host: str, port: int) -> str:
-    return host if port == 22 else f"[{host}]:{port}"
-
-
-async def connect(target: Remote, *, compress: bool = False) -> asyncssh.SSHClientConnection:
-    """Log in to ``target`` with xfer's host-key policy; failures become one TransferError line.
-
-    ``compress``: offer zlib compression (``-z``) before "none".
-    """
-    import asyncssh
-
-    kh_path = known_hosts_path(target)
-    text = kh_path.read_text(errors="replace") if kh_path.is_file() else ""
-    known = asyncssh.import_known_hosts(text)
-    policy = _client_class()(known, target.accept_new_host_key)
-    where = f"{target.name} ({target.label})"
-    kwargs: dict[str, Any] = {
-        "known_hosts": known,
-        "config": [target.ssh_config] if target.ssh_config else (),
-        "connect_timeout": target.connect_timeout,
-        "login_timeout": target.connect_timeout,
-        "client_factory": lambda: policy,
-        # a dropped link is noticed after io_timeout s of silence instead of TCP's ~15 min
-        "keepalive_interval": target.keepalive_interval,
-        "keepalive_count_max": KEEPALIVE_COUNT_MAX,
-        # AES-GCM costs asyncssh one cryptography call per packet (chacha20-poly1305: three)
-        "encryption_algs": [
-            "aes128-gcm@openssh.com",
-            "aes256-gcm@openssh.com",
-            "chacha20-poly1305@openssh.com",
-            "aes128-ctr",
-            "aes256-ctr",
-        ],
-    }
-    if compress:
-        kwargs["compression_algs"] = ["zlib@openssh.com", "zlib", "none"]
-    if target.port:
-        kwargs["port"] = target.port
-    if target.user:
-        kwargs["username"] = target.user
-    if target.key_path:
-        _check_key_file(target.key_path, where)
-        kwargs["client_keys"] = [target.key_path]
-        kwargs["agent_path"] = None
-    try:
-        conn = await asyncssh.connect(target.host.removeprefix("[").removesuffix("]"), **kwargs)
-    except asyncssh.HostKeyNotVerifiable:
-        if policy.verdict == "mismatch":
-            raise TransferError(
-                f"{where}: host key does not match {kh_path} (possible man-in-the-middle); "
-                "if the server's key really changed, remove the old line with `ssh-keygen -R`"
-            ) from None
-        raise TransferError(
-            f"{where}: host key is unknown (not in {kh_path}); "
-            "add it or re-run with --accept-new-host-key"
-        ) from None
-    except asyncssh.PermissionDenied as exc:
-        raise TransferError(
-            f"{where}: login refused (check user and key_path): {exc.reason}"
-        ) from None
-    except (OSError, asyncio.TimeoutError) as exc:
-        # asyncio's "Connect call failed ('h', 22)" hides the cause: say "No route to host"
-        errno = getattr(exc, "errno", None)
-        reason = (
-            (os.strerror(errno) if errno else None)
-            or getattr(exc, "strerror", None)
-            or str(exc)
-            or type(exc).__name__
-        )
-        raise TransferError(f"{where}: unreachable: {reason}") from None
-    except (asyncssh.Error, ValueError) as exc:
-        raise TransferError(f"{where}: ssh failed: {exc}") from None
+    conn = await sftp_login.connect(target, settings, compress=compress)
     _coalesce_writes(conn)
     _quiet_orphaned_disconnects(asyncio.get_running_loop())
-    if policy.new_key is not None:
-        _remember(kh_path, policy.new_host, policy.new_key)
     return conn
 
 
@@ -551,15 +425,6 @@ def _coalesce_writes(conn: asyncssh.SSHClientConnection) -> None:
         conn._transport = wrapper
 
 
-def _remember(path: Path, pattern: str, key: asyncssh.SSHKey) -> None:
-    """Append ``pattern key`` to the known_hosts file (created 0600 with its directory)."""
-    line = key.export_public_key("openssh").decode().split()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    with os.fdopen(fd, "a") as fh:
-        fh.write(f"{pattern} {line[0]} {line[1]}\n")
-
-
 # -- backend -------------------------------------------------------------------------
 class SftpBackend(TransferBackend):
     """SFTP over asyncssh: one connection per cluster, several files at once."""
@@ -571,7 +436,16 @@ class SftpBackend(TransferBackend):
         return AVAILABLE
 
     async def open(self, target: Remote, options: TransferOptions) -> TransferSession:
-        conn = await connect(target, compress=options.compress)
+        settings = await asyncio.to_thread(ssh_login.openssh_settings, target)
+        if await asyncio.to_thread(ssh_login.user_master, target, settings):
+            # the user's OpenSSH master is logged in (e.g. 2FA): ride on it, no new login
+            from xfer_backends.sftp_openssh import OpenSsh
+
+            openssh = OpenSsh(target, settings)
+            sftp = await openssh.start_sftp()
+            _quiet_orphaned_disconnects(asyncio.get_running_loop())
+            return SftpSession(None, sftp, target, options, openssh=openssh)
+        conn = await connect(target, settings, compress=options.compress)
         try:
             sftp = await conn.start_sftp_client()
         except Exception as exc:
@@ -585,26 +459,39 @@ class SftpSession(TransferSession):
 
     def __init__(
         self,
-        conn: asyncssh.SSHClientConnection,
+        conn: asyncssh.SSHClientConnection | None,
         sftp: asyncssh.SFTPClient,
         target: Remote,
         options: TransferOptions,
+        *,
+        openssh: OpenSsh | None = None,
     ):
+        #: ``conn`` is None when the session runs through the user's OpenSSH (``openssh``).
         self.conn = conn
         self.sftp = sftp
         self.target = target
         self.options = options
+        self.openssh = openssh
+
+    async def _run(self, command: str) -> tuple[int, bytes, bytes]:
+        """Run ``command`` on the cluster: (exit status, stdout, stderr)."""
+        if self.openssh is not None:
+            return await self.openssh.run(command)
+        assert self.conn is not None
+        res = await self.conn.run(command, check=False, encoding=None)
+        out = res.stdout if isinstance(res.stdout, bytes) else b""
+        err = res.stderr if isinstance(res.stderr, bytes) else b""
+        return res.exit_status or 0, out, err
 
     async def resolve(self, path: str) -> str:
         """The remote path with ``~``/``$VAR`` expanded by the remote side."""
         if not remote_path.needs_expansion(path):
             return path
         wanted = remote_path.refs(path)
-        res = await self.conn.run(remote_path.query_command(wanted), check=False, encoding=None)
-        out = res.stdout if isinstance(res.stdout, bytes) else b""
-        if res.exit_status != 0:
-            err = res.stderr.decode(errors="replace") if isinstance(res.stderr, bytes) else ""
-            raise TransferError(f"{self.target.name}: cannot expand {path!r}: {err.strip()}")
+        status, out, err = await self._run(remote_path.query_command(wanted))
+        if status != 0:
+            reason = err.decode(errors="replace").strip()
+            raise TransferError(f"{self.target.name}: cannot expand {path!r}: {reason}")
         return remote_path.substitute(path, wanted, out, cluster=self.target.name)
 
     async def transfer(self, job: PairJob, progress: ProgressSink) -> PairResult:
@@ -630,9 +517,12 @@ class SftpSession(TransferSession):
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             self.sftp.exit()
-        self.conn.close()
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(self.conn.wait_closed(), 5)
+        if self.openssh is not None:
+            await self.openssh.close()
+        if self.conn is not None:
+            self.conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.conn.wait_closed(), 5)
 
 
 def _describe(exc: BaseException) -> str:

@@ -71,6 +71,14 @@ AcceptOpt = Annotated[
         "always refused.",
     ),
 ]
+BatchOpt = Annotated[
+    bool,
+    typer.Option(
+        "--batch",
+        help="Never ask for a passphrase, one-time password or password: a login that "
+        "needs one fails at once (also without a terminal, and with --json). See docs/login.md.",
+    ),
+]
 DeleteOpt = Annotated[
     bool,
     typer.Option(
@@ -104,12 +112,14 @@ def _run(
     delete: bool,
     checksum: bool,
     compress: bool = False,
+    batch: bool = False,
 ) -> None:
     from xfer_core.config.load import read_config
     from xfer_core.config.paths import resolve_config_path
     from xfer_core.sync.backend import TransferOptions
     from xfer_core.sync.engine import SyncRequest, run_sync
     from xfer_core.sync.progress import reporter_for
+    from xfer_core.sync.ssh_login import is_interactive
 
     out = current()
     if json and not out.json:
@@ -131,6 +141,7 @@ def _run(
         jobs=jobs,
         accept_new_host_key=accept_new_host_key,
         options=TransferOptions(compress=compress),
+        interactive=is_interactive(json=out.json, batch=batch),
     )
     summary = run_sync(loaded, request, reporter_for(out, dry_run=dry_run))
     if not summary.ok:
@@ -235,6 +246,7 @@ def _command(direction: str, doc: str) -> Callable[..., None]:
         delete: DeleteOpt = False,
         checksum: ChecksumOpt = False,
         compress: CompressOpt = False,
+        batch: BatchOpt = False,
     ) -> None:
         _run(
             direction,
@@ -250,6 +262,7 @@ def _command(direction: str, doc: str) -> Callable[..., None]:
             delete,
             checksum,
             compress,
+            batch,
         )
 
     command.__doc__ = doc

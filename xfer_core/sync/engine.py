@@ -21,6 +21,7 @@ from xfer_core.config.load import backend_for, select_partial
 from xfer_core.config.model import Cluster, Config
 from xfer_core.errors import ConfigError, UnavailableError, XferError
 from xfer_core.plugins import Registry, get_registry
+from xfer_core.sync import ssh_login
 from xfer_core.sync.backend import (
     DEFAULT_IO_TIMEOUT,
     Direction,
@@ -54,6 +55,8 @@ class SyncRequest:
     #: Pairs run at once (across and within clusters).
     jobs: int = 1
     accept_new_host_key: bool = False
+    #: A person can answer login prompts (passphrase, OTP, password) at the terminal.
+    interactive: bool = False
     options: TransferOptions = field(default_factory=TransferOptions)
 
 
@@ -159,10 +162,12 @@ def run_sync(
                 chosen[name] = choose_backend(name, registry, reporter)
             backends[cluster.name] = chosen[name]
         started = time.monotonic()
+        term = ssh_login.Terminal(enabled=request.interactive, pause=reporter.paused)
         # signals cancel the run at an await, so cleanup runs on healthy connections
-        results = run_interruptible(
-            run_jobs(backends, jobs, request, reporter, io_timeout=config.global_.io_timeout)
-        )
+        with ssh_login.use_terminal(term):
+            results = run_interruptible(
+                run_jobs(backends, jobs, request, reporter, io_timeout=config.global_.io_timeout)
+            )
         names = ",".join(sorted({b.name for b in backends.values()}))
         summary = summarize(
             request.direction, names, request.dry_run, results, time.monotonic() - started

@@ -19,8 +19,11 @@ valid UTF-8 is shown with ``\\xNN`` escapes and its exact bytes are in
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -98,6 +101,10 @@ class Reporter:
 
     def close(self) -> None:
         """Stop any live display."""
+
+    def paused(self) -> AbstractContextManager[object]:
+        """Hide any live display while a login prompt is on the terminal."""
+        return contextlib.nullcontext()
 
 
 class CollectingSink(ProgressSink):
@@ -309,6 +316,14 @@ class RichReporter(Reporter):
 
     def close(self) -> None:
         self.progress.stop()
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        self.progress.stop()
+        try:
+            yield
+        finally:
+            self.progress.start()
 
 
 def reporter_for(out: Output, *, dry_run: bool) -> Reporter:

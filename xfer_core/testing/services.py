@@ -261,6 +261,21 @@ class _Server(_Service):
 
 TEST_USER = "xfertest"
 
+#: Where Debian and others keep PAM modules (``pam_oath.so`` for ``SshServer(otp=True)``).
+_PAM_DIRS = (
+    "/lib/x86_64-linux-gnu/security",
+    "/lib/aarch64-linux-gnu/security",
+    "/usr/lib/x86_64-linux-gnu/security",
+    "/lib/security",
+    "/usr/lib/security",
+)
+
+
+def otp_available() -> bool:
+    """Whether ``SshServer(otp=True)`` can run: ``oathtool`` and the ``pam_oath`` module."""
+    has_module = any(Path(d, "pam_oath.so").exists() for d in _PAM_DIRS)
+    return has_module and not missing_programs("oathtool")
+
 
 def ensure_test_user(name: str = TEST_USER) -> pwd.struct_passwd:
     """Create the non-root login user for ssh tests if missing (bash shell, home dir,
@@ -308,21 +323,50 @@ class SshServer(_Server):
         user: str = TEST_USER,
         host: str = "127.0.0.1",
         exec_prefix: Sequence[str] = (),
+        user_ca: bool = False,
+        otp: bool = False,
+        otp_method: str = "keyboard-interactive",
+        passphrase: str | None = None,
+        log_level: str | None = None,
     ):
         """``host``: the address sshd listens on; ``exec_prefix``: argv that sshd is run
-        under (``ip netns exec NS`` puts it in a network namespace, see ``netns.py``)."""
+        under (``ip netns exec NS`` puts it in a network namespace, see ``netns.py``).
+
+        Login patterns of real clusters (``tests/sync/test_login.py``):
+
+        - ``user_ca``: the client key is *not* authorized; sshd trusts a test CA
+          (``TrustedUserCAKeys``, ``ca_key``) that signed it: ``key_path``-cert.pub;
+        - ``otp``: the key is not enough: ``AuthenticationMethods publickey,keyboard-interactive``
+          with a real PAM TOTP module (``pam_oath``); :meth:`otp_code` gives the current code.
+          ``otp_method="password"``: the code is asked as the SSH password (PAM behind
+          ``PasswordAuthentication``), so the user's real password is never involved;
+          PAM reads ``/etc/pam.d/<sshd's program name>``: sshd runs through a symlink with
+          a private name and that one file is written (and removed by ``close()``);
+        - ``passphrase``: the client key is encrypted with it;
+        - ``log_level``: sshd's ``LogLevel`` (``DEBUG1`` logs forwarded connections).
+        """
         super().__init__(base_dir)
         self.dir.chmod(0o755)  # sshd reads authorized_keys as the user
         self.host = host
         self.exec_prefix = list(exec_prefix)
         self.user = user
         self.port = free_port()
+        self.user_ca = user_ca
+        self.otp = otp
+        self.otp_method = otp_method
+        self.passphrase = passphrase
+        self.log_level = log_level
         self.host_key = self.dir / "ssh_host_ed25519_key"
         self.key_path = self.dir / "client" / "id_ed25519"
+        self.ca_key = self.dir / "user_ca"
         self.known_hosts = self.dir / "known_hosts"
         self.authorized_keys = self.dir / "authorized_keys"
         self.config_path = self.dir / "sshd_config"
         self.log_path = self.dir / "sshd.log"
+        self.otp_secret = uuid.uuid4().hex  # hex, as pam_oath's usersfile wants it
+        self.otp_users = self.dir / "users.oath"
+        self._pam_name = f"xfer-sshd-{uuid.uuid4().hex[:10]}"
+        self.pam_service = Path("/etc/pam.d") / self._pam_name
         self._scratch_made = False
         try:
             entry = ensure_test_user(user)
@@ -331,8 +375,11 @@ class SshServer(_Server):
             self.home = Path(entry.pw_dir)
             self._scratch = self.home / ".xfer-tests" / uuid.uuid4().hex[:12]
             self._make_keys()
+            if otp:
+                self._setup_otp()
             self._first_start()
-            self._check_login()
+            if not otp and passphrase is None:  # those logins need an answer: tests check them
+                self._check_login()
         except BaseException:
             self.close()
             raise
@@ -340,15 +387,76 @@ class SshServer(_Server):
     def _make_keys(self) -> None:
         keygen = _program("ssh-keygen")
         self.key_path.parent.mkdir(mode=0o700)
-        for key, comment in ((self.host_key, "xfer-test-host"), (self.key_path, "xfer-test")):
+        keys = [
+            (self.host_key, "xfer-test-host", ""),
+            (self.key_path, "xfer-test", self.passphrase or ""),
+        ]
+        if self.user_ca:
+            keys.append((self.ca_key, "xfer-test-ca", ""))
+        for key, comment, phrase in keys:
             subprocess.run(
-                [keygen, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)],
+                [keygen, "-q", "-t", "ed25519", "-N", phrase, "-C", comment, "-f", str(key)],
                 check=True,
                 capture_output=True,
             )
         self.key_path.chmod(0o600)
-        shutil.copyfile(self.key_path.with_suffix(".pub"), self.authorized_keys)
+        if self.user_ca:
+            # a certificate for the user, valid for a day; the key itself is not authorized
+            subprocess.run(
+                [
+                    *(keygen, "-q", "-s", str(self.ca_key), "-I", "xfer-test-cert"),
+                    *("-n", self.user, "-V", "-5m:+1d", str(self.key_path.with_suffix(".pub"))),
+                ],
+                check=True,
+                capture_output=True,
+            )
+            self.authorized_keys.write_text("")
+        else:
+            shutil.copyfile(self.key_path.with_suffix(".pub"), self.authorized_keys)
         self.authorized_keys.chmod(0o644)
+
+    @property
+    def cert_path(self) -> Path:
+        """The client key's certificate (``user_ca`` servers)."""
+        return self.key_path.parent / f"{self.key_path.name}-cert.pub"
+
+    def _setup_otp(self) -> None:
+        if not otp_available():
+            raise ServiceError("sshd otp: libpam-oath and oathtool are not installed")
+        self.reset_otp()
+        self.pam_service.write_text(
+            f"auth required pam_oath.so usersfile={self.otp_users} window=2 digits=6\n"
+            "account required pam_permit.so\n"
+            "session required pam_permit.so\n"
+            "password required pam_deny.so\n"
+        )
+        # PAM's service name is sshd's program name: a private one, through a symlink
+        self._sshd_link = self.dir / self._pam_name
+        self._sshd_link.symlink_to(_program("sshd"))
+
+    def reset_otp(self) -> None:
+        """Forget the codes used so far (pam_oath refuses a code used before)."""
+        self.otp_users.write_text(f"HOTP/T30 {self.user} - {self.otp_secret}\n")
+        self.otp_users.chmod(0o600)
+
+    def otp_code(self, *, wrong: bool = False) -> str:
+        """The current TOTP code (the state is reset first, so it is accepted once), or with
+        ``wrong`` a code that is none of those the server accepts now."""
+        self.reset_otp()
+        oathtool = _program("oathtool")
+        if not wrong:
+            res = subprocess.run(
+                [oathtool, "--totp", self.otp_secret], check=True, capture_output=True, text=True
+            )
+            return res.stdout.strip()
+        res = subprocess.run(
+            [oathtool, "--totp", "-w", "6", self.otp_secret],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        valid = set(res.stdout.split())
+        return next(f"{n:06d}" for n in range(1000000) if f"{n:06d}" not in valid)
 
     def _write_config(self) -> None:
         host_pub = self.host_key.with_suffix(".pub").read_text().split()
@@ -363,10 +471,19 @@ class SshServer(_Server):
                     f"AuthorizedKeysFile {self.authorized_keys}",
                     f"AllowUsers {self.user}",
                     "PubkeyAuthentication yes",
-                    "PasswordAuthentication no",
-                    "KbdInteractiveAuthentication no",
+                    f"PasswordAuthentication {'yes' if self.otp_method == 'password' else 'no'}",
+                    *(
+                        [
+                            "KbdInteractiveAuthentication yes",
+                            "UsePAM yes",
+                            f"AuthenticationMethods publickey,{self.otp_method}",
+                        ]
+                        if self.otp
+                        else ["KbdInteractiveAuthentication no", "UsePAM no"]
+                    ),
+                    *([f"TrustedUserCAKeys {self.ca_key}.pub"] if self.user_ca else []),
+                    *([f"LogLevel {self.log_level}"] if self.log_level else []),
                     "PermitRootLogin no",
-                    "UsePAM no",
                     "StrictModes no",
                     "X11Forwarding no",
                     "PrintMotd no",
@@ -395,8 +512,9 @@ class SshServer(_Server):
             return
         Path("/run/sshd").mkdir(parents=True, exist_ok=True)
         self._write_config()
+        sshd = str(self._sshd_link) if self.otp else _program("sshd")
         self._launch(
-            [*self.exec_prefix, _program("sshd"), "-D", "-e", "-f", str(self.config_path)],
+            [*self.exec_prefix, sshd, "-D", "-e", "-f", str(self.config_path)],
             marker=f"Server listening on {self.host} port {self.port}.",
         )
 
@@ -409,6 +527,8 @@ class SshServer(_Server):
         self.stop()
         if self._scratch_made:
             shutil.rmtree(self._scratch, ignore_errors=True)
+        if self.otp:
+            self.pam_service.unlink(missing_ok=True)
         super().close()
 
     # -- client side ---------------------------------------------------------------
@@ -934,3 +1054,60 @@ __all__ = [
     "machine_lock",
     "missing_programs",
 ]
+
+
+# --------------------------------------------------------------------------- ssh-agent
+
+
+class SshAgent(_Service):
+    """A private ``ssh-agent`` (socket ``sock``) for login tests; :meth:`add` loads a key,
+    answering its passphrase through ``SSH_ASKPASS`` (no terminal needed)."""
+
+    label = "ssh-agent"
+
+    def __init__(self, base_dir: str | os.PathLike[str] | None = None):
+        super().__init__(base_dir)
+        self.sock = self.dir / "agent.sock"
+        self.log_path = self.dir / "agent.log"
+        self._proc: subprocess.Popen[bytes] | None = _spawn(
+            [_program("ssh-agent"), "-D", "-a", str(self.sock)], self.log_path
+        )
+        try:
+            _wait_for(self.sock.exists, what="ssh-agent", proc=self._proc, log=self.log_path)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def env(self) -> dict[str, str]:
+        """``SSH_AUTH_SOCK`` for clients of this agent."""
+        return {"SSH_AUTH_SOCK": str(self.sock)}
+
+    def add(self, key: str | os.PathLike[str], passphrase: str = "") -> None:
+        """``ssh-add KEY`` (with its ``-cert.pub`` when there is one)."""
+        askpass = self.dir / "askpass"
+        askpass.write_text(f"#!/bin/sh\nprintf '%s\\n' {shlex.quote(passphrase)}\n")
+        askpass.chmod(0o700)
+        env = {
+            **os.environ,
+            **self.env,
+            "SSH_ASKPASS": str(askpass),
+            "SSH_ASKPASS_REQUIRE": "force",
+            "DISPLAY": os.environ.get("DISPLAY", ":0"),
+        }
+        res = subprocess.run(
+            [_program("ssh-add"), str(key)],
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=30,
+            start_new_session=True,  # no controlling terminal: askpass answers
+        )
+        askpass.unlink()
+        if res.returncode != 0:
+            raise ServiceError(f"ssh-add {key} failed: {res.stderr.strip()}")
+
+    def stop(self) -> None:
+        _terminate(self._proc)
+        self._proc = None
