@@ -100,6 +100,8 @@ class ResolvedConfig(msgspec.Struct, kw_only=True):
     signal_seconds: int
     #: The runtime-wrapped tool command (``"$@"`` = the engine's arguments).
     tool_command: str
+    #: Why this runtime (``--runtime``, or which default), printed by the CLI.
+    runtime_reason: str = ""
 
 
 # --- checks ------------------------------------------------------------------------
@@ -194,17 +196,30 @@ def load_meta(run_dir: Path) -> ShardMeta:
 # --- rendering -----------------------------------------------------------------------
 
 
-def default_runtime(image: str | None) -> str:
-    """``pyxis`` when an image is given (the seed's setup), else ``host``."""
-    return "pyxis" if image else "host"
+def runtime_choice(opts: RenderOptions) -> tuple[str, str]:
+    """``(runtime name, why)``: ``--runtime``, else ``pyxis`` when an image is given (the
+    seed's setup), else ``host``. ``why`` is printed, so the choice is never silent."""
+    if opts.runtime:
+        return opts.runtime, "--runtime"
+    if opts.rclone_image:
+        return "pyxis", "the default with --rclone-image; --runtime NAME picks another"
+    return "host", "the default without --rclone-image"
 
 
 def tool_function_body(
     runtime: ContainerRuntime, engine: ShardEngine, ctx: EngineContext, image: str | None
 ) -> str:
-    """The body of ``xfer_tool``: the runtime-wrapped tool with ``"$@"`` for the arguments."""
+    """The body of ``xfer_tool``: the runtime-wrapped tool with ``"$@"`` for the arguments.
+
+    A runtime that runs the host's binary (``needs_image`` False) gets the tool's
+    absolute path, resolved now (``$XFER_RCLONE``, PATH, the wheel's copy): worker.sh
+    may run with another PATH and working directory.
+    """
+    from xfer_core.tools import require_tool
+
+    tool = engine.tool if runtime.needs_image else require_tool(engine.tool)
     argv = runtime.wrap(
-        [engine.tool, _SENTINEL],
+        [tool, _SENTINEL],
         image=image if runtime.needs_image else None,
         mounts=engine.mounts(ctx),
     )
@@ -326,12 +341,20 @@ def render_run(
     root = Path(run_dir).resolve()
     registry = get_registry()
     engine: ShardEngine = registry.get("shard_engine", opts.engine)
-    runtime_name = opts.runtime or default_runtime(opts.rclone_image)
+    runtime_name, why = runtime_choice(opts)
     runtime: ContainerRuntime = registry.get("runtime", runtime_name)
     if runtime.needs_image and not opts.rclone_image:
         raise ConfigError(
             f"--runtime {runtime_name} needs --rclone-image",
             hint="e.g. --rclone-image rclone/rclone:latest, or --runtime host",
+        )
+    avail = runtime.check()
+    if not avail.ok:
+        from xfer_core.output import current
+
+        current().warn(
+            f"runtime {runtime_name} ({why}) is not available here: {avail.reason}; "
+            "its shards fail unless the compute nodes have it"
         )
     if opts.max_attempts < 1:
         raise ConfigError("--max-attempts must be at least 1")
@@ -409,6 +432,7 @@ def render_run(
         mem=opts.mem,
         signal_seconds=opts.signal_seconds,
         tool_command=tool,
+        runtime_reason=why,
     )
     for d in ("state", "logs"):
         (root / d).mkdir(parents=True, exist_ok=True)

@@ -40,9 +40,10 @@ def _stage_printer(out: Output) -> Callable[[str, dict[str, object]], None]:
         elif name == "shard":
             out.info(f"shard: {details['shards']} shards (imbalance {details['imbalance']})")
         elif name == "render":
+            why = details.get("runtime_reason")
             out.info(
-                f"render: runtime {details['runtime']}, engine {details['engine']}, "
-                f"{details['tasks']} tasks"
+                f"render: runtime {details['runtime']}{f' ({why})' if why else ''}, "
+                f"engine {details['engine']}, {details['tasks']} tasks"
             )
 
     return on_stage
@@ -144,7 +145,7 @@ def run_cmd(
 
     from xfer_core.bulk.pipeline import PrepareOptions, pick_scheduler, prepare_run
     from xfer_core.bulk.render import load_resolved
-    from xfer_core.bulk.submit import submit_run
+    from xfer_core.bulk.submit import refuse_if_alive, submit_run
     from xfer_core.errors import ConfigError
     from xfer_core.output import current
 
@@ -153,7 +154,12 @@ def run_cmd(
     root = run_dir.resolve()
     if (source is None) != (dest is None):
         raise ConfigError("give both --source and --dest (or neither, to resume a run dir)")
-    chosen = pick_scheduler(scheduler)
+    chosen, why = pick_scheduler(scheduler)
+    out.event("scheduler", name=chosen, reason=why)
+    out.info(f"scheduler: {chosen} ({why})")
+    if submit or rebuild:
+        # before listing or re-rendering anything: a live array still reads them
+        refuse_if_alive(root, "re-listing the source" if rebuild else "submitting again")
     if source is not None and dest is not None:
         if chosen != "slurm":
             render = msgspec.structs.replace(
@@ -161,7 +167,9 @@ def run_cmd(
             )
         prepare_run(
             root,
-            PrepareOptions(source=source, dest=dest, num_shards=num_shards, auto=auto),
+            PrepareOptions(
+                source=source, dest=dest, num_shards=num_shards, auto=auto, rebuild=rebuild
+            ),
             render,
             on_stage=_stage_printer(out),
         )
@@ -171,7 +179,6 @@ def run_cmd(
         out.info(f"ready: {root} (scheduler {chosen}); start it with:")
         out.info(f"  xfer run --run-dir {root} --scheduler {chosen} --submit")
         return
-    out.event("scheduler", name=chosen)
     sub = submit_run(root, chosen, concurrency=render.array_concurrency)
     if chosen == "local" or (sub is not None and sub.finished):
         if sub is None:

@@ -56,7 +56,7 @@ def render_cmd(
     root = Path(resolved.run_dir)
     out.info(
         f"rendered {root}: {resolved.num_shards} shards in {resolved.tasks} array tasks "
-        f"(runtime {resolved.runtime}, engine {resolved.engine})"
+        f"(runtime {resolved.runtime}: {resolved.runtime_reason}; engine {resolved.engine})"
     )
     for name in ("worker.sh", "sbatch_array.sh", "submit.sh", "config.resolved.json"):
         out.info(f"  {root / name}")
