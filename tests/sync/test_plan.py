@@ -65,12 +65,12 @@ def test_plan_then_replan_is_a_no_op(
 
 
 @given(trees(), trees(), st.booleans())
-def test_every_source_file_is_accounted_for_once(
+def test_every_source_file_and_link_is_accounted_for_once(
     src: dict[str, Entry], dst: dict[str, Entry], checksum: bool
 ) -> None:
     plan = plan_sync(src, dst, checksum=checksum)
-    files = [p for p, e in src.items() if e.kind == "file"]
-    decided = plan.send + plan.compare
+    files = [p for p, e in src.items() if e.kind in ("file", "link")]
+    decided = plan.send + plan.compare + plan.links
     assert len(decided) == len(set(decided))
     assert len(decided) + plan.skipped == len(files)
     assert plan.delete == []
