@@ -26,6 +26,8 @@ BIN = Path(sys.executable).parent
 
 PRELUDE = """\
 set -eo pipefail
+set -m   # job control, as in a terminal: `cmd &` is a process group that `kill %1` stops whole
+trap 'for job in $(jobs -p); do kill -- "-$job" 2>/dev/null || true; done' EXIT
 uv() {
     if [ "${1:-}" = run ] && [ "${2:-}" = pytest ]; then
         echo "(doc test: the test suite is not re-run inside itself)"; return 0
@@ -64,6 +66,7 @@ def _base(tmp: Path) -> Scenario:
     }
     for var in ("VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT", "XFER_CONFIG", "SLURM_CONF"):
         env[var] = ""
+    env["AWS_CA_BUNDLE"] = ""  # breaks rclone's S3 client (docs/testing.md)
     return Scenario(home=home, cwd=work, env=env, replace={"/tmp/": f"{tmp}/tmpdir/"})
 
 
@@ -137,13 +140,32 @@ def sync(tmp: Path, request: pytest.FixtureRequest) -> Scenario:
     return sc
 
 
+def s3(tmp: Path, request: pytest.FixtureRequest) -> Scenario:
+    """docs/s3.md: its own two ``rclone serve s3`` (on free ports instead of 9000/9001),
+    and the real Slurm fixture with its ``debug`` partition."""
+    from xfer_core.testing.services import free_port
+
+    slurm = request.getfixturevalue("slurm")
+    sc = _base(tmp)
+    sc.env.update(slurm.env)
+    sc.replace.update(
+        {"127.0.0.1:9000": f"127.0.0.1:{free_port()}", "127.0.0.1:9001": f"127.0.0.1:{free_port()}"}
+    )
+    return sc
+
+
 SCENARIOS: dict[str, Callable[[Path, pytest.FixtureRequest], Scenario]] = {
     "local": local,
     "tool-install": tool_install,
     "plugin-walkthrough": plugin_walkthrough,
     "sbatchman-copy": sbatchman_copy,
     "sync": sync,
+    "s3": s3,
 }
+
+#: Scenarios whose blocks build on each other: the blocks of one page run as one script,
+#: in page order (one test, named after the last block).
+SEQUENTIAL = {"plugin-walkthrough", "s3"}
 
 #: README's everyday-sync config, for sync blocks that assume it.
 SYNC_CONFIG = """\
@@ -159,6 +181,8 @@ def script_for(example: Example, scenario: Scenario) -> str:
     text = example.commands()
     if example.arg == "sync" and "config init" not in text:
         text = SYNC_CONFIG + text
+    if example.arg in SEQUENTIAL:
+        text = "\n".join(ex.commands() for ex in _group(example))
     if example.arg == "plugin-walkthrough":
         text = _walkthrough_script(example)
     for old, new in scenario.replace.items():
@@ -171,7 +195,7 @@ def _walkthrough_script(example: Example) -> str:
     the shell after the ``cd`` (as a reader saves them): run once, by its last block."""
     from tests.docs.test_plugins_md import walkthrough_files
 
-    blocks = [ex for ex in EXAMPLES if ex.arg == "plugin-walkthrough"]
+    blocks = _group(example)
     parts = [blocks[0].commands()]
     for name, code in walkthrough_files().items():
         parts.append(f"cat > {name} <<'XFER_DOC_EOF'\n{code}XFER_DOC_EOF\n")
@@ -187,15 +211,17 @@ def _params() -> list[object]:
         marks = []
         if ex.arg == "sync":
             marks.append(pytest.mark.sshd)
-        if ex.arg == "plugin-walkthrough" and ex is not _last_walkthrough():
-            continue  # the whole walkthrough runs once, as one script
+        if ex.arg == "s3":
+            marks.append(pytest.mark.slurm)
+        if ex.arg in SEQUENTIAL and ex is not _group(ex)[-1]:
+            continue  # the page's blocks of this scenario run once, as one script
         out.append(pytest.param(ex, id=ex.id, marks=marks))
     return out
 
 
-def _last_walkthrough() -> Example | None:
-    blocks = [ex for ex in EXAMPLES if ex.arg == "plugin-walkthrough"]
-    return blocks[-1] if blocks else None
+def _group(example: Example) -> list[Example]:
+    """The blocks of ``example``'s page and scenario, in page order."""
+    return [ex for ex in EXAMPLES if ex.path == example.path and ex.arg == example.arg]
 
 
 def test_every_shell_example_runs_or_says_why_not() -> None:
@@ -245,7 +271,18 @@ def _check_sbatchman(ex: Example, sc: Scenario, proc: subprocess.CompletedProces
     assert proc.stdout.strip().endswith(".config/xfer/remotes.toml"), proc.stdout
 
 
+def _check_s3(ex: Example, sc: Scenario, proc: subprocess.CompletedProcess[str]) -> None:
+    out = proc.stdout + proc.stderr
+    assert "4/4 shards done: 41 objects" in out, out
+    assert "runtime apptainer (--runtime)" in out and "docker://rclone/rclone:1.68" in out
+    site_b = sc.home / "s3" / "site-b" / "bucket-b"
+    source = sorted(p.name for p in (sc.home / "s3/site-a/bucket-a/dataset").rglob("*.bin"))
+    for copy in ("dataset", "copy"):  # the local run and the Slurm run
+        assert sorted(p.name for p in (site_b / copy).rglob("*.bin")) == source, copy
+
+
 CHECKS: dict[str, Callable[[Example, Scenario, subprocess.CompletedProcess[str]], None]] = {
     "plugin-walkthrough": _check_walkthrough,
     "sbatchman-copy": _check_sbatchman,
+    "s3": _check_s3,
 }
