@@ -168,3 +168,17 @@ def test_warnings_raised_for_asyncssh_are_ignored() -> None:
         )
         warnings.warn_explicit("something of ours", UserWarning, "x.py", 1, module="xfer_core.x")
     assert [str(w.message) for w in seen] == ["something of ours"]
+
+
+def test_rebuild_lists_the_source_again(tmp_path: Path) -> None:
+    src, run = tmp_path / "src", tmp_path / "run"
+    make_tree(src, ["a.txt"])
+    args = ("run", "--run-dir", str(run), "--source", str(src), "--dest", str(tmp_path / "dst"))
+    assert xfer(*args, "--num-shards", "1").returncode == 0
+    (src / "b.txt").write_text("new")
+    proc = xfer(*args)
+    assert proc.returncode == 0 and "manifest: reusing" in proc.stderr
+    proc = xfer(*args, "--rebuild")
+    assert proc.returncode == 0, proc.stderr
+    assert "manifest: 2 objects" in proc.stderr
+    assert b"b.txt" in (run / "manifest.jsonl").read_bytes()
