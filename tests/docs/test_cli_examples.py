@@ -9,15 +9,13 @@ fails the suite, so a new example is run or explained.
 from __future__ import annotations
 
 import inspect
-import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.docs.test_doc_examples import PRELUDE, SCENARIOS, SYNC_CONFIG
+from tests.docs.test_doc_examples import PRELUDE, SCENARIOS, SYNC_CONFIG, run_script
 
 #: command -> (scenario, setup lines run before its examples)
 RUN: dict[str, tuple[str, str]] = {
@@ -146,16 +144,4 @@ def test_help_examples_run(command: str, tmp_path: Path, request: pytest.Fixture
     body = SETUPS.get(setup, setup) + "\n".join(lines) + "\n"
     for old, new in sc.replace.items():
         body = body.replace(old, new)
-    script = PRELUDE + body
-    proc = subprocess.run(
-        ["bash", "-c", script],
-        cwd=sc.cwd,
-        env={**os.environ, **sc.env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, (
-        f"xfer {command} --help examples failed (exit {proc.returncode})\n--- script\n{script}\n"
-        f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}"
-    )
+    run_script(PRELUDE + body, sc, f"xfer {command} --help examples")

@@ -177,6 +177,23 @@ xfer sync >/dev/null
 """
 
 
+def run_script(script: str, scenario: Scenario, label: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (PRELUDE included) with bash in ``scenario``; fail with its output."""
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        cwd=scenario.cwd,
+        env={**os.environ, **scenario.env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (
+        f"{label} failed (exit {proc.returncode})\n--- script\n{script}\n"
+        f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+    )
+    return proc
+
+
 def script_for(example: Example, scenario: Scenario) -> str:
     text = example.commands()
     if example.arg == "sync" and "config init" not in text:
@@ -245,19 +262,7 @@ def test_the_extractor_sees_console_commands_only() -> None:
 @pytest.mark.parametrize("example", _params())
 def test_doc_example_runs(example: Example, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     scenario = SCENARIOS[example.arg](tmp_path, request)
-    script = script_for(example, scenario)
-    proc = subprocess.run(
-        ["bash", "-c", script],
-        cwd=scenario.cwd,
-        env={**os.environ, **scenario.env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, (
-        f"{example.id} failed (exit {proc.returncode})\n--- script\n{script}\n"
-        f"--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
-    )
+    proc = run_script(script_for(example, scenario), scenario, example.id)
     CHECKS.get(example.arg, lambda *_: None)(example, scenario, proc)
 
 
