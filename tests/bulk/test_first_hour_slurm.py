@@ -10,8 +10,10 @@ import os
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from xfer_backends.slurm import fit_warning, mem_mb
+from xfer_core.cli.status_cmd import Snapshot, _render_rich
 from xfer_core.testing.services import SlurmCluster
 
 from .runtools import make_tree, xfer
@@ -37,7 +39,7 @@ def test_fit_warning_against_the_fixture_node(slurm: SlurmCluster) -> None:
 
 
 def test_too_big_for_the_partition_warns_shows_why_and_refuses_a_second_array(
-    tmp_path: Path, slurm: SlurmCluster
+    tmp_path: Path, slurm: SlurmCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src, run = tmp_path / "src", tmp_path / "run"
     make_tree(src, ["a.txt", "b/c.txt"])
@@ -65,6 +67,13 @@ def test_too_big_for_the_partition_warns_shows_why_and_refuses_a_second_array(
         doc = json.loads(xfer("--json", "status", "--run-dir", str(run), env=env).stdout)
         reasons = {j["reason"] for j in doc["schedulers"][0]["jobs"]}
         assert reasons and reasons <= {"PartitionConfig", "Resources", "PartitionNodeLimit"}
+        # on a terminal: the same line, right under the totals table
+        monkeypatch.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])
+        console = Console(record=True, width=200, force_terminal=True)
+        console.print(_render_rich(Snapshot(run)))
+        text = console.export_text()
+        assert "PENDING (slurm): 2 task(s) wait for" in text, text
+        assert text.index("PENDING (slurm)") < text.index("rate:"), text
 
         # no second array over the same shards, by any door
         before = (run / "jobs.json").read_text()

@@ -119,7 +119,7 @@ def summary_lines(snap: Snapshot) -> list[str]:
         f"bytes: {human_bytes(t.bytes_done)} / {human_bytes(t.bytes)} ({_pct(t.bytes_done, t.bytes)}); "
         f"attempts: {t.attempts}",
     ]
-    return head + _info_lines(snap) + _shard_lines(st) + _verdict(st)
+    return head + _pending_lines(snap) + _info_lines(snap) + _shard_lines(st) + _verdict(st)
 
 
 #: What Slurm's common pending reasons mean for a run, and what to do.
@@ -154,7 +154,7 @@ def _pending_lines(snap: Snapshot) -> list[str]:
 
 def _info_lines(snap: Snapshot) -> list[str]:
     st, t, p = snap.state, snap.state.totals, snap.progress
-    lines = _pending_lines(snap)
+    lines = []
     if p.bytes_per_second is not None and p.since is not None and p.until is not None:
         rate = f"rate: {human_bytes(p.bytes_per_second)}/s over the last {_duration(p.until - p.since)}"
         if p.eta_seconds is not None:
@@ -249,6 +249,9 @@ def _render_rich(snap: Snapshot) -> Any:
         f"{human_bytes(t.bytes_done)} / {human_bytes(t.bytes)} ({_pct(t.bytes_done, t.bytes)})",
     )
     parts: list[Any] = [totals]
+    pending = _pending_lines(snap)
+    if pending:  # a run that may wait forever says so first
+        parts.append(Text("\n".join(pending), style="bold yellow"))
     attention = [s for s in st.shards if s.status in ("failed", "retrying", "running")]
     if attention:
         table = Table(show_header=True, header_style="bold")
