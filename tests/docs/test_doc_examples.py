@@ -71,15 +71,15 @@ def _base(tmp: Path) -> Scenario:
 
 
 def local(tmp: Path, request: pytest.FixtureRequest) -> Scenario:
-    """No service: a temp HOME with ``~/data``; commands run from the checkout (README's
-    ``--source xfer_core``)."""
+    """No service: a temp HOME with ``~/data``; commands run in a work dir that looks
+    like the checkout (README's ``--source xfer_core``) but leaves it untouched."""
     sc = _base(tmp)
     (tmp / "tmpdir").mkdir()
     data = sc.home / "data"
     (data / "sub").mkdir(parents=True)
     for i in range(6):
         (data / "sub" / f"f{i}.bin").write_bytes(bytes([i]) * (1000 * (i + 1)))
-    sc.cwd = ROOT
+    (sc.cwd / "xfer_core").symlink_to(ROOT / "xfer_core")
     return sc
 
 
