@@ -28,7 +28,7 @@ from typing import IO, Any
 from xfer_core.bulk.jobs import record_submission
 from xfer_core.bulk.scheduler import Scheduler, Submission, SubmitOptions
 from xfer_core.hookspecs import hookimpl
-from xfer_core.output import Output, current
+from xfer_core.output import Output, current, human_bytes
 from xfer_core.plugin import AVAILABLE, Availability
 
 #: Seconds a worker gets to clean up after SIGTERM before it is killed.
@@ -109,7 +109,7 @@ class _Display:
         self.done += 1
         self.done_bytes += nbytes
         self.out.event("shard_done", shard=shard, bytes=nbytes, records=records)
-        self.line(f"shard {shard}: done ({records} objects, {nbytes} bytes)")
+        self.line(f"shard {shard}: done ({records} objects, {human_bytes(nbytes)})")
         self._refresh()
 
     def failed_attempt(self, shard: int, reason: str, *, retry: bool) -> None:

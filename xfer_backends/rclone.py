@@ -95,7 +95,9 @@ xfer_copy() {  # FILES LOG
     if [ "$rc" -ne 0 ]; then
         # rclone's last ERROR or CRITICAL line (a dead endpoint gives only CRITICAL ones)
         last=$(LC_ALL=C grep -aE ' (ERROR|CRITICAL) ?:' "$2" | tail -n 1)
-        printf 'rclone copy exit %d: %s\n' "$rc" "${last:-see the log}" >"$XFER_REASON"
+        # else the first line that is not the worker's own (e.g. srun refusing an option)
+        [ -n "$last" ] || last=$(LC_ALL=C grep -av '^xfer worker: ' "$2" | grep -am 1 .)
+        printf 'rclone copy exit %d: %s\n' "$rc" "${last:-no output}" >"$XFER_REASON"
     fi
     return "$rc"
 }
@@ -110,26 +112,35 @@ xfer_verify() {  # FILES LOG
 
 # the copy's own report: every name of the list sent, re-sent or found equal
 xfer_verify_report() {  # FILES LOG
-    local report="$2.report" expected seen errors
+    local report="$2.report" expected seen errors first=""
     [ -f "$report" ] || : >"$report"
     expected=$(LC_ALL=C sort -u "$1" | wc -l)
     seen=$(LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C sort -u | wc -l)
     errors=$(LC_ALL=C grep -ac '^! ' "$report")
     {
         echo "xfer verify: rclone copy report: $seen of $expected sent or equal (checked by the copy), $errors error lines, $((expected - seen)) missing at source"
+        if [ "$seen" -lt "$expected" ]; then
+            # the names of the list the copy never reported: gone from the source
+            LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C grep -vxF -f - "$1" |
+                head -n 20 | sed 's/^/missing at source: /'
+        fi
     } >>"$2"
+    if [ "$seen" -lt "$expected" ]; then
+        first=$(LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C grep -vxF -f - "$1" | head -n 1)
+        first=" (first: $first)"
+    fi
     rm -f "$report"
     if [ "$seen" -eq "$expected" ] && [ "$expected" -gt 0 ]; then
         return 0
     fi
-    printf 'verify: %d of %d records not verified (0 missing at destination, 0 differ, %d errors, %d missing at source)\n' \
-        "$((expected - seen))" "$expected" "$errors" "$((expected - seen))" >"$XFER_REASON"
+    printf 'verify: %d of %d records not verified (0 missing at destination, 0 differ, %d errors, %d missing at source%s)\n' \
+        "$((expected - seen))" "$expected" "$errors" "$((expected - seen))" "$first" >"$XFER_REASON"
     return 1
 }
 
 # a listing check of every record (--verify check, or flags the report cannot vouch for)
 xfer_verify_check() {  # FILES LOG
-    local combined="$2.check" rc expected ok missing differ errors unseen
+    local combined="$2.check" rc expected ok missing differ errors unseen first
     rm -f "$2.report"
     xfer_new_file "$combined" || return 1
     xfer_tool check ${XFER_RCLONE_ARGS[@]+"${XFER_RCLONE_ARGS[@]}"} ${XFER_CHECK_ARGS[@]+"${XFER_CHECK_ARGS[@]}"} \
@@ -142,16 +153,26 @@ xfer_verify_check() {  # FILES LOG
     differ=$(LC_ALL=C grep -ac '^\* ' "$combined")
     errors=$(LC_ALL=C grep -ac '^! ' "$combined")
     unseen=$((expected - ok - missing - differ - errors))
+    first=""
     {
         echo "xfer verify: rclone check exit $rc: $ok of $expected equal, $missing missing at destination, $differ differ, $errors errors, $unseen missing at source"
         LC_ALL=C grep -av '^= ' "$combined" | head -n 20
+        if [ "$unseen" -gt 0 ]; then
+            # the names of the list that the check never reported: gone from the source
+            LC_ALL=C sed 's/^. //' "$combined" | LC_ALL=C grep -vxF -f - "$1" | head -n 20 |
+                sed 's/^/missing at source: /'
+        fi
     } >>"$2"
+    if [ "$unseen" -gt 0 ]; then
+        first=$(LC_ALL=C sed 's/^. //' "$combined" | LC_ALL=C grep -vxF -f - "$1" | head -n 1)
+        first=" (first: $first)"
+    fi
     rm -f "$combined"
     if [ "$ok" -eq "$expected" ] && [ "$expected" -gt 0 ]; then
         return 0
     fi
-    printf 'verify: %d of %d records not verified (%d missing at destination, %d differ, %d errors, %d missing at source)\n' \
-        "$((expected - ok))" "$expected" "$missing" "$differ" "$errors" "$unseen" >"$XFER_REASON"
+    printf 'verify: %d of %d records not verified (%d missing at destination, %d differ, %d errors, %d missing at source%s)\n' \
+        "$((expected - ok))" "$expected" "$missing" "$differ" "$errors" "$unseen" "$first" >"$XFER_REASON"
     return 1
 }
 """

@@ -78,6 +78,8 @@ _MARK = b"XFER:"
 _OUT_FORMAT = "XFER:%i:%l:%n"
 _PROGRESS2 = re.compile(rb"^\s*([\d,]+)\s+\d+%")
 _STATS_FILES = re.compile(rb"Number of files: [\d,]+ \(reg: ([\d,]+)")
+#: Symlinks among them ("..., link: N"; absent when there are none).
+_STATS_LINKS = re.compile(rb"Number of files: [\d,]+ \(.*\blink: ([\d,]+)")
 _STATS_SENT = re.compile(rb"Number of regular files transferred: ([\d,]+)")
 _ESCAPE = re.compile(rb"\\#([0-7]{3})")
 
@@ -503,6 +505,8 @@ class _OutputReader:
         self.progress = progress
         self.result = result
         self.regular: int | None = None
+        self.links = 0
+        self.links_sent = 0
         self.transferred: int | None = None
         self._seen_bytes = 0
 
@@ -520,6 +524,8 @@ class _OutputReader:
         m = _STATS_FILES.search(line)
         if m is not None:
             self.regular = int(m.group(1).replace(b",", b""))
+            links = _STATS_LINKS.search(line)
+            self.links = int(links.group(1).replace(b",", b"")) if links else 0
             return
         m = _STATS_SENT.search(line)
         if m is not None:
@@ -545,14 +551,19 @@ class _OutputReader:
                 self.progress.advance(size)
         elif itemize[:2] == b"cL":
             result.files_sent += 1
+            self.links_sent += 1
             self.progress.item("link", name)
         elif itemize[:2] == b"cd":
             self.progress.item("mkdir", name.rstrip("/"))
 
     def finish(self) -> None:
         if self.regular is not None:
-            sent = self.transferred if self.transferred is not None else self.result.files_sent
-            self.result.skipped = max(0, self.regular - sent)
+            # files and symlinks alike: a link sent once is up to date the next time
+            if self.transferred is not None:
+                sent = self.transferred + self.links_sent
+            else:
+                sent = self.result.files_sent
+            self.result.skipped = max(0, self.regular + self.links - sent)
 
 
 @hookimpl

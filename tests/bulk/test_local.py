@@ -92,7 +92,11 @@ def test_missing_source_file_fails_the_shard_until_max_attempts(tmp_path: Path) 
     assert by_index[bad].attempts == 2
     fail = (run / "state" / f"shard_{bad}.fail").read_text()
     assert fail.startswith("attempt 2: verify:")
-    assert "1 missing at source" in fail
+    # the reason names the file and the log; the log names it too
+    log2 = run / "logs" / f"shard_{bad}_attempt_2.log"
+    assert f"1 missing at source (first: {victim}))" in fail
+    assert fail.rstrip().endswith(f"(log: {log2})")
+    assert f"missing at source: {victim}\n" in log2.read_text()
     assert not (run / "state" / f"shard_{bad}.done").exists()
     assert (run / "logs" / f"shard_{bad}_attempt_1.log").is_file()
     assert (run / "logs" / f"shard_{bad}_attempt_2.log").is_file()

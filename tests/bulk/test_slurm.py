@@ -21,7 +21,7 @@ def test_render_submit_and_resubmit_on_slurm(tmp_path: Path, slurm: SlurmCluster
     files = make_tree(src, [f"dir {i % 2}/f'{i}'.txt" for i in range(9)])
     run, dst = tmp_path / "run", tmp_path / "dst"
     env = {**os.environ, **slurm.env}
-    assert pick_scheduler(None, env=slurm.env) == "slurm"
+    assert pick_scheduler(None, env=slurm.env)[0] == "slurm"
     # prepare only (no --submit): 3 shards, but at most 2 array tasks → task 0 runs shards 0, 2
     proc = xfer(
         "run",

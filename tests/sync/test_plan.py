@@ -97,12 +97,12 @@ def test_file_replacing_a_link_is_a_replacement() -> None:
 
 
 @given(trees(), trees(), st.booleans())
-def test_every_source_file_is_accounted_for_once(
+def test_every_source_file_and_link_is_accounted_for_once(
     src: dict[str, Entry], dst: dict[str, Entry], checksum: bool
 ) -> None:
     plan = plan_sync(src, dst, checksum=checksum)
-    files = [p for p, e in src.items() if e.kind == "file"]
-    decided = plan.send + plan.compare
+    files = [p for p, e in src.items() if e.kind in ("file", "link")]
+    decided = plan.send + plan.compare + plan.links
     assert len(decided) == len(set(decided))
     blocked = [p for p in plan.blocked if src[p].kind == "file"]
     assert len(decided) + plan.skipped + len(blocked) == len(files)

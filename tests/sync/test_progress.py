@@ -84,3 +84,29 @@ def test_human_bytes() -> None:
     assert human_bytes(0) == "0 B"
     assert human_bytes(1536) == "1.5 KiB"
     assert human_bytes(3 * 1024**3) == "3.0 GiB"
+
+
+def test_pull_says_fetched_not_sent(capsys: pytest.CaptureFixture[str]) -> None:
+    reporter = PlainReporter(Output(), dry_run=True)
+    j = PairJob("c1", "res", "pull", "~/r", "/r", ExcludeMatcher([]), dry_run=True)
+    reporter.pair_start(j).item("send", "out.txt", 10)
+    pulled = PairResult("c1", "res", "pull", files_sent=1, bytes_sent=10, skipped=2)
+    reporter.pair_done(j, pulled)
+    reporter.summary(summarize("pull", "rsync", False, [pulled], 0.5))
+    err = capsys.readouterr().err
+    assert "c1/res: would fetch out.txt" in err
+    assert "c1/res: fetched 1 files (10 B), 2 up to date" in err
+    assert "1 pair: fetched 1 file (10 B)" in err
+    assert " sent " not in err and "would send" not in err
+
+
+def test_rate_is_binary_units_and_never_a_question_mark() -> None:
+    out = Output()
+    buf = io.StringIO()
+    out.__dict__["console"] = Console(file=buf, force_terminal=True, width=150, highlight=False)
+    progress = out.byte_progress()
+    task = progress.add_task("c1/proj", total=4 * 1024**2)
+    progress.advance(task, 3 * 1024**2)  # one sample only: rich itself has no speed yet
+    assert progress.tasks[task].speed is None
+    text = "".join(str(column.render(progress.tasks[task])) for column in progress.columns[-2:])
+    assert "iB/s" in text and "?" not in text and "MB/s" not in text and "GB/s" not in text

@@ -95,17 +95,21 @@ def _verify_mode(resolved: ResolvedConfig, render: RenderOptions) -> str:
     return verify_mode(ctx)
 
 
-def pick_scheduler(requested: str | None, env: dict[str, str] | None = None) -> str:
-    """``requested``, else ``slurm`` when sbatch is on PATH and slurmctld answers, else ``local``."""
+def pick_scheduler(requested: str | None, env: dict[str, str] | None = None) -> tuple[str, str]:
+    """``(name, why)``: ``requested``, else ``slurm`` when sbatch is on PATH and
+    slurmctld answers, else ``local``. ``why`` is printed, so the choice is never silent."""
     if requested:
-        return requested
+        return requested, "--scheduler"
     from xfer_core.plugins import get_registry
 
     try:
         slurm = get_registry().get("scheduler", "slurm")
-    except XferError:
-        return "local"
-    return "slurm" if slurm.reachable(env).ok else "local"
+    except XferError as exc:
+        return "local", f"the default: no slurm scheduler ({exc.message})"
+    avail = slurm.reachable(env)
+    if avail.ok:
+        return "slurm", "the default: slurmctld answers; --scheduler local runs here instead"
+    return "local", f"the default: slurm is not reachable ({avail.reason})"
 
 
 @no_group_write()
@@ -224,6 +228,7 @@ def prepare_run(
     stage(
         "render",
         runtime=resolved.runtime,
+        runtime_reason=resolved.runtime_reason,
         engine=resolved.engine,
         tasks=resolved.tasks,
         rclone_flags=resolved.rclone_flags,

@@ -116,6 +116,8 @@ class ResolvedConfig(msgspec.Struct, kw_only=True):
     sbatch_extras: list[str] = []
     #: ``--pyxis-extra``, split.
     pyxis_extra: list[str] = []
+    #: Why this runtime (``--runtime``, or which default), printed by the CLI.
+    runtime_reason: str = ""
 
 
 # --- checks ------------------------------------------------------------------------
@@ -328,9 +330,14 @@ def load_meta(run_dir: Path) -> ShardMeta:
 # --- rendering -----------------------------------------------------------------------
 
 
-def default_runtime(image: str | None) -> str:
-    """``pyxis`` when an image is given (the seed's setup), else ``host``."""
-    return "pyxis" if image else "host"
+def runtime_choice(opts: RenderOptions) -> tuple[str, str]:
+    """``(runtime name, why)``: ``--runtime``, else ``pyxis`` when an image is given (the
+    seed's setup), else ``host``. ``why`` is printed, so the choice is never silent."""
+    if opts.runtime:
+        return opts.runtime, "--runtime"
+    if opts.rclone_image:
+        return "pyxis", "the default with --rclone-image; --runtime NAME picks another"
+    return "host", "the default without --rclone-image"
 
 
 def with_pyxis_extra(runtime: str, argv: list[str], extra: Sequence[str]) -> list[str]:
@@ -352,9 +359,17 @@ def tool_function_body(
     image: str | None,
     pyxis_extra: Sequence[str] = (),
 ) -> str:
-    """The body of ``xfer_tool``: the runtime-wrapped tool with ``"$@"`` for the arguments."""
+    """The body of ``xfer_tool``: the runtime-wrapped tool with ``"$@"`` for the arguments.
+
+    A runtime that runs the host's binary (``needs_image`` False) gets the tool's
+    absolute path, resolved now (``$XFER_RCLONE``, PATH, the wheel's copy): worker.sh
+    may run with another PATH and working directory.
+    """
+    from xfer_core.tools import require_tool
+
+    tool = engine.tool if runtime.needs_image else require_tool(engine.tool)
     argv = runtime.wrap(
-        [engine.tool, _SENTINEL],
+        [tool, _SENTINEL],
         image=image if runtime.needs_image else None,
         mounts=engine.mounts(ctx),
     )
@@ -510,12 +525,20 @@ def render_run(
     root = check_run_dir(run_dir)
     registry = get_registry()
     engine: ShardEngine = registry.get("shard_engine", opts.engine)
-    runtime_name = opts.runtime or default_runtime(opts.rclone_image)
+    runtime_name, why = runtime_choice(opts)
     runtime: ContainerRuntime = registry.get("runtime", runtime_name)
     if runtime.needs_image and not opts.rclone_image:
         raise ConfigError(
             f"--runtime {runtime_name} needs --rclone-image",
             hint="e.g. --rclone-image rclone/rclone:latest, or --runtime host",
+        )
+    avail = runtime.check()
+    if not avail.ok:
+        from xfer_core.output import current
+
+        current().warn(
+            f"runtime {runtime_name} ({why}) is not available here: {avail.reason}; "
+            "its shards fail unless the compute nodes have it"
         )
     if opts.max_attempts < 1:
         raise ConfigError("--max-attempts must be at least 1")
@@ -610,6 +633,7 @@ def render_run(
         tool_command=tool,
         sbatch_extras=extras,
         pyxis_extra=pyxis_extra,
+        runtime_reason=why,
     )
     make_subdirs(root)
     if secrets.env:

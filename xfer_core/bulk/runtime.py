@@ -46,8 +46,9 @@ class ContainerRuntime(Plugin):
     ) -> list[str]:
         """The argv that runs ``argv`` inside ``image`` with ``mounts`` and ``env``.
 
-        ``argv[0]`` is the tool's name (``rclone``); a host runtime resolves it to a
-        path. Raise :class:`xfer_core.errors.XferError` for unusable input (no image
+        ``argv[0]`` is the tool's name (``rclone``) for runtimes with an image; for
+        those without (``needs_image`` False) it is the tool's absolute path on this
+        host, resolved at render time. Raise :class:`xfer_core.errors.XferError` for unusable input (no image
         given to a runtime that needs one).
         """
         raise NotImplementedError

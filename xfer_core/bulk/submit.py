@@ -5,12 +5,42 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from xfer_core.bulk.render import load_resolved
 from xfer_core.bulk.rundir import check_run_dir
 from xfer_core.bulk.scheduler import Scheduler, Submission, SubmitOptions
-from xfer_core.bulk.state import load_run_state, pending_shards
+from xfer_core.bulk.state import load_run_state, pending_shards, read_jobs
 from xfer_core.errors import XferError
+
+if TYPE_CHECKING:
+    from xfer_core.bulk.queue_view import SchedulerView
+
+
+def refuse_if_alive(
+    run_dir: str | os.PathLike[str], doing: str, *, scheduler: str | None = None
+) -> list[SchedulerView]:
+    """Raise when a job of the run (of ``scheduler``, default any) is still queued or
+    running: submitting again, retrying or re-listing then would run shards twice.
+
+    ``doing`` completes "…; DOING now would run its shards twice". Returns the
+    schedulers' views (for :func:`~xfer_core.bulk.queue_view.jobs_alive`).
+    """
+    from xfer_core.bulk.queue_view import ask_schedulers
+
+    root = Path(run_dir).resolve()
+    jobs = [j for j in read_jobs(root) if scheduler is None or j.scheduler == scheduler]
+    views = ask_schedulers(jobs)
+    busy = [v for v in views if v.alive]
+    if busy:
+        states = ", ".join(f"{n} {st.lower()}" for st, n in sorted(busy[0].states.items()))
+        raise XferError(
+            f"{root}: job {', '.join(busy[0].job_ids)} of this run is still in the queue "
+            f"({states}); {doing} now would run its shards twice",
+            hint="wait for it (xfer status --watch) or cancel it (scancel) first",
+        )
+    return views
 
 
 def shards_to_submit(run_dir: str | os.PathLike[str]) -> list[int]:
@@ -43,11 +73,13 @@ def submit_run(
     """Submit ``shards`` (default: every shard not done) of a rendered run dir.
 
     Returns None when there is nothing to submit. The scheduler records the
-    submission in ``RUN/jobs.json``.
+    submission in ``RUN/jobs.json``. Refuses (:func:`refuse_if_alive`) while a job of
+    the run is still queued or running.
     """
     from xfer_core.plugins import get_registry
 
     root = check_run_dir(run_dir)
+    refuse_if_alive(root, "submitting again")
     resolved = load_resolved(root)
     todo = list(shards) if shards is not None else shards_to_submit(root)
     if not todo:

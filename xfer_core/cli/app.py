@@ -46,6 +46,24 @@ COMMAND_MODULES = (
 _state = {"verbose": 0}
 
 
+def _no_type_for_flags() -> None:
+    """Typer 0.29's rich help shows ``<bool>`` beside every flag (``--help`` too),
+    as if it took a value: a flag shows no type, as in Click."""
+    from typer.core import TyperOption
+
+    if not hasattr(TyperOption, "display_type_rich"):
+        return  # older Typer: no type column for flags
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: object) -> str | None:
+        return None if self.is_flag else shown(self, ctx)  # type: ignore[arg-type]
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_no_type_for_flags()
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"xfer {__version__}")
@@ -79,9 +97,71 @@ def _register_commands() -> None:
 _register_commands()
 
 
+#: The root callback's options that also work after the command (``xfer sync -v``).
+_GLOBAL_FLAGS = frozenset({"--json", "-q", "--quiet", "--verbose"})
+
+
+def _is_global(token: str) -> bool:
+    return token in _GLOBAL_FLAGS or (
+        len(token) > 1 and token.strip("-v") == "" and token[1] == "v"
+    )
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """Move global options written after the command (``xfer sync -v``) before it,
+    unless that command has an option of the same name (``sync --json`` is its own)."""
+    if not any(_is_global(a) for a in args[1:]):
+        return args  # the common case: no command tree built
+    import typer
+
+    cmd = typer.main.get_command(app)
+    ctx = cmd.context_class(cmd, info_name="xfer")
+    pos = 0
+    while pos < len(args) and args[pos].startswith("-"):
+        pos += 1  # options of the root itself
+    while pos < len(args) and hasattr(cmd, "get_command"):
+        sub = cmd.get_command(ctx, args[pos])
+        if sub is None:
+            return args  # unknown command: let Click say so
+        cmd, pos = sub, pos + 1
+    own: dict[str, bool] = {}  # option name -> takes a value
+    for param in getattr(cmd, "params", []):
+        takes = not (getattr(param, "is_flag", False) or getattr(param, "count", False))
+        for name in [*param.opts, *getattr(param, "secondary_opts", [])]:
+            own[name] = takes and param.param_type_name == "option"
+    head, tail, rest = args[:pos], [], args[pos:]
+    kept: list[str] = []
+    skip = False
+    for i, token in enumerate(rest):
+        if token == "--":
+            kept += rest[i:]
+            break
+        if skip:
+            skip = False
+        elif token in own:
+            skip = own[token]
+        elif _is_global(token):
+            tail.append(token)
+            continue
+        kept.append(token)
+    return [*tail, *head, *kept]
+
+
+def quiet_library_warnings() -> None:
+    """Ignore warnings raised on behalf of asyncssh (cryptography's deprecation of
+    algorithms asyncssh still registers): a newer cryptography than uv.lock's (``uv
+    tool install`` ignores the lock) printed five of them over every SFTP progress bar.
+    They tell a user nothing they can act on; xfer's own warnings are not affected."""
+    import warnings
+
+    warnings.filterwarnings("ignore", module=r"asyncssh(\.|$)")
+    warnings.filterwarnings("ignore", message=r".*(TripleDES|Blowfish|CAST5|SEED|IDEA).*")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the app and map errors to exit codes (``xfer_core.cli.main`` calls this)."""
-    args = sys.argv[1:] if argv is None else argv
+    quiet_library_warnings()
+    args = hoist_global_options(sys.argv[1:] if argv is None else argv)
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         rv = app(args=args, prog_name="xfer", standalone_mode=False)

@@ -119,7 +119,7 @@ def show(config: ConfigOption = None, json: JsonOption = False) -> None:
 
         xfer config show
 
-        xfer config show --json | jq '.clusters[].name'
+        xfer config show --json | jq '.config.clusters[].name'
     """
     from xfer_core.config.paths import display_path
 

@@ -27,7 +27,8 @@ HEADER = """\
      tests/docs/test_cli_docs.py fails when this file differs from the generated text. -->
 
 Every command, its usage, help and options, as `xfer COMMAND --help` prints them.
-Global options (`--json`, `-q`, `-v`) go before the command (`xfer --json status ...`).
+Global options (`--json`, `-q`, `-v`) go before or after the command (`xfer -v sync` =
+`xfer sync -v`); a command's own option of the same name (`status --json`) is its own.
 Exit codes are the same for every command: see [exit codes](exit-codes.md).
 """
 

@@ -45,9 +45,10 @@ def _stage_printer(out: Output) -> Callable[[str, dict[str, object]], None]:
         elif name == "shard":
             out.info(f"shard: {details['shards']} shards (imbalance {details['imbalance']})")
         elif name == "render":
+            why = details.get("runtime_reason")
             out.info(
-                f"render: runtime {details['runtime']}, engine {details['engine']}, "
-                f"{details['tasks']} tasks"
+                f"render: runtime {details['runtime']}{f' ({why})' if why else ''}, "
+                f"engine {details['engine']}, {details['tasks']} tasks"
             )
         elif name == "plan":
             from xfer_core.bulk.plan import load_plan, plan_lines
@@ -185,7 +186,7 @@ def run_cmd(
 
     from xfer_core.bulk.pipeline import PrepareOptions, pick_scheduler, prepare_run
     from xfer_core.bulk.render import load_resolved
-    from xfer_core.bulk.submit import submit_run
+    from xfer_core.bulk.submit import refuse_if_alive, submit_run
     from xfer_core.bulk.upstream import adopt
     from xfer_core.errors import ConfigError
     from xfer_core.output import current
@@ -221,7 +222,12 @@ def run_cmd(
             if render.runtime not in (None, "pyxis"):
                 values.pop("pyxis_extra", None)
             render = msgspec.structs.replace(render, **values)
-    chosen = pick_scheduler(scheduler)
+    chosen, why = pick_scheduler(scheduler)
+    out.event("scheduler", name=chosen, reason=why)
+    out.info(f"scheduler: {chosen} ({why})")
+    if submit or rebuild:
+        # before listing or re-rendering anything: a live array still reads them
+        refuse_if_alive(root, "re-listing the source" if rebuild else "submitting again")
     if source is not None and dest is not None:
         if chosen != "slurm":
             render = msgspec.structs.replace(
@@ -263,7 +269,6 @@ def run_cmd(
         out.info(f"ready: {root} (scheduler {chosen}); start it with:")
         out.info(f"  xfer run --run-dir {root} --scheduler {chosen} --submit")
         return
-    out.event("scheduler", name=chosen)
     sub = submit_run(root, chosen, concurrency=render.array_concurrency)
     if chosen == "local" or (sub is not None and sub.finished):
         if sub is None:

@@ -118,7 +118,7 @@ def render_cmd(
     root = Path(resolved.run_dir)
     out.info(
         f"rendered {root}: {resolved.num_shards} shards in {resolved.tasks} array tasks "
-        f"(runtime {resolved.runtime}, engine {resolved.engine})"
+        f"(runtime {resolved.runtime}: {resolved.runtime_reason}; engine {resolved.engine})"
     )
     out.info(f"  roots: {resolved.source_root} -> {resolved.dest_root}")
     for name in ("worker.sh", "sbatch_array.sh", "submit.sh", "config.resolved.json"):

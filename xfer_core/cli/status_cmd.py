@@ -132,7 +132,37 @@ def summary_lines(snap: Snapshot) -> list[str]:
         f"bytes: {human_bytes(t.bytes_done)} / {human_bytes(t.bytes)} ({_pct(t.bytes_done, t.bytes)}); "
         f"attempts: {t.attempts}",
     ]
-    return head + _info_lines(snap) + _shard_lines(st) + _verdict(st)
+    return head + _pending_lines(snap) + _info_lines(snap) + _shard_lines(st) + _verdict(st)
+
+
+#: What Slurm's common pending reasons mean for a run, and what to do.
+_PENDING_HELP = {
+    "PartitionConfig": "the request never fits the partition (CPUs, memory, time): "
+    "re-render with smaller --cpus-per-task / --mem / --time-limit, or another --partition",
+    "PartitionNodeLimit": "the request never fits the partition's nodes: "
+    "re-render with smaller --cpus-per-task / --mem",
+    "PartitionTimeLimit": "--time-limit exceeds the partition's MaxTime: re-render with less",
+    "Resources": "waiting for free CPUs or memory",
+    "Priority": "other jobs come first",
+    "JobArrayTaskLimit": "the array's throttle (--array-concurrency) is reached",
+    "BeginTime": "a requeued task waits a few seconds before it runs again",
+    "ReqNodeNotAvail": "the nodes it needs are down or reserved",
+}
+
+
+def _pending_lines(snap: Snapshot) -> list[str]:
+    """Why the scheduler keeps tasks pending, first and explained (a run that waits
+    forever must say so)."""
+    lines = []
+    for view in snap.views:
+        reasons: dict[str, int] = {}
+        for job in view.jobs:
+            if job.state == "PENDING" and job.reason:
+                reasons[job.reason] = reasons.get(job.reason, 0) + 1
+        for reason, n in sorted(reasons.items()):
+            help_text = _PENDING_HELP.get(reason, f"see `squeue -j {','.join(view.job_ids)}`")
+            lines.append(f"PENDING ({view.scheduler}): {n} task(s) wait for {reason}: {help_text}")
+    return lines
 
 
 def _info_lines(snap: Snapshot) -> list[str]:
@@ -252,6 +282,9 @@ def _render_rich(snap: Snapshot) -> Any:
         f"{human_bytes(t.bytes_done)} / {human_bytes(t.bytes)} ({_pct(t.bytes_done, t.bytes)})",
     )
     parts: list[Any] = [totals]
+    pending = _pending_lines(snap)
+    if pending:  # a run that may wait forever says so first
+        parts.append(Text("\n".join(pending), style="bold yellow"))
     attention = [s for s in st.shards if s.status in ("failed", "retrying", "running")]
     if attention:
         table = Table(show_header=True, header_style="bold")
@@ -397,10 +430,10 @@ def retry(
 
         xfer retry --run-dir run_001 --include-failed --array-concurrency 8
     """
-    from xfer_core.bulk.queue_view import ask_schedulers, jobs_alive
+    from xfer_core.bulk.queue_view import jobs_alive
     from xfer_core.bulk.render import load_resolved
     from xfer_core.bulk.state import load_run_state, pending_shards, read_jobs
-    from xfer_core.bulk.submit import submit_run
+    from xfer_core.bulk.submit import refuse_if_alive, submit_run
     from xfer_core.cli.run_cmd import summarize_local
     from xfer_core.cli.slurm_cmd import print_submission
 
@@ -416,15 +449,7 @@ def retry(
             f"{root}: nothing was submitted yet, so there is nothing to retry",
             hint=f"start it: xfer run --run-dir {root} --submit (or xfer slurm submit)",
         )
-    views = ask_schedulers([j for j in jobs if j.scheduler == chosen])
-    busy = [v for v in views if v.alive]
-    if busy:
-        states = ", ".join(f"{n} {st.lower()}" for st, n in sorted(busy[0].states.items()))
-        raise XferError(
-            f"{root}: job {', '.join(busy[0].job_ids)} of this run is still in the queue "
-            f"({states}); retrying now would run its shards twice",
-            hint="wait for it (xfer status --watch) or cancel it (scancel) first",
-        )
+    views = refuse_if_alive(root, "retrying", scheduler=chosen)
     state = load_run_state(root, jobs=jobs, jobs_alive=jobs_alive(views))
     if len(state.shards) != resolved.num_shards:
         raise XferError(

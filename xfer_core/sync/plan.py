@@ -59,7 +59,7 @@ class Plan:
     delete: list[str] = field(default_factory=list)
     #: Directories whose mode/mtime must be set once their content is in place, deepest first.
     dir_attrs: list[str] = field(default_factory=list)
-    #: Source files already up to date.
+    #: Source files and symlinks already up to date.
     skipped: int = 0
 
     def send_bytes(self, src: dict[str, Entry]) -> int:
@@ -114,6 +114,8 @@ def plan_sync(
             if d is None or d.kind != "link" or d.target != s.target:
                 plan.links.append(path)
                 touched.add(_parent(path))
+            else:
+                plan.skipped += 1  # up to date, like a file: counted the same way
         else:
             decision = needs_send(s, d, checksum=checksum)
             if decision is None:

@@ -182,7 +182,7 @@ class _PlainSink(ProgressSink):
 
     def item(self, action: Action, relpath: str, size: int = 0) -> None:
         if self.reporter.list_items:
-            verb = {"send": "send", "link": "link", "mkdir": "mkdir", "delete": "delete"}[action]
+            verb = _item_verb(action, self.job.direction)
             prefix = "would " if self.job.dry_run else ""
             self.reporter.line(
                 f"{self.job.cluster}/{self.job.alias}: {prefix}{verb} {display_path(relpath)}"
@@ -221,12 +221,24 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
+def _item_verb(action: Action, direction: str) -> str:
+    """What happens to one item: a pulled file is fetched, not sent."""
+    return "fetch" if action == "send" and direction == "pull" else action
+
+
+def _verb(direction: str, dry_run: bool) -> str:
+    """``sent`` for a push, ``fetched`` for a pull (``would send`` / ``would fetch``)."""
+    if direction == "pull":
+        return "would fetch" if dry_run else "fetched"
+    return "would send" if dry_run else "sent"
+
+
 def pair_line(r: PairResult) -> str:
     """One line per pair for the summary."""
     head = f"{r.cluster}/{r.alias}:"
     if r.error:
         return f"{head} FAILED: {r.error}"
-    verb = "would send" if r.dry_run else "sent"
+    verb = _verb(r.direction, r.dry_run)
     text = (
         f"{head} {verb} {r.files_sent} files ({human_bytes(r.bytes_sent)}), {r.skipped} up to date"
     )
@@ -239,7 +251,7 @@ def pair_line(r: PairResult) -> str:
 
 def summary_line(s: Summary) -> str:
     """The last line of a run."""
-    verb = "would send" if s.dry_run else "sent"
+    verb = _verb(s.direction, s.dry_run)
     text = (
         f"{_count(len(s.pairs), 'pair')}: {verb} {_count(s.files_sent, 'file')} "
         f"({human_bytes(s.bytes_sent)}), {s.skipped} up to date"
@@ -270,7 +282,8 @@ class _RichSink(ProgressSink):
             self.reporter.progress.update(self.task, files=self.files)
         if self.job.dry_run:
             self.reporter.say(
-                f"{self.job.cluster}/{self.job.alias}: would {action} {display_path(relpath)}"
+                f"{self.job.cluster}/{self.job.alias}: would {_item_verb(action, self.job.direction)} "
+                f"{display_path(relpath)}"
             )
 
     def advance(self, nbytes: int) -> None:

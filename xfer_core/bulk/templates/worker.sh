@@ -232,7 +232,8 @@ run_shard() {  # SHARD -> 0 done, 1 failed
         return 0
     fi
     reason=$(head -n 1 "$XFER_REASON" 2>/dev/null)
-    [ -n "$reason" ] || reason="engine exit $rc (see $CUR_LOG)"
+    # the log's path with the reason: the whole story is there
+    reason="${reason:-engine exit $rc} (log: $CUR_LOG)"
     put "$STATE_DIR/shard_$i.fail" "attempt $attempt: $reason"
     rm -f "$STATE_DIR/shard_$i.running" "$XFER_REASON"
     log "shard $i: failed: $reason"
