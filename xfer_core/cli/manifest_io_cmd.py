@@ -110,8 +110,11 @@ def _upstream_lsjson_flags(
         + (["--no-modtime"] if no_modtime else [])
         + ([f"-{'v' * min(verbose, 2)}"] if verbose else [])
     )
+    if not flags:
+        return flags
+    # (only when there are flags: a missing source is build's own error, said better)
     chosen = lister if lister != "auto" else select_lister(source).name
-    if flags and chosen != "rclone":
+    if chosen != "rclone":
         raise ConfigError(
             f"{' '.join(flags)}: rclone lsjson flags, but {source} is listed by the {chosen} lister",
             hint="pass --lister rclone to list it with rclone",
