@@ -88,8 +88,9 @@ class SshSettings:
     options: dict[str, list[str]] = field(default_factory=dict, compare=False)
 
 
-def _ssh_g_argv(target: Remote) -> list[str]:
-    argv = ["ssh", "-G"]
+def _explicit_options(target: Remote) -> list[str]:
+    """ssh options for what the cluster's config entry sets itself (the rest: ssh config)."""
+    argv: list[str] = []
     if target.ssh_config:
         argv += ["-F", target.ssh_config]
     if target.port:
@@ -100,7 +101,11 @@ def _ssh_g_argv(target: Remote) -> list[str]:
         argv += ["-i", target.key_path]
     if target.known_hosts:
         argv += ["-o", f"UserKnownHostsFile={target.known_hosts}"]
-    return [*argv, "--", target.host]
+    return argv
+
+
+def _ssh_g_argv(target: Remote) -> list[str]:
+    return ["ssh", "-G", *_explicit_options(target), "--", target.host]
 
 
 def parse_ssh_g(text: str) -> SshSettings:
@@ -236,17 +241,7 @@ def prepare_known_hosts(target: Remote, settings: SshSettings) -> None:
 def openssh_argv(target: Remote, settings: SshSettings | None = None) -> list[str]:
     """The user's ``ssh`` plus only what xfer needs: the config's explicit values, the
     host-key policy, timeouts and keepalives. Everything else comes from the ssh config."""
-    argv = ["ssh"]
-    if target.ssh_config:
-        argv += ["-F", target.ssh_config]
-    if target.port:
-        argv += ["-p", str(target.port)]
-    if target.user:
-        argv += ["-l", target.user]
-    if target.key_path:
-        argv += ["-i", target.key_path]
-    if target.known_hosts:
-        argv += ["-o", f"UserKnownHostsFile={target.known_hosts}"]
+    argv = ["ssh", *_explicit_options(target)]
     accept = target.accept_new_host_key or (
         settings is not None and accept_new_host_key(target, settings)
     )
