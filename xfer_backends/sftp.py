@@ -45,7 +45,8 @@ from xfer_core.sync.backend import (
     TransferOptions,
     TransferSession,
 )
-from xfer_core.sync.plan import Entry, EntryKind, Plan, plan_sync
+from xfer_core.sync.plan import Entry, EntryKind, Plan, attrs_differ, plan_sync
+from xfer_core.sync.progress import display_path
 
 if TYPE_CHECKING:
     import asyncssh
@@ -620,7 +621,7 @@ class _PairRun:
         dst = await self.dst.listing(job.excludes, clean=clean) or {}
         plan = plan_sync(src, dst, delete=job.delete, checksum=job.checksum)
         if plan.compare:
-            await self._compare(plan)
+            await self._compare(plan, src, dst)
         self._report(plan, src)
         if not job.dry_run:
             await self._apply(plan, src, dst)
@@ -630,7 +631,7 @@ class _PairRun:
                 f"{job.cluster}/{job.alias}: {len(self.failures)} failed, first: {self.failures[0]}"
             )
 
-    async def _compare(self, plan: Plan) -> None:
+    async def _compare(self, plan: Plan, src: dict[str, Entry], dst: dict[str, Entry]) -> None:
         digests = await asyncio.gather(
             *(asyncio.gather(self.src.digest(p), self.dst.digest(p)) for p in plan.compare)
         )
@@ -639,6 +640,8 @@ class _PairRun:
                 plan.send.append(path)
             else:
                 plan.skipped += 1
+                if attrs_differ(src[path], dst.get(path)):
+                    plan.file_attrs.append(path)
 
     def _report(self, plan: Plan, src: dict[str, Entry]) -> None:
         result, progress = self.result, self.progress
@@ -659,8 +662,19 @@ class _PairRun:
 
     async def _apply(self, plan: Plan, src: dict[str, Entry], dst: dict[str, Entry]) -> None:
         dst_tree = self.dst
+        for path in plan.blocked:
+            self.failures.append(
+                f"{display_path(path)}: cannot replace a non-empty directory (no --delete)"
+            )
+        # directories written into are made writable first (rsync -p sets a directory's
+        # mode before its content; a read-only source directory gets its mode back last)
+        for path in plan.dir_attrs:
+            old = dst.get(path)
+            if old is not None and old.kind == "dir" and old.mode != src[path].mode | 0o700:
+                writable = Entry("dir", 0, old.mtime, src[path].mode | 0o700)
+                await self._attempt(path, dst_tree.set_attrs(path, writable))
         for path in plan.replace:
-            await dst_tree.remove(path, dst[path].kind, tree=True)
+            await self._attempt(path, self._replace(path, dst))
         await dst_tree.makedirs("")
         for path in plan.mkdirs:
             await self._attempt(path, dst_tree.makedirs(path))
@@ -680,6 +694,8 @@ class _PairRun:
             await self._attempt(path, self._link(path, src[path], dst.get(path)))
         for path in plan.delete:
             await self._attempt(path, self._delete(path, dst[path]))
+        for path in plan.file_attrs:
+            await self._attempt(path, dst_tree.set_attrs(path, src[path]))
         for path in plan.dir_attrs:
             await self._attempt(path, dst_tree.set_attrs(path, src[path]))
 
@@ -691,7 +707,7 @@ class _PairRun:
         except (asyncssh.DisconnectError, asyncssh.SFTPConnectionLost, BrokenPipeError):
             raise  # the whole pair fails with one line (``transfer``)
         except (asyncssh.SFTPError, OSError) as exc:
-            self.failures.append(f"{path}: {_describe(exc)}")
+            self.failures.append(f"{display_path(path)}: {_describe(exc)}")
 
     async def _copy(self, path: str, entry: Entry) -> None:
         tmp = temp_name(path)
@@ -768,6 +784,15 @@ class _PairRun:
             await self.dst.remove(path, old.kind)
         await self.dst.symlink(entry.target, path)
         self.result.files_sent += 1
+
+    async def _replace(self, path: str, dst: dict[str, Entry]) -> None:
+        """Remove the destination's ``path`` (of another kind than the source's). A
+        directory goes with its listed content only: excluded entries inside keep it, and
+        the pair fails, as rsync's "could not make way" does."""
+        inside = sorted((p for p in dst if p.startswith(path + "/")), key=lambda p: -p.count("/"))
+        for child in inside:
+            await self.dst.remove(child, dst[child].kind)
+        await self.dst.remove(path, dst[path].kind)
 
     async def _delete(self, path: str, entry: Entry) -> None:
         import asyncssh

@@ -11,6 +11,11 @@ same files:
 - the destination file is newer than the source → skip (never overwrite newer work);
 - with ``checksum``: sizes differ → send; equal sizes → compare content;
 - otherwise: size or mtime (whole seconds) differs → send.
+
+A destination directory in the way of a file or link is removed with its content only
+with ``delete`` (rsync: "cannot delete non-empty directory" without ``--delete``); an
+empty one always. A file that is not sent because it is up to date (not because the destination is
+newer) still gets the source's mode and mtime when they differ, as ``rsync -pt`` does.
 """
 
 from __future__ import annotations
@@ -39,6 +44,9 @@ class Plan:
 
     #: Destination entries of the wrong kind, removed before anything is created.
     replace: list[str] = field(default_factory=list)
+    #: Non-empty destination directories in the way of a file or link (no ``delete``): left
+    #: alone, and the pair fails (rsync: "could not make way for new ...").
+    blocked: list[str] = field(default_factory=list)
     #: Directories to create, parents first.
     mkdirs: list[str] = field(default_factory=list)
     #: Files to send.
@@ -49,6 +57,8 @@ class Plan:
     links: list[str] = field(default_factory=list)
     #: Destination entries absent at the source (``delete`` only), children first.
     delete: list[str] = field(default_factory=list)
+    #: Up-to-date files whose mode or mtime differs from the source's: set them.
+    file_attrs: list[str] = field(default_factory=list)
     #: Directories whose mode/mtime must be set once their content is in place, deepest first.
     dir_attrs: list[str] = field(default_factory=list)
     #: Source files already up to date.
@@ -79,22 +89,37 @@ def needs_send(src: Entry, dst: Entry | None, *, checksum: bool) -> bool | None:
     return dst.size != src.size or dst.mtime != src.mtime
 
 
+def attrs_differ(src: Entry, dst: Entry | None) -> bool:
+    """An up-to-date destination file whose mode or mtime is not the source's (and not newer)."""
+    return (
+        dst is not None
+        and dst.mtime <= src.mtime
+        and (dst.mode, dst.mtime) != (src.mode, src.mtime)
+    )
+
+
 def plan_sync(
     src: dict[str, Entry], dst: dict[str, Entry], *, delete: bool = False, checksum: bool = False
 ) -> Plan:
     """The changes that make ``dst`` hold ``src`` (keys: relative paths; ``""`` is the root)."""
     plan = Plan()
     touched: set[str] = set()
+    nonempty = {_parent(p) for p in dst if p}
     for path in sorted(src, key=lambda p: (_depth(p), p)):
         s = src[path]
         d = dst.get(path)
         if d is not None and d.kind != s.kind and not (s.kind == "file" and d.kind == "link"):
+            if d.kind == "dir" and path in nonempty and not delete:
+                plan.blocked.append(path)
+                continue
             plan.replace.append(path)
+            touched.add(_parent(path))
             d = None
         if s.kind == "dir":
             if d is None:
                 if path:
                     plan.mkdirs.append(path)
+                    touched.add(_parent(path))
                 touched.add(path)
             elif d.mode != s.mode or d.mtime != s.mtime:
                 touched.add(path)
@@ -111,8 +136,11 @@ def plan_sync(
                 touched.add(_parent(path))
             else:
                 plan.skipped += 1
+                if attrs_differ(s, d):
+                    plan.file_attrs.append(path)
     if delete:
-        gone = [p for p in dst if p and p not in src]
+        replaced = tuple(p + "/" for p in plan.replace)  # removed with their content
+        gone = [p for p in dst if p and p not in src and not p.startswith(replaced)]
         plan.delete = sorted(gone, key=lambda p: (-_depth(p), p))
         touched.update(_parent(p) for p in gone)
     # a directory whose content changes gets its mtime changed by the server: set it back
