@@ -707,7 +707,7 @@ class _PairRun:
         except (asyncssh.DisconnectError, asyncssh.SFTPConnectionLost, BrokenPipeError):
             raise  # the whole pair fails with one line (``transfer``)
         except (asyncssh.SFTPError, OSError) as exc:
-            self.failures.append(f"{display_path(path)}: {_describe(exc)}")
+            self.failures.append(display_path(f"{path}: {_describe(exc)}"))  # one line, UTF-8
 
     async def _copy(self, path: str, entry: Entry) -> None:
         tmp = temp_name(path)

@@ -8,6 +8,7 @@ import os
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,10 @@ def run_differential(
     backend: str,
     drawn: list[tuple[Tree, Tree, list[str]]],
     flags: list[str],
+    tally: Callable[..., None] | None = None,
 ) -> None:
+    """Move ``drawn`` (source, pre-state, excludes) pairs with xfer and with rsync and
+    compare (see test_sync_vs_rsync.py); ``tally`` records the pairs compared."""
     s = e.sshd
     remote_base = s.mkdtemp(f"diff-{direction}-{backend}")
     local_base = tmp
@@ -129,6 +133,7 @@ def run_differential(
     }
     assert len(done) == len(drawn), (proc.returncode, proc.stderr)
     problems = []
+    lost_total = 0
     for i, ((src, sides), (src_tree, dst_tree, excludes)) in enumerate(
         zip(layout, drawn, strict=True)
     ):
@@ -172,10 +177,13 @@ def run_differential(
                     "but xfer reported the pair done"
                 )
             lost = {r for r in kept_files(pre[i], want) if got.get(r) != pre[i][r]}
+            lost_total += len(lost)
             if lost:
                 problems.append(f"{case}\n  files rsync kept were lost: {sorted(lost)}")
     failed = any(d["error"] for d in done.values())
     assert proc.returncode == (1 if failed else 0), (proc.returncode, proc.stderr)
+    if tally is not None:
+        tally(cases=len(drawn), lost=lost_total)
     assert not problems, "\n".join(problems)
 
 

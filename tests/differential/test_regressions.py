@@ -4,6 +4,7 @@ against raw rsync on the same pre-state, both backends, both directions)."""
 from __future__ import annotations
 
 import pytest
+from reliability.conftest import Tally
 
 from .sync_oracle import Env, run_differential
 from .test_sync_vs_rsync import BACKENDS, DIRECTIONS
@@ -23,19 +24,21 @@ F = "file"
 def run(
     env: Env,
     factory: pytest.TempPathFactory,
+    tally: Tally,
     backend: str,
     direction: str,
     *cases: tuple[Tree, Tree, list[str]],
     flags: tuple[str, ...] = (),
 ) -> None:
     tmp = factory.mktemp(f"reg-{direction}-{backend}")
-    run_differential(env, tmp, direction, backend, list(cases), list(flags))
+    run_differential(env, tmp, direction, backend, list(cases), list(flags), tally)
 
 
 @pytest.mark.parametrize("flags", [[], ["--checksum"]])
 def test_up_to_date_file_gets_the_source_mode_and_mtime(
     env: Env,
     tmp_path_factory: pytest.TempPathFactory,
+    tally: Tally,
     backend: str,
     direction: str,
     flags: list[str],
@@ -44,24 +47,25 @@ def test_up_to_date_file_gets_the_source_mode_and_mtime(
     was; rsync -pt sets both."""
     src: Tree = {"m": (F, b"same\n", 0o755, BASE), "t": (F, b"same\n", 0o644, BASE + 10)}
     pre: Tree = {"m": (F, b"same\n", 0o600, BASE), "t": (F, b"same\n", 0o644, BASE)}
-    run(env, tmp_path_factory, backend, direction, (src, pre, []), flags=tuple(flags))
+    run(env, tmp_path_factory, tally, backend, direction, (src, pre, []), flags=tuple(flags))
 
 
 def test_read_only_destination_directory_is_written_into(
-    env: Env, tmp_path_factory: pytest.TempPathFactory, backend: str, direction: str
+    env: Env, tmp_path_factory: pytest.TempPathFactory, tally: Tally, backend: str, direction: str
 ) -> None:
     """sftp wrote into a read-only destination directory before giving it the source's
     mode: Permission denied. A read-only source directory is read-only at the end."""
     src: Tree = {"d": ("dir", 0o755, BASE), "d/new": (F, b"new\n", 0o644, BASE)}
     src |= {"r": ("dir", 0o555, BASE), "r/new": (F, b"new\n", 0o644, BASE)}
     pre: Tree = {"d": ("dir", 0o555, BASE + 5), "r": ("dir", 0o555, BASE)}
-    run(env, tmp_path_factory, backend, direction, (src, pre, []))
+    run(env, tmp_path_factory, tally, backend, direction, (src, pre, []))
 
 
 @pytest.mark.parametrize("flags", [[], ["--delete"]])
 def test_directory_in_the_way_of_a_file(
     env: Env,
     tmp_path_factory: pytest.TempPathFactory,
+    tally: Tally,
     backend: str,
     direction: str,
     flags: list[str],
@@ -84,4 +88,4 @@ def test_directory_in_the_way_of_a_file(
         f"a{NON_UTF8_NAME}/f": (F, b"f\n", 0o644, BASE),
         f"a{NON_UTF8_NAME}/k.tmp": (F, b"excluded\n", 0o644, BASE),
     }
-    run(env, tmp_path_factory, backend, direction, (src, pre, ["*.tmp"]), flags=tuple(flags))
+    run(env, tmp_path_factory, tally, backend, direction, (src, pre, ["*.tmp"]), flags=tuple(flags))

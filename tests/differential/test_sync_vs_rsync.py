@@ -23,9 +23,11 @@ The default suite runs a fixed (derandomized) slice; ``XFER_SOAK=1`` runs a long
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from reliability.conftest import Tally
 
+from .profiles import FAST, SOAK
 from .sync_oracle import Env, run_differential
 from .trees import BASE, Tree, cases
 
@@ -35,16 +37,6 @@ pytestmark = pytest.mark.sshd
 
 #: Pairs per xfer run (one example).
 PAIRS = 5
-FAST = settings(
-    max_examples=4,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=list(HealthCheck),
-    # shrinking reruns whole xfer runs for minutes; the failing example is printed whole
-    phases=[Phase.explicit, Phase.reuse, Phase.generate],
-)
-SOAK = settings(FAST, max_examples=60, derandomize=False)
 
 
 def pair_lists(
@@ -66,13 +58,13 @@ def check(
     backend: str,
     direction: str,
     data: st.DataObject,
+    tally: Tally,
     hostile: bool = False,
 ) -> None:
     drawn = data.draw(pair_lists(hostile=hostile, backend=backend), label="pairs")
     flags = data.draw(FLAGS, label="flags")
-    run_differential(
-        env, factory.mktemp(f"{direction}-{backend}"), direction, backend, drawn, flags
-    )
+    tmp = factory.mktemp(f"{direction}-{backend}")
+    run_differential(env, tmp, direction, backend, drawn, flags, tally)
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
@@ -85,8 +77,9 @@ def test_sync_matches_rsync(
     backend: str,
     direction: str,
     data: st.DataObject,
+    tally: Tally,
 ) -> None:
-    check(env, tmp_path_factory, backend, direction, data)
+    check(env, tmp_path_factory, backend, direction, data, tally)
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
@@ -99,9 +92,10 @@ def test_sync_matches_rsync_hostile_names(
     backend: str,
     direction: str,
     data: st.DataObject,
+    tally: Tally,
 ) -> None:
     """The same with the conformance suite's hostile names and a non-UTF-8 name."""
-    check(env, tmp_path_factory, backend, direction, data, hostile=True)
+    check(env, tmp_path_factory, backend, direction, data, tally, hostile=True)
 
 
 @pytest.mark.soak
@@ -116,9 +110,10 @@ def test_soak_sync_matches_rsync(
     backend: str,
     direction: str,
     data: st.DataObject,
+    tally: Tally,
 ) -> None:
     hostile = data.draw(st.booleans(), label="hostile")
-    check(env, tmp_path_factory, backend, direction, data, hostile=hostile)
+    check(env, tmp_path_factory, backend, direction, data, tally, hostile=hostile)
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
@@ -128,7 +123,7 @@ def test_soak_sync_matches_rsync(
     "(No such file), fixed on branch sec-sync",
 )
 def test_sftp_link_over_other_kinds(
-    env: Env, tmp_path_factory: pytest.TempPathFactory, direction: str
+    env: Env, tmp_path_factory: pytest.TempPathFactory, direction: str, tally: Tally
 ) -> None:
     """Source symlinks where the destination holds a file, an empty and a full directory
     (the pre-states ``pair_lists`` leaves out for sftp)."""
@@ -138,4 +133,4 @@ def test_sftp_link_over_other_kinds(
     pre |= {"n": ("dir", 0o755, BASE), "n/x": ("file", b"x\n", 0o644, BASE)}
     drawn = [(src, pre, []), (src, pre, [])]
     tmp = tmp_path_factory.mktemp(f"{direction}-links")
-    run_differential(env, tmp, direction, "sftp", drawn, ["--delete"])
+    run_differential(env, tmp, direction, "sftp", drawn, ["--delete"], tally)
