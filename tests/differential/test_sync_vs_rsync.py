@@ -69,7 +69,7 @@ def check(
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("backend", BACKENDS)
-@FAST
+@settings(FAST, max_examples=3)
 @given(data=st.data())
 def test_sync_matches_rsync(
     env: Env,
@@ -79,22 +79,7 @@ def test_sync_matches_rsync(
     data: st.DataObject,
     tally: Tally,
 ) -> None:
-    check(env, tmp_path_factory, backend, direction, data, tally)
-
-
-@pytest.mark.parametrize("direction", DIRECTIONS)
-@pytest.mark.parametrize("backend", BACKENDS)
-@settings(FAST, max_examples=2)
-@given(data=st.data())
-def test_sync_matches_rsync_hostile_names(
-    env: Env,
-    tmp_path_factory: pytest.TempPathFactory,
-    backend: str,
-    direction: str,
-    data: st.DataObject,
-    tally: Tally,
-) -> None:
-    """The same with the conformance suite's hostile names and a non-UTF-8 name."""
+    """Names from a plain pool and the conformance suite's hostile names (one not UTF-8)."""
     check(env, tmp_path_factory, backend, direction, data, tally, hostile=True)
 
 
@@ -102,7 +87,7 @@ def test_sync_matches_rsync_hostile_names(
 @pytest.mark.timeout(3600)
 @pytest.mark.parametrize("direction", DIRECTIONS)
 @pytest.mark.parametrize("backend", BACKENDS)
-@SOAK
+@settings(SOAK, max_examples=40)
 @given(data=st.data())
 def test_soak_sync_matches_rsync(
     env: Env,
