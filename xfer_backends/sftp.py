@@ -637,7 +637,7 @@ class _PairRun:
         )
         for path, (a, b) in zip(plan.compare, digests, strict=True):
             if a != b:
-                plan.send.append(path)
+                plan.send_compared(path, src)
             else:
                 plan.skipped += 1
                 if attrs_differ(src[path], dst.get(path)):

@@ -89,3 +89,16 @@ def test_directory_in_the_way_of_a_file(
         f"a{NON_UTF8_NAME}/k.tmp": (F, b"excluded\n", 0o644, BASE),
     }
     run(env, tmp_path_factory, tally, backend, direction, (src, pre, ["*.tmp"]), flags=tuple(flags))
+
+
+def test_file_sent_after_a_checksum_compare_keeps_its_directory_mtime(
+    env: Env, tmp_path_factory: pytest.TempPathFactory, tally: Tally, backend: str, direction: str
+) -> None:
+    """With --checksum, a file found different by content was sent after the planner had
+    chosen the directories whose mtime to restore: its directory (here the pair's root
+    and ``d``) kept the time of the write."""
+    src: Tree = {"f": (F, b"abc", 0o644, BASE), "d": ("dir", 0o755, BASE + 7)}
+    src["d/g"] = (F, b"abc", 0o644, BASE)
+    pre: Tree = {"f": (F, b"xyz", 0o644, BASE), "d": ("dir", 0o755, BASE + 7)}
+    pre["d/g"] = (F, b"xyz", 0o644, BASE)
+    run(env, tmp_path_factory, tally, backend, direction, (src, pre, []), flags=("--checksum",))

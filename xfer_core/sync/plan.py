@@ -64,6 +64,14 @@ class Plan:
     #: Source files already up to date.
     skipped: int = 0
 
+    def send_compared(self, path: str, src: dict[str, Entry]) -> None:
+        """Send ``path`` after all (a compared file whose content differs): its directory
+        gets its mtime back afterwards, like every directory written into."""
+        self.send.append(path)
+        parent = _parent(path)
+        if parent not in self.dir_attrs and parent in src:
+            self.dir_attrs = sorted([*self.dir_attrs, parent], key=lambda p: (-_depth(p), p))
+
     def send_bytes(self, src: dict[str, Entry]) -> int:
         """Bytes of the files to send."""
         return sum(src[p].size for p in self.send)
