@@ -692,6 +692,8 @@ class _PairRun:
         await asyncio.gather(*(worker() for _ in range(min(wide, len(plan.send)))))
         for path in plan.links:
             await self._attempt(path, self._link(path, src[path], dst.get(path)))
+        for path in plan.delete:  # read-only directories to empty: writable first (rsync)
+            await self._attempt(path, self._writable(path, dst[path]))
         for path in plan.delete:
             await self._attempt(path, self._delete(path, dst[path]))
         for path in plan.file_attrs:
@@ -785,11 +787,18 @@ class _PairRun:
         await self.dst.symlink(entry.target, path)
         self.result.files_sent += 1
 
+    async def _writable(self, path: str, entry: Entry) -> None:
+        """Make a read-only destination directory writable before its content goes."""
+        if entry.kind == "dir" and not entry.mode & 0o200:
+            await self.dst.set_attrs(path, Entry("dir", 0, entry.mtime, entry.mode | 0o700))
+
     async def _replace(self, path: str, dst: dict[str, Entry]) -> None:
         """Remove the destination's ``path`` (of another kind than the source's). A
         directory goes with its listed content only: excluded entries inside keep it, and
         the pair fails, as rsync's "could not make way" does."""
         inside = sorted((p for p in dst if p.startswith(path + "/")), key=lambda p: -p.count("/"))
+        for p in [path, *inside]:
+            await self._writable(p, dst[p])
         for child in inside:
             await self.dst.remove(child, dst[child].kind)
         await self.dst.remove(path, dst[path].kind)

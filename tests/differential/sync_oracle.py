@@ -66,7 +66,6 @@ def config(e: Env, kind: str, pairs: list[tuple[str, str, list[str]]]) -> str:
     return text
 
 
-#: (documented difference, applies to backend) -> predicate on (path, oracle entry, ours).
 def documented(src: Tree, rel: str, oracle: Any, got: Any) -> str:
     """Why ``rel`` may differ (a difference listed in docs/sync.md), or ""."""
     if (

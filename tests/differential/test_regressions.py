@@ -102,3 +102,21 @@ def test_file_sent_after_a_checksum_compare_keeps_its_directory_mtime(
     pre: Tree = {"f": (F, b"xyz", 0o644, BASE), "d": ("dir", 0o755, BASE + 7)}
     pre["d/g"] = (F, b"xyz", 0o644, BASE)
     run(env, tmp_path_factory, tally, backend, direction, (src, pre, []), flags=("--checksum",))
+
+
+@pytest.mark.parametrize("flags", [["--delete"]])
+def test_read_only_directories_are_deleted(
+    env: Env,
+    tmp_path_factory: pytest.TempPathFactory,
+    tally: Tally,
+    backend: str,
+    direction: str,
+    flags: list[str],
+) -> None:
+    """sftp --delete failed (Permission denied) on a read-only directory gone from the
+    source, and on one in the way of a file; rsync makes it writable and deletes it."""
+    src: Tree = {"f": (F, b"file\n", 0o644, BASE)}
+    pre: Tree = {"gone": ("dir", 0o555, BASE), "gone/x": (F, b"x\n", 0o644, BASE)}
+    pre |= {"gone/sub": ("dir", 0o500, BASE), "gone/sub/y": (F, b"y\n", 0o444, BASE)}
+    pre |= {"f": ("dir", 0o555, BASE), "f/z": (F, b"z\n", 0o644, BASE)}
+    run(env, tmp_path_factory, tally, backend, direction, (src, pre, []), flags=tuple(flags))
