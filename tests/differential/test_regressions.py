@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from reliability.conftest import Tally
 
-from .sync_oracle import Env, run_differential
+from .sync_oracle import Env, config, run_differential, xfer
 from .test_sync_vs_rsync import DIRECTIONS
-from .trees import BASE, NON_UTF8_NAME, Tree
+from .trees import BASE, NON_UTF8_NAME, Tree, materialise, snapshot
 
 CLASS = "differential: sync/fetch vs rsync"
 
@@ -120,3 +120,44 @@ def test_read_only_directories_are_deleted(
     pre |= {"gone/sub": ("dir", 0o500, BASE), "gone/sub/y": (F, b"y\n", 0o444, BASE)}
     pre |= {"f": ("dir", 0o555, BASE), "f/z": (F, b"z\n", 0o644, BASE)}
     run(env, tmp_path_factory, tally, backend, direction, (src, pre, []), flags=tuple(flags))
+
+
+@pytest.mark.parametrize("flags", [[], ["--delete"]])
+def test_excluded_directory_in_the_way_of_a_file(
+    env: Env,
+    tmp_path_factory: pytest.TempPathFactory,
+    backend: str,
+    direction: str,
+    flags: list[str],
+) -> None:
+    """A documented difference (docs/sync.md): a destination directory that only a
+    directory pattern (``d/``) excludes, where the source has a file ``d``. rsync with
+    --delete removes it and sends the file; xfer sftp leaves the excluded directory and
+    its content alone and fails the pair with one line (exit 1)."""
+    s = env.sshd
+    src: Tree = {"d": (F, b"a file\n", 0o644, BASE), "e": (F, b"e\n", 0o644, BASE)}
+    pre: Tree = {"d": ("dir", 0o755, BASE), "d/keep": (F, b"kept\n", 0o644, BASE)}
+    tmp = tmp_path_factory.mktemp(f"in-the-way-{direction}")
+    remote = s.mkdtemp("in-the-way")
+    src_root, dst_root = (
+        (tmp / "src", remote / "dst")
+        if direction == "push"
+        else (
+            remote / "src",
+            tmp / "dst",
+        )
+    )
+    materialise(src_root, src)
+    materialise(dst_root, pre)
+    s.chown(remote)
+    local, far = (src_root, dst_root) if direction == "push" else (dst_root, src_root)
+    conf = tmp / "remotes.toml"
+    kind = "sync_dirs" if direction == "push" else "fetch_dirs"
+    conf.write_text(config(env, kind, [(str(local), str(far), ["d/"])]))
+    command = "sync" if direction == "push" else "fetch"
+    proc = xfer(env, command, "--config", str(conf), "-b", backend, *flags)
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "d: " in proc.stderr, proc.stderr
+    after = snapshot(dst_root)
+    assert after["d"][0] == "dir" and after["d/keep"][1] == b"kept\n"
+    assert after["e"][1] == b"e\n"  # the rest of the pair was moved

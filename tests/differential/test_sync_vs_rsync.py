@@ -42,8 +42,7 @@ PAIRS = 5
 def pair_lists(
     hostile: bool, backend: str
 ) -> st.SearchStrategy[list[tuple[Tree, Tree, list[str]]]]:
-    known_bug = backend == "sftp"  # issue 16: a symlink over another kind (see trees.py)
-    one = cases(hostile=hostile, link_over_other=not known_bug)
+    one = cases(hostile=hostile, sftp=backend == "sftp")  # see trees.cases
     return st.lists(one, min_size=PAIRS, max_size=PAIRS)
 
 

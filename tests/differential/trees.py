@@ -16,6 +16,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from xfer_core.sync.excludes import ExcludeMatcher
 from xfer_core.testing.conformance import HOSTILE_NAMES, NON_UTF8_NAME
 
 __all__ = ["BASE", "HOSTILE_NAMES", "NON_UTF8_NAME"]
@@ -120,12 +121,30 @@ def without_link_over_other(src: Tree, dst: Tree) -> Tree:
     return {r: e for r, e in dst.items() if not any(r == g or r.startswith(g + "/") for g in gone)}
 
 
+def without_excluded_dir_in_the_way(src: Tree, dst: Tree, excludes: list[str]) -> Tree:
+    """``dst`` without the directories (and their content) that only a directory pattern
+    (``d/``) excludes where ``src`` has a file or link of that name: rsync with --delete
+    removes them, the sftp backend leaves excluded entries alone and fails the pair (a
+    documented difference, pinned by ``test_excluded_directory_in_the_way_of_a_file``)."""
+    matcher = ExcludeMatcher(excludes)
+    gone = [
+        r
+        for r, e in dst.items()
+        if e[0] == "dir"
+        and src.get(r, ("dir",))[0] != "dir"
+        and matcher.excluded(r, True)
+        and not matcher.excluded(r, False)
+    ]
+    return {r: e for r, e in dst.items() if not any(r == g or r.startswith(g + "/") for g in gone)}
+
+
 @st.composite
 def cases(
-    draw: st.DrawFn, hostile: bool = False, link_over_other: bool = True
+    draw: st.DrawFn, hostile: bool = False, sftp: bool = False
 ) -> tuple[Tree, Tree, list[str]]:
-    """(source tree, destination pre-state, excludes) of one pair; ``link_over_other=False``
-    leaves out the pre-states of :func:`without_link_over_other`."""
+    """(source tree, destination pre-state, excludes) of one pair; ``sftp`` leaves out the
+    pre-states of :func:`without_link_over_other` (a known bug) and
+    :func:`without_excluded_dir_in_the_way` (a documented difference)."""
     src = draw(trees(hostile))
     dst: Tree = {}
     for rel in sorted(src):
@@ -140,7 +159,9 @@ def cases(
         if rel not in dst and (not parent(rel) or dst.get(parent(rel), ("",))[0] == "dir"):
             dst[rel] = entry
     excludes = draw(st.lists(st.sampled_from(EXCLUDES), max_size=2, unique=True))
-    return src, dst if link_over_other else without_link_over_other(src, dst), excludes
+    if sftp:
+        dst = without_excluded_dir_in_the_way(src, without_link_over_other(src, dst), excludes)
+    return src, dst, excludes
 
 
 def materialise(root: Path, tree: Tree, mode: int = 0o755, mtime: int = BASE) -> None:
