@@ -788,7 +788,10 @@ class _PairRun:
         self.result.files_sent += 1
 
     async def _writable(self, path: str, entry: Entry) -> None:
-        """Make a read-only destination directory writable before its content goes."""
+        """Make a read-only destination directory writable before its content goes, as
+        rsync does when it must (not as root: a local directory root can write to stays)."""
+        if isinstance(self.dst, LocalTree) and os.access(self.dst.path(path), os.W_OK):
+            return
         if entry.kind == "dir" and not entry.mode & 0o200:
             await self.dst.set_attrs(path, Entry("dir", 0, entry.mtime, entry.mode | 0o700))
 
@@ -812,7 +815,8 @@ class _PairRun:
             if entry.kind != "dir":
                 raise
             # excluded entries inside are kept, as rsync keeps them
-            self.progress.message(f"cannot delete non-empty directory {path}: {_describe(exc)}")
+            text = f"cannot delete non-empty directory {path}: {_describe(exc)}"
+            self.progress.message(display_path(text))
 
 
 @hookimpl

@@ -161,3 +161,23 @@ def test_excluded_directory_in_the_way_of_a_file(
     after = snapshot(dst_root)
     assert after["d"][0] == "dir" and after["d/keep"][1] == b"kept\n"
     assert after["e"][1] == b"e\n"  # the rest of the pair was moved
+
+
+@pytest.mark.parametrize("flags", [["--delete"]])
+def test_read_only_directory_kept_for_excluded_content(
+    env: Env,
+    tmp_path_factory: pytest.TempPathFactory,
+    tally: Tally,
+    backend: str,
+    direction: str,
+    flags: list[str],
+) -> None:
+    """A read-only directory gone from the source but holding excluded files stays; like
+    rsync, xfer makes it writable only where it must (a non-root user), not as root (sftp
+    left it writable as root). Its non-UTF-8 name is in the "cannot delete" warning
+    (escaped, as every failure line)."""
+    src: Tree = {"f": (F, b"file\n", 0o644, BASE)}
+    name = "r" + NON_UTF8_NAME
+    pre: Tree = {name: ("dir", 0o555, BASE), f"{name}/x": (F, b"x\n", 0o644, BASE)}
+    pre[f"{name}/keep.tmp"] = (F, b"excluded\n", 0o644, BASE)
+    run(env, tmp_path_factory, tally, backend, direction, (src, pre, ["*.tmp"]), flags=tuple(flags))
