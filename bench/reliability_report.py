@@ -1,11 +1,12 @@
 """Run the reliability suite and write docs/reliability.md from its measured results.
 
-Runs ``pytest tests/reliability tests/security`` with a result-collecting hook
-(tests/reliability/conftest.py, shared by tests/security/conftest.py, appends one JSON
-line per test outcome and per ``tally``), counts cases per class of fault or hostile
-input and their outcomes (passed, known bugs, data lost, false "done"), lists the
-security regression tests (classes ``security: …``) per attack class in a table of
-their own, adds the load figures (peak RSS and fds of a 100,000-file sync
+Runs ``pytest tests/reliability tests/security tests/differential`` with a
+result-collecting hook (tests/reliability/conftest.py, shared by
+tests/security/conftest.py, appends one JSON line per test outcome and per
+``tally``), counts cases per class of fault or hostile input and their outcomes
+(passed, known bugs, data lost, false "done"), lists the security regression
+tests (classes ``security: …``) per attack class in a table of their own, adds
+the load figures (peak RSS and fds of a 100,000-file sync
 and a 1,000-shard local run; soak only), and writes the page. Nothing in the tables
 is typed by hand.
 
@@ -65,6 +66,13 @@ CLASSES = {
     "faults: S3 slow, erroring, rate-limited": "a fault-injecting proxy in front of the S3 "
     "server: latency, 503 SlowDown / 500 errors, rate limits, connections reset mid-body; "
     "manifest build and run with the rclone and s5cmd engines",
+    "differential: sync/fetch vs rsync": "random trees and destination pre-states (type "
+    "changes, read-only, mtimes past/future, same size other content, excluded and hostile "
+    "names) through sync and fetch on rsync and sftp vs raw `rsync -rlpt --update`: same "
+    "tree, same verdict (cases = pairs compared)",
+    "differential: run vs rclone copy": "random trees (local, S3) onto S3 prefixes already "
+    "holding objects, `xfer run` with 1, 3 and 8 shards vs one `rclone copy`: same objects, "
+    "same verdict; `manifest verify` vs `rclone check` (cases = runs compared)",
     "load": "100,000-file sync (rsync, sftp) and 1,000-shard runs (local, Slurm) (soak); "
     "40 shards on 10 Slurm array tasks (default)",
 }
@@ -106,7 +114,11 @@ def run_suite(
     soak: bool,
     results: Path,
     extra: list[str],
-    paths: tuple[str, ...] | list[str] = ("tests/reliability", "tests/security"),
+    paths: tuple[str, ...] | list[str] = (
+        "tests/reliability",
+        "tests/security",
+        "tests/differential",
+    ),
 ) -> float:
     env = {**os.environ, "XFER_RELIABILITY_OUT": str(results)}
     if soak:
@@ -248,7 +260,8 @@ def render(
         "secret echoed. A *case* is one injected input or fault (one fuzz example, one "
         "hostile name through one backend, one signal at one point, ...).",
         "",
-        f"Run: {now}, `{'XFER_SOAK=1 ' if soak else ''}pytest tests/reliability tests/security` "
+        f"Run: {now}, `{'XFER_SOAK=1 ' if soak else ''}pytest tests/reliability tests/security "
+        "tests/differential` "
         f"({'default + soak' if soak else 'default suite'}), {seconds:.0f} s wall, "
         f"{os.cpu_count()} CPUs, {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}.",

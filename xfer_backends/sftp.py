@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from xfer_core.errors import ConfigError, TransferError
 from xfer_core.hookspecs import hookimpl
-from xfer_core.output import display_name
+from xfer_core.output import display_name, terminal_text
 from xfer_core.plugin import AVAILABLE, Availability
 from xfer_core.sync import remote_path, ssh_login
 from xfer_core.sync.backend import (
@@ -49,7 +49,7 @@ from xfer_core.sync.backend import (
     TransferSession,
 )
 from xfer_core.sync.names import unsafe_name
-from xfer_core.sync.plan import Entry, EntryKind, Plan, plan_sync
+from xfer_core.sync.plan import Entry, EntryKind, Plan, attrs_differ, plan_sync
 
 if TYPE_CHECKING:
     import asyncssh
@@ -583,7 +583,7 @@ class _PairRun:
                 "(--delete removes its content first)"
             )
         if plan.compare:
-            await self._compare(plan)
+            await self._compare(plan, src, dst)
         self._report(plan, src)
         if not job.dry_run:
             await self._apply(plan, src, dst)
@@ -593,15 +593,17 @@ class _PairRun:
                 f"{job.cluster}/{job.alias}: {len(self.failures)} failed, first: {self.failures[0]}"
             )
 
-    async def _compare(self, plan: Plan) -> None:
+    async def _compare(self, plan: Plan, src: dict[str, Entry], dst: dict[str, Entry]) -> None:
         digests = await asyncio.gather(
             *(asyncio.gather(self.src.digest(p), self.dst.digest(p)) for p in plan.compare)
         )
         for path, (a, b) in zip(plan.compare, digests, strict=True):
             if a != b:
-                plan.send.append(path)
+                plan.send_compared(path, src)
             else:
                 plan.skipped += 1
+                if attrs_differ(src[path], dst.get(path)):
+                    plan.file_attrs.append(path)
 
     def _report(self, plan: Plan, src: dict[str, Entry]) -> None:
         result, progress = self.result, self.progress
@@ -622,6 +624,13 @@ class _PairRun:
 
     async def _apply(self, plan: Plan, src: dict[str, Entry], dst: dict[str, Entry]) -> None:
         dst_tree = self.dst
+        # directories written into are made writable first (rsync -p sets a directory's
+        # mode before its content; a read-only source directory gets its mode back last)
+        for path in plan.dir_attrs:
+            old = dst.get(path)
+            if old is not None and old.kind == "dir" and old.mode != src[path].mode | 0o700:
+                writable = Entry("dir", 0, old.mtime, src[path].mode | 0o700)
+                await self._attempt(path, dst_tree.set_attrs(path, writable))
         await dst_tree.makedirs("")
         for path in plan.mkdirs:
             await self._attempt(path, self._mkdir(path, dst.get(path)))
@@ -641,12 +650,16 @@ class _PairRun:
             await self._attempt(path, self._link(path, src[path], dst.get(path)))
         if isinstance(dst_tree, LocalTree):
             dst_tree.forget_dirs()
+        for path in plan.delete:  # read-only directories to empty: writable first (rsync)
+            await self._attempt(path, self._writable(path, dst[path]))
         for path in plan.delete:
             await self._attempt(path, self._delete(path, dst[path]))
         for path, tmp, entry in self.swaps:
             await self._attempt(path, self._swap_dir(path, tmp, entry))
         if isinstance(dst_tree, LocalTree):
             dst_tree.forget_dirs()
+        for path in plan.file_attrs:
+            await self._attempt(path, dst_tree.set_attrs(path, src[path]))
         for path in plan.dir_attrs:
             await self._attempt(path, dst_tree.set_attrs(path, src[path]))
 
@@ -658,7 +671,8 @@ class _PairRun:
         except (asyncssh.DisconnectError, asyncssh.SFTPConnectionLost, BrokenPipeError):
             raise  # the whole pair fails with one line (``transfer``)
         except (asyncssh.SFTPError, OSError) as exc:
-            self.failures.append(f"{display_name(path)}: {_describe(exc)}")
+            # one line, escaped whole (the OS error may name an undecodable path)
+            self.failures.append(f"{display_name(path)}: {terminal_text(_describe(exc))}")
 
     async def _mkdir(self, path: str, old: Entry | None) -> None:
         """Make a directory; a file or symlink in its place is moved aside first, removed after."""
@@ -797,6 +811,14 @@ class _PairRun:
         if await self._put_in_place(path, tmp, entry, old):
             self._count(entry)
 
+    async def _writable(self, path: str, entry: Entry) -> None:
+        """Make a read-only destination directory writable before its content goes, as
+        rsync does when it must (not as root: a local directory root can write to stays)."""
+        if isinstance(self.dst, LocalTree) and os.access(self.dst.path(path), os.W_OK):
+            return
+        if entry.kind == "dir" and not entry.mode & 0o200:
+            await self.dst.set_attrs(path, Entry("dir", 0, entry.mtime, entry.mode | 0o700))
+
     async def _delete(self, path: str, entry: Entry) -> None:
         import asyncssh
 
@@ -807,7 +829,8 @@ class _PairRun:
                 raise
             # excluded entries inside are kept, as rsync keeps them
             self.progress.message(
-                f"cannot delete non-empty directory {display_name(path)}: {_describe(exc)}"
+                f"cannot delete non-empty directory {display_name(path)}: "
+                f"{terminal_text(_describe(exc))}"
             )
 
 

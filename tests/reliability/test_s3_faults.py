@@ -8,6 +8,10 @@ the local scheduler, local → S3 and S3 → S3, with the ``rclone`` engine and 
 object byte-identical or fails cleanly (one-line error, exit 1, no shard reported
 done), and that after the endpoint heals a retry completes. (The S3 server stopped
 mid-run on Slurm is in tests/e2e/test_slurm_s3.py.)
+
+Faults are scheduled (``every=N``: the N-th, 2N-th... matching request), never left to
+chance, and every test calls ``proxy.require_fired(...)`` after the faulted run and
+before judging its outcome; the ``proxy`` fixture fails a test that never did.
 """
 
 from __future__ import annotations
@@ -49,9 +53,11 @@ def engines(default: str) -> list[Any]:
 
 @pytest.fixture
 def proxy(s3: S3Server, tmp_path: Path) -> Iterator[FaultProxy]:
-    """A fault-free proxy in front of the s3 fixture (tests configure the faults)."""
-    with FaultProxy(s3.endpoint, seed=int(uuid.uuid4().int % 1000)) as p:
+    """A fault-free proxy in front of the s3 fixture (tests configure the faults and
+    must check with ``require_fired`` that they fired)."""
+    with FaultProxy(s3.endpoint, seed=1) as p:
         yield p
+        assert p.checked, "the test never checked that its faults fired (require_fired)"
 
 
 @pytest.fixture
@@ -112,6 +118,7 @@ def _figures(proxy: FaultProxy) -> dict[str, int]:
         "errors_503": c["slowdown"] + c["rate_limited"] + c["service_unavailable"],
         "errors_500": c["internal_error"],
         "resets": c["reset_request"] + c["reset_response"],
+        "matched": c["matched"],
     }
 
 
@@ -123,13 +130,21 @@ def _source(kind: str, s3: S3Server, tmp_path: Path, prefix: str, n: int) -> tup
 
 
 def _complete(
-    proxy: FaultProxy, run: Path, args: list[str], dest: Path, files: dict, heal_after: int = 1
+    proxy: FaultProxy,
+    run: Path,
+    args: list[str],
+    dest: Path,
+    files: dict,
+    heal_after: int = 1,
+    fired: tuple[str, ...] = (),
 ) -> tuple[int, int]:
-    """Run ``args --submit``; while it fails (cleanly: exit 1, one line), ``xfer retry
+    """Run ``args --submit``; check that the faults ``fired`` (counter names, default any
+    fault) fired; while it fails (cleanly: exit 1, one line), ``xfer retry
     --include-failed``, healing the proxy after ``heal_after`` failed submissions. Checks
     every submission for shards reported done that are not, and the end result.
     Returns (records falsely reported done, submissions)."""
     proc = xfer(*args, "--submit", timeout=900)
+    proxy.require_fired(*fired)
     false_done, submissions = _false_done(run, dest, files), 1
     while proc.returncode != 0:
         _one_line_error(proc)
@@ -162,13 +177,14 @@ def test_manifest_build_through_errors_and_resets(
     prefix = _prefix("mb")
     files = make_tree(s3.root / "src" / prefix, [f"l{i % 4}/o{i:03d}" for i in range(16)])
     out = tmp_path / "m.jsonl"
-    # moderate errors and resets: the listing completes, exactly
-    proxy.configure(error_rate=0.15, errors=["SlowDown", "InternalError"], reset_rate=0.05)
+    # errors and a reset on every second request: the listing completes, exactly
+    proxy.configure(every=2, fault=["SlowDown", "reset", "InternalError"])
     proc = xfer(*_build_args(s3, conf, prefix, out), timeout=180)
+    proxy.require_fired("slowdown", at_least=1)
+    proxy.require_fired("reset_response", "reset_request", at_least=1)
     assert proc.returncode == 0, proc.stderr
     listed = {r.path: r.size for r in read_manifest(out)}
     assert listed == {name: len(data) for name, data in files.items()}
-    assert proxy.faults > 0, proxy.counters
     tally(cases=1, **_figures(proxy))
 
 
@@ -184,6 +200,7 @@ def test_manifest_build_against_an_always_erroring_endpoint(
     # attempts, take many minutes to give up; 3 take ~25 s
     args = [*_build_args(s3, conf, prefix, out), "--extra-lsjson-flags", "--low-level-retries 3"]
     proc = xfer(*args, timeout=300)
+    proxy.require_fired("internal_error", "slowdown")
     assert proc.returncode in (1, 3), proc.stderr
     _one_line_error(proc)
     assert not out.exists() and not list(tmp_path.glob("m.jsonl*")), "partial manifest left"
@@ -204,11 +221,15 @@ def test_run_local_to_s3_through_errors_resets_and_latency(
     prefix = _prefix(f"l2s-{engine}")
     source, files = _source("local", s3, tmp_path, prefix, 8)
     run = tmp_path / "run"
-    proxy.configure(error_rate=0.15, reset_rate=0.08, latency=0.01, jitter=0.02)
+    # every fourth request faulted: an S3 error, a reset, the other error, in turn
+    proxy.configure(every=4, fault=["SlowDown", "reset", "InternalError"], latency=0.01)
+    proxy.configure(jitter=0.02)
     args = _run_args(run, source, s3.remote("dst", prefix), conf, engine, 3)
     dest = s3.root / "dst" / prefix
-    false_done, submissions = _complete(proxy, run, [*args, "--rclone-flags", FLAGS], dest, files)
-    assert proxy.faults > 0 and proxy.counters["delayed"] > 0, proxy.counters
+    args += ["--rclone-flags", FLAGS]
+    false_done, submissions = _complete(proxy, run, args, dest, files, fired=("slowdown",))
+    proxy.require_fired("reset_request", "reset_response")
+    proxy.require_fired("delayed")
     tally(cases=1, false_done=false_done, submissions=submissions, **_figures(proxy))
 
 
@@ -222,10 +243,12 @@ def test_run_s3_to_local_answers_reset_mid_body(
     run = tmp_path / "run"
     dest = tmp_path / "back"
     args = _run_args(run, source, str(dest), conf, "rclone", 2, "--rclone-flags", FLAGS)
-    # object downloads only, not listings (the S3 SDK tags GETs of objects x-id=GetObject)
-    proxy.configure(reset_rate=0.3, methods=["GET"], target=r"^/src/[^?]+(\?x-id=GetObject)?$")
-    false_done, submissions = _complete(proxy, run, args, dest, files)
-    assert proxy.counters["reset_response"] > 0, proxy.counters
+    # object downloads only, not listings (the S3 SDK tags GETs of objects x-id=GetObject);
+    # every second one is cut half-way
+    proxy.configure(every=2, fault="reset", methods=["GET"])
+    proxy.configure(target=r"^/src/[^?]+(\?x-id=GetObject)?$")
+    fired = ("reset_response",)
+    false_done, submissions = _complete(proxy, run, args, dest, files, fired=fired)
     tally(cases=1, false_done=false_done, submissions=submissions, **_figures(proxy))
 
 
@@ -240,8 +263,9 @@ def test_run_s3_to_s3_rate_limited_and_slow(
     proxy.configure(latency=0.03, jitter=0.03, rate_limit=4)
     args = _run_args(run, source, s3.remote("dst", prefix), conf, engine, 2)
     dest = s3.root / "dst" / prefix
-    false_done, submissions = _complete(proxy, run, [*args, "--rclone-flags", FLAGS], dest, files)
-    assert proxy.counters["delayed"] > 0 and proxy.counters["rate_limited"] > 0, proxy.counters
+    args += ["--rclone-flags", FLAGS]
+    false_done, submissions = _complete(proxy, run, args, dest, files, fired=("rate_limited",))
+    proxy.require_fired("delayed")
     tally(cases=1, false_done=false_done, submissions=submissions, **_figures(proxy))
 
 
@@ -268,8 +292,10 @@ def test_run_against_an_always_erroring_endpoint_then_healed(
     args += [FAST_FAIL, "--max-attempts", "1"]
     prepared = xfer(*args, timeout=120)
     assert prepared.returncode == 0, prepared.stderr
-    proxy.configure(error_rate=1.0, errors=["SlowDown", "InternalError"])
+    proxy.configure(every=1, fault=["SlowDown", "InternalError"])
     proc = xfer(*args, "--submit", timeout=300)
+    proxy.require_fired("slowdown", at_least=1)
+    proxy.require_fired("internal_error", at_least=1)
     assert proc.returncode == 1, proc.stderr
     _one_line_error(proc)
     false_done = _false_done(run, s3.root / "dst" / prefix, files)
@@ -314,7 +340,11 @@ def test_soak_run_through_heavy_faults(
         args = _run_args(run, source, s3.remote("dst", prefix), conf, engine, 4)
         args += ["--rclone-flags", FLAGS]
         dest = s3.root / "dst" / prefix
+        # seeded rates: how many of the first n matching requests fail depends on the
+        # seed only, and 30 files through 4 shards make well over enough requests
         false_done, submissions = _complete(proxy, run, args, dest, files, heal_after=3)
+        proxy.require_fired("reset_request", "reset_response")
+        proxy.require_fired("slowdown", "internal_error")
         tally(cases=1, false_done=false_done, submissions=submissions, **_figures(proxy))
 
 
@@ -361,6 +391,43 @@ def test_proxy_injects_what_it_is_told(s3: S3Server, proxy: FaultProxy) -> None:
     c = proxy.counters
     assert (c["slowdown"], c["reset_response"]) == (1, 1) and c["rate_limited"] >= 1, c
     assert c["retries"] >= 1 and proxy.faults == 2 + c["rate_limited"]
+    proxy.require_fired("slowdown", "reset_response", at_least=2)
+
+
+def test_proxy_schedule_faults_the_chosen_requests(s3: S3Server, proxy: FaultProxy) -> None:
+    """``every``/``at`` fault exactly the chosen matching requests, kinds in turn; rate
+    decisions depend on the seed and the matching request's number only; a test whose
+    faults did not fire cannot pass ``require_fired``."""
+    with pytest.raises(AssertionError, match="faults did not fire"):
+        proxy.require_fired()
+    proxy.configure(every=3, fault=["SlowDown", "InternalError"], target=r"^/src/m")
+    statuses = []
+    for i in range(1, 8):
+        _get(proxy.endpoint, "/other")  # not matching: neither faulted nor counted
+        statuses.append(_get(proxy.endpoint, f"/src/m{i}")[0])
+    assert [s >= 500 for s in statuses] == [False, False, True, False, False, True, False]
+    assert statuses[2] == 503 and statuses[5] == 500, statuses
+    c = proxy.counters
+    assert (c["matched"], c["requests"], c["slowdown"], c["internal_error"]) == (7, 14, 1, 1)
+    proxy.require_fired("slowdown", "internal_error", at_least=2)
+    with pytest.raises(AssertionError, match="7 of 14 requests matched"):
+        proxy.require_fired("reset_response")
+    # at=: counted from the configure that set it
+    proxy.configure(every=None, at=[2], fault="InternalError")
+    assert [_get(proxy.endpoint, "/src/m")[0] >= 500 for _ in range(3)] == [False, True, False]
+    proxy.heal()
+
+    def rate_pattern(noise: int) -> list[bool]:
+        with FaultProxy(s3.endpoint, error_rate=0.5, target="^/src/", seed=7) as other:
+            hits = []
+            for _ in range(12):
+                for _ in range(noise):
+                    _get(other.endpoint, "/dst")
+                hits.append(_get(other.endpoint, "/src/x")[0] >= 500)
+            return hits
+
+    assert rate_pattern(0) == rate_pattern(2)  # the same requests, whatever came between
+    assert any(rate_pattern(0))
 
 
 @pytest.mark.soak
@@ -386,6 +453,7 @@ def test_endpoint_stopped_mid_shard_on_the_local_scheduler(
         while proxy.counters["forwarded"] < 3 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert list((run / "state").glob("shard_*.running")), "no shard was running"
+        proxy.require_fired("delayed", at_least=3)  # the run was under way through the proxy
         proxy.stop()
         _out, err = proc.communicate(timeout=300)
     finally:

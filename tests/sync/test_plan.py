@@ -40,7 +40,7 @@ def apply(plan: Plan, src: dict[str, Entry], dst: dict[str, Entry]) -> dict[str,
         del out[path]
     for path in plan.replace:
         assert not any(p.startswith(path + "/") for p in out), "replaced a non-empty directory"
-    for path in plan.mkdirs + plan.send + plan.links + plan.dir_attrs:
+    for path in plan.mkdirs + plan.send + plan.links + plan.dir_attrs + plan.file_attrs:
         out[path] = src[path]
     return out
 
@@ -104,7 +104,7 @@ def test_every_source_file_and_link_is_accounted_for_once(
     files = [p for p, e in src.items() if e.kind in ("file", "link")]
     decided = plan.send + plan.compare + plan.links
     assert len(decided) == len(set(decided))
-    blocked = [p for p in plan.blocked if src[p].kind == "file"]
+    blocked = [p for p in plan.blocked if src[p].kind in ("file", "link")]
     assert len(decided) + plan.skipped + len(blocked) == len(files)
     assert plan.delete == []
 
@@ -128,7 +128,33 @@ def test_order_parents_before_children_and_deletes_children_first(
         assert all(not path.startswith(p + "/") for p in plan.mkdirs[i + 1 :])
     for i, path in enumerate(plan.delete):
         assert all(not p.startswith(path + "/") for p in plan.delete[i + 1 :])
-    assert set(plan.delete) == {p for p in dst if p and p not in src}
+    replaced = tuple(p + "/" for p in plan.replace)  # removed with their content
+    assert set(plan.delete) == {p for p in dst if p and p not in src and not p.startswith(replaced)}
+    assert plan.blocked == []  # with --delete nothing is in the way
+
+
+@given(trees(), trees(), st.booleans())
+def test_without_delete_only_empty_directories_are_replaced(
+    src: dict[str, Entry], dst: dict[str, Entry], checksum: bool
+) -> None:
+    """rsync without --delete: "cannot delete non-empty directory" (the pair fails)."""
+    plan = plan_sync(src, dst, checksum=checksum)
+    for path in plan.replace:
+        assert dst[path].kind != "dir" or not any(p.startswith(path + "/") for p in dst)
+    for path in plan.blocked:
+        assert dst[path].kind == "dir" and src[path].kind != "dir"
+        assert any(p.startswith(path + "/") for p in dst)
+        assert path not in plan.send + plan.links
+
+
+def test_up_to_date_files_get_mode_and_mtime_unless_the_destination_is_newer() -> None:
+    src = {"": Entry("dir", mode=0o755), "m": Entry("file", 3, 10, 0o755)}
+    src |= {"n": Entry("file", 3, 10, 0o755), "same": Entry("file", 3, 10, 0o644)}
+    dst = {"": Entry("dir", mode=0o755), "m": Entry("file", 3, 10, 0o600)}
+    dst |= {"n": Entry("file", 3, 11, 0o600), "same": Entry("file", 3, 10, 0o644)}
+    plan = plan_sync(src, dst)
+    assert plan.send == [] and plan.skipped == 3
+    assert plan.file_attrs == ["m"]  # "n" is newer at the destination: left alone
 
 
 def test_skip_rule_matches_rsync_update() -> None:

@@ -11,6 +11,11 @@ same files:
 - the destination file is newer than the source → skip (never overwrite newer work);
 - with ``checksum``: sizes differ → send; equal sizes → compare content;
 - otherwise: size or mtime (whole seconds) differs → send.
+
+A destination directory in the way of a file or link is removed with its content only
+with ``delete`` (rsync: "cannot delete non-empty directory" without ``--delete``); an
+empty one always. A file that is not sent because it is up to date (not because the destination is
+newer) still gets the source's mode and mtime when they differ, as ``rsync -pt`` does.
 """
 
 from __future__ import annotations
@@ -57,10 +62,20 @@ class Plan:
     links: list[str] = field(default_factory=list)
     #: Destination entries absent at the source (``delete`` only), children first.
     delete: list[str] = field(default_factory=list)
+    #: Up-to-date files whose mode or mtime differs from the source's: set them.
+    file_attrs: list[str] = field(default_factory=list)
     #: Directories whose mode/mtime must be set once their content is in place, deepest first.
     dir_attrs: list[str] = field(default_factory=list)
     #: Source files and symlinks already up to date.
     skipped: int = 0
+
+    def send_compared(self, path: str, src: dict[str, Entry]) -> None:
+        """Send ``path`` after all (a compared file whose content differs): its directory
+        gets its mtime back afterwards, like every directory written into."""
+        self.send.append(path)
+        parent = _parent(path)
+        if parent not in self.dir_attrs and parent in src:
+            self.dir_attrs = sorted([*self.dir_attrs, parent], key=lambda p: (-_depth(p), p))
 
     def send_bytes(self, src: dict[str, Entry]) -> int:
         """Bytes of the files to send."""
@@ -87,6 +102,15 @@ def needs_send(src: Entry, dst: Entry | None, *, checksum: bool) -> bool | None:
     return dst.size != src.size or dst.mtime != src.mtime
 
 
+def attrs_differ(src: Entry, dst: Entry | None) -> bool:
+    """An up-to-date destination file whose mode or mtime is not the source's (and not newer)."""
+    return (
+        dst is not None
+        and dst.mtime <= src.mtime
+        and (dst.mode, dst.mtime) != (src.mode, src.mtime)
+    )
+
+
 def plan_sync(
     src: dict[str, Entry], dst: dict[str, Entry], *, delete: bool = False, checksum: bool = False
 ) -> Plan:
@@ -102,11 +126,13 @@ def plan_sync(
                 plan.blocked.append(path)
                 continue
             plan.replace.append(path)
+            touched.add(_parent(path))
             d = None
         if s.kind == "dir":
             if d is None:
                 if path:
                     plan.mkdirs.append(path)
+                    touched.add(_parent(path))
                 touched.add(path)
             elif d.mode != s.mode or d.mtime != s.mtime:
                 touched.add(path)
@@ -125,7 +151,10 @@ def plan_sync(
                 touched.add(_parent(path))
             else:
                 plan.skipped += 1
+                if attrs_differ(s, d):
+                    plan.file_attrs.append(path)
     if delete:
+        # the content of a directory being replaced goes too (before the swap)
         gone = [p for p in dst if p and p not in src]
         plan.delete = sorted(gone, key=lambda p: (-_depth(p), p))
         touched.update(_parent(p) for p in gone)

@@ -13,19 +13,29 @@ request:
   body (an upload) is forwarded with only half of its body and both connections are
   then reset (the server sees a short body); otherwise the answer is sent half-way
   and the client connection is reset (the client sees a truncated body);
-- ``rate_limit`` requests per second at most, the rest answered ``503 SlowDown``.
+- ``rate_limit`` requests per second at most, the rest answered ``503 SlowDown``;
+- on a schedule, independent of chance: ``every=N`` faults the N-th, 2N-th, ...
+  matching request, ``at=(1, 4)`` the first and the fourth (counted from the last
+  :meth:`~FaultProxy.configure` that set a schedule); ``fault`` names what they get:
+  ``"reset"`` or an S3 error code, or a sequence of them used in turn.
 
-Decisions come from one ``random.Random(seed)``: the rates are reproducible, the
-exact requests hit depend on the order clients send them. ``methods`` limits the
-faults to some HTTP methods (``{"PUT"}``...), ``target`` to request targets matching
-a regular expression (``r"^/bucket/[^?]+$"``: object requests, not listings). Modes can be changed at any time with
-:meth:`FaultProxy.configure` (e.g. ``configure(error_rate=0)`` heals the endpoint).
-:attr:`FaultProxy.counters` counts what was done (``requests``, ``forwarded``,
-``slowdown``, ``internal_error``, ``rate_limited``, ``reset_request``,
-``reset_response``, ``delayed``) and ``retries``: faulted requests that the client
-sent again (same method and target; counted once per fault).
+``methods`` limits the faults to some HTTP methods (``{"PUT"}``...), ``target`` to
+request targets matching a regular expression (``r"^/bucket/[^?]+$"``: object
+requests, not listings); requests that pass both filters are *matching* (counted in
+``matched``). Rate decisions for the n-th matching request come from
+``random.Random(f"{seed}/{n}")``: how many of the first n matching requests are
+faulted does not depend on the requests in between or on timing. Modes can be
+changed at any time with :meth:`FaultProxy.configure` (e.g. ``configure(error_rate=0)``
+heals the endpoint). :attr:`FaultProxy.counters` counts what was done (``requests``,
+``matched``, ``forwarded``, ``slowdown``, ``internal_error``, ``rate_limited``,
+``reset_request``, ``reset_response``, ``delayed``) and ``retries``: faulted
+requests that the client sent again (same method and target; counted once per fault).
 :attr:`FaultProxy.kinds` counts the requests by S3 operation (:func:`request_kind`:
 ``LIST``, ``HEAD``, ``GET``, ``PUT``, ``COPY``, ``POST``, ``DELETE``), faulted ones included.
+
+A test must not pass because its faults never fired: :meth:`FaultProxy.require_fired`
+fails (AssertionError naming the counters) unless they did; call it after the faulted
+run and before judging its outcome.
 
 Bodies are buffered in memory (test-sized objects); chunked transfer encoding, ``Expect:
 100-continue`` and keep-alive are handled. Standard library only, one thread per client
@@ -40,7 +50,8 @@ lister retries and never reports a partial copy as done::
         with FaultProxy(s3.endpoint, error_rate=0.2, reset_rate=0.05, seed=1) as proxy:
             conf = proxy.rclone_config(s3.rclone_config, tmp_path / "rclone.conf")
             # run the tool with --rclone-config conf (remote "s3", same keys), then:
-            assert proxy.counters["slowdown"] + proxy.counters["internal_error"] > 0
+            proxy.require_fired("slowdown", "internal_error")
+            ...  # judge the outcome
 """
 
 from __future__ import annotations
@@ -81,7 +92,9 @@ FAULT_COUNTERS = (
     "reset_response",
 )
 #: Counter names; every one is present (0) from the start.
-COUNTERS = ("requests", "forwarded", "delayed", *FAULT_COUNTERS, "retries")
+COUNTERS = ("requests", "matched", "forwarded", "delayed", *FAULT_COUNTERS, "retries")
+#: What a scheduled fault can be: a connection reset or one of :data:`S3_ERRORS`.
+SCHEDULED_FAULTS = ("reset", *S3_ERRORS)
 
 _COUNTER_OF = {
     "SlowDown": "slowdown",
@@ -242,6 +255,9 @@ class FaultProxy:
         rate_limit: float | None = None,
         methods: Iterable[str] | None = None,
         target: str | None = None,
+        every: int | None = None,
+        at: Iterable[int] = (),
+        fault: str | Iterable[str] = "reset",
         seed: int = 0,
     ):
         parts = urlsplit(upstream)
@@ -249,7 +265,8 @@ class FaultProxy:
             raise ValueError(f"upstream must be http://HOST:PORT, not {upstream!r}")
         self.upstream = (parts.hostname, parts.port or 80)
         self._lock = threading.Lock()
-        self._random = random.Random(seed)
+        self.seed = seed
+        self._random = random.Random(seed)  # jitter only
         self.latency = latency
         self.jitter = jitter
         self.error_rate = error_rate
@@ -258,10 +275,17 @@ class FaultProxy:
         self.rate_limit = rate_limit
         self.methods: frozenset[str] | None = None
         self.target: re.Pattern[str] | None = None
-        self.configure(errors=errors, methods=methods, target=target)
+        self.every: int | None = None
+        self.at: frozenset[int] = frozenset()
+        self.fault: tuple[str, ...] = ("reset",)
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         #: Requests by S3 operation (:func:`request_kind`).
         self.kinds: collections.Counter[str] = collections.Counter()
+        self._schedule_base = 0  # ``matched`` when the schedule was set
+        self._scheduled = 0  # scheduled faults injected (picks the next ``fault``)
+        self.checked = False  # require_fired() was called
+        self.configure(errors=errors, methods=methods, target=target)
+        self.configure(every=every, at=at, fault=fault)
         self._faulted: set[tuple[str, str]] = set()
         self._recent: collections.deque[float] = collections.deque()
         self._listener: socket.socket | None = None
@@ -284,13 +308,48 @@ class FaultProxy:
                     value = None if value is None else frozenset(m.upper() for m in value)
                 elif key == "target":
                     value = None if value is None else re.compile(value)
+                elif key == "fault":
+                    value = (value,) if isinstance(value, str) else tuple(value)
+                    unknown = [f for f in value if f not in SCHEDULED_FAULTS]
+                    if unknown or not value:
+                        raise ValueError(f"unknown faults {unknown} (known: {SCHEDULED_FAULTS})")
+                elif key in ("every", "at"):
+                    if key == "every" and value is not None and value < 1:
+                        raise ValueError(f"every must be >= 1, not {value}")
+                    if key == "at":
+                        value = frozenset(value)
+                    self._schedule_base = self.counters["matched"]
                 elif key not in ("latency", "jitter", "error_rate", "reset_rate", "rate_limit"):
                     raise TypeError(f"unknown fault mode {key!r}")
                 setattr(self, key, value)
 
     def heal(self) -> None:
-        """No more faults (latency, errors, resets and the rate limit all off)."""
-        self.configure(latency=0.0, jitter=0.0, error_rate=0.0, reset_rate=0.0, rate_limit=None)
+        """No more faults (latency, errors, resets, schedules and the rate limit all off)."""
+        self.configure(
+            latency=0.0,
+            jitter=0.0,
+            error_rate=0.0,
+            reset_rate=0.0,
+            rate_limit=None,
+            every=None,
+            at=(),
+        )
+
+    def require_fired(self, *counters: str, at_least: int = 1) -> None:
+        """Fail unless the counters named (default: every fault counter) add up to
+        ``at_least``: a test whose faults never fired proves nothing."""
+        names = counters or FAULT_COUNTERS
+        unknown = [n for n in names if n not in COUNTERS]
+        if unknown:
+            raise ValueError(f"unknown counters {unknown} (known: {COUNTERS})")
+        self.checked = True
+        fired = sum(self.counters[n] for n in names)
+        if fired < at_least:
+            raise AssertionError(
+                f"faults did not fire: {' + '.join(names)} = {fired} < {at_least} "
+                f"({self.counters['matched']} of {self.counters['requests']} requests "
+                f"matched the filters); counters {self.counters}"
+            )
 
     @property
     def endpoint(self) -> str:
@@ -396,6 +455,8 @@ class FaultProxy:
             if (self.methods is None or method in self.methods) and (
                 self.target is None or self.target.search(target)
             ):
+                self.counters["matched"] += 1
+                n = self.counters["matched"] - self._schedule_base
                 now = time.monotonic()
                 if self.rate_limit is not None:
                     while self._recent and now - self._recent[0] >= 1.0:
@@ -404,10 +465,15 @@ class FaultProxy:
                         fault = "rate"
                     else:
                         self._recent.append(now)
-                if fault is None and self.error_rate and self._random.random() < self.error_rate:
-                    fault = self._random.choice(self.errors)
-                if fault is None and self.reset_rate and self._random.random() < self.reset_rate:
-                    fault = "reset"
+                if fault is None and (n in self.at or (self.every and n % self.every == 0)):
+                    fault = self.fault[self._scheduled % len(self.fault)]
+                    self._scheduled += 1
+                if fault is None and (self.error_rate or self.reset_rate):
+                    draw = random.Random(f"{self.seed}/{self.counters['matched']}")
+                    if self.error_rate and draw.random() < self.error_rate:
+                        fault = draw.choice(self.errors)
+                    elif self.reset_rate and draw.random() < self.reset_rate:
+                        fault = "reset"
             if fault is not None:
                 self._faulted.add(key)
             if delay > 0:
@@ -493,6 +559,7 @@ __all__ = [
     "COUNTERS",
     "FAULT_COUNTERS",
     "S3_ERRORS",
+    "SCHEDULED_FAULTS",
     "FaultProxy",
     "request_kind",
     "s3_error_response",
