@@ -30,7 +30,18 @@ from .helpers import wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.s3]
 
-SEED = Path("/work/shared/seeds")
+#: The seeds folder: shared/ beside the checkout (as CI lays it), else this machine's.
+SEED = next(
+    (
+        p
+        for p in (
+            Path(__file__).resolve().parents[3] / "shared" / "seeds",
+            Path("/work/shared/seeds"),
+        )
+        if p.is_dir()
+    ),
+    Path("/work/shared/seeds"),
+)
 
 #: The command lines of seed 004's text, in its order, as written there.
 COMMANDS = [
