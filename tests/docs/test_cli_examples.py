@@ -29,7 +29,11 @@ RUN: dict[str, tuple[str, str]] = {
     "plugins": ("local", ""),
     "config init": ("config", ""),
     "config show": ("config", "xfer config init\nxfer config add-cluster lab --host lab-login\n"),
-    "config validate": ("config", "xfer config init\nxfer config init --config ./remotes.toml\n"),
+    "config validate": (
+        "config",
+        "xfer config init\nxfer config init --config ./remotes.toml\n"
+        "xfer config init --config ~/.config/sbatchman/remotes-config.toml\n",
+    ),
     "config path": ("config", "xfer config init\n"),
     "config add-cluster": ("config", "xfer config init\ntouch ~/.ssh/id_lab\n"),
     "config add-dir": (

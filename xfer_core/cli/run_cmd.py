@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -176,7 +177,7 @@ def run_cmd(
 
         xfer run --run-dir ~/xfer-runs/demo --source ~/data --dest ~/data-copy --num-shards 4 --submit
 
-        xfer run --run-dir run_001 --source ~/data --dest s3dst:bucket/set --num-shards 64 --plan
+        xfer run --run-dir run_002 --source ~/data --dest ~/data-copy --num-shards 2 --plan
 
         xfer run --run-dir run_001 --source s3src:bucket/set --dest s3dst:bucket/set \\
             --num-shards 512 --array-concurrency 96 --rclone-image rclone/rclone:latest \\
@@ -196,6 +197,10 @@ def run_cmd(
     root = run_dir.resolve()
     if (source is None) != (dest is None):
         raise ConfigError("give both --source and --dest (or neither, to resume a run dir)")
+    if os.path.lexists(root):
+        from xfer_core.bulk.rundir import check_run_dir
+
+        check_run_dir(root)  # before anything is printed, read or moved in it
     adopted = adopt(root)
     if adopted is not None:
         out.info(
