@@ -195,6 +195,10 @@ class RsyncBackend(TransferBackend):
             raise TransferError("rsync: not on PATH")
         emulate = self._emulate or os.environ.get("XFER_RSYNC_EMULATE") or None
         caps = await asyncio.to_thread(detect_caps, rsync, emulate)
+        try:  # before ssh sees the host: refused for library callers too (the config checks it)
+            rsync_host(target.host)
+        except ConfigError as exc:
+            raise TransferError(f"{target.name}: {exc.message}") from None
         settings = await asyncio.to_thread(ssh_login.openssh_settings, target)
         session = RsyncSession(rsync, caps, target, settings, compress=options.compress)
         try:

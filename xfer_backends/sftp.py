@@ -650,7 +650,9 @@ class _PairRun:
             await self._attempt(path, self._link(path, src[path], dst.get(path)))
         if isinstance(dst_tree, LocalTree):
             dst_tree.forget_dirs()
-        for path in plan.delete:  # read-only directories to empty: writable first (rsync)
+        # read-only directories to empty (gone, or replaced by a file or link): writable
+        # first, as rsync makes them
+        for path in [*plan.replace, *plan.delete]:
             await self._attempt(path, self._writable(path, dst[path]))
         for path in plan.delete:
             await self._attempt(path, self._delete(path, dst[path]))

@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from xfer_backends.rsync import RsyncBackend, RsyncSession, parse_version
 from xfer_backends.sftp import SftpBackend, is_own_temp, temp_name
+from xfer_core.errors import TransferError
 from xfer_core.output import display_name, parse_display_name, terminal_text
 from xfer_core.sync.backend import Remote
 from xfer_core.testing.conformance import job_for, remote_for_server, run_pair, snapshot
@@ -283,7 +284,7 @@ def test_remote_names_with_terminal_escapes_are_printed_escaped(
     res = xfer("fetch", "--dry-run", "-b", backend, "--config", str(config), env=env)
     assert res.returncode == 0, res.stderr
     shown = display_name(ESCAPE_NAME)
-    assert f"c/p: would send {shown}" in res.stderr.splitlines()
+    assert f"c/p: would fetch {shown}" in res.stderr.splitlines()
     assert parse_display_name(shown) == ESCAPE_NAME
     assert not any(_unsafe(ch) for ch in res.stderr if ch != "\n")
 
@@ -433,8 +434,9 @@ def test_rsync_never_takes_a_hostile_host_as_local_path_or_option(
     (local / "f.txt").write_text("f\n")
     for host in ("-oProxyCommand=touch /x", "evil/host"):
         remote = Remote(**{**_fields(sshd), "host": host})
-        result, _ = run_pair(RsyncBackend(), remote, job_for(local, "/tmp/r"))
-        assert result.error and "cannot be used in rsync's HOST:PATH" in result.error
+        # refused when the session opens, before ssh or rsync see the host
+        with pytest.raises(TransferError, match="cannot be used in rsync's HOST:PATH"):
+            run_pair(RsyncBackend(), remote, job_for(local, "/tmp/r"))
     assert sorted(os.listdir(tmp_path)) == ["local"]
     session = RsyncSession(
         "rsync", parse_version("rsync  version 3.5.0  protocol version 32"), remote_for_server(sshd)
