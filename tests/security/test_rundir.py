@@ -286,7 +286,8 @@ def test_planted_symlinks_never_reach_their_targets(
 
     planted = [
         *(f"logs/shard_{i}_attempt_{k}.log" for i in (0, 1) for k in (1, 2, 3)),
-        *(f"logs/shard_{i}_attempt_{k}.log.check" for i in (0, 1) for k in (1, 2, 3)),
+        *(f"logs/shard_{i}_attempt_{k}.log.{x}" for i in (0, 1) for k in (1, 2, 3)
+          for x in ("check", "report")),
         "logs/local_scheduler.log",
         *(f"state/shard_{i}.{kind}" for i in (0, 1)
           for kind in ("attempt", "running", "done", "interrupted")),
@@ -329,7 +330,9 @@ def test_planted_symlinks_never_reach_their_targets(
         assert path.stat().st_mode & 0o777 == 0o600
     assert secret.read_text() == "TOPSECRET reason\n"
     used = [
-        *(f"logs/shard_{i}_attempt_1.log{x}" for i in (0, 1) for x in ("", ".check")),
+        # .report: the copy's own report (the default verification; .check only with
+        # --verify check, so a planted .check stays unused, its target untouched)
+        *(f"logs/shard_{i}_attempt_1.log{x}" for i in (0, 1) for x in ("", ".report")),
         "logs/local_scheduler.log",
         *(f"state/shard_{i}.{kind}" for i in (0, 1) for kind in ("attempt", "running", "done")),
         "state/shard_0.fail",
