@@ -113,9 +113,11 @@ def test_requests_stay_within_a_tenth_of_copy_plus_check_at_1_and_8_shards(
         runs[shards] = xfer_run(proxy, conf, run, src, f"s3:dst/{prefix}/x{shards}", shards)
         assert load_run_state(run).complete
         assert len(read_tree(s3.root / "dst" / prefix / f"x{shards}")) == 400
-        # every object sent once and read back once, plus a few per rclone run
-        assert 400 <= runs[shards]["PUT"] <= 400 + 2 * shards
-        assert 400 <= runs[shards]["HEAD"] <= 400 + 2 * shards
+        # every object sent once and read back once, plus a few per rclone run, plus a
+        # few low-level retries (a PUT and its HEAD again) that a loaded machine can cause
+        # (CI saw 404 at 1 shard): a per-object re-listing or re-check would add 400
+        assert 400 <= runs[shards]["PUT"] <= 400 + 2 * shards + 8
+        assert 400 <= runs[shards]["HEAD"] <= 400 + 2 * shards + 8
         assert total(runs[shards]) <= 1.1 * total(base), (shards, runs[shards], base)
         # a re-run of a finished run sends no request at all
         assert total(xfer_run(proxy, conf, run, src, f"s3:dst/{prefix}/x{shards}", shards)) == 0
