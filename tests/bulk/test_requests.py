@@ -61,14 +61,22 @@ def flat_names(files: int) -> list[str]:
 
 def counted(proxy: FaultProxy, argv: list[str], *, rclone: str | None = None) -> Counter[str]:
     """Run one command (the xfer CLI, or rclone when ``rclone`` is given) and return
-    the requests it made, by S3 operation."""
-    proxy.kinds.clear()
+    the requests it made, by S3 operation: the answered ones (``FaultProxy.ok``).
+
+    A loaded machine can make a client send a request again (a low-level retry after
+    a dropped or failed answer); such retries are not the tool's plan, so the counts
+    leave them out, and they are bounded here instead (a few, never a second pass).
+    """
+    proxy.reset_counts()
     if rclone:
         proc = subprocess.run([rclone, *argv], capture_output=True, text=True, check=False)
     else:
         proc = xfer(*argv)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return Counter(proxy.kinds)
+    answered = Counter(proxy.ok)
+    retried = Counter(proxy.kinds) - answered
+    assert total(retried) <= max(4, total(answered) // 50), (retried, answered)
+    return answered
 
 
 def baseline(proxy: FaultProxy, s3: S3Server, conf: Path, src: Path, dest: str) -> Counter[str]:
@@ -113,11 +121,11 @@ def test_requests_stay_within_a_tenth_of_copy_plus_check_at_1_and_8_shards(
         runs[shards] = xfer_run(proxy, conf, run, src, f"s3:dst/{prefix}/x{shards}", shards)
         assert load_run_state(run).complete
         assert len(read_tree(s3.root / "dst" / prefix / f"x{shards}")) == 400
-        # every object sent once and read back once, plus a few per rclone run, plus a
-        # few low-level retries (a PUT and its HEAD again) that a loaded machine can cause
-        # (CI saw 404 at 1 shard): a per-object re-listing or re-check would add 400
-        assert 400 <= runs[shards]["PUT"] <= 400 + 2 * shards + 8
-        assert 400 <= runs[shards]["HEAD"] <= 400 + 2 * shards + 8
+        # every object sent once and read back once, plus a few per rclone run (answered
+        # requests: low-level retries are bounded in counted()); a per-object
+        # re-listing or re-check would add 400
+        assert 400 <= runs[shards]["PUT"] <= 400 + 2 * shards
+        assert 400 <= runs[shards]["HEAD"] <= 400 + 2 * shards
         assert total(runs[shards]) <= 1.1 * total(base), (shards, runs[shards], base)
         # a re-run of a finished run sends no request at all
         assert total(xfer_run(proxy, conf, run, src, f"s3:dst/{prefix}/x{shards}", shards)) == 0
@@ -139,7 +147,7 @@ def _prepare_then_submit(
         *["--num-shards", str(shards), "--array-concurrency", "2"],
         *["--rclone-config", str(conf), "--rclone-flags", FLAGS, "--scheduler", "local"],
     ]
-    proxy.kinds.clear()
+    proxy.reset_counts()
     planned = xfer(*args, "--plan", "--submit")
     assert planned.returncode == 0, planned.stderr
     assert "plan: " in planned.stderr and "req/s" in planned.stderr
@@ -234,7 +242,7 @@ def test_diff_dest_rerun_costs_what_changed(
     assert rerun["PUT"] <= 2 and rerun["HEAD"] <= 4, rerun  # the object, and the bucket
     assert [r.path for r in read_manifest(tmp_path / "run3" / "manifest.jsonl")] == [names[7]]
     # ... and when nothing differs it says so and sends nothing
-    proxy.kinds.clear()
+    proxy.reset_counts()
     same = xfer(*args)
     assert same.returncode == 0, same.stderr
     assert "nothing to send" in same.stderr

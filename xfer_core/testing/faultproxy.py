@@ -31,7 +31,11 @@ heals the endpoint). :attr:`FaultProxy.counters` counts what was done (``request
 ``reset_request``, ``reset_response``, ``delayed``) and ``retries``: faulted
 requests that the client sent again (same method and target; counted once per fault).
 :attr:`FaultProxy.kinds` counts the requests by S3 operation (:func:`request_kind`:
-``LIST``, ``HEAD``, ``GET``, ``PUT``, ``COPY``, ``POST``, ``DELETE``), faulted ones included.
+``LIST``, ``HEAD``, ``GET``, ``PUT``, ``COPY``, ``POST``, ``DELETE``), faulted ones included;
+:attr:`FaultProxy.ok` counts, by the same kinds, only the requests whose answer (status
+below 400; a 404 to a HEAD or GET is an answer too) reached the client whole. ``kinds - ok``
+are the requests a client had to send again (a fault, a server error, a dropped link):
+request-count tests bound the work with ``ok`` and the retries with ``kinds - ok``.
 
 A test must not pass because its faults never fired: :meth:`FaultProxy.require_fired`
 fails (AssertionError naming the counters) unless they did; call it after the faulted
@@ -281,6 +285,8 @@ class FaultProxy:
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         #: Requests by S3 operation (:func:`request_kind`).
         self.kinds: collections.Counter[str] = collections.Counter()
+        #: Requests by S3 operation whose answer reached the client (see the module docstring).
+        self.ok: collections.Counter[str] = collections.Counter()
         self._schedule_base = 0  # ``matched`` when the schedule was set
         self._scheduled = 0  # scheduled faults injected (picks the next ``fault``)
         self.checked = False  # require_fired() was called
@@ -322,6 +328,12 @@ class FaultProxy:
                 elif key not in ("latency", "jitter", "error_rate", "reset_rate", "rate_limit"):
                     raise TypeError(f"unknown fault mode {key!r}")
                 setattr(self, key, value)
+
+    def reset_counts(self) -> None:
+        """Clear :attr:`kinds` and :attr:`ok` (to count one command's requests)."""
+        with self._lock:
+            self.kinds.clear()
+            self.ok.clear()
 
     def heal(self) -> None:
         """No more faults (latency, errors, resets, schedules and the rate limit all off)."""
@@ -533,6 +545,10 @@ class FaultProxy:
                     _reset(conn)
                     return
                 conn.sendall(response.wire())
+                code = (status or [b"0"])[0]
+                if code < b"400" or (code == b"404" and method in ("HEAD", "GET")):
+                    with self._lock:
+                        self.ok[kind] += 1
                 if not keep or (response.header("Connection") or "").lower() == "close":
                     return
                 if (request.header("Connection") or "").lower() == "close":
