@@ -43,6 +43,7 @@ import msgspec
 
 from xfer_core.bulk.rundir import check_state_file
 from xfer_core.errors import XferError
+from xfer_core.procfs import process_start
 
 #: Attempts per shard when ``config.resolved.json`` does not say.
 DEFAULT_MAX_ATTEMPTS = 3
@@ -392,8 +393,6 @@ class _Liveness:
     def __init__(self, jobs_alive: bool | None):
         self.jobs_alive = jobs_alive
         self.host = socket.gethostname()
-        self._boot: float | None = None
-        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
     def __call__(self, info: RunningInfo) -> bool | None:
         if self.jobs_alive is False:
@@ -413,23 +412,8 @@ class _Liveness:
             pass
         # the pid exists; a process that started well after the .running was written
         # is another process that got the same pid
-        start = self._process_start(pid)
+        start = process_start(pid)
         return start is None or start <= started_at + 5
-
-    def _process_start(self, pid: int) -> float | None:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            if self._boot is None:
-                for line in Path("/proc/stat").read_text().splitlines():
-                    if line.startswith("btime "):
-                        self._boot = float(line.split()[1])
-            # field 22 (starttime), counted after the ")" that ends the command name
-            ticks = int(stat.rpartition(")")[2].split()[19])
-        except (OSError, ValueError, IndexError):
-            return None
-        if self._boot is None:
-            return None
-        return self._boot + ticks / self._tick
 
 
 def read_state_files(state_dir: Path) -> dict[int, StateFiles]:
