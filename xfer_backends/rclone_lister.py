@@ -199,7 +199,7 @@ class RcloneLister(Lister):
         """The extra flags, credentials split off to go through the environment."""
         from xfer_core.bulk.render import split_secret_flags
         from xfer_core.bulk.runtime import ContainerRuntime
-        from xfer_core.plugins import get_registry
+        from xfer_core.registry import get_registry
 
         flags = split_secret_flags(options.extra_flags)
         if flags.repeated:
@@ -232,7 +232,7 @@ class RcloneLister(Lister):
     def _wrap(self, argv: list[str], options: ListOptions, config: str | None) -> list[str]:
         """Run ``argv`` in a container: the runtime seam (runtimes are plugins of their own)."""
         from xfer_core.bulk.runtime import ContainerRuntime, Mount
-        from xfer_core.plugins import get_registry
+        from xfer_core.registry import get_registry
 
         runtime: ContainerRuntime = get_registry().get("runtime", options.runtime)
         if runtime.needs_image and not options.rclone_image:

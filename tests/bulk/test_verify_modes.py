@@ -10,7 +10,7 @@ import pytest
 from xfer_backends.rclone import shard_flags, verify_mode
 from xfer_core.bulk.engine import EngineContext, ShardEngine
 from xfer_core.bulk.state import load_run_state
-from xfer_core.plugins import get_registry
+from xfer_core.registry import get_registry
 
 from .runtools import make_tree, read_tree, xfer
 

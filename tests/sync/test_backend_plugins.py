@@ -10,12 +10,12 @@ from typing import Annotated, Any
 import msgspec
 import pytest
 
-import xfer_core.plugins
+import xfer_core.registry
 from xfer_core.config.load import parse_config, validate_text
 from xfer_core.errors import UnavailableError
 from xfer_core.hookspecs import hookimpl
 from xfer_core.plugin import Availability
-from xfer_core.plugins import build_registry
+from xfer_core.registry import build_registry
 from xfer_core.sync.backend import (
     PairJob,
     PairResult,
@@ -80,7 +80,7 @@ def plugin(monkeypatch: pytest.MonkeyPatch) -> DemoPlugin:
     """The demo backends, installed in the registry the config loader asks."""
     found = DemoPlugin()
     registry = build_registry([found])
-    monkeypatch.setattr(xfer_core.plugins, "get_registry", lambda: registry)
+    monkeypatch.setattr(xfer_core.registry, "get_registry", lambda: registry)
     return found
 
 
@@ -116,7 +116,7 @@ def test_backend_tables_reach_the_session_cluster_over_global(
     config = parse_config(CONFIG.format(local=tmp_path), "remotes.toml")
     assert config.global_.backend_tables == {"demo": {"streams": 2}}
     assert config.clusters[0].backend_tables == {"demo": {"endpoint": "ep-1"}}
-    registry = xfer_core.plugins.get_registry()
+    registry = xfer_core.registry.get_registry()
     summary = run_sync(config, SyncRequest(direction="push"), registry=registry)
     assert summary.ok
     got = {t.name: t.settings for t in plugin.demo.targets}
@@ -155,7 +155,7 @@ def test_a_backend_that_cannot_run_falls_back_to_the_one_it_names(plugin: DemoPl
         def warning(self, message: str) -> None:
             warnings.append(message)
 
-    registry = xfer_core.plugins.get_registry()
+    registry = xfer_core.registry.get_registry()
     plugin.demo.reason = "demo: no endpoint here"
     assert choose_backend("demo", registry, Collect()) is plugin.spare
     assert warnings == ["demo: no endpoint here; falling back to the demo-spare backend"]

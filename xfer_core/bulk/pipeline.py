@@ -82,7 +82,7 @@ def _previous_shard_count(root: Path) -> int | None:
 def _verify_mode(resolved: ResolvedConfig, render: RenderOptions) -> str:
     """How the engine verifies the shards (``check`` adds listings to the request plan)."""
     from xfer_core.bulk.engine import EngineContext
-    from xfer_core.plugins import get_registry
+    from xfer_core.registry import get_registry
 
     engine: ShardEngine = get_registry().get("shard_engine", resolved.engine)
     ctx = EngineContext(
@@ -99,7 +99,7 @@ def pick_scheduler(requested: str | None, env: dict[str, str] | None = None) -> 
     slurmctld answers, else ``local``. ``why`` is printed, so the choice is never silent."""
     if requested:
         return requested, "--scheduler"
-    from xfer_core.plugins import get_registry
+    from xfer_core.registry import get_registry
 
     try:
         slurm = get_registry().get("scheduler", "slurm")
@@ -215,7 +215,7 @@ def prepare_run(
     )
     stage("shard", shards=meta.num_shards, imbalance=round(meta.imbalance, 4))
     if prep.suggested_flags and not render.rclone_flags:
-        from xfer_core.plugins import get_registry
+        from xfer_core.registry import get_registry
 
         # the suggestions are rclone flags: each engine takes what its tool understands
         engine: ShardEngine = get_registry().get("shard_engine", render.engine)

@@ -277,7 +277,7 @@ def count_submissions(jobs: Iterable[JobRecord], num_shards: int) -> list[int]:
     return counts
 
 
-def summarize(shards: Iterable[ShardState]) -> RunTotals:
+def run_totals(shards: Iterable[ShardState]) -> RunTotals:
     """Totals over ``shards``."""
     t = RunTotals()
     for s in shards:
@@ -329,8 +329,8 @@ def pending_shards(
     return out
 
 
-class Progress(msgspec.Struct, kw_only=True):
-    """Throughput and ETA of a run (method in :func:`estimate_progress`)."""
+class Throughput(msgspec.Struct, kw_only=True):
+    """Throughput and ETA of a run (method in :func:`estimate_throughput`)."""
 
     #: Start of the measuring window (epoch seconds), None when nothing is known.
     since: float | None = None
@@ -344,7 +344,7 @@ class Progress(msgspec.Struct, kw_only=True):
     eta_seconds: float | None = None
 
 
-def estimate_progress(run_state: RunState, jobs: Sequence[JobRecord] = ()) -> Progress:
+def estimate_throughput(run_state: RunState, jobs: Sequence[JobRecord] = ()) -> Throughput:
     """Throughput and ETA from the ``.done`` mtimes.
 
     The window starts at the latest submission (``jobs.json``), or without one at the
@@ -361,7 +361,7 @@ def estimate_progress(run_state: RunState, jobs: Sequence[JobRecord] = ()) -> Pr
         known += [s.running.started_at for s in run_state.shards if s.running is not None]
         since = min(known) if known else None
     if since is None:
-        return Progress()
+        return Throughput()
     in_window = [s for s in run_state.shards if s.done_at is not None and s.done_at >= since - 1]
     done_bytes = sum(s.bytes for s in in_window)
     if run_state.finished:
@@ -374,7 +374,7 @@ def estimate_progress(run_state: RunState, jobs: Sequence[JobRecord] = ()) -> Pr
     if rate and not run_state.finished:
         todo = sum(s.bytes for s in run_state.shards if s.status not in ("done", "failed"))
         eta = todo / rate
-    return Progress(
+    return Throughput(
         since=since,
         until=until,
         bytes=done_bytes,
@@ -555,6 +555,6 @@ def load_run_state(
         max_attempts=limit,
         loaded_at=time.time() if now is None else now,
         shards=states,
-        totals=summarize(states),
+        totals=run_totals(states),
         orphans=orphans,
     )

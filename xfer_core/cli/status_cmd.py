@@ -13,7 +13,7 @@ from xfer_core.output import Output, current, human_bytes
 
 if TYPE_CHECKING:
     from xfer_core.bulk.queue_view import SchedulerView
-    from xfer_core.bulk.state import JobRecord, Progress, RunState, ShardState
+    from xfer_core.bulk.state import JobRecord, RunState, ShardState, Throughput
 
 #: Shards listed per status in the human output (all of them are in --json).
 _LIST_LIMIT = 20
@@ -50,7 +50,7 @@ class Snapshot:
 
     def __init__(self, run_dir: Path, *, ask_scheduler: bool = True):
         from xfer_core.bulk.queue_view import ask_schedulers, jobs_alive
-        from xfer_core.bulk.state import estimate_progress, load_run_state, read_jobs
+        from xfer_core.bulk.state import estimate_throughput, load_run_state, read_jobs
 
         self.jobs: list[JobRecord] = read_jobs(run_dir)
         # the schedulers are asked before the state files are read: a task that ends in
@@ -59,7 +59,7 @@ class Snapshot:
         self.state: RunState = load_run_state(
             run_dir, jobs=self.jobs, jobs_alive=jobs_alive(self.views)
         )
-        self.progress: Progress = estimate_progress(self.state, self.jobs)
+        self.progress: Throughput = estimate_throughput(self.state, self.jobs)
 
     @property
     def exit_code(self) -> int:

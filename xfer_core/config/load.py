@@ -149,7 +149,7 @@ def backend_config_keys(name: str) -> type | None:
     Only asked about keys the model does not know, so a config without plugin tables
     never loads the plugins.
     """
-    from xfer_core.plugins import get_registry
+    from xfer_core.registry import get_registry
 
     registry = get_registry()
     if name not in registry.names("transfer"):

@@ -179,7 +179,7 @@ def select_lister(
     source: str, name: str = "auto", listers: Sequence[Lister] | None = None
 ) -> Lister:
     """The lister called ``name``, or for ``auto`` the first (by priority) that handles ``source``."""
-    from xfer_core.plugins import get_registry
+    from xfer_core.registry import get_registry
 
     registry = get_registry()
     if name != "auto":

@@ -21,7 +21,7 @@ from xfer_core.aio import run_interruptible
 from xfer_core.config.load import backend_for, select_partial
 from xfer_core.config.model import Cluster, Config
 from xfer_core.errors import ConfigError, UnavailableError, XferError
-from xfer_core.plugins import Registry, get_registry
+from xfer_core.registry import Registry, get_registry
 from xfer_core.sync import ssh_login
 from xfer_core.sync.backend import (
     DEFAULT_IO_TIMEOUT,
@@ -34,7 +34,7 @@ from xfer_core.sync.backend import (
     TransferSession,
 )
 from xfer_core.sync.excludes import ExcludeMatcher, merge_excludes
-from xfer_core.sync.progress import Reporter, Summary, summarize
+from xfer_core.sync.progress import Reporter, Summary, summarize_pairs
 
 
 @dataclass
@@ -182,7 +182,7 @@ def run_sync(
                 )
             )
         names = ",".join(sorted({b.name for b in backends.values()}))
-        summary = summarize(
+        summary = summarize_pairs(
             request.direction, names, request.dry_run, results, time.monotonic() - started
         )
         summary.unknown = unknown
