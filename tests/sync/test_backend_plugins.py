@@ -5,7 +5,7 @@ session as ``Remote.settings``) and the backend to fall back to when it cannot r
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import pytest
@@ -32,6 +32,7 @@ from xfer_core.sync.progress import Reporter
 class DemoKeys(msgspec.Struct, forbid_unknown_fields=True):
     endpoint: str = ""
     streams: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    mode: Literal["fast", "safe"] = "safe"
 
 
 class DemoSession(TransferSession):
@@ -129,6 +130,8 @@ def test_backend_tables_reach_the_session_cluster_over_global(
         ('endpont = "x"', "clusters[0].demo.endpont: unknown key; did you mean 'endpoint'?", 5),
         ('streams = "4"', "clusters[0].demo.streams: expected an integer, got a string", 5),
         ("streams = 65", "clusters[0].demo.streams: streams 65 is out of range (1-64)", 5),
+        # a type the checker has no words for: msgspec's own message, at the table's line
+        ('mode = "quick"', "clusters[0].demo: Invalid enum value 'quick' - at `$.mode`", 4),
     ],
 )
 def test_backend_keys_are_checked_like_core_keys(

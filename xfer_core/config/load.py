@@ -15,12 +15,14 @@ current directory. ``xfer config validate --strict`` turns those warnings into e
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 import msgspec.inspect as mi
 
 from xfer_core.config.locate import KeyPath, duplicate_key, format_key_path, key_lines, line_of
@@ -88,7 +90,9 @@ class ConfigValidationError(ConfigError):
 # -- schema: derived from the structs of config/model.py ---------------------------
 
 
+@functools.cache
 def _struct(cls: type) -> mi.StructType:
+    """The schema of a model struct (computed on first use: not at import)."""
     info = mi.type_info(cls)
     assert isinstance(info, mi.StructType)
     return info
@@ -138,7 +142,6 @@ def _within(value: float, low: float | None, high: float | None) -> bool:
     return (low is None or low <= value) and (high is None or value <= high)
 
 
-_TOP = _struct(Config)
 #: The field of ``Cluster``/``GlobalConfig`` that holds plugin tables (not a key itself).
 BACKEND_TABLES = "__backend_tables__"
 
@@ -211,7 +214,7 @@ class _Validator:
             if key == "dirs" and "fetch_dirs" in fields:
                 self._legacy_dirs(data, path)
             elif spec is None and plugin_tables and (keys := backend_config_keys(key)):
-                self.value(value, _struct(keys), (*path, key))
+                self._plugin_table(value, keys, (*path, key))
             elif spec is None:
                 close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
                 hint = (
@@ -235,6 +238,17 @@ class _Validator:
                     value = data[key] = int(value)
                     self.tolerate((*path, key), f"a quoted number, read as {value}")
                 self.value(value, spec.type, (*path, key))
+
+    def _plugin_table(self, value: Any, keys: type, path: KeyPath) -> None:
+        """A backend's table: checked like core keys, then by msgspec itself for field
+        types this checker has no words for (a dict, a literal, a union)."""
+        before = len(self.problems)
+        self.value(value, _struct(keys), path)
+        if len(self.problems) == before:
+            try:
+                msgspec.convert(value, keys)
+            except msgspec.ValidationError as exc:
+                self.add(path, str(exc))
 
     def _legacy_dirs(self, cluster: dict[str, Any], path: KeyPath) -> None:
         """sbatchman's old name for ``fetch_dirs`` (used only when ``fetch_dirs`` is absent)."""
@@ -419,7 +433,7 @@ def check_text(
     except ConfigValidationError as exc:
         return {}, exc.problems, []
     validator = _Validator(source, key_lines(text), lenient=dialect == "sbatchman")
-    validator.table(data, _TOP, ())
+    validator.table(data, _struct(Config), ())
     validator.duplicates(data)
 
     def order(problems: list[Problem]) -> list[Problem]:
@@ -470,7 +484,6 @@ def parse_config(
     ``remote`` is left as written. Pairs without an ``alias`` get one from
     :func:`derive_aliases`.
     """
-    import msgspec
 
     data, problems, warnings = check_text(text, source, dialect)
     if problems:
