@@ -30,26 +30,11 @@ from xfer_core.bulk.scheduler import Scheduler, Submission, SubmitOptions
 from xfer_core.hookspecs import hookimpl
 from xfer_core.output import Output, current, human_bytes
 from xfer_core.plugin import AVAILABLE, Availability
+from xfer_core.procfs import session_pids
 
 #: Seconds a worker gets to clean up after SIGTERM before it is killed.
 GRACE_SECONDS = 10.0
 _POLL = 0.1
-
-
-def session_pids(sid: int) -> list[int]:
-    """Pids of every process in session ``sid`` (Linux /proc)."""
-    out = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = Path(entry.path, "stat").read_text()
-            fields = stat.rpartition(")")[2].split()
-            if int(fields[3]) == sid:  # field 6: session
-                out.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
 
 
 def _signal_session(sid: int, sig: int) -> None:

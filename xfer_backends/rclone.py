@@ -227,6 +227,9 @@ class RcloneEngine(ShardEngine):
         )
         return header + "\n" + _FUNCTIONS
 
+    def verify_mode(self, ctx: EngineContext) -> str:
+        return verify_mode(ctx)
+
     def prepare(self, run_dir: Path, shard_indices: Sequence[int], ctx: EngineContext) -> None:
         """Write each shard's lookup flags (``shard_%06d.rclone``) from ``shards.meta.json``."""
         from xfer_core.manifest.shard import load_shard_meta

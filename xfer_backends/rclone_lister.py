@@ -21,14 +21,11 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
-import shlex
 import subprocess
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, ClassVar
-
-import msgspec
 
 from xfer_core.errors import ConfigError, ExitCode, UnavailableError, XferError
 from xfer_core.hookspecs import hookimpl
@@ -40,8 +37,12 @@ from xfer_core.manifest.lister import (
     is_remote,
     join_location,
 )
-from xfer_core.manifest.rclone_names import rclone_raw_name
-from xfer_core.manifest.record import check_relative_path
+from xfer_core.manifest.lsjson import (
+    LsjsonItem,
+    UnusableName,
+    item_to_entry,
+    parse_lsjson_lines,
+)
 from xfer_core.tools import find_rclone
 
 if TYPE_CHECKING:
@@ -56,75 +57,6 @@ _DONE = object()
 #: metadata) costs one HEAD per object; the server's time comes with the listing.
 #: ``--extra-lsjson-flags "--use-server-modtime=false"`` records the objects' own times.
 LISTING_FLAGS = ("--no-mimetype", "--use-server-modtime")
-
-
-class LsjsonItem(msgspec.Struct):
-    """The fields of one ``rclone lsjson`` object that a manifest needs."""
-
-    Path: str
-    Size: int = -1
-    ModTime: str | None = None
-    IsDir: bool = False
-    Hashes: dict[str, str] | None = None
-    Tier: str | None = None
-    ETag: str | None = None
-    Metadata: dict[str, str] | None = None
-
-
-_item_decoder = msgspec.json.Decoder(LsjsonItem)
-
-
-def parse_lsjson_lines(lines: Iterable[bytes], where: str) -> Iterator[LsjsonItem]:
-    """Parse rclone's lsjson array incrementally: ``[``, one object per line (``,``), ``]``.
-
-    ``where`` names the input in errors (``FILE`` or ``rclone lsjson SRC``);
-    errors read ``WHERE:LINE: reason``.
-    """
-    for lineno, raw in enumerate(lines, 1):
-        line = raw.strip()
-        if not line or line in (b"[", b"]"):
-            continue
-        if line.endswith(b","):
-            line = line[:-1]
-        try:
-            item = _item_decoder.decode(line)
-        except msgspec.ValidationError as exc:
-            raise XferError(f"{where}:{lineno}: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise XferError(
-                f"{where}:{lineno}: not an rclone lsjson line ({exc})",
-                hint="lsjson parts must be the unmodified output of `rclone lsjson`",
-            ) from None
-        yield item
-
-
-class UnusableName(XferError):
-    """An object name no manifest may carry (absolute, or with a ``..`` component)."""
-
-
-def item_to_entry(item: LsjsonItem, prefix: str = "") -> ListEntry:
-    """A :class:`ListEntry` from one lsjson object, its path under ``prefix``.
-
-    Raises :class:`UnusableName` for a name that would escape the destination root.
-    """
-    listed = join_location(prefix, item.Path) if prefix else item.Path
-    # rclone spells control characters as control pictures (its Standard name encoding)
-    path = rclone_raw_name(listed.encode()).decode()
-    problem = check_relative_path(path)
-    if problem is not None:
-        raise UnusableName(f"unusable object name: {problem}")
-    hashes = {k.lower(): v for k, v in item.Hashes.items() if v} if item.Hashes else {}
-    etag = item.ETag
-    if etag is None and item.Metadata:
-        etag = item.Metadata.get("etag") or None
-    return ListEntry(
-        path=path,
-        size=max(item.Size, 0),
-        mtime=item.ModTime,
-        hashes=hashes,
-        etag=etag,
-        storage_class=item.Tier or None,
-    )
 
 
 def classify_rclone_error(returncode: int, stderr: str) -> tuple[str, ExitCode]:
@@ -267,7 +199,7 @@ class RcloneLister(Lister):
         """The extra flags, credentials split off to go through the environment."""
         from xfer_core.bulk.render import split_secret_flags
         from xfer_core.bulk.runtime import ContainerRuntime
-        from xfer_core.plugins import get_registry
+        from xfer_core.registry import get_registry
 
         flags = split_secret_flags(options.extra_flags)
         if flags.repeated:
@@ -300,7 +232,7 @@ class RcloneLister(Lister):
     def _wrap(self, argv: list[str], options: ListOptions, config: str | None) -> list[str]:
         """Run ``argv`` in a container: the runtime seam (runtimes are plugins of their own)."""
         from xfer_core.bulk.runtime import ContainerRuntime, Mount
-        from xfer_core.plugins import get_registry
+        from xfer_core.registry import get_registry
 
         runtime: ContainerRuntime = get_registry().get("runtime", options.runtime)
         if runtime.needs_image and not options.rclone_image:
@@ -444,14 +376,6 @@ def _put(out: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
         except queue.Full:
             continue
     return False
-
-
-def split_flags(text: str) -> tuple[str, ...]:
-    """``--extra-lsjson-flags "..."`` as an argv tuple (shell-style quoting)."""
-    try:
-        return tuple(shlex.split(text))
-    except ValueError as exc:
-        raise ConfigError(f"--extra-lsjson-flags {text!r}: {exc}") from None
 
 
 @hookimpl

@@ -47,6 +47,7 @@ from xfer_core.sync.backend import (
     TransferOptions,
     TransferSession,
 )
+from xfer_core.sync.excludes import rsync_exclude_arg
 
 #: rsync exits that can mean the connection died under it (socket/protocol I/O, ssh).
 _CONNECTION_EXITS = frozenset({10, 12, 255})
@@ -174,6 +175,8 @@ class RsyncBackend(TransferBackend):
 
     name = "rsync"
     description = "the local rsync over OpenSSH (-rlpt --update, ssh master connection per cluster)"
+    #: where rsync is missing, sftp needs nothing but Python
+    fallback = "sftp"
 
     def __init__(self, rsync: str | None = None, emulate: str | None = None):
         self._rsync = rsync
@@ -405,7 +408,7 @@ class RsyncSession(TransferSession):
             argv.append("--dry-run")
         if self.compress:
             argv.append("-z")
-        argv += job.excludes.rsync_args()
+        argv += [rsync_exclude_arg(p) for p in job.excludes.patterns]
         # rsync appends the host and its server command to this: ``--`` keeps the host
         # out of option position (the config refuses a host starting with '-' anyway)
         argv += ["-e", shlex.join([*self.ssh, "--"])]

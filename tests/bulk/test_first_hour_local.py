@@ -17,7 +17,7 @@ from xfer_backends.runtimes import PyxisRuntime
 from xfer_core.bulk.render import RenderOptions
 from xfer_core.bulk.runtime import ContainerRuntime, Mount
 from xfer_core.cli.app import hoist_global_options, quiet_library_warnings
-from xfer_core.plugins import Registry, build_registry
+from xfer_core.registry import Registry, build_registry
 
 from .runtools import make_tree, xfer
 
@@ -106,12 +106,12 @@ class _Module:
 def test_host_tool_runtimes_get_an_absolute_path_even_from_a_relative_xfer_rclone(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from xfer_core import plugins
+    from xfer_core import registry as registry_mod
     from xfer_core.bulk.pipeline import PrepareOptions, prepare_run
     from xfer_core.tools import find_rclone
 
     registry: Registry = build_registry(extra=[_Module()])
-    monkeypatch.setattr(plugins, "get_registry", lambda: registry)
+    monkeypatch.setattr(registry_mod, "get_registry", lambda: registry)
     real = find_rclone()
     assert real is not None
     # a relative XFER_RCLONE is made absolute against the directory xfer runs in

@@ -13,7 +13,8 @@ import pytest
 from rich.console import Console
 
 from xfer_backends.slurm import fit_warning, mem_mb
-from xfer_core.cli.status_cmd import Snapshot, _render_rich
+from xfer_core.bulk.status import StatusReport
+from xfer_core.cli.status_cmd import _render_rich
 from xfer_core.testing.services import SlurmCluster
 
 from .runtools import make_tree, xfer
@@ -70,7 +71,7 @@ def test_too_big_for_the_partition_warns_shows_why_and_refuses_a_second_array(
         # on a terminal: the same line, right under the totals table
         monkeypatch.setenv("SLURM_CONF", slurm.env["SLURM_CONF"])
         console = Console(record=True, width=200, force_terminal=True)
-        console.print(_render_rich(Snapshot(run)))
+        console.print(_render_rich(StatusReport(run)))
         text = console.export_text()
         assert "PENDING (slurm): 2 task(s) wait for" in text, text
         assert text.index("PENDING (slurm)") < text.index("rate:"), text

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from xfer_backends.local_scheduler import session_pids
 from xfer_core.bulk.pipeline import PrepareOptions, prepare_run
 from xfer_core.bulk.render import RenderOptions
 from xfer_core.bulk.state import load_run_state
 from xfer_core.bulk.submit import submit_run
+from xfer_core.procfs import session_pids
 
 from .runtools import make_tree, read_tree, slow_rclone, wait_for, xfer
 

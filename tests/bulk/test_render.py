@@ -28,7 +28,7 @@ from xfer_core.bulk.render import RenderOptions, render_run, tasks_for_shards
 from xfer_core.bulk.runtime import Mount
 from xfer_core.errors import ConfigError, XferError
 from xfer_core.hookspecs import hookimpl
-from xfer_core.plugins import build_registry
+from xfer_core.registry import build_registry
 
 from .runtools import make_tree, read_tree, xfer
 
@@ -563,7 +563,7 @@ def test_analyze_suggestions_reach_only_engines_that_take_them(
     """`xfer run` without --rclone-flags: the rclone engine gets analyze's rclone flags,
     an engine on another tool gets none of them (it declares what it takes)."""
     registry = build_registry([_Probes()])
-    monkeypatch.setattr("xfer_core.plugins.get_registry", lambda: registry)
+    monkeypatch.setattr("xfer_core.registry.get_registry", lambda: registry)
     src = tmp_path / "src"
     make_tree(src, [f"f{i}.txt" for i in range(6)])
     resolved = {}

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from xfer_backends.rclone import shard_flags, verify_mode
-from xfer_core.bulk.engine import EngineContext
+from xfer_core.bulk.engine import EngineContext, ShardEngine
 from xfer_core.bulk.state import load_run_state
+from xfer_core.registry import get_registry
 
 from .runtools import make_tree, read_tree, xfer
 
@@ -35,6 +36,17 @@ def _ctx(verify: str, *flags: str) -> EngineContext:
 )
 def test_verify_mode_follows_the_flags(verify: str, flags: tuple[str, ...], mode: str) -> None:
     assert verify_mode(_ctx(verify, *flags)) == mode
+    # core asks the registered engine (the request plan's verification), never the module
+    assert get_registry().get("shard_engine", "rclone").verify_mode(_ctx(verify, *flags)) == mode
+
+
+def test_an_engine_verifies_as_asked_by_default() -> None:
+    engine = ShardEngine()
+    assert [engine.verify_mode(_ctx(v, "--dry-run")) for v in ("hash", "size", "check")] == [
+        "hash",
+        "size",
+        "check",
+    ]
 
 
 def test_shard_flags_skip_the_destination_only_on_the_first_attempt() -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from xfer_core.bulk.state import load_run_state, read_jobs
+from xfer_core.bulk.status import plan_retry
 
 from .rundirs import make_run, xfer
 
@@ -49,6 +50,11 @@ def test_retry_skips_permanent_failures_unless_asked(tmp_path: Path) -> None:
     [failed] = doc["failed"]
     assert failed["attempts"] == 2 and "missing at source" in failed["last_error"]
     assert doc["totals"]["done"] == 2
+    # what the CLI renders below is decided by plan_retry (bulk/status.py)
+    plan = plan_retry(run)
+    assert (plan.scheduler, plan.shards, plan.exit_code) == ("local", [], 1)
+    plan = plan_retry(run, include_failed=True)
+    assert (plan.scheduler, plan.shards, plan.exit_code) == ("local", [failed["shard"]], 0)
 
     proc = xfer("retry", "--run-dir", str(run))
     assert proc.returncode == 1

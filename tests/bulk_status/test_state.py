@@ -20,7 +20,7 @@ from xfer_core.bulk.state import (
     JobRecord,
     RunState,
     ShardRef,
-    estimate_progress,
+    estimate_throughput,
     load_run_state,
     pending_shards,
     read_jobs,
@@ -249,7 +249,7 @@ def test_progress_window_starts_at_latest_submission(tmp_path: Path) -> None:
         JobRecord(scheduler="local", job_id="a", submitted_at=400.0),
         JobRecord(scheduler="local", job_id="b", submitted_at=1000.0),
     ]
-    p = estimate_progress(rs, jobs)
+    p = estimate_throughput(rs, jobs)
     assert p.since == 1000.0 and p.until == 1040.0
     assert p.shards == 2 and p.bytes == 2000
     assert p.bytes_per_second == pytest.approx(50.0)
@@ -258,12 +258,12 @@ def test_progress_window_starts_at_latest_submission(tmp_path: Path) -> None:
 
 def test_progress_of_a_finished_run_ends_at_last_completion(tmp_path: Path) -> None:
     rs = _run_with_done_times(tmp_path, [1010.0, 1020.0], now=99999.0)
-    p = estimate_progress(rs, [JobRecord(scheduler="slurm", job_id="1", submitted_at=1000.0)])
+    p = estimate_throughput(rs, [JobRecord(scheduler="slurm", job_id="1", submitted_at=1000.0)])
     assert p.until == 1020.0 and p.bytes_per_second == pytest.approx(100.0)
     assert p.eta_seconds is None
 
 
 def test_progress_unknown_without_any_times(tmp_path: Path) -> None:
     rs = _run_with_done_times(tmp_path, [None, None], now=50.0)
-    p = estimate_progress(rs)
+    p = estimate_throughput(rs)
     assert p.bytes_per_second is None and p.eta_seconds is None

@@ -22,7 +22,7 @@ import pytest
 
 from tests.foundation.test_plugins import _uv
 from xfer_core import hookspecs
-from xfer_core.plugins import HOOKS, Registry
+from xfer_core.registry import HOOKS, Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS_MD = ROOT / "plugins.md"

@@ -18,7 +18,7 @@ from xfer_core.bulk.runtime import ContainerRuntime
 from xfer_core.errors import XferError
 from xfer_core.hookspecs import hookimpl
 from xfer_core.plugin import KINDS, Availability
-from xfer_core.plugins import Registry
+from xfer_core.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[2]
 

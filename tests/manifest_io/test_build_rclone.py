@@ -221,7 +221,7 @@ def test_command_line_is_an_argv_with_the_config() -> None:
 
 
 def test_runtime_needing_an_image_is_refused_without_one(tmp_path: Path) -> None:
-    from xfer_core.plugins import get_registry
+    from xfer_core.registry import get_registry
 
     names = get_registry().names("runtime")
     if "podman" not in names:

@@ -11,11 +11,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.manifest_io.helpers import xfer
-from xfer_backends.rclone_lister import LsjsonItem, parse_lsjson_lines
 from xfer_core.errors import ConfigError, ExitCode, ManifestError
 from xfer_core.manifest.build import build_manifest
 from xfer_core.manifest.combine import CombineConflictError, combine_manifests
 from xfer_core.manifest.jsonl import read_manifest, write_manifest
+from xfer_core.manifest.lsjson import LsjsonItem, parse_lsjson_lines
 from xfer_core.manifest.rebase import map_root, parse_map, rebase_manifest
 from xfer_core.manifest.record import ManifestRecord, path_bytes
 

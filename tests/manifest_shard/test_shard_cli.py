@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.manifest_shard.helpers import records, sized, tree_bytes, write_items, xfer
+from xfer_core import atomic
 from xfer_core.errors import XferError
 from xfer_core.manifest import shard as shard_mod
 from xfer_core.manifest.analyze import analyze_manifest
@@ -187,7 +188,7 @@ def test_a_failure_while_writing_leaves_the_previous_shards_untouched(
     def boom(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(shard_mod, "_fsync", boom)
+    monkeypatch.setattr(atomic, "fsync_path", boom)  # the shard files are flushed first
     with pytest.raises(OSError):
         shard_manifest(manifest, out, num_shards=4)
     assert tree_bytes(out) == before

@@ -17,7 +17,7 @@ from xfer_core.sync.progress import (
     PlainReporter,
     RichReporter,
     human_bytes,
-    summarize,
+    summarize_pairs,
 )
 
 NON_UTF8 = os.fsdecode(b"caf\xe9\nx.txt")
@@ -39,7 +39,7 @@ def drive(reporter: PlainReporter | RichReporter | JsonReporter, dry_run: bool =
     reporter.pair_done(j, result)
     failed = PairResult("c2", "proj", "push", error="c2 (h): unreachable: Connection refused")
     reporter.pair_done(job(dry_run), failed)
-    reporter.summary(summarize("push", "rsync", dry_run, [result, failed], 1.5))
+    reporter.summary(summarize_pairs("push", "rsync", dry_run, [result, failed], 1.5))
     reporter.close()
 
 
@@ -92,7 +92,7 @@ def test_pull_says_fetched_not_sent(capsys: pytest.CaptureFixture[str]) -> None:
     reporter.pair_start(j).item("send", "out.txt", 10)
     pulled = PairResult("c1", "res", "pull", files_sent=1, bytes_sent=10, skipped=2)
     reporter.pair_done(j, pulled)
-    reporter.summary(summarize("pull", "rsync", False, [pulled], 0.5))
+    reporter.summary(summarize_pairs("pull", "rsync", False, [pulled], 0.5))
     err = capsys.readouterr().err
     assert "c1/res: would fetch out.txt" in err
     assert "c1/res: fetched 1 files (10 B), 2 up to date" in err

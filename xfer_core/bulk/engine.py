@@ -122,6 +122,13 @@ class ShardEngine(Plugin):
         per shard beside ``shard_%06d.files``), so the worker needs no Python.
         Called once per render with every shard index. Default: nothing to do."""
 
+    def verify_mode(self, ctx: EngineContext) -> str:
+        """How the shards of ``ctx`` will be verified, for the run's request plan:
+        ``check`` when the engine lists every record again after the copy, else
+        ``ctx.verify``. The default is ``ctx.verify``; an engine that decides from its
+        flags (rclone: a copy that skips comparisons needs a ``check``) overrides it."""
+        return ctx.verify
+
     def suggested_flags(self, analysis: Analysis) -> list[str]:
         """Flags for the tool when ``xfer run`` is given no ``--rclone-flags``.
 

@@ -80,19 +80,18 @@ def _previous_shard_count(root: Path) -> int | None:
 
 
 def _verify_mode(resolved: ResolvedConfig, render: RenderOptions) -> str:
-    """``check`` when the rclone engine verifies by listing again, else the option."""
-    if resolved.engine != "rclone":
-        return render.verify
-    from xfer_backends.rclone import verify_mode
+    """How the engine verifies the shards (``check`` adds listings to the request plan)."""
     from xfer_core.bulk.engine import EngineContext
+    from xfer_core.registry import get_registry
 
+    engine: ShardEngine = get_registry().get("shard_engine", resolved.engine)
     ctx = EngineContext(
         source_root=resolved.source_root,
         dest_root=resolved.dest_root,
         flags=tuple(resolved.rclone_flags),
         verify=render.verify,
     )
-    return verify_mode(ctx)
+    return engine.verify_mode(ctx)
 
 
 def pick_scheduler(requested: str | None, env: dict[str, str] | None = None) -> tuple[str, str]:
@@ -100,7 +99,7 @@ def pick_scheduler(requested: str | None, env: dict[str, str] | None = None) -> 
     slurmctld answers, else ``local``. ``why`` is printed, so the choice is never silent."""
     if requested:
         return requested, "--scheduler"
-    from xfer_core.plugins import get_registry
+    from xfer_core.registry import get_registry
 
     try:
         slurm = get_registry().get("scheduler", "slurm")
@@ -122,10 +121,9 @@ def prepare_run(
     env: dict[str, str] | None = None,
 ) -> Prepared:
     """Build (or reuse) the manifest, analyze it, shard it and render the scripts."""
-    from xfer_backends.rclone_lister import split_flags
     from xfer_core.manifest.analyze import analyze_manifest
     from xfer_core.manifest.build import build_manifest, normalize_dest
-    from xfer_core.manifest.lister import ListOptions, select_lister
+    from xfer_core.manifest.lister import ListOptions, select_lister, split_flags
     from xfer_core.manifest.roots import check_root_credentials
     from xfer_core.manifest.shard import shard_manifest
 
@@ -217,7 +215,7 @@ def prepare_run(
     )
     stage("shard", shards=meta.num_shards, imbalance=round(meta.imbalance, 4))
     if prep.suggested_flags and not render.rclone_flags:
-        from xfer_core.plugins import get_registry
+        from xfer_core.registry import get_registry
 
         # the suggestions are rclone flags: each engine takes what its tool understands
         engine: ShardEngine = get_registry().get("shard_engine", render.engine)

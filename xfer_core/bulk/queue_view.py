@@ -57,7 +57,7 @@ class SchedulerView(msgspec.Struct, kw_only=True):
 
 def ask_schedulers(jobs: Sequence[JobRecord]) -> list[SchedulerView]:
     """Each recorded scheduler's view of its jobs (``squeue`` for Slurm); never raises."""
-    from xfer_core.plugins import get_registry
+    from xfer_core.registry import get_registry
 
     by_name: dict[str, list[str]] = {}
     for job in jobs:

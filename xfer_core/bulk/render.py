@@ -499,7 +499,7 @@ def resolve_max_array_size(opts: RenderOptions, env: dict[str, str] | None = Non
         if opts.max_array_size < 1:
             raise ConfigError("--max-array-size must be at least 1")
         return opts.max_array_size
-    from xfer_core.plugins import get_registry
+    from xfer_core.registry import get_registry
 
     try:
         slurm = get_registry().get("scheduler", "slurm")
@@ -520,7 +520,7 @@ def render_run(
 
     Raises :class:`XferError` for bad options (before writing anything).
     """
-    from xfer_core.plugins import get_registry
+    from xfer_core.registry import get_registry
 
     root = check_run_dir(run_dir)
     registry = get_registry()

@@ -43,6 +43,7 @@ import msgspec
 
 from xfer_core.bulk.rundir import check_state_file
 from xfer_core.errors import XferError
+from xfer_core.procfs import process_start
 
 #: Attempts per shard when ``config.resolved.json`` does not say.
 DEFAULT_MAX_ATTEMPTS = 3
@@ -276,7 +277,7 @@ def count_submissions(jobs: Iterable[JobRecord], num_shards: int) -> list[int]:
     return counts
 
 
-def summarize(shards: Iterable[ShardState]) -> RunTotals:
+def run_totals(shards: Iterable[ShardState]) -> RunTotals:
     """Totals over ``shards``."""
     t = RunTotals()
     for s in shards:
@@ -328,8 +329,8 @@ def pending_shards(
     return out
 
 
-class Progress(msgspec.Struct, kw_only=True):
-    """Throughput and ETA of a run (method in :func:`estimate_progress`)."""
+class Throughput(msgspec.Struct, kw_only=True):
+    """Throughput and ETA of a run (method in :func:`estimate_throughput`)."""
 
     #: Start of the measuring window (epoch seconds), None when nothing is known.
     since: float | None = None
@@ -343,7 +344,7 @@ class Progress(msgspec.Struct, kw_only=True):
     eta_seconds: float | None = None
 
 
-def estimate_progress(run_state: RunState, jobs: Sequence[JobRecord] = ()) -> Progress:
+def estimate_throughput(run_state: RunState, jobs: Sequence[JobRecord] = ()) -> Throughput:
     """Throughput and ETA from the ``.done`` mtimes.
 
     The window starts at the latest submission (``jobs.json``), or without one at the
@@ -360,7 +361,7 @@ def estimate_progress(run_state: RunState, jobs: Sequence[JobRecord] = ()) -> Pr
         known += [s.running.started_at for s in run_state.shards if s.running is not None]
         since = min(known) if known else None
     if since is None:
-        return Progress()
+        return Throughput()
     in_window = [s for s in run_state.shards if s.done_at is not None and s.done_at >= since - 1]
     done_bytes = sum(s.bytes for s in in_window)
     if run_state.finished:
@@ -373,7 +374,7 @@ def estimate_progress(run_state: RunState, jobs: Sequence[JobRecord] = ()) -> Pr
     if rate and not run_state.finished:
         todo = sum(s.bytes for s in run_state.shards if s.status not in ("done", "failed"))
         eta = todo / rate
-    return Progress(
+    return Throughput(
         since=since,
         until=until,
         bytes=done_bytes,
@@ -392,8 +393,6 @@ class _Liveness:
     def __init__(self, jobs_alive: bool | None):
         self.jobs_alive = jobs_alive
         self.host = socket.gethostname()
-        self._boot: float | None = None
-        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
     def __call__(self, info: RunningInfo) -> bool | None:
         if self.jobs_alive is False:
@@ -413,23 +412,8 @@ class _Liveness:
             pass
         # the pid exists; a process that started well after the .running was written
         # is another process that got the same pid
-        start = self._process_start(pid)
+        start = process_start(pid)
         return start is None or start <= started_at + 5
-
-    def _process_start(self, pid: int) -> float | None:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            if self._boot is None:
-                for line in Path("/proc/stat").read_text().splitlines():
-                    if line.startswith("btime "):
-                        self._boot = float(line.split()[1])
-            # field 22 (starttime), counted after the ")" that ends the command name
-            ticks = int(stat.rpartition(")")[2].split()[19])
-        except (OSError, ValueError, IndexError):
-            return None
-        if self._boot is None:
-            return None
-        return self._boot + ticks / self._tick
 
 
 def read_state_files(state_dir: Path) -> dict[int, StateFiles]:
@@ -571,6 +555,6 @@ def load_run_state(
         max_attempts=limit,
         loaded_at=time.time() if now is None else now,
         shards=states,
-        totals=summarize(states),
+        totals=run_totals(states),
         orphans=orphans,
     )

@@ -76,7 +76,7 @@ def submit_run(
     submission in ``RUN/jobs.json``. Refuses (:func:`refuse_if_alive`) while a job of
     the run is still queued or running.
     """
-    from xfer_core.plugins import get_registry
+    from xfer_core.registry import get_registry
 
     root = check_run_dir(run_dir)
     refuse_if_alive(root, "submitting again")

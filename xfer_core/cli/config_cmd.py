@@ -217,7 +217,7 @@ def validate(
 
 def _warn_unknown_backends(loaded: Config) -> None:
     """A backend name no installed plugin provides is legal (the file may be shared) but suspicious."""
-    from xfer_core.plugins import get_registry
+    from xfer_core.registry import get_registry
 
     known = get_registry().names("transfer")
     named = [("global", loaded.global_.transfer_backend)] + [

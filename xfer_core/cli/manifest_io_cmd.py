@@ -76,9 +76,8 @@ def _list_options(
     symlinks: str = "skip",
     hashes: tuple[str, ...] | None = None,
 ) -> ListOptions:
-    from xfer_backends.rclone_lister import split_flags
     from xfer_core.bulk.render import check_rclone_config
-    from xfer_core.manifest.lister import ListOptions
+    from xfer_core.manifest.lister import ListOptions, split_flags
     from xfer_core.output import current
 
     if rclone_image and runtime in ("", "host"):

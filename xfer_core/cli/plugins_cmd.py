@@ -28,7 +28,7 @@ def plugins(
     """
     import msgspec
 
-    from xfer_core.plugins import get_registry
+    from xfer_core.registry import get_registry
 
     out = current()
     registry = get_registry()

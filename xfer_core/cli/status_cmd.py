@@ -8,12 +8,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from xfer_core.errors import ExitCode, XferError
 from xfer_core.output import Output, current, human_bytes
 
 if TYPE_CHECKING:
-    from xfer_core.bulk.queue_view import SchedulerView
-    from xfer_core.bulk.state import JobRecord, Progress, RunState, ShardState
+    from xfer_core.bulk.state import RunState, ShardState
+    from xfer_core.bulk.status import StatusReport
 
 #: Shards listed per status in the human output (all of them are in --json).
 _LIST_LIMIT = 20
@@ -30,75 +29,6 @@ RunDirOption = Annotated[
         show_default=False,
     ),
 ]
-
-
-def _check_run_dir(run_dir: Path) -> None:
-    from xfer_core.bulk.rundir import check_run_dir
-
-    if not run_dir.is_dir():
-        raise XferError(f"{run_dir}: no such run dir")
-    check_run_dir(run_dir)
-    if not (run_dir / "shards" / "shards.meta.json").is_file():
-        raise XferError(
-            f"{run_dir}: not a run dir (no shards/shards.meta.json)",
-            hint="create one with `xfer run` or `xfer manifest shard --outdir RUN/shards`",
-        )
-
-
-class Snapshot:
-    """One look at a run: its state files, its jobs and the schedulers' view of them."""
-
-    def __init__(self, run_dir: Path, *, ask_scheduler: bool = True):
-        from xfer_core.bulk.queue_view import ask_schedulers, jobs_alive
-        from xfer_core.bulk.state import estimate_progress, load_run_state, read_jobs
-
-        self.jobs: list[JobRecord] = read_jobs(run_dir)
-        # the schedulers are asked before the state files are read: a task that ends in
-        # between then shows as done, never as a dead worker
-        self.views: list[SchedulerView] = ask_schedulers(self.jobs) if ask_scheduler else []
-        self.state: RunState = load_run_state(
-            run_dir, jobs=self.jobs, jobs_alive=jobs_alive(self.views)
-        )
-        self.progress: Progress = estimate_progress(self.state, self.jobs)
-
-    @property
-    def exit_code(self) -> int:
-        """1 when any shard failed for good, else 0 (also while the run goes on)."""
-        return int(ExitCode.FAILED) if self.state.totals.failed else int(ExitCode.OK)
-
-    def to_json(self) -> dict[str, Any]:
-        import msgspec
-
-        st = self.state
-        return {
-            "run_dir": st.run_dir,
-            "max_attempts": st.max_attempts,
-            "complete": st.complete,
-            "finished": st.finished,
-            "totals": msgspec.to_builtins(st.totals),
-            "progress": msgspec.to_builtins(self.progress),
-            "failed": [
-                {"shard": s.index, "attempts": s.attempts, "last_error": s.last_error}
-                for s in st.shards
-                if s.status == "failed"
-            ],
-            "jobs": msgspec.to_builtins(self.jobs),
-            "schedulers": msgspec.to_builtins(self.views),
-            "orphans": st.orphans,
-            "shards": msgspec.to_builtins(st.shards),
-            "exit_code": self.exit_code,
-            "loaded_at": st.loaded_at,
-            "plan": _plan_json(st.run_dir),
-        }
-
-
-def _plan_json(run_dir: str) -> Any:
-    import msgspec
-
-    from xfer_core.bulk.plan import load_plan
-
-    plan = load_plan(run_dir)
-    return None if plan is None else msgspec.to_builtins(plan)
 
 
 # --- human output -------------------------------------------------------------------------
@@ -121,7 +51,7 @@ def _pct(part: int, whole: int) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "-"
 
 
-def summary_lines(snap: Snapshot) -> list[str]:
+def summary_lines(snap: StatusReport) -> list[str]:
     """The plain-text report: totals, rate, scheduler, the shards that need attention."""
     st, t = snap.state, snap.state.totals
     head = [
@@ -150,7 +80,7 @@ _PENDING_HELP = {
 }
 
 
-def _pending_lines(snap: Snapshot) -> list[str]:
+def _pending_lines(snap: StatusReport) -> list[str]:
     """Why the scheduler keeps tasks pending, first and explained (a run that waits
     forever must say so)."""
     lines = []
@@ -165,7 +95,7 @@ def _pending_lines(snap: Snapshot) -> list[str]:
     return lines
 
 
-def _info_lines(snap: Snapshot) -> list[str]:
+def _info_lines(snap: StatusReport) -> list[str]:
     st, t, p = snap.state, snap.state.totals, snap.progress
     lines = []
     if p.bytes_per_second is not None and p.since is not None and p.until is not None:
@@ -180,7 +110,7 @@ def _info_lines(snap: Snapshot) -> list[str]:
     return lines + _plan_lines(snap) + _scheduler_lines(snap)
 
 
-def _plan_lines(snap: Snapshot) -> list[str]:
+def _plan_lines(snap: StatusReport) -> list[str]:
     """The run's plan (RUN/plan.json) beside what is done so far."""
     from xfer_core.bulk.plan import load_plan
 
@@ -211,7 +141,7 @@ def _verdict(st: RunState) -> list[str]:
     return []
 
 
-def _scheduler_lines(snap: Snapshot) -> list[str]:
+def _scheduler_lines(snap: StatusReport) -> list[str]:
     lines = []
     if len(snap.jobs) > _JOBS_SHOWN:
         lines.append(f"{len(snap.jobs) - _JOBS_SHOWN} earlier submission(s) (all in --json)")
@@ -262,7 +192,7 @@ def _shard_lines(st: RunState) -> list[str]:
     return lines
 
 
-def _render_rich(snap: Snapshot) -> Any:
+def _render_rich(snap: StatusReport) -> Any:
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -309,7 +239,7 @@ def _render_rich(snap: Snapshot) -> Any:
     return Group(*parts)
 
 
-def _emit(out: Output, snap: Snapshot, as_json: bool) -> None:
+def _emit(out: Output, snap: StatusReport, as_json: bool) -> None:
     if as_json:
         out.emit_json(snap.to_json())
     elif out.stdout.is_terminal:
@@ -360,10 +290,12 @@ def status(
 
         xfer status --run-dir run_001 --json | jq .totals
     """
+    from xfer_core.bulk.status import StatusReport, check_status_dir
+
     out = current()
     as_json = json or out.json
-    _check_run_dir(run_dir)
-    snap = Snapshot(run_dir, ask_scheduler=not no_scheduler)
+    check_status_dir(run_dir)
+    snap = StatusReport(run_dir, ask_scheduler=not no_scheduler)
     if watch and not as_json and out.is_tty and out.stdout.is_terminal:
         snap = _watch_live(out, run_dir, snap, interval, not no_scheduler)
     else:
@@ -371,21 +303,25 @@ def status(
         try:
             while watch and not snap.state.finished:
                 time.sleep(interval)
-                snap = Snapshot(run_dir, ask_scheduler=not no_scheduler)
+                snap = StatusReport(run_dir, ask_scheduler=not no_scheduler)
                 _emit(out, snap, as_json)
         except KeyboardInterrupt:
             pass
     raise typer.Exit(snap.exit_code)
 
 
-def _watch_live(out: Output, run_dir: Path, snap: Snapshot, interval: float, ask: bool) -> Snapshot:
+def _watch_live(
+    out: Output, run_dir: Path, snap: StatusReport, interval: float, ask: bool
+) -> StatusReport:
     from rich.live import Live
+
+    from xfer_core.bulk.status import StatusReport
 
     with Live(_render_rich(snap), console=out.stdout, auto_refresh=False) as live:
         try:
             while not snap.state.finished:
                 time.sleep(interval)
-                snap = Snapshot(run_dir, ask_scheduler=ask)
+                snap = StatusReport(run_dir, ask_scheduler=ask)
                 live.update(_render_rich(snap), refresh=True)
         except KeyboardInterrupt:
             pass
@@ -430,45 +366,26 @@ def retry(
 
         xfer retry --run-dir run_001 --include-failed --array-concurrency 8
     """
-    from xfer_core.bulk.queue_view import jobs_alive
-    from xfer_core.bulk.render import load_resolved
-    from xfer_core.bulk.state import load_run_state, pending_shards, read_jobs
-    from xfer_core.bulk.submit import refuse_if_alive, submit_run
+    from xfer_core.bulk.status import plan_retry
+    from xfer_core.bulk.submit import submit_run
     from xfer_core.cli.run_cmd import summarize_local
     from xfer_core.cli.slurm_cmd import print_submission
 
     out = current()
     started = time.monotonic()
-    _check_run_dir(run_dir)
-    root = run_dir.resolve()
-    resolved = load_resolved(root)
-    jobs = read_jobs(root)
-    chosen = scheduler or (jobs[-1].scheduler if jobs else None)
-    if chosen is None:
-        raise XferError(
-            f"{root}: nothing was submitted yet, so there is nothing to retry",
-            hint=f"start it: xfer run --run-dir {root} --submit (or xfer slurm submit)",
-        )
-    views = refuse_if_alive(root, "retrying", scheduler=chosen)
-    state = load_run_state(root, jobs=jobs, jobs_alive=jobs_alive(views))
-    if len(state.shards) != resolved.num_shards:
-        raise XferError(
-            f"{root}: worker.sh was rendered for {resolved.num_shards} shards but shards/ "
-            f"now holds {len(state.shards)}",
-            hint="re-render after re-sharding: xfer slurm render --run-dir RUN ... (or xfer run)",
-        )
-    todo = pending_shards(state, include_failed=include_failed)
+    plan = plan_retry(run_dir, include_failed=include_failed, scheduler=scheduler)
+    root, chosen, todo = plan.root, plan.scheduler, plan.shards
     if not todo:
-        t = state.totals
+        t = plan.state.totals
         out.event("retry", scheduler=chosen, shards=[], done=t.done, failed=t.failed)
         if t.failed:
             out.info(
                 f"{root}: nothing to retry: {t.done} done, {t.failed} failed for good "
                 f"({t.running} running); add --include-failed to try those again"
             )
-            raise typer.Exit(int(ExitCode.FAILED))
-        out.info(f"{root}: nothing to retry ({t.done} done, {t.running} running)")
-        return
+        else:
+            out.info(f"{root}: nothing to retry ({t.done} done, {t.running} running)")
+        raise typer.Exit(plan.exit_code)
     out.event("retry", scheduler=chosen, shards=todo)
     out.info(f"retrying {len(todo)} shard(s) on the {chosen} scheduler")
     sub = submit_run(root, chosen, concurrency=array_concurrency, shards=todo)

@@ -15,15 +15,18 @@ current directory. ``xfer config validate --strict`` turns those warnings into e
 from __future__ import annotations
 
 import difflib
+import functools
 import os
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
+import msgspec.inspect as mi
+
 from xfer_core.config.locate import KeyPath, duplicate_key, format_key_path, key_lines, line_of
-from xfer_core.config.model import Cluster, Config, DirPair
+from xfer_core.config.model import Cluster, Config, DirPair, GlobalConfig
 from xfer_core.config.paths import ConfigLocation, display_path, resolve_config_path
 from xfer_core.errors import ConfigError
 
@@ -84,114 +87,78 @@ class ConfigValidationError(ConfigError):
         )
 
 
-# -- schema ----------------------------------------------------------------------
-
-_STRING = "a string"
-_INTEGER = "an integer"
-_STRINGS = "an array of strings"
-_SECONDS = "a number of seconds"
+# -- schema: derived from the structs of config/model.py ---------------------------
 
 
-@dataclass(frozen=True)
-class _Tables:
-    """An array of tables (``[[clusters]]``) whose tables have ``fields``."""
-
-    fields: dict[str, Any]
-    required: tuple[str, ...]
-
-
-_PAIR_FIELDS: dict[str, Any] = {
-    "alias": _STRING,
-    "local": _STRING,
-    "remote": _STRING,
-    "excludes": _STRINGS,
-}
-_CLUSTER_FIELDS: dict[str, Any] = {
-    "name": _STRING,
-    "host": _STRING,
-    "port": _INTEGER,
-    "user": _STRING,
-    "key_path": _STRING,
-    "transfer_backend": _STRING,
-    "io_timeout": _SECONDS,
-    "excludes": _STRINGS,
-    "sync_excludes": _STRINGS,
-    "fetch_excludes": _STRINGS,
-    # sbatchman's fetch_dirs have no alias: it is derived from `remote` when absent
-    "sync_dirs": _Tables(_PAIR_FIELDS, ("alias", "local", "remote")),
-    "fetch_dirs": _Tables(_PAIR_FIELDS, ("local", "remote")),
-}
-_GLOBAL_FIELDS: dict[str, Any] = {
-    "transfer_backend": _STRING,
-    "local_base": _STRING,
-    "io_timeout": _SECONDS,
-    "common_excludes": _STRINGS,
-    "sync_excludes": _STRINGS,
-    "fetch_excludes": _STRINGS,
-}
-_TOP_FIELDS: dict[str, Any] = {
-    "global": _GLOBAL_FIELDS,
-    "clusters": _Tables(_CLUSTER_FIELDS, ("name", "host")),
-}
-_NON_EMPTY = frozenset({"name", "host", "alias", "local", "remote", "user", "key_path"})
+@functools.cache
+def _struct(cls: type) -> mi.StructType:
+    """The schema of a model struct (computed on first use: not at import)."""
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    return info
 
 
-def check_host(host: str) -> str | None:
-    """Why ``host`` cannot be a cluster's host (``None``: it can).
+def _keys(struct: mi.StructType) -> dict[str, mi.Field]:
+    """The config keys of ``struct`` by their TOML name (``__name__`` fields are not keys)."""
+    return {f.encode_name: f for f in struct.fields if not f.encode_name.startswith("__")}
 
-    A host name, an ssh config ``Host`` alias or an IP address: letters, digits and
-    ``.-_`` not starting with ``-``, or an IPv6 address (bare or in brackets). Anything
-    else could reach ssh as an option (``-oProxyCommand=...``) or turn rsync's
-    ``HOST:PATH`` into a local path (a ``/`` before the ``:``).
+
+def _plain(t: mi.Type) -> tuple[mi.Type, dict[str, Any]]:
+    """``t`` without ``| None`` and ``Annotated`` wrappers, and the ``Meta(extra=...)`` found."""
+    extra: dict[str, Any] = {}
+    while True:
+        if isinstance(t, mi.UnionType):
+            rest = [u for u in t.types if not isinstance(u, mi.NoneType)]
+            if len(rest) != 1:
+                return t, extra
+            t = rest[0]
+        elif isinstance(t, mi.Metadata):
+            extra.update(t.extra or {})
+            t = t.type
+        else:
+            return t, extra
+
+
+def _described(t: mi.Type, extra: dict[str, Any]) -> str:
+    """What a value of ``t`` is, in messages: ``an integer``, ``a number of seconds``."""
+    if isinstance(t, mi.IntType):
+        return "an integer"
+    if isinstance(t, mi.FloatType):
+        return f"a number of {extra['unit']}" if "unit" in extra else "a number"
+    if isinstance(t, mi.BoolType):
+        return "a boolean"
+    if isinstance(t, mi.ListType):
+        item, _ = _plain(t.item_type)
+        if isinstance(item, mi.StructType):
+            return "an array of tables"
+        return f"an array of {_described(item, {}).split(' ', 1)[1]}s"
+    if isinstance(t, (mi.StructType, mi.DictType)):
+        return "a table"
+    return "a string"
+
+
+def _within(value: float, low: float | None, high: float | None) -> bool:
+    """``low <= value <= high`` (a bound of None is none); False for NaN."""
+    return (low is None or low <= value) and (high is None or value <= high)
+
+
+#: The field of ``Cluster``/``GlobalConfig`` that holds plugin tables (not a key itself).
+BACKEND_TABLES = "__backend_tables__"
+
+
+def backend_config_keys(name: str) -> type | None:
+    """The ``config_keys`` struct of the installed transfer backend ``name``, or None.
+
+    Only asked about keys the model does not know, so a config without plugin tables
+    never loads the plugins.
     """
-    if host.startswith("-"):
-        return f"host {host!r} must not start with '-' (ssh would read it as an option)"
-    if "/" in host:
-        return f"host {host!r} must not contain '/' (rsync would take HOST:PATH as a local path)"
-    if "@" in host:
-        return f"host {host!r} must not contain '@': put the user name in 'user'"
-    if ":" in host:
-        import ipaddress
+    from xfer_core.registry import get_registry
 
-        try:
-            ipaddress.IPv6Address(host.removeprefix("[").removesuffix("]"))
-        except ValueError:
-            return (
-                f"host {host!r} must not contain ':' (except in an IPv6 address); "
-                "put the port in 'port'"
-            )
+    registry = get_registry()
+    if name not in registry.names("transfer"):
         return None
-    if not _HOST_RE.fullmatch(host):
-        return (
-            f"host {host!r} is not a host name: use letters, digits, '.', '-' and '_' "
-            "(an ssh config Host alias, a DNS name or an IP address)"
-        )
-    return None
-
-
-def check_user(user: str) -> str | None:
-    """Why ``user`` cannot be a login name (``None``: it can)."""
-    if user.startswith("-"):
-        return f"user {user!r} must not start with '-' (ssh would read it as an option)"
-    if any(c in user for c in "/:") or not user.isprintable() or " " in user:
-        return f"user {user!r} must not contain '/', ':', spaces or control characters"
-    return None
-
-
-def check_path_text(path: str) -> str | None:
-    """Why ``path`` (a ``local`` or ``remote`` directory) cannot be used (``None``: it can)."""
-    if "\0" in path:
-        return "a path must not contain a NUL byte"
-    return None
-
-
-_HOST_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
-_CHECKED: dict[str, Callable[[str], str | None]] = {
-    "host": check_host,
-    "user": check_user,
-    "local": check_path_text,
-    "remote": check_path_text,
-}
+    keys = getattr(registry.get("transfer", name), "config_keys", None)
+    return keys if isinstance(keys, type) else None
 
 
 def _type_name(value: object) -> str:
@@ -238,11 +205,16 @@ class _Validator:
         else:
             self.add(path, message)
 
-    def table(self, data: dict[str, Any], fields: dict[str, Any], path: KeyPath) -> None:
+    def table(self, data: dict[str, Any], struct: mi.StructType, path: KeyPath) -> None:
+        fields = _keys(struct)
+        # tables that transfer-backend plugins may add ([global.NAME], [clusters.NAME])
+        plugin_tables = any(f.encode_name == BACKEND_TABLES for f in struct.fields)
         for key, value in list(data.items()):
             spec = fields.get(key)
             if key == "dirs" and "fetch_dirs" in fields:
                 self._legacy_dirs(data, path)
+            elif spec is None and plugin_tables and (keys := backend_config_keys(key)):
+                self._plugin_table(value, keys, (*path, key))
             elif spec is None:
                 close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
                 hint = (
@@ -254,17 +226,29 @@ class _Validator:
                 else:
                     self.add((*path, key), f"unknown key; {hint}")
             else:
+                kind, _ = _plain(spec.type)
                 if key == "transfer_backend" and isinstance(value, str):
                     value = data[key] = value.strip().lower()  # sbatchman: any case
                 elif (
-                    spec == _INTEGER
+                    isinstance(kind, mi.IntType)
                     and self.lenient
                     and isinstance(value, str)
                     and value.strip().isdigit()
                 ):
                     value = data[key] = int(value)
                     self.tolerate((*path, key), f"a quoted number, read as {value}")
-                self.value(value, spec, (*path, key))
+                self.value(value, spec.type, (*path, key))
+
+    def _plugin_table(self, value: Any, keys: type, path: KeyPath) -> None:
+        """A backend's table: checked like core keys, then by msgspec itself for field
+        types this checker has no words for (a dict, a literal, a union)."""
+        before = len(self.problems)
+        self.value(value, _struct(keys), path)
+        if len(self.problems) == before:
+            try:
+                msgspec.convert(value, keys)
+            except msgspec.ValidationError as exc:
+                self.add(path, str(exc))
 
     def _legacy_dirs(self, cluster: dict[str, Any], path: KeyPath) -> None:
         """sbatchman's old name for ``fetch_dirs`` (used only when ``fetch_dirs`` is absent)."""
@@ -281,65 +265,72 @@ class _Validator:
         n = len(where)  # the pairs' lines, under their new name
         moved = {(*path, "fetch_dirs", *k[n:]): v for k, v in self.lines.items() if k[:n] == where}
         self.lines.update(moved)
-        self.value(dirs, _CLUSTER_FIELDS["fetch_dirs"], (*path, "fetch_dirs"))
+        self.value(dirs, _keys(_struct(Cluster))["fetch_dirs"].type, (*path, "fetch_dirs"))
 
-    def value(self, value: Any, spec: Any, path: KeyPath) -> None:
-        if isinstance(spec, _Tables):
-            if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-                self.add(
-                    path, f"expected an array of tables ([[{path[-1]}]]), got {_type_name(value)}"
-                )
+    def value(self, value: Any, spec: mi.Type, path: KeyPath, what: str = "") -> None:
+        """Check ``value`` against the type ``spec`` (of the model) at ``path``."""
+        t, extra = _plain(spec)
+        expected = _described(t, extra)
+        if isinstance(t, mi.ListType):
+            item, item_extra = _plain(t.item_type)
+            if isinstance(item, mi.StructType):
+                self._tables(value, item, path, tuple(extra.get("optional", ())))
                 return
-            for index, item in enumerate(value):
-                # a misspelt required key is reported once, as unknown with a did-you-mean
-                guessed = {
-                    g
-                    for key in item
-                    if key not in spec.fields
-                    for g in difflib.get_close_matches(key, list(spec.fields), n=1, cutoff=0.6)
-                }
-                required = [k for k in spec.required if not (self.lenient and k == "alias")]
-                for key in required:
-                    if key not in item and key not in guessed:
-                        self.add((*path, index), f"'{key}' is required")
-                self.table(item, spec.fields, (*path, index))
-        elif isinstance(spec, dict):
+            if not isinstance(value, list):
+                self.add(path, f"expected {expected}, got {_type_name(value)}")
+                return
+            for index, element in enumerate(value):
+                self.value(element, t.item_type, (*path, index), item_extra.get("what", ""))
+        elif isinstance(t, mi.StructType):
             if not isinstance(value, dict):
                 self.add(path, f"expected a table, got {_type_name(value)}")
             else:
-                self.table(value, spec, path)
-        elif spec == _STRINGS:
-            if not isinstance(value, list):
-                self.add(path, f"expected {_STRINGS}, got {_type_name(value)}")
-                return
-            for index, item in enumerate(value):
-                if not isinstance(item, str):
-                    self.add((*path, index), f"expected a string, got {_type_name(item)}")
-                elif not item:
-                    self.add((*path, index), "an exclude pattern must not be empty")
-                elif "\0" in item:
-                    self.add((*path, index), "an exclude pattern must not contain NUL")
-        elif spec == _INTEGER:
-            if not isinstance(value, int) or isinstance(value, bool):
-                self.add(path, f"expected an integer, got {_type_name(value)}")
-            elif path[-1] == "port" and not 1 <= value <= 65535:
-                self.add(path, f"port {value} is out of range (1-65535)")
-        elif spec == _SECONDS:
-            if not isinstance(value, (int, float)) or isinstance(value, bool):
-                self.add(path, f"expected {_SECONDS}, got {_type_name(value)}")
-            elif not 4 <= value <= 86400:
-                self.add(path, f"{value} is out of range (4-86400 seconds)")
-        elif spec == _STRING:
+                self.table(value, t, path)
+        elif isinstance(t, (mi.IntType, mi.FloatType)):
+            number = isinstance(value, int) or (
+                isinstance(value, float) and isinstance(t, mi.FloatType)
+            )
+            if not number or isinstance(value, bool):
+                self.add(path, f"expected {expected}, got {_type_name(value)}")
+            elif not _within(float(value), t.ge, t.le):
+                unit = f" {extra['unit']}" if "unit" in extra else ""
+                self.add(path, f"{path[-1]} {value} is out of range ({t.ge}-{t.le}{unit})")
+        elif isinstance(t, mi.BoolType):
+            if not isinstance(value, bool):
+                self.add(path, f"expected {expected}, got {_type_name(value)}")
+        elif isinstance(t, mi.StrType):
+            subject = f"{what} " if what else ""
             if not isinstance(value, str):
                 self.add(path, f"expected a string, got {_type_name(value)}")
-            elif not value.strip() and path[-1] in _NON_EMPTY:
-                self.add(path, "must not be empty")
+            elif t.min_length and not (value.strip() if extra.get("not_blank") else value):
+                self.add(path, f"{subject}must not be empty")
             elif "\0" in value:
-                self.add(path, "must not contain a NUL byte")
-            elif path[-1] in _CHECKED:
-                reason = _CHECKED[path[-1]](value)
-                if reason:
-                    self.add(path, reason)
+                self.add(path, f"{subject}must not contain a NUL byte")
+            elif "check" in extra and (reason := extra["check"](value)):
+                self.add(path, reason)
+
+    def _tables(
+        self, value: Any, struct: mi.StructType, path: KeyPath, optional: tuple[str, ...]
+    ) -> None:
+        """An array of tables (``[[clusters]]``), each checked against ``struct``."""
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            self.add(path, f"expected an array of tables ([[{path[-1]}]]), got {_type_name(value)}")
+            return
+        fields = _keys(struct)
+        for index, item in enumerate(value):
+            # a misspelt required key is reported once, as unknown with a did-you-mean
+            guessed = {
+                g
+                for key in item
+                if key not in fields
+                for g in difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+            }
+            for key, field in fields.items():
+                if not field.required or key in optional or (self.lenient and key == "alias"):
+                    continue
+                if key not in item and key not in guessed:
+                    self.add((*path, index), f"'{key}' is required")
+            self.table(item, struct, (*path, index))
 
     def duplicates(self, data: dict[str, Any]) -> None:
         clusters = data.get("clusters")
@@ -442,7 +433,7 @@ def check_text(
     except ConfigValidationError as exc:
         return {}, exc.problems, []
     validator = _Validator(source, key_lines(text), lenient=dialect == "sbatchman")
-    validator.table(data, _TOP_FIELDS, ())
+    validator.table(data, _struct(Config), ())
     validator.duplicates(data)
 
     def order(problems: list[Problem]) -> list[Problem]:
@@ -465,6 +456,16 @@ def _expand_local(path: str, base: Path | None) -> str:
     return expanded
 
 
+def _set_aside_backend_tables(data: dict[str, Any]) -> None:
+    """Move plugin tables (keys the model does not know; validated already) to their field."""
+    tables: list[tuple[Any, type]] = [(data.get("global"), GlobalConfig)]
+    tables += [(cluster, Cluster) for cluster in data.get("clusters", [])]
+    for table, model in tables:
+        if isinstance(table, dict):
+            known = _keys(_struct(model))
+            table[BACKEND_TABLES] = {k: table.pop(k) for k in list(table) if k not in known}
+
+
 def parse_config(
     text: str,
     source: str = "remotes.toml",
@@ -483,7 +484,6 @@ def parse_config(
     ``remote`` is left as written. Pairs without an ``alias`` get one from
     :func:`derive_aliases`.
     """
-    import msgspec
 
     data, problems, warnings = check_text(text, source, dialect)
     if problems:
@@ -497,6 +497,7 @@ def parse_config(
                 bare, derive_aliases([p["remote"] for p in bare], taken), strict=True
             ):
                 pair_data["alias"] = alias
+    _set_aside_backend_tables(data)
     config = msgspec.convert(data, Config)
     local_base = config.global_.local_base
     base: Path | None

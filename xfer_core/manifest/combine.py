@@ -124,7 +124,7 @@ def read_lsjson_part(
     path: Path, source_root: str, dest_root: str, run_id: str
 ) -> Iterator[ManifestRecord]:
     """Manifest records from one raw lsjson part (directories skipped)."""
-    from xfer_backends.rclone_lister import item_to_entry, parse_lsjson_lines
+    from xfer_core.manifest.lsjson import item_to_entry, parse_lsjson_lines
 
     prefix = lsjson_prefix(path)
     try:

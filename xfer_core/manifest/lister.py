@@ -31,6 +31,7 @@ A third-party lister subclasses :class:`Lister` and registers an instance::
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -165,11 +166,20 @@ def is_remote(source: str) -> bool:
     return not os.path.exists(source)
 
 
+def split_flags(text: str) -> tuple[str, ...]:
+    """``--extra-lsjson-flags "..."`` as an argv tuple (shell-style quoting), for
+    :attr:`ListOptions.extra_flags`."""
+    try:
+        return tuple(shlex.split(text))
+    except ValueError as exc:
+        raise ConfigError(f"--extra-lsjson-flags {text!r}: {exc}") from None
+
+
 def select_lister(
     source: str, name: str = "auto", listers: Sequence[Lister] | None = None
 ) -> Lister:
     """The lister called ``name``, or for ``auto`` the first (by priority) that handles ``source``."""
-    from xfer_core.plugins import get_registry
+    from xfer_core.registry import get_registry
 
     registry = get_registry()
     if name != "auto":

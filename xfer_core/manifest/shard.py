@@ -39,13 +39,11 @@ import hashlib
 import heapq
 import os
 import re
-import shutil
 import tempfile
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from itertools import islice
 from operator import itemgetter
 from pathlib import Path
@@ -53,6 +51,7 @@ from typing import IO
 
 import msgspec
 
+from xfer_core.atomic import atomic_write_bytes, fsync_files, install_files, staging_dir
 from xfer_core.errors import ManifestError, XferError
 from xfer_core.manifest.analyze import LARGE_OBJECT, SMALL_OBJECT, suggest
 from xfer_core.manifest.jsonl import decode_line
@@ -530,9 +529,8 @@ def shard_manifest(
             del order, dirs
             spool.seek(0)
             fh.seek(0)
-            tmp = _make_tmpdir(out)
             say(f"writing {n:,} shards ...")
-            try:
+            with staging_dir(out) as tmp:
                 shards = _write_shards(fh, spool, assign, blank, heap, overhead, tmp)
                 shards = [msgspec.structs.replace(s, **stats[s.index]) for s in shards]
                 if os.fstat(fh.fileno()).st_mtime_ns != before.st_mtime_ns:
@@ -557,10 +555,10 @@ def shard_manifest(
                     shards=shards,
                     method=LAYOUTS[layout] if strategy == "bytes" else STRATEGIES[strategy],
                 )
-                _write_file(tmp / META_NAME, _meta_encoder.encode(meta) + b"\n")
-                _install(tmp, out, _names(shards))
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+                atomic_write_bytes(tmp / META_NAME, _meta_encoder.encode(meta) + b"\n")
+                install_files(
+                    tmp, out, _names(shards), last=META_NAME, stale=lambda n: bool(_STALE.match(n))
+                )
     return meta
 
 
@@ -576,11 +574,6 @@ def _check_shard_count(name: str, n: int, records: int) -> None:
 
 def _names(shards: list[ShardInfo]) -> list[str]:
     return [n for s in shards for n in (s.jsonl, s.files)]
-
-
-def _make_tmpdir(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
 
 
 def _write_shards(
@@ -643,9 +636,7 @@ def _write_shards(
             raise XferError(_CHANGED)
         for s in range(n):
             flush(s)
-    with ThreadPoolExecutor(8) as pool:
-        # concurrent fsyncs share journal commits: much faster than one by one
-        list(pool.map(_fsync, [*paths, *lists]))
+    fsync_files([*paths, *lists])
     infos = []
     for entry in heap:
         s = entry & _SHARD_MASK
@@ -732,47 +723,3 @@ class _ShardFiles:
     def write(self, shard: int, records: bytearray, names: bytearray) -> None:
         self._append(self._paths[shard], records)
         self._append(self._lists[shard], names)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        _fsync(path)
-
-
-def _install(tmp: Path, out: Path, names: list[str]) -> None:
-    """Move the finished files from ``tmp`` into ``out``; the meta goes last.
-
-    A new outdir is one rename. Into an existing one: the old meta goes first (so
-    no meta ever describes a half-replaced set), then the shard files, then stale
-    shard files of an earlier run with more shards are removed, then the meta.
-    """
-    if not out.exists():
-        os.rename(tmp, out)
-        _fsync_dir(out.parent)
-        return
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(out / META_NAME)
-    _fsync_dir(out)
-    keep = set(names)
-    for n in names:
-        os.replace(tmp / n, out / n)
-    for entry in os.scandir(out):
-        if entry.name not in keep and _STALE.match(entry.name):
-            os.unlink(entry.path)
-    os.replace(tmp / META_NAME, out / META_NAME)
-    _fsync_dir(out)

@@ -27,8 +27,9 @@ Every backend keeps the same promises (checked by the conformance suite in
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import msgspec
 
@@ -50,8 +51,11 @@ Action = Literal["send", "delete", "mkdir", "link"]
 class Remote(msgspec.Struct, frozen=True):
     """Where to connect: one cluster, resolved from the config.
 
-    ``None`` fields are left to ``~/.ssh/config`` (or ``ssh_config``), then to
-    ssh's defaults -- backends must not invent values for them.
+    Every backend gets ``name``, ``host``, ``port``, ``user``, the timeouts and
+    ``settings`` (its own config keys). The fields marked *ssh* matter to backends
+    that log in over SSH (rsync, sftp) and may be ignored by others. ``None`` fields
+    are left to ``~/.ssh/config`` (or ``ssh_config``), then to ssh's defaults --
+    backends must not invent values for them.
     """
 
     #: Cluster name from the config (used in messages).
@@ -60,13 +64,13 @@ class Remote(msgspec.Struct, frozen=True):
     host: str
     port: int | None = None
     user: str | None = None
-    #: Private key, already ``~``-expanded locally.
+    #: ssh: private key, already ``~``-expanded locally.
     key_path: str | None = None
-    #: known_hosts file to check against (and to append to with ``accept_new_host_key``).
+    #: ssh: known_hosts file to check against (and to append to with ``accept_new_host_key``).
     known_hosts: str | None = None
-    #: An ssh_config file used instead of ``~/.ssh/config`` (``$XFER_SSH_CONFIG``).
+    #: ssh: an ssh_config file used instead of ``~/.ssh/config`` (``$XFER_SSH_CONFIG``).
     ssh_config: str | None = None
-    #: Accept and remember a host key never seen before (``StrictHostKeyChecking=accept-new``).
+    #: ssh: accept and remember a host key never seen before (``StrictHostKeyChecking=accept-new``).
     #: A key that differs from the known one is always refused.
     accept_new_host_key: bool = False
     #: Seconds to wait for the TCP connection and the login.
@@ -76,6 +80,10 @@ class Remote(msgspec.Struct, frozen=True):
     #: traffic and give up when the fourth quarter passes in silence too (OpenSSH
     #: ``ServerAliveInterval=io_timeout/4``, ``ServerAliveCountMax=3``; asyncssh the same).
     io_timeout: float = DEFAULT_IO_TIMEOUT
+    #: The backend's own config keys for this cluster: an instance of its
+    #: :attr:`TransferBackend.config_keys` (``[clusters.NAME]`` over ``[global.NAME]``),
+    #: or None when it declares none.
+    settings: Any = None
 
     @property
     def keepalive_interval(self) -> float:
@@ -107,14 +115,20 @@ class TransferOptions(msgspec.Struct, frozen=True):
 
 
 class PathFilter(Protocol):
-    """The exclude matcher every backend applies (``xfer_core.sync.excludes.ExcludeMatcher``)."""
+    """The exclude matcher every backend applies (``xfer_core.sync.excludes.ExcludeMatcher``).
+
+    A backend that walks the trees itself asks :meth:`excluded`; one that hands the
+    filtering to its tool translates :attr:`patterns` into the tool's own options
+    (rsync: :func:`xfer_core.sync.excludes.rsync_exclude_arg` of each).
+    """
 
     def excluded(self, relpath: str, is_dir: bool) -> bool:
         """True when ``relpath`` (relative to the pair's root, ``/``-separated) is excluded."""
         ...
 
-    def rsync_args(self) -> list[str]:
-        """The same rules as rsync options (``--exclude=...``)."""
+    @property
+    def patterns(self) -> Sequence[str]:
+        """The exclude patterns as configured, in order (rsync's pattern rules)."""
         ...
 
 
@@ -239,6 +253,25 @@ class TransferBackend(Plugin):
     """
 
     kind: ClassVar[Kind] = "transfer"
+    #: The backend used instead when :meth:`check` fails here (rsync: ``sftp``), with a
+    #: warning naming the reason; None: no fallback, the run stops with that reason.
+    fallback: ClassVar[str | None] = None
+    #: The backend's own config keys: a ``msgspec.Struct`` (every field with a default)
+    #: whose fields are the keys of the ``[global.NAME]`` and ``[clusters.NAME]`` tables
+    #: of the remotes config, checked like the config's own keys (unknown key, type,
+    #: ``msgspec.Meta`` constraints, with ``FILE:LINE``). The session gets them as
+    #: ``Remote.settings``. None: the backend has no keys.
+    config_keys: ClassVar[type[msgspec.Struct] | None] = None
+
+    def settings(self, *tables: dict[str, Any]) -> Any:
+        """:attr:`config_keys` from the backend's tables, a later table winning per key
+        (``[global.NAME]``, then ``[clusters.NAME]``); None when it declares no keys."""
+        if self.config_keys is None:
+            return None
+        merged: dict[str, Any] = {}
+        for table in tables:
+            merged.update(table)
+        return msgspec.convert(merged, self.config_keys)
 
     async def open(self, target: Remote, options: TransferOptions) -> TransferSession:
         """Connect to ``target`` (or prepare to) and return a session for its pairs.

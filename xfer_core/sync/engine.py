@@ -1,8 +1,8 @@
 """The one sync engine behind ``xfer sync`` (push) and ``xfer fetch`` (pull).
 
 :func:`run_sync` selects the config's pairs for the direction, merges each
-pair's excludes, picks the backend (falling back from rsync to sftp when rsync
-is not installed), opens one backend session per cluster and runs the pairs --
+pair's excludes, picks the backend (or the fallback it declares when it cannot run
+here: rsync falls back to sftp), opens one backend session per cluster and runs the pairs --
 ``jobs`` at a time -- reporting through a :class:`~xfer_core.sync.progress.Reporter`.
 A cluster that cannot be reached fails its own pairs with one line; the other
 clusters go on.
@@ -15,12 +15,13 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from xfer_core.aio import run_interruptible
 from xfer_core.config.load import backend_for, select_partial
 from xfer_core.config.model import Cluster, Config
 from xfer_core.errors import ConfigError, UnavailableError, XferError
-from xfer_core.plugins import Registry, get_registry
+from xfer_core.registry import Registry, get_registry
 from xfer_core.sync import ssh_login
 from xfer_core.sync.backend import (
     DEFAULT_IO_TIMEOUT,
@@ -33,10 +34,7 @@ from xfer_core.sync.backend import (
     TransferSession,
 )
 from xfer_core.sync.excludes import ExcludeMatcher, merge_excludes
-from xfer_core.sync.progress import Reporter, Summary, summarize
-
-DEFAULT_BACKEND = "rsync"
-FALLBACK_BACKEND = "sftp"
+from xfer_core.sync.progress import Reporter, Summary, summarize_pairs
 
 
 @dataclass
@@ -61,11 +59,16 @@ class SyncRequest:
 
 
 def remote_for(
-    cluster: Cluster, *, accept_new_host_key: bool = False, io_timeout: float | None = None
+    cluster: Cluster,
+    *,
+    accept_new_host_key: bool = False,
+    io_timeout: float | None = None,
+    settings: Any = None,
 ) -> Remote:
     """The connection target of ``cluster``: config values, the rest left to the ssh config.
 
-    ``io_timeout``: the ``[global]`` one, used when the cluster sets none.
+    ``io_timeout``: the ``[global]`` one, used when the cluster sets none. ``settings``:
+    the backend's own keys (:meth:`~xfer_core.sync.backend.TransferBackend.settings`).
 
     ``$XFER_SSH_CONFIG`` names an ssh_config file used instead of ``~/.ssh/config``.
     """
@@ -78,19 +81,22 @@ def remote_for(
         ssh_config=os.environ.get("XFER_SSH_CONFIG") or None,
         accept_new_host_key=accept_new_host_key,
         io_timeout=cluster.io_timeout or io_timeout or DEFAULT_IO_TIMEOUT,
+        settings=settings,
     )
 
 
 def choose_backend(name: str, registry: Registry, reporter: Reporter) -> TransferBackend:
-    """The backend called ``name``; rsync that cannot run here falls back to sftp (one warning)."""
+    """The backend called ``name``; one that cannot run here is replaced by the backend it
+    names as its :attr:`~xfer_core.sync.backend.TransferBackend.fallback` (rsync: sftp),
+    with one warning, when that one can run."""
     backend: TransferBackend = registry.get("transfer", name)
     avail = backend.check()
     if avail.ok:
         return backend
-    if name == DEFAULT_BACKEND:
-        fallback: TransferBackend = registry.get("transfer", FALLBACK_BACKEND)
+    if backend.fallback:
+        fallback: TransferBackend = registry.get("transfer", backend.fallback)
         if fallback.check().ok:
-            reporter.warning(f"{avail.reason}; falling back to the {FALLBACK_BACKEND} backend")
+            reporter.warning(f"{avail.reason}; falling back to the {fallback.name} backend")
             return fallback
     raise UnavailableError(
         f"transfer backend {name!r} cannot run here: {avail.reason}",
@@ -166,10 +172,17 @@ def run_sync(
         # signals cancel the run at an await, so cleanup runs on healthy connections
         with ssh_login.use_terminal(term):
             results = run_interruptible(
-                run_jobs(backends, jobs, request, reporter, io_timeout=config.global_.io_timeout)
+                run_jobs(
+                    backends,
+                    jobs,
+                    request,
+                    reporter,
+                    io_timeout=config.global_.io_timeout,
+                    config=config,
+                )
             )
         names = ",".join(sorted({b.name for b in backends.values()}))
-        summary = summarize(
+        summary = summarize_pairs(
             request.direction, names, request.dry_run, results, time.monotonic() - started
         )
         summary.unknown = unknown
@@ -186,19 +199,29 @@ async def run_jobs(
     reporter: Reporter,
     *,
     io_timeout: float | None = None,
+    config: Config | None = None,
 ) -> list[PairResult]:
     """Run every job, ``request.jobs`` at a time, one session per cluster; results in job order.
 
     ``backends`` maps each cluster name to the backend that serves it; ``io_timeout`` is
-    ``[global] io_timeout`` (a cluster's own wins).
+    ``[global] io_timeout`` (a cluster's own wins); ``config`` holds the backends'
+    ``[global.NAME]`` tables (each cluster's own ``[clusters.NAME]`` wins).
     """
+    global_tables = config.global_.backend_tables if config is not None else {}
     limit = asyncio.Semaphore(request.jobs)
     sessions: dict[str, asyncio.Task[TransferSession]] = {}
 
     def session_for(cluster: Cluster) -> asyncio.Task[TransferSession]:
         if cluster.name not in sessions:
+            backend = backends[cluster.name]
+            settings = backend.settings(
+                global_tables.get(backend.name, {}), cluster.backend_tables.get(backend.name, {})
+            )
             target = remote_for(
-                cluster, accept_new_host_key=request.accept_new_host_key, io_timeout=io_timeout
+                cluster,
+                accept_new_host_key=request.accept_new_host_key,
+                io_timeout=io_timeout,
+                settings=settings,
             )
             sessions[cluster.name] = asyncio.ensure_future(
                 backends[cluster.name].open(target, request.options)

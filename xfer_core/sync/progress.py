@@ -60,7 +60,7 @@ class Summary(msgspec.Struct):
         return self.failed_pairs == 0 and not self.unknown
 
 
-def summarize(
+def summarize_pairs(
     direction: str, backend: str, dry_run: bool, results: list[PairResult], seconds: float
 ) -> Summary:
     """Totals over every pair."""
