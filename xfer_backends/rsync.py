@@ -194,12 +194,15 @@ class RsyncBackend(TransferBackend):
         if rsync is None:
             raise TransferError("rsync: not on PATH")
         emulate = self._emulate or os.environ.get("XFER_RSYNC_EMULATE") or None
-        caps = await asyncio.to_thread(detect_caps, rsync, emulate)
         try:  # before ssh sees the host: refused for library callers too (the config checks it)
             rsync_host(target.host)
         except ConfigError as exc:
             raise TransferError(f"{target.name}: {exc.message}") from None
-        settings = await asyncio.to_thread(ssh_login.openssh_settings, target)
+        # `rsync --version` and `ssh -G` side by side: both are on the way to the first byte
+        caps, settings = await asyncio.gather(
+            asyncio.to_thread(detect_caps, rsync, emulate),
+            asyncio.to_thread(ssh_login.openssh_settings, target),
+        )
         session = RsyncSession(rsync, caps, target, settings, compress=options.compress)
         try:
             await session.login()
@@ -283,13 +286,14 @@ class RsyncSession(TransferSession):
         # master=False: a plain connection, whose ProxyJump errors are not hidden (OpenSSH
         # sends a jump ssh's stderr to /dev/null under ControlPersist)
         control = self._own_control() if master else ["-o", "ControlPath=none"]
+        # The master logs in and goes to the background (-f -N): no remote command, so no
+        # session round trips before the first rsync (two round trips less on a long link).
+        command = ["-f", "-N", "--", self.target.host] if master else ["--", self.target.host, "true"]
         proc = await asyncio.create_subprocess_exec(
             *self._base,
             *control,
             *mode,
-            "--",
-            self.target.host,
-            "true",
+            *command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -335,6 +339,9 @@ class RsyncSession(TransferSession):
         """The remote path with ``~``/``$VAR`` expanded by the remote side."""
         if not remote_path.needs_expansion(path):
             return path
+        if path == "~" or (path.startswith("~/") and "$" not in path):
+            # the login directory is the home: no round trip to ask for $HOME
+            return path[2:] or "."
         wanted = remote_path.refs(path)
         rc, out, err = await self._ssh(remote_path.query_command(wanted))
         if rc != 0:
