@@ -1,11 +1,14 @@
 """The ``rsync`` transfer backend: the local ``rsync`` over OpenSSH.
 
-One ssh master connection per cluster carries the remote ``~``/``$VAR``
+One ssh master connection per cluster carries the remote ``$VAR``/``~user``
 expansion, the ``mkdir -p`` fallback and every rsync of that cluster: the user's
 own when their ssh config's ``ControlPath`` has one open (e.g. after a 2FA login),
 else xfer's (``ControlMaster=auto``), opened by one login before the first pair --
 on a terminal that login may ask for a passphrase or one-time password, once
-(:mod:`xfer_core.sync.ssh_login`). ssh runs as the user configured it, plus only
+(:mod:`xfer_core.sync.ssh_login`). That login runs no remote command (``ssh -f -N``:
+it goes to the background once logged in), and a remote path ``~/x`` is passed as
+``x`` (rsync starts in the login directory, the home): between xfer's start and the
+first rsync there is one ssh handshake, as for a plain ``rsync -a`` (docs/bench-sync.md). ssh runs as the user configured it, plus only
 xfer's host-key policy, timeouts and keepalives. Login problems (unreachable,
 refused key, unknown or changed host key, nobody to answer a prompt) fail the
 cluster's pairs with one line. rsync runs with ``-rlpt --update``: ``rsync -a`` without
@@ -288,7 +291,9 @@ class RsyncSession(TransferSession):
         control = self._own_control() if master else ["-o", "ControlPath=none"]
         # The master logs in and goes to the background (-f -N): no remote command, so no
         # session round trips before the first rsync (two round trips less on a long link).
-        command = ["-f", "-N", "--", self.target.host] if master else ["--", self.target.host, "true"]
+        command = (
+            ["-f", "-N", "--", self.target.host] if master else ["--", self.target.host, "true"]
+        )
         proc = await asyncio.create_subprocess_exec(
             *self._base,
             *control,
