@@ -650,6 +650,68 @@ def link_table(rows: list[LinkRow]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def run_floor(args: argparse.Namespace) -> str:
+    """The no-op floor: ``xfer sync -b rsync`` of an unchanged tree against ``rsync -a``,
+    bytecode cached and not, and the same for an older source tree (``--before DIR``: a
+    checkout of xfer, run from the same venv through ``PYTHONPATH``); the tools take turns,
+    ``--repeat`` times; median wall time and CPU time (the tool and all its children)."""
+    import resource
+    import statistics
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    work = Path(tempfile.mkdtemp(prefix="xfer-bench-floor-"))
+    variants: dict[str, dict[str, str] | None] = {"raw rsync -a": None}
+    sources: list[tuple[str, str | None]] = [("after", None)]
+    if args.before:
+        sources.append(("before", args.before))
+    for label, path in sources:
+        for cached in (True, False):
+            xenv = xfer_env(cached)
+            if path:
+                xenv["PYTHONPATH"] = os.path.abspath(path)
+            variants[f"xfer-rsync {label}, bytecode {'cached' if cached else 'not cached'}"] = xenv
+    wall: dict[str, list[float]] = {}
+    used: dict[str, list[float]] = {}
+    try:
+        with SshServer() as sshd:
+            tools = Tools(sshd, work / "t", None)
+            src = work / "src"
+            make_small(src, args.small)
+            dest = sshd.mkdtemp("floor") / "tree"
+            tools.rsync(src, dest)
+            for env in variants.values():  # warm-up: bytecode written where it may be
+                if env is not None:
+                    tools.env = env
+                    tools.xfer(src, dest, "rsync")
+            for _ in range(args.repeat):
+                for name, env in variants.items():
+                    c0, t0 = cpu(), time.perf_counter()
+                    if env is None:
+                        tools.rsync(src, dest)
+                    else:
+                        tools.env = env
+                        tools.xfer(src, dest, "rsync")
+                    wall.setdefault(name, []).append(time.perf_counter() - t0)
+                    used.setdefault(name, []).append(cpu() - c0)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    raw = statistics.median(wall["raw rsync -a"])
+    lines = [
+        f"No-op of {args.small:,} files of 4 KiB; median of {args.repeat} runs, taking turns. "
+        f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.\n",
+        "| tool | median wall s | vs raw rsync | median CPU s |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in variants:
+        w = statistics.median(wall[name])
+        delta = "" if name == "raw rsync -a" else f"+{w - raw:.2f}"
+        lines.append(f"| {name} | {w:.2f} | {delta} | {statistics.median(used[name]):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=10_000, help="files in the small tree")
@@ -687,8 +749,18 @@ def main(argv: list[str] | None = None) -> int:
         default=40,
         help="seconds after which a run is stopped and the tool skipped on later links",
     )
+    floor = parser.add_argument_group("no-op floor (--floor)")
+    floor.add_argument(
+        "--floor",
+        action="store_true",
+        help="xfer-rsync no-op of the small tree against rsync -a, bytecode cached and not",
+    )
+    floor.add_argument(
+        "--before", default=None, help="also an older xfer source tree (a checkout's root)"
+    )
     args = parser.parse_args(argv)
-    text = run_links(args) if args.link else run(args)
+    mode = run_floor if args.floor else run_links if args.link else run
+    text = mode(args)
     print(text)
     if args.out:
         from xfer_core.atomic import atomic_write_text

@@ -13,6 +13,7 @@ with a Typer that lacks the hook (other versions coerce as they do).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, get_args, get_origin
 
 _NO = object()
@@ -48,10 +49,11 @@ def install() -> None:
         from typer import _coercion, core
     except ImportError:  # pragma: no cover - another Typer
         return
-    build = getattr(core, "build_runtime_param", None)
+    found = getattr(core, "build_runtime_param", None)
     base = getattr(_coercion, "RuntimeParam", None)
-    if build is None or base is None or getattr(build, "_xfer_fast", False):
+    if found is None or base is None or getattr(found, "_xfer_fast", False):
         return
+    build: Callable[[Any], Any] = found
 
     @dataclasses.dataclass(frozen=True)
     class FastParam(base):  # type: ignore[misc, valid-type]
