@@ -15,8 +15,8 @@ file bytes sent, ratio to raw rsync / OpenSSH sftp) and writes it with ``--out``
     uv run python bench/bench_sync.py --small 2000 --large 4 --tools xfer-sftp,sftp
 
 ``--bytecode cached`` (the default) runs xfer with its bytecode cached, as a user's
-install has it; ``--bytecode fresh`` with ``PYTHONDONTWRITEBYTECODE=1`` (every module
-recompiled on every run). The start-up line of the output reports both.
+install has it; ``--bytecode fresh`` with none (``PYTHONDONTWRITEBYTECODE=1`` and an empty
+``PYTHONPYCACHEPREFIX``: every module compiled on every run). The start-up line of the output reports both.
 
 ``--link`` runs the link benchmark instead: every tool through a :class:`LinkRelay`
 (``xfer_core.testing.linkrelay``) in front of the same sshd, which delays each direction
@@ -343,10 +343,21 @@ def xfer_env(cached: bool) -> dict[str, str]:
     """The environment xfer runs in: bytecode cached (as a user's install has it: written
     on the first run, or by ``uv``/``pip`` at install) or recompiled on every run
     (``PYTHONDONTWRITEBYTECODE=1``, as set in this machine's shells)."""
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+    }
     if not cached:
+        # PYTHONDONTWRITEBYTECODE alone still reads the bytecode some other run left
+        # beside the sources: look for it in an empty directory instead, and never write it
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONPYCACHEPREFIX"] = _EMPTY_PYCACHE
     return env
+
+
+#: An empty bytecode cache for runs without one (PYTHONPYCACHEPREFIX; nothing is written).
+_EMPTY_PYCACHE = tempfile.mkdtemp(prefix="xfer-bench-nopyc-")
 
 
 def startup_line(tools: Tools, work: Path, cached: bool) -> str:
@@ -357,8 +368,9 @@ def startup_line(tools: Tools, work: Path, cached: bool) -> str:
     inherited = os.environ.get("PYTHONDONTWRITEBYTECODE", "")
     return (
         f"xfer CLI start-up (process, imports, config; no transfer): {warm:.2f} s with bytecode "
-        f"cached, {cold:.2f} s without (PYTHONDONTWRITEBYTECODE=1 recompiles every module on "
-        f"every run; this shell had it {'set' if inherited else 'unset'}). The xfer rows were "
+        f"cached, {cold:.2f} s without (every module compiled on every run, as under "
+        f"PYTHONDONTWRITEBYTECODE=1 with no bytecode left by other runs; this shell had it "
+        f"{'set' if inherited else 'unset'}). The xfer rows were "
         f"measured with bytecode {'cached' if cached else 'not cached'}. "
     )
 
