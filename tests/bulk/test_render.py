@@ -272,14 +272,16 @@ def test_sbatch_script_and_resolved_config(tmp_path: Path) -> None:
         "#SBATCH --requeue",
     ):
         assert line in sbatch.splitlines()
-    assert (
-        f'exec bash {shlex.quote(str(run / "worker.sh"))} --task "$SLURM_ARRAY_TASK_ID"' in sbatch
-    )
+    # the batch shell itself runs the worker (sourced), after the plugin's requeue hooks
+    assert f'. {shlex.quote(str(run / "worker.sh"))} --task "$SLURM_ARRAY_TASK_ID"' in sbatch
+    assert sbatch.index("xfer_requeue()") < sbatch.index(". /")
     resolved = json.loads((run / "config.resolved.json").read_text())
     assert resolved["num_shards"] == 5
     assert resolved["tasks"] == 2
     assert resolved["max_attempts"] == 4
     assert resolved["runtime"] == "host"
+    assert resolved["scheduler"] == "slurm"
+    assert resolved["job_files"] == ["sbatch_array.sh", "submit.sh"]
     worker = (run / "worker.sh").read_text()
     assert "NUM_SHARDS=5\nTASKS=2\nMAX_ATTEMPTS=4" in worker
     submit = (run / "submit.sh").read_text()
