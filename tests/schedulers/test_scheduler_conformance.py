@@ -1,0 +1,44 @@
+"""The scheduler conformance suite, run unchanged for the builtin local and slurm schedulers
+and for the third-party sge scheduler (plugins/xfer-sge, installed into the dev environment like
+a user would), each against a real instance."""
+
+from __future__ import annotations
+
+import pytest
+
+from xfer_core.testing.scheduler_conformance import SchedulerConformance
+from xfer_core.testing.services import SlurmCluster
+from xfer_sge.testing import SgeCell
+
+
+class TestLocalScheduler(SchedulerConformance):
+    @pytest.fixture
+    def scheduler(self) -> str:
+        return "local"
+
+
+@pytest.mark.slurm
+class TestSlurmScheduler(SchedulerConformance):
+    @pytest.fixture
+    def scheduler(self, slurm: SlurmCluster) -> str:
+        return "slurm"
+
+    @pytest.fixture
+    def scheduler_env(self, slurm: SlurmCluster) -> dict[str, str]:
+        return slurm.env
+
+
+@pytest.mark.sge
+class TestSgeScheduler(SchedulerConformance):
+    """The third-party plugin against a real Grid Engine cell (fixture ``sge`` of xfer_sge.testing).
+    Grid Engine's soft limit ``s_rt`` is in seconds: a 60 s limit, SIGUSR1 5 s in."""
+
+    signal_seconds = 55
+
+    @pytest.fixture
+    def scheduler(self, sge: SgeCell) -> str:
+        return "sge"
+
+    @pytest.fixture
+    def scheduler_env(self, sge: SgeCell) -> dict[str, str]:
+        return sge.env
