@@ -5,10 +5,10 @@ a user would), each against a real instance."""
 from __future__ import annotations
 
 import pytest
+from xfer_sge.testing import SgeCell
 
 from xfer_core.testing.scheduler_conformance import SchedulerConformance
 from xfer_core.testing.services import SlurmCluster
-from xfer_sge.testing import SgeCell
 
 
 class TestLocalScheduler(SchedulerConformance):

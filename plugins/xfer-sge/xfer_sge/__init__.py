@@ -80,7 +80,10 @@ def _env(extra: dict[str, str] | None) -> dict[str, str]:
 
 
 def _run(
-    argv: Sequence[str], env: dict[str, str] | None, cwd: Path | None = None, timeout: float = TIMEOUT
+    argv: Sequence[str],
+    env: dict[str, str] | None,
+    cwd: Path | None = None,
+    timeout: float = TIMEOUT,
 ) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
@@ -284,7 +287,7 @@ class SgeScheduler(Scheduler):
             shards=sorted(shard_indices),
             tasks=list(range(first, last + 1)),
             finished=False,
-            hints=[f"qstat -g d -u '*'", f"qstat -j {job_id}", f"qdel {job_id}"],
+            hints=["qstat -g d -u '*'", f"qstat -j {job_id}", f"qdel {job_id}"],
         )
 
     def queue_info(

@@ -14,6 +14,7 @@ to) onto the host name, so /etc/hosts stays as it is.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -66,7 +67,9 @@ class SgeCell:
             raise
 
     # -- commands ------------------------------------------------------------------
-    def run(self, *argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *argv: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             list(argv),
             capture_output=True,
@@ -77,7 +80,9 @@ class SgeCell:
             cwd=self.dir,
         )
         if check and proc.returncode != 0:
-            raise SgeError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr or proc.stdout}")
+            raise SgeError(
+                f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr or proc.stdout}"
+            )
         return proc
 
     def _init_cell(self) -> None:
@@ -214,10 +219,8 @@ class SgeCell:
         pids = self._pids()
         if self.root.exists():
             for argv in (("qdel", "-u", "*"), ("qconf", "-ke", self.host), ("qconf", "-km")):
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired, OSError):
                     self.run(*argv, check=False, timeout=10)
-                except (subprocess.TimeoutExpired, OSError):
-                    pass
         deadline = time.monotonic() + 10
         for pid in pids:
             while time.monotonic() < deadline:
@@ -227,10 +230,8 @@ class SgeCell:
                     break
                 time.sleep(0.2)
             else:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> SgeCell:
