@@ -4,6 +4,9 @@ a user would), each against a real instance."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import ClassVar
+
 import pytest
 from xfer_sge.testing import SgeCell
 
@@ -42,3 +45,21 @@ class TestSgeScheduler(SchedulerConformance):
     @pytest.fixture
     def scheduler_env(self, sge: SgeCell) -> dict[str, str]:
         return sge.env
+
+
+class TestPluginsMdBackgroundScheduler(SchedulerConformance):
+    """plugins.md's batch-scheduler example (job file, options, requeue hooks, states, cancel),
+    taken from the page as it is and run through the same suite."""
+
+    scheduler_options: ClassVar[dict[str, str]] = {"limit": "5"}
+
+    @pytest.fixture
+    def scheduler(self) -> Iterator[str]:
+        from tests.docs.test_plugins_md import blocks, run_block
+        from xfer_core.plugins import get_registry
+
+        [code] = [c for c in blocks("python") if "class BackgroundScheduler" in c]
+        module = run_block(code, "plugins_md_background")
+        get_registry().add(module, name="background", distribution="plugins-md")
+        yield "background"
+        get_registry.cache_clear()
