@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from xfer_core.cli.slurm_cmd import print_submission
-from xfer_core.cli.slurm_opts import RunDir, with_render_options
+from xfer_core.cli.batch_cmd import print_submission
+from xfer_core.cli.render_opts import RunDir, with_render_options
 from xfer_core.output import human_bytes
 
 if TYPE_CHECKING:

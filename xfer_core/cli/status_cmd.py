@@ -331,9 +331,9 @@ def status(
     """Show the state of a run: shards done/running/retrying/failed/pending, attempts,
     objects and bytes done, rate and ETA, the last error of each failed shard.
 
-    Works from the run dir alone (any scheduler); for Slurm runs it adds what
-    `squeue` says about the jobs of `jobs.json` (task states, pending reasons),
-    or one line saying why it could not be asked.
+    Works from the run dir alone (any scheduler); for batch schedulers (slurm, ...)
+    it adds what their queue says about the jobs of `jobs.json` (task states,
+    pending reasons), or one line saying why it could not be asked.
 
     Rate and ETA: bytes of the shards finished since the latest submission
     (`.done` file times) divided by the time since that submission; ETA is the
@@ -427,7 +427,7 @@ def retry(
     from xfer_core.bulk.state import load_run_state, pending_shards, read_jobs
     from xfer_core.bulk.submit import refuse_if_alive, submit_run
     from xfer_core.cli.run_cmd import summarize_local
-    from xfer_core.cli.slurm_cmd import print_submission
+    from xfer_core.cli.batch_cmd import print_submission
 
     out = current()
     started = time.monotonic()

@@ -7,20 +7,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from xfer_core.cli.slurm_opts import RunDir, TrustRootsOption, with_render_options
+from xfer_core.cli.render_opts import RunDir, TrustRootsOption, with_render_options
 
 if TYPE_CHECKING:
     from xfer_core.bulk.render import RenderOptions
     from xfer_core.bulk.scheduler import Submission
 
-slurm_app = typer.Typer(
+batch_app = typer.Typer(
     name="slurm",
     help="Render a run dir's Slurm scripts and submit its job array.",
     no_args_is_help=True,
 )
 
 
-@slurm_app.command("render")
+@batch_app.command("render")
 @with_render_options()
 def render_cmd(
     run_dir: RunDir,
@@ -155,7 +155,7 @@ def print_submission(sub: Submission | None, run_dir: Path) -> None:
     out.info(f"  xfer status --run-dir {run_dir}")
 
 
-@slurm_app.command("submit")
+@batch_app.command("submit")
 def submit_cmd(
     run_dir: RunDir,
     array_concurrency: Annotated[
@@ -182,4 +182,4 @@ def submit_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add the ``slurm`` group."""
-    app.add_typer(slurm_app)
+    app.add_typer(batch_app)
