@@ -426,8 +426,8 @@ def retry(
     from xfer_core.bulk.render import load_resolved
     from xfer_core.bulk.state import load_run_state, pending_shards, read_jobs
     from xfer_core.bulk.submit import refuse_if_alive, submit_run
-    from xfer_core.cli.run_cmd import summarize_local
     from xfer_core.cli.batch_cmd import print_submission
+    from xfer_core.cli.run_cmd import summarize_local
 
     out = current()
     started = time.monotonic()
