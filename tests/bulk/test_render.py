@@ -316,10 +316,19 @@ def test_more_shards_than_max_array_size_maps_several_shards_per_task(tmp_path: 
     ],
 )
 def test_values_for_sbatch_lines_are_checked(tmp_path: Path, flag: str, value: str) -> None:
+    # refused by core whatever the scheduler (before anything is written)
     run = tmp_path / "run"
-    with pytest.raises(ConfigError, match="#SBATCH"):
+    with pytest.raises(ConfigError, match="not a value a batch scheduler can take"):
         options: dict[str, Any] = {flag: value}
         _prepare(tmp_path, run, **options)
+    assert not (run / "worker.sh").exists()
+
+
+def test_the_slurm_plugin_checks_its_own_directives(tmp_path: Path) -> None:
+    # a Grid Engine queue instance name passes core's check; an #SBATCH line refuses it
+    with pytest.raises(ConfigError, match="is not accepted in an #SBATCH line"):
+        _prepare(tmp_path, tmp_path / "run", partition="all.q@node1")
+    assert not (tmp_path / "run" / "worker.sh").exists()
 
 
 def test_num_shards_mismatch_and_missing_image(tmp_path: Path) -> None:

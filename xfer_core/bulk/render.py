@@ -379,6 +379,34 @@ def fill_template(template: str, values: dict[str, str]) -> str:
     return _MARKER.sub(lambda m: values[m.group(1)], template)
 
 
+#: What the batch options may hold whatever the scheduler (each checks its own format too):
+#: they are written into job file directives, never through a shell.
+_BATCH_VALUES = {
+    "--job-name": (re.compile(r"[A-Za-z0-9_.+@=-]{1,200}"), "xfer-run1"),
+    "--partition": (re.compile(r"[A-Za-z0-9_.@*-]+(,[A-Za-z0-9_.@*-]+)*"), "transfer"),
+    "--time-limit": (re.compile(r"[0-9A-Za-z:-]{1,32}"), "24:00:00"),
+    "--mem": (re.compile(r"[0-9]+[A-Za-z]{0,2}"), "8G"),
+}
+
+
+def check_batch_values(opts: RenderOptions) -> None:
+    """Refuse batch option values no scheduler could write into a directive, before
+    anything is written (also when the run's scheduler writes no job file)."""
+    values = {
+        "--job-name": opts.job_name,
+        "--partition": opts.partition,
+        "--time-limit": opts.time_limit,
+        "--mem": opts.mem,
+    }
+    for flag, value in values.items():
+        pattern, example = _BATCH_VALUES[flag]
+        if value is not None and not pattern.fullmatch(value):
+            raise ConfigError(
+                f"{flag} {value!r} is not a value a batch scheduler can take",
+                hint=f"use a value like {example}",
+            )
+
+
 def resolve_max_array_size(
     opts: RenderOptions, scheduler: Scheduler, env: dict[str, str] | None = None
 ) -> int | None:
@@ -445,6 +473,7 @@ def render_run(
             f"runtime {runtime_name} ({why}) is not available here: {avail.reason}; "
             "its shards fail unless the compute nodes have it"
         )
+    check_batch_values(opts)
     if opts.max_attempts < 1:
         raise ConfigError("--max-attempts must be at least 1")
     if opts.array_concurrency < 1:

@@ -205,7 +205,7 @@ def mapped(flag: str, value: object, how: str) -> None:
 
 def render_options(values: dict[str, Any]) -> RenderOptions:
     """The :class:`RenderOptions` of the shared options' values (by parameter name)."""
-    from xfer_core.bulk.render import RenderOptions
+    from xfer_core.bulk.render import RenderOptions, check_batch_values
 
     config = values["rclone_config"]
     conf_path = values.pop("container_conf_path")
@@ -216,13 +216,15 @@ def render_options(values: dict[str, Any]) -> RenderOptions:
     if extras:
         sched_options.setdefault("extras", extras)
     values["scheduler_options"] = sched_options
-    return RenderOptions(
+    options = RenderOptions(
         **{
             **values,
             "rclone_config": str(config) if config else None,
             "rclone_flags": values["rclone_flags"] or "",
         }
     )
+    check_batch_values(options)  # before anything is listed or written
+    return options
 
 
 def scheduler_options(pairs: list[str]) -> dict[str, str]:
