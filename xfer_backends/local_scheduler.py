@@ -16,6 +16,7 @@ run picks up every shard that is not done.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -29,6 +30,16 @@ from xfer_core.bulk.scheduler import Scheduler, Submission, SubmitOptions
 from xfer_core.hookspecs import hookimpl
 from xfer_core.output import Output, current, human_bytes
 from xfer_core.plugin import AVAILABLE, Availability
+
+_SUBMISSIONS = itertools.count()
+
+
+def _job_id() -> str:
+    """``local-<pid>-<time>``, plus ``.<n>`` for a later submission of the same process
+    (two in one second must not share an id: jobs.json records each id once)."""
+    n = next(_SUBMISSIONS)
+    return f"local-{os.getpid()}-{int(time.time())}" + (f".{n}" if n else "")
+
 
 #: Seconds a worker gets to clean up after SIGTERM before it is killed.
 GRACE_SECONDS = 10.0
@@ -144,7 +155,7 @@ class LocalScheduler(Scheduler):
             run_dir = check_run_dir(run_dir)  # called as a library: never an unchecked dir
         submission = Submission(
             scheduler=self.name,
-            job_id=f"local-{os.getpid()}-{int(time.time())}",
+            job_id=_job_id(),
             shards=list(shard_indices),
             finished=True,
         )
