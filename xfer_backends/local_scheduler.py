@@ -16,6 +16,7 @@ run picks up every shard that is not done.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import signal
 import subprocess
@@ -25,12 +26,21 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from xfer_core.bulk.jobs import record_submission
 from xfer_core.bulk.scheduler import Scheduler, Submission, SubmitOptions
 from xfer_core.hookspecs import hookimpl
 from xfer_core.output import Output, current, human_bytes
 from xfer_core.plugin import AVAILABLE, Availability
 from xfer_core.procfs import session_pids
+
+_SUBMISSIONS = itertools.count()
+
+
+def _job_id() -> str:
+    """``local-<pid>-<time>``, plus ``.<n>`` for a later submission of the same process
+    (two in one second must not share an id: jobs.json records each id once)."""
+    n = next(_SUBMISSIONS)
+    return f"local-{os.getpid()}-{int(time.time())}" + (f".{n}" if n else "")
+
 
 #: Seconds a worker gets to clean up after SIGTERM before it is killed.
 GRACE_SECONDS = 10.0
@@ -126,14 +136,16 @@ class LocalScheduler(Scheduler):
         from xfer_core.bulk.rundir import check_run_dir
         from xfer_core.bulk.state import load_shard_refs
 
-        run_dir = check_run_dir(run_dir)
+        if not options.run_dir_checked:
+            run_dir = check_run_dir(run_dir)  # called as a library: never an unchecked dir
         submission = Submission(
             scheduler=self.name,
-            job_id=f"local-{os.getpid()}-{int(time.time())}",
+            job_id=_job_id(),
             shards=list(shard_indices),
             finished=True,
         )
-        record_submission(run_dir, submission)
+        if options.started is not None:
+            options.started(submission)  # jobs.json names it while it runs
         refs = load_shard_refs(run_dir)
         display = _Display(current(), len(shard_indices), sum(refs[i].bytes for i in shard_indices))
         with _open_log(run_dir) as log, display:

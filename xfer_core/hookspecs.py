@@ -77,7 +77,10 @@ def register_schedulers(register: Callable[[Scheduler], None]) -> None:
     :class:`xfer_core.bulk.scheduler.Scheduler` instance. A scheduler submits the
     rendered ``worker.sh`` once per shard (or per group of shards), with a
     concurrency limit, and reports what it knows about its jobs; shard state
-    itself always lives in the run dir.
+    itself always lives in the run dir. It owns everything scheduler-specific: its
+    job files, its options (``-O NAME=VALUE``), the requeue hooks its job file gives
+    the worker, the mapping of its queue states onto ``JobState``, cancel, and
+    whether it is reachable. Core records each submission in ``RUN/jobs.json``.
     """
 
 

@@ -41,6 +41,8 @@ class PluginInfo(msgspec.Struct):
     available: bool
     reason: str
     description: str = ""
+    #: The plugin's own options (a scheduler's ``-O NAME=VALUE``): name -> default.
+    options: dict[str, Any] = {}
 
 
 class BrokenPlugin(msgspec.Struct):
@@ -176,9 +178,21 @@ class Registry:
                         available=avail.ok,
                         reason=avail.reason,
                         description=plugin.description,
+                        options=_declared_options(plugin),
                     )
                 )
         return rows
+
+
+def _declared_options(plugin: Plugin) -> dict[str, Any]:
+    """``Options`` fields of a plugin that declares them, with their defaults."""
+    options = getattr(plugin, "Options", None)
+    if not isinstance(options, type) or not issubclass(options, msgspec.Struct):
+        return {}
+    try:
+        return msgspec.to_builtins(options())
+    except (TypeError, msgspec.ValidationError):  # a field without a default
+        return {name: None for name in options.__struct_fields__}
 
 
 def _describe(exc: BaseException) -> str:

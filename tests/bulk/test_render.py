@@ -272,14 +272,16 @@ def test_sbatch_script_and_resolved_config(tmp_path: Path) -> None:
         "#SBATCH --requeue",
     ):
         assert line in sbatch.splitlines()
-    assert (
-        f'exec bash {shlex.quote(str(run / "worker.sh"))} --task "$SLURM_ARRAY_TASK_ID"' in sbatch
-    )
+    # the batch shell itself runs the worker (sourced), after the plugin's requeue hooks
+    assert f'. {shlex.quote(str(run / "worker.sh"))} --task "$SLURM_ARRAY_TASK_ID"' in sbatch
+    assert sbatch.index("xfer_requeue()") < sbatch.index(". /")
     resolved = json.loads((run / "config.resolved.json").read_text())
     assert resolved["num_shards"] == 5
     assert resolved["tasks"] == 2
     assert resolved["max_attempts"] == 4
     assert resolved["runtime"] == "host"
+    assert resolved["scheduler"] == "slurm"
+    assert resolved["job_files"] == ["sbatch_array.sh", "submit.sh"]
     worker = (run / "worker.sh").read_text()
     assert "NUM_SHARDS=5\nTASKS=2\nMAX_ATTEMPTS=4" in worker
     submit = (run / "submit.sh").read_text()
@@ -314,10 +316,19 @@ def test_more_shards_than_max_array_size_maps_several_shards_per_task(tmp_path: 
     ],
 )
 def test_values_for_sbatch_lines_are_checked(tmp_path: Path, flag: str, value: str) -> None:
+    # refused by core whatever the scheduler (before anything is written)
     run = tmp_path / "run"
-    with pytest.raises(ConfigError, match="#SBATCH"):
+    with pytest.raises(ConfigError, match="not a value a batch scheduler can take"):
         options: dict[str, Any] = {flag: value}
         _prepare(tmp_path, run, **options)
+    assert not (run / "worker.sh").exists()
+
+
+def test_the_slurm_plugin_checks_its_own_directives(tmp_path: Path) -> None:
+    # a Grid Engine queue instance name passes core's check; an #SBATCH line refuses it
+    with pytest.raises(ConfigError, match="is not accepted in an #SBATCH line"):
+        _prepare(tmp_path, tmp_path / "run", partition="all.q@node1")
+    assert not (tmp_path / "run" / "worker.sh").exists()
 
 
 def test_num_shards_mismatch_and_missing_image(tmp_path: Path) -> None:

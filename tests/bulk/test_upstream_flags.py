@@ -84,7 +84,9 @@ def test_run_accepts_upstream_flags_and_says_what_it_does(tmp_path: Path) -> Non
     assert "#SBATCH --account=proj\n#SBATCH --qos=high\n" in sbatch
     assert "ready:" in proc.stderr and not (run / "jobs.json").exists()  # --no-submit
     resolved = json.loads((run / "config.resolved.json").read_text())
-    assert resolved["sbatch_extras"] == ["--account=proj", "--qos=high"]
+    assert resolved["scheduler_options"] == {
+        "extras": "#SBATCH --account=proj\\n#SBATCH --qos=high"
+    }
 
 
 def test_run_extra_lsjson_flags_reach_rclone(tmp_path: Path, s3: S3Server) -> None:
@@ -164,7 +166,7 @@ def test_bad_sbatch_extras_are_refused_and_nothing_is_written(
 
 
 def test_sbatch_extras_forms() -> None:
-    from xfer_core.bulk.render import sbatch_extra_options
+    from xfer_backends.slurm import sbatch_extra_options
 
     assert sbatch_extra_options("--account proj --qos=high") == ["--account=proj", "--qos=high"]
     assert sbatch_extra_options("#SBATCH --constraint=ib\\n#SBATCH --reservation=r1") == [

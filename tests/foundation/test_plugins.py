@@ -284,6 +284,7 @@ def test_installed_plugin_is_listed_and_broken_one_is_reported(tmp_path: Path) -
             "available": False,
             "reason": "hello: not on this machine",
             "description": "says hello instead of running anything",
+            "options": {},
         }
     ]
     assert {row["distribution"] for row in data["plugins"]} >= {"hpc-xfer", "xfer-hello"}

@@ -447,17 +447,18 @@ def test_local_run_inside_a_slurm_array_job_does_not_requeue_it(tmp_path: Path) 
     assert proc.returncode == 1
     assert not calls.exists()
 
-    # --task with another task id than the job's: not this job's task, no requeue
+    # worker.sh --task T run by itself, even with the task's own variables: the requeue
+    # functions come from the scheduler's job file only, so no requeue
     proc = subprocess.run(
         ["bash", str(run / "worker.sh"), "--task", "0"], capture_output=True, text=True,
-        env={**os.environ, **_array_env(bin_dir, task="5")},
+        env={**os.environ, **env},
     )  # fmt: skip
     assert proc.returncode == 1
     assert not calls.exists()
 
-    # the array task itself (worker.sh --task T, as sbatch_array.sh starts it) does requeue
+    # the array task itself (sbatch_array.sh sources worker.sh --task T) does requeue
     proc = subprocess.run(
-        ["bash", str(run / "worker.sh"), "--task", "0"], capture_output=True, text=True,
+        ["bash", str(run / "sbatch_array.sh")], capture_output=True, text=True,
         env={**os.environ, **env},
     )  # fmt: skip
     assert proc.returncode == 1

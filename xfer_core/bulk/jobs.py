@@ -1,7 +1,7 @@
 """``RUN/jobs.json``: the submissions of a run, appended atomically.
 
-Read with :func:`xfer_core.bulk.state.read_jobs`; schedulers call
-:func:`record_submission` as soon as their job exists.
+Read with :func:`xfer_core.bulk.state.read_jobs`. Core records every submission
+(:func:`xfer_core.bulk.submit.submit_run`); schedulers never write it.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from xfer_core.bulk.state import JobRecord, read_jobs
 
 
 def record_submission(run_dir: str | os.PathLike[str], submission: Submission) -> None:
-    """Append ``submission`` to ``RUN/jobs.json`` (temp file + rename)."""
+    """Append ``submission`` to ``RUN/jobs.json`` (temp file + rename), once: a job id
+    already recorded for its scheduler is not added again."""
     jobs = read_jobs(run_dir)
+    if any(j.scheduler == submission.scheduler and j.job_id == submission.job_id for j in jobs):
+        return
     jobs.append(
         JobRecord(
             scheduler=submission.scheduler,

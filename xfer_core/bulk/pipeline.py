@@ -66,13 +66,14 @@ def manifest_roots(path: Path) -> tuple[str, str] | None:
     return None
 
 
-def _previous_shard_count(root: Path) -> int | None:
+def _previous_shard_count(root: Path, checked: bool) -> int | None:
     """The shard count of the run dir's current sharding (a re-run keeps it), if any."""
     from xfer_core.manifest.shard import load_shard_meta
 
     if not os.path.lexists(root):
         return None
-    check_run_dir(root)
+    if not checked:
+        check_run_dir(root)
     try:
         return load_shard_meta(root / "shards", check_files=False).num_shards
     except XferError:
@@ -95,20 +96,26 @@ def _verify_mode(resolved: ResolvedConfig, render: RenderOptions) -> str:
 
 
 def pick_scheduler(requested: str | None, env: dict[str, str] | None = None) -> tuple[str, str]:
-    """``(name, why)``: ``requested``, else ``slurm`` when sbatch is on PATH and
-    slurmctld answers, else ``local``. ``why`` is printed, so the choice is never silent."""
+    """``(name, why)``: ``requested``, else the first installed batch scheduler (by
+    name) that is reachable now, else ``local``. ``why`` is printed, so the choice is
+    never silent."""
     if requested:
         return requested, "--scheduler"
+    from xfer_core.bulk.scheduler import Scheduler
     from xfer_core.registry import get_registry
 
-    try:
-        slurm = get_registry().get("scheduler", "slurm")
-    except XferError as exc:
-        return "local", f"the default: no slurm scheduler ({exc.message})"
-    avail = slurm.reachable(env)
-    if avail.ok:
-        return "slurm", "the default: slurmctld answers; --scheduler local runs here instead"
-    return "local", f"the default: slurm is not reachable ({avail.reason})"
+    reasons = []
+    for sched in get_registry().all("scheduler"):
+        if sched.name == "local" or not isinstance(sched, Scheduler):
+            continue
+        avail = sched.reachable(env)
+        if avail.ok:
+            said = avail.reason or f"{sched.name} is reachable"
+            return sched.name, f"the default: {said}; --scheduler local runs here instead"
+        reasons.append(f"{sched.name} is not reachable ({avail.reason})")
+    if not reasons:
+        return "local", "the default: no batch scheduler is installed"
+    return "local", f"the default: {'; '.join(reasons)}"
 
 
 @no_group_write()
@@ -119,8 +126,12 @@ def prepare_run(
     *,
     on_stage: StageHook | None = None,
     env: dict[str, str] | None = None,
+    checked: bool = False,
 ) -> Prepared:
-    """Build (or reuse) the manifest, analyze it, shard it and render the scripts."""
+    """Build (or reuse) the manifest, analyze it, shard it and render the scripts.
+
+    ``checked``: the caller ran :func:`check_run_dir` on an existing ``run_dir`` in
+    this command; it is not checked again (a missing one is created and checked)."""
     from xfer_core.manifest.analyze import analyze_manifest
     from xfer_core.manifest.build import build_manifest, normalize_dest
     from xfer_core.manifest.lister import ListOptions, select_lister, split_flags
@@ -132,10 +143,11 @@ def prepare_run(
             on_stage(name, details)
 
     root = Path(run_dir).resolve()
+    checked = checked and os.path.lexists(root)
     if prep.num_shards is not None and prep.auto:
         raise ConfigError("give --num-shards N or --auto, not both")
     if prep.num_shards is None and not prep.auto:
-        previous = _previous_shard_count(root)
+        previous = _previous_shard_count(root, checked)
         if previous is None:
             # upstream xfer's default was a fixed 256 (empty shards for small trees): the
             # analysis' suggestion instead, said in one line
@@ -152,7 +164,9 @@ def prepare_run(
     # credentials inside them are refused before anything is written
     check_root_credentials(prep.source, "source")
     given = (select_lister(prep.source).normalize_root(prep.source), normalize_dest(prep.dest))
-    make_run_dir(root)
+    if not checked:
+        make_run_dir(root)
+        checked = True
     # fail on a bad rclone.conf before listing anything
     conf = check_rclone_config(render.rclone_config) if render.rclone_config else None
     manifest = root / "manifest.jsonl"
@@ -222,7 +236,7 @@ def prepare_run(
         flags = shlex.join(engine.suggested_flags(analysis))
         render = msgspec.structs.replace(render, rclone_flags=flags)
     render = msgspec.structs.replace(render, source_root=given[0], dest_root=given[1])
-    resolved = render_run(root, render, env=env)
+    resolved = render_run(root, render, env=env, checked=checked)
     stage(
         "render",
         runtime=resolved.runtime,

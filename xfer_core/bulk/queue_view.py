@@ -1,7 +1,7 @@
-"""What the schedulers say about a run's jobs (``squeue`` for Slurm), for status and retry.
+"""What the schedulers say about a run's jobs (their ``queue_info``), for status and retry.
 
-Optional by design: a scheduler that cannot be asked (no ``squeue`` here, controller
-down, not installed) gives a view with ``reachable=False`` and a one-line ``message``;
+Optional by design: a scheduler that cannot be asked (its commands missing here, its
+controller down, not installed) gives a view with ``reachable=False`` and a one-line ``message``;
 the run dir alone still tells the state.
 """
 
@@ -12,27 +12,9 @@ from collections.abc import Sequence
 
 import msgspec
 
-from xfer_core.bulk.scheduler import JobInfo, Scheduler
+from xfer_core.bulk.scheduler import ALIVE_STATES, JobInfo, Scheduler
 from xfer_core.bulk.state import JobRecord
 from xfer_core.errors import XferError
-
-#: Scheduler states after which a job runs no worker any more (Slurm's words; sacct
-#: appends "by UID" to CANCELLED).
-_ENDED = frozenset(
-    {
-        "COMPLETED",
-        "FAILED",
-        "CANCELLED",
-        "TIMEOUT",
-        "NODE_FAIL",
-        "PREEMPTED",
-        "OUT_OF_MEMORY",
-        "BOOT_FAIL",
-        "DEADLINE",
-        "REVOKED",
-        "SPECIAL_EXIT",
-    }
-)
 
 
 class SchedulerView(msgspec.Struct, kw_only=True):
@@ -52,11 +34,12 @@ class SchedulerView(msgspec.Struct, kw_only=True):
         """Whether any job may still run a worker (None: cannot tell)."""
         if not self.reachable:
             return None
-        return any(j.state.split(" ")[0] not in _ENDED for j in self.jobs)
+        return any(j.status in ALIVE_STATES for j in self.jobs)
 
 
 def ask_schedulers(jobs: Sequence[JobRecord]) -> list[SchedulerView]:
-    """Each recorded scheduler's view of its jobs (``squeue`` for Slurm); never raises."""
+    """Each recorded scheduler's view of its jobs, states mapped onto
+    :class:`~xfer_core.bulk.scheduler.JobState`; never raises."""
     from xfer_core.registry import get_registry
 
     by_name: dict[str, list[str]] = {}
@@ -75,7 +58,10 @@ def ask_schedulers(jobs: Sequence[JobRecord]) -> list[SchedulerView]:
             if not avail.ok:
                 view.message = f"not reachable ({avail.reason}); state from the run dir only"
             else:
-                view.jobs = list(sched.queue_info(ids))
+                view.jobs = [
+                    msgspec.structs.replace(j, status=sched.job_state(j.state))
+                    for j in sched.queue_info(ids)
+                ]
                 view.reachable = True
                 view.states = dict(Counter(j.state for j in view.jobs))
         except XferError as exc:

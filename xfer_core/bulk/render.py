@@ -1,10 +1,10 @@
-"""Render a run dir's scripts: ``worker.sh``, ``sbatch_array.sh``, ``submit.sh``,
-``config.resolved.json``, and ``files.sha256`` (each shard list's digest from
-``shards.meta.json``, which the worker checks before it copies a shard).
+"""Render a run dir's scripts: ``worker.sh``, the scheduler's job files (its
+:meth:`~xfer_core.bulk.scheduler.Scheduler.job_files`), ``config.resolved.json``, and
+``files.sha256`` (each shard list's digest from ``shards.meta.json``, which the
+worker checks before it copies a shard).
 
-Every value that reaches a shell is quoted with :func:`shlex.quote`; values that
-land in ``#SBATCH`` lines (which sbatch parses itself, not a shell) are checked
-against strict formats instead. ``rclone.conf`` is referenced by path only: it
+Every value that reaches a shell is quoted with :func:`shlex.quote`; a scheduler
+checks the values it writes into its own directives against strict formats. ``rclone.conf`` is referenced by path only: it
 must be mode 0600, is mounted read-only into containers, and is never copied
 into the run dir or printed.
 """
@@ -19,7 +19,7 @@ import time
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -32,10 +32,8 @@ from xfer_core.errors import ConfigError, XferError
 from xfer_core.manifest.roots import REDACTED, is_secret_name, redact_root
 
 if TYPE_CHECKING:
+    from xfer_core.bulk.scheduler import Scheduler
     from xfer_core.manifest.shard import ShardMeta
-
-#: Slurm's default ``MaxArraySize`` when the cluster cannot be asked.
-DEFAULT_MAX_ARRAY_SIZE = 1001
 
 _SENTINEL = "\x00xfer-args\x00"
 
@@ -62,20 +60,22 @@ class RenderOptions(msgspec.Struct, kw_only=True):
     #: Runtime name; None picks ``pyxis`` when an image is given, else ``host``.
     runtime: str | None = None
     max_attempts: int = 3
+    #: The scheduler whose job files are rendered (``xfer run``: the one it picked).
+    scheduler: str = "slurm"
+    #: The scheduler's own options (``-O NAME=VALUE``), checked against its ``Options``.
+    scheduler_options: dict[str, Any] = {}
     engine: str = "rclone"
     #: ``hash`` (size + hash where both sides have one), ``size``, or ``check``
     #: (hash, plus a listing check of every record after the copy).
     verify: str = "hash"
-    #: None: ask the Slurm scheduler (``scontrol show config``), else 1001.
+    #: None: ask the scheduler (:meth:`~xfer_core.bulk.scheduler.Scheduler.max_tasks`).
     max_array_size: int | None = None
-    #: Seconds before the time limit when Slurm sends USR1 (``--signal=B:USR1@N``).
+    #: Seconds before the time limit when the scheduler warns the worker (USR1).
     signal_seconds: int = 120
     #: Override the roots recorded in the shards (default: from shard 0's first record).
     #: Roots given here come from the user, not from a file: they are trusted.
     source_root: str | None = None
     dest_root: str | None = None
-    #: More sbatch options (``--sbatch-extras``): ``--account=x --qos=y`` or ``#SBATCH`` lines.
-    sbatch_extras: str = ""
     #: More ``srun`` flags for the pyxis runtime (``--pyxis-extra``), one string as typed.
     pyxis_extra: str = ""
     #: Accept rclone connection strings among the roots read from shards.meta.json
@@ -94,6 +94,7 @@ class ResolvedConfig(msgspec.Struct, kw_only=True):
     num_shards: int
     #: Array tasks; task t runs shards t, t+tasks, ...
     tasks: int
+    #: Most tasks per submission (0: no limit).
     max_array_size: int
     array_concurrency: int
     max_attempts: int
@@ -112,8 +113,11 @@ class ResolvedConfig(msgspec.Struct, kw_only=True):
     signal_seconds: int
     #: The runtime-wrapped tool command (``"$@"`` = the engine's arguments).
     tool_command: str
-    #: ``--sbatch-extras`` as the ``#SBATCH`` options written into sbatch_array.sh.
-    sbatch_extras: list[str] = []
+    #: The scheduler whose job files were rendered, and its options (``-O``).
+    scheduler: str = ""
+    scheduler_options: dict[str, Any] = {}
+    #: The job files it rendered.
+    job_files: list[str] = []
     #: ``--pyxis-extra``, split.
     pyxis_extra: list[str] = []
     #: Why this runtime (``--runtime``, or which default), printed by the CLI.
@@ -121,20 +125,6 @@ class ResolvedConfig(msgspec.Struct, kw_only=True):
 
 
 # --- checks ------------------------------------------------------------------------
-
-_JOB_NAME = re.compile(r"[A-Za-z0-9_.+@=-]{1,200}")
-_PARTITION = re.compile(r"[A-Za-z0-9_.-]+(,[A-Za-z0-9_.-]+)*")
-_TIME = re.compile(r"(\d+-)?\d+(:\d+){0,2}|(\d+-\d+)|UNLIMITED|INFINITE|infinite|unlimited")
-_MEM = re.compile(r"\d+[KMGT]?")
-
-
-def _check_sbatch_value(flag: str, value: str, pattern: re.Pattern[str], example: str) -> str:
-    if not pattern.fullmatch(value):
-        raise ConfigError(
-            f"{flag} {value!r} is not accepted in an #SBATCH line",
-            hint=f"use a value like {example}",
-        )
-    return value
 
 
 def check_rclone_config(path: str | os.PathLike[str]) -> str:
@@ -255,51 +245,6 @@ def _secret_flags(flags: list[str], engine: ShardEngine, runtime: ContainerRunti
             hint="put them in rclone.conf (--rclone-config: mounted read-only)",
         )
     return secrets
-
-
-_SBATCH_NAME = re.compile(r"--?[A-Za-z][A-Za-z0-9-]*")
-_SBATCH_VALUE = re.compile(r"[A-Za-z0-9_.,:@%+/=*\[\]-]*")
-#: Options xfer sets itself (the array and its throttle, the log path, the environment).
-_SBATCH_OWN = frozenset({"--array", "-a", "--export", "--output", "-o", "--wrap"})
-
-
-def sbatch_extra_options(text: str) -> list[str]:
-    """``--sbatch-extras`` as ``--name=value`` options, one per ``#SBATCH`` line.
-
-    Takes ``--account=proj --qos high`` or upstream's ``#SBATCH --account=proj\\n#SBATCH
-    --qos=high`` (a literal ``\\n`` is a line break, as upstream reads it). Values are
-    limited to characters that cannot end the directive or reach a shell.
-    """
-    words: list[str] = []
-    for raw in text.replace("\\n", "\n").splitlines():
-        line = raw.strip()
-        if line.startswith("#SBATCH"):
-            line = line[len("#SBATCH") :]
-        elif line.startswith("#"):
-            continue
-        try:
-            words += shlex.split(line)
-        except ValueError as exc:
-            raise ConfigError(f"--sbatch-extras {text!r}: {exc}") from None
-    options: list[str] = []
-    for word in words:
-        if not word.startswith("-") and options and "=" not in options[-1]:
-            options[-1] += f"={word}"  # "--qos high"
-            continue
-        options.append(word)
-    for option in options:
-        name, _, value = option.partition("=")
-        if not _SBATCH_NAME.fullmatch(name) or not _SBATCH_VALUE.fullmatch(value):
-            raise ConfigError(
-                f"--sbatch-extras: {option!r} is not an sbatch option xfer can write",
-                hint="write options as --name=value, e.g. --account=proj --qos=high",
-            )
-        if name in _SBATCH_OWN:
-            raise ConfigError(
-                f"--sbatch-extras: {name} is set by xfer itself",
-                hint="--array-concurrency sets the throttle; logs go to RUN/logs",
-            )
-    return options
 
 
 def parse_flags(flags: str) -> list[str]:
@@ -434,79 +379,63 @@ def fill_template(template: str, values: dict[str, str]) -> str:
     return _MARKER.sub(lambda m: values[m.group(1)], template)
 
 
-def render_sbatch(run_dir: Path, opts: RenderOptions, tasks: int, concurrency: int) -> str:
-    """``sbatch_array.sh``: the array job; each task runs ``worker.sh --task $SLURM_ARRAY_TASK_ID``."""
-    job_name = _check_sbatch_value("--job-name", opts.job_name, _JOB_NAME, "xfer-run1")
-    time_limit = _check_sbatch_value("--time-limit", opts.time_limit, _TIME, "24:00:00")
-    mem = _check_sbatch_value("--mem", opts.mem, _MEM, "8G")
-    lines = [
-        "#!/usr/bin/env bash",
-        f"#SBATCH --job-name={job_name}",
-        f"#SBATCH --array=0-{tasks - 1}%{concurrency}",
-        f"#SBATCH --time={time_limit}",
-    ]
-    if opts.partition:
-        part = _check_sbatch_value("--partition", opts.partition, _PARTITION, "transfer")
-        lines.append(f"#SBATCH --partition={part}")
-    lines += [f"#SBATCH {option}" for option in sbatch_extra_options(opts.sbatch_extras)]
-    lines += [
-        "#SBATCH --ntasks=1",
-        f"#SBATCH --cpus-per-task={int(opts.cpus_per_task)}",
-        f"#SBATCH --mem={mem}",
-        f"#SBATCH --output={_log_pattern(run_dir)}",
-        "#SBATCH --requeue",
-        f"#SBATCH --signal=B:USR1@{int(opts.signal_seconds)}",
-        "# Generated by xfer. Submit with submit.sh, `xfer slurm submit`, or sbatch:",
-        "#   sbatch RUN_DIR/sbatch_array.sh",
-        "# `xfer slurm submit` submits only the tasks whose shards are not done.",
-        "# The batch shell becomes worker.sh, so USR1 (time limit) reaches its trap.",
-        f'exec bash {sh(str(run_dir / "worker.sh"))} --task "$SLURM_ARRAY_TASK_ID"',
-        "",
-    ]
-    return "\n".join(lines)
+#: What the batch options may hold whatever the scheduler (each checks its own format too):
+#: they are written into job file directives, never through a shell.
+_BATCH_VALUES = {
+    "--job-name": (re.compile(r"[A-Za-z0-9_.+@=-]{1,200}"), "xfer-run1"),
+    "--partition": (re.compile(r"[A-Za-z0-9_.@*-]+(,[A-Za-z0-9_.@*-]+)*"), "transfer"),
+    "--time-limit": (re.compile(r"[0-9A-Za-z:-]{1,32}"), "24:00:00"),
+    "--mem": (re.compile(r"[0-9]+[A-Za-z]{0,2}"), "8G"),
+}
 
 
-_PLAIN_PATH = re.compile(r"[A-Za-z0-9_./+-]+")
+def check_batch_values(opts: RenderOptions) -> None:
+    """Refuse batch option values no scheduler could write into a directive, before
+    anything is written (also when the run's scheduler writes no job file)."""
+    values = {
+        "--job-name": opts.job_name,
+        "--partition": opts.partition,
+        "--time-limit": opts.time_limit,
+        "--mem": opts.mem,
+    }
+    for flag, value in values.items():
+        pattern, example = _BATCH_VALUES[flag]
+        if value is not None and not pattern.fullmatch(value):
+            raise ConfigError(
+                f"{flag} {value!r} is not a value a batch scheduler can take",
+                hint=f"use a value like {example}",
+            )
 
 
-def _log_pattern(run_dir: Path) -> str:
-    """Slurm's output path: absolute, so ``sbatch RUN/sbatch_array.sh`` works from anywhere
-    (upstream's habit); relative to the run dir when the path has characters an
-    ``#SBATCH`` line cannot carry (then submit from the run dir, as submit.sh does)."""
-    path = f"{run_dir}/logs/slurm-%A_%a.out"
-    return path if _PLAIN_PATH.fullmatch(str(run_dir)) else "logs/slurm-%A_%a.out"
-
-
-def render_submit(run_dir: Path) -> str:
-    """``submit.sh``: submit (or re-submit) the whole array by hand."""
-    return "\n".join(
-        [
-            "#!/usr/bin/env bash",
-            "# Submit this run's array job; tasks whose shards are done exit at once.",
-            "# `xfer slurm submit --run-dir RUN` submits only tasks with work left and",
-            "# records the job id in jobs.json. Extra arguments go to sbatch.",
-            "set -euo pipefail",
-            f"cd -- {sh(str(run_dir))}",
-            'exec sbatch --parsable "$@" sbatch_array.sh',
-            "",
-        ]
-    )
-
-
-def resolve_max_array_size(opts: RenderOptions, env: dict[str, str] | None = None) -> int:
-    """``opts.max_array_size``, else the Slurm scheduler's answer, else 1001."""
+def resolve_max_array_size(
+    opts: RenderOptions, scheduler: Scheduler, env: dict[str, str] | None = None
+) -> int | None:
+    """``opts.max_array_size``, else the scheduler's limit (None: no limit)."""
     if opts.max_array_size is not None:
         if opts.max_array_size < 1:
             raise ConfigError("--max-array-size must be at least 1")
         return opts.max_array_size
-    from xfer_core.registry import get_registry
+    return scheduler.max_tasks(env)
 
-    try:
-        slurm = get_registry().get("scheduler", "slurm")
-    except XferError:
-        return DEFAULT_MAX_ARRAY_SIZE
-    found = slurm.max_tasks(env)
-    return int(found) if found else DEFAULT_MAX_ARRAY_SIZE
+
+def write_job_files(root: Path, scheduler: Scheduler, resolved: ResolvedConfig) -> list[str]:
+    """Write ``scheduler``'s job files for ``resolved`` into ``root`` (mode 0700)."""
+    options = scheduler.parse_options(resolved.scheduler_options)
+    files = scheduler.job_files(root, resolved, options)
+    for name in files:
+        if not _PLAIN_NAME.fullmatch(name) or name in _CORE_FILES:
+            raise XferError(
+                f"scheduler {scheduler.name} renders {name!r}: not a plain file name of its own"
+            )
+    for name, text in files.items():
+        atomic_write_text(root / name, text, perms=0o700)
+    return sorted(files)
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_CORE_FILES = frozenset(
+    {"worker.sh", "config.resolved.json", "files.sha256", "jobs.json", "secrets.env"}
+)
 
 
 @no_group_write()
@@ -515,15 +444,19 @@ def render_run(
     opts: RenderOptions,
     *,
     env: dict[str, str] | None = None,
+    checked: bool = False,
 ) -> ResolvedConfig:
-    """Write ``worker.sh``, ``sbatch_array.sh``, ``submit.sh`` and ``config.resolved.json``.
+    """Write ``worker.sh``, the scheduler's job files and ``config.resolved.json``.
 
-    Raises :class:`XferError` for bad options (before writing anything).
+    Raises :class:`XferError` for bad options (before writing anything). ``checked``:
+    the caller has already run :func:`check_run_dir` on ``run_dir`` in this command.
     """
     from xfer_core.registry import get_registry
 
-    root = check_run_dir(run_dir)
+    root = Path(run_dir).resolve() if checked else check_run_dir(run_dir)
     registry = get_registry()
+    scheduler: Scheduler = registry.get("scheduler", opts.scheduler)
+    sched_options = scheduler.parse_options(dict(opts.scheduler_options))
     engine: ShardEngine = registry.get("shard_engine", opts.engine)
     runtime_name, why = runtime_choice(opts)
     runtime: ContainerRuntime = registry.get("runtime", runtime_name)
@@ -540,6 +473,7 @@ def render_run(
             f"runtime {runtime_name} ({why}) is not available here: {avail.reason}; "
             "its shards fail unless the compute nodes have it"
         )
+    check_batch_values(opts)
     if opts.max_attempts < 1:
         raise ConfigError("--max-attempts must be at least 1")
     if opts.array_concurrency < 1:
@@ -574,15 +508,13 @@ def render_run(
             hint="rebuild the manifest with --source and --dest",
         )
     flags = parse_flags(opts.rclone_flags)
-    extras = sbatch_extra_options(opts.sbatch_extras)
     try:
         pyxis_extra = shlex.split(opts.pyxis_extra)
     except ValueError as exc:
         raise ConfigError(f"--pyxis-extra {opts.pyxis_extra!r}: {exc}") from None
     secrets = _secret_flags(flags, engine, runtime)
-    max_array = resolve_max_array_size(opts, env)
-    tasks = min(found, max_array)
-    concurrency = min(opts.array_concurrency, tasks)
+    max_array = resolve_max_array_size(opts, scheduler, env)
+    tasks = min(found, max_array) if max_array else found
     ctx = EngineContext(
         source_root=source_root,
         dest_root=dest_root,
@@ -605,7 +537,6 @@ def render_run(
         image=opts.rclone_image,
         pyxis_extra=pyxis_extra,
     )
-    sbatch = render_sbatch(root, opts, tasks, concurrency)
     engine.prepare(root, range(found), ctx)
     resolved = ResolvedConfig(
         xfer_version=__version__,
@@ -615,7 +546,7 @@ def render_run(
         dest_root=redact_root(dest_root),
         num_shards=found,
         tasks=tasks,
-        max_array_size=max_array,
+        max_array_size=max_array or 0,
         array_concurrency=opts.array_concurrency,
         max_attempts=opts.max_attempts,
         engine=engine.name,
@@ -631,10 +562,14 @@ def render_run(
         mem=opts.mem,
         signal_seconds=opts.signal_seconds,
         tool_command=tool,
-        sbatch_extras=extras,
         pyxis_extra=pyxis_extra,
         runtime_reason=why,
+        scheduler=scheduler.name,
+        scheduler_options=msgspec.to_builtins(sched_options),
     )
+    # the scheduler checks what it writes now, before anything is written
+    jobs = scheduler.job_files(root, resolved, sched_options)
+    resolved.job_files = sorted(jobs)
     make_subdirs(root)
     if secrets.env:
         from xfer_core.output import current
@@ -654,8 +589,7 @@ def render_run(
         "".join(f"{s.files_sha256}  {s.files}\n" for s in meta.shards),
         perms=0o600,
     )
-    atomic_write_text(root / "sbatch_array.sh", sbatch, perms=0o700)
-    atomic_write_text(root / "submit.sh", render_submit(root), perms=0o700)
+    write_job_files(root, scheduler, resolved)
     atomic_write_text(
         root / "config.resolved.json",
         msgspec.json.format(msgspec.json.encode(resolved)).decode() + "\n",
@@ -672,7 +606,7 @@ def load_resolved(run_dir: str | os.PathLike[str]) -> ResolvedConfig:
     except FileNotFoundError:
         raise XferError(
             f"{path} does not exist: the run dir is not rendered",
-            hint="render it first: xfer slurm render --run-dir RUN ... (or xfer run)",
+            hint="render it first: xfer run --run-dir RUN ... (or xfer slurm render)",
         ) from None
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         from xfer_core.bulk.upstream import is_upstream

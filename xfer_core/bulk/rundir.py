@@ -35,16 +35,17 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
+
 from xfer_core.errors import ConfigError
 
 #: Subdirectories of a run dir (created 0700).
 SUBDIRS = ("shards", "state", "logs")
 
-#: Top-level files of a run dir that decide what runs or what is reported.
+#: Top-level files of a run dir that decide what runs or what is reported (plus the
+#: scheduler's job files that config.resolved.json names).
 RUN_FILES = (
     "worker.sh",
-    "sbatch_array.sh",
-    "submit.sh",
     "config.resolved.json",
     "jobs.json",
     "manifest.jsonl",
@@ -118,7 +119,7 @@ def check_run_dir(path: str | os.PathLike[str]) -> Path:
         raise ConfigError(f"run dir {root} is not a directory")
     _check_owned(root, st, "run dir", me)
     _check_ancestors(root, me)
-    for name in SUBDIRS + RUN_FILES:
+    for name in SUBDIRS + RUN_FILES + _job_files(root):
         entry = root / name
         try:
             est = os.lstat(entry)
@@ -134,6 +135,22 @@ def check_run_dir(path: str | os.PathLike[str]) -> Path:
             )
         _check_owned(entry, est, "run dir entry", me)
     return root
+
+
+class _JobFiles(msgspec.Struct):
+    job_files: list[str] = []
+
+
+def _job_files(root: Path) -> tuple[str, ...]:
+    """The scheduler's job files config.resolved.json names (checked like the others)."""
+    path = root / "config.resolved.json"
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return ()
+        found = msgspec.json.decode(path.read_bytes(), type=_JobFiles).job_files
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError):
+        return ()
+    return tuple(n for n in found if n and "/" not in n and n not in (".", ".."))
 
 
 def make_run_dir(path: str | os.PathLike[str]) -> Path:

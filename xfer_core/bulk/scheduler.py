@@ -10,8 +10,21 @@ scheduler: the worker writes it under ``RUN/state/`` and
 (``worker.sh --task T``: shards ``T, T+TASKS, T+2*TASKS...`` where ``TASKS`` is
 frozen in the script). It exits 0 when all its shards are done, 1 otherwise.
 
-A third-party scheduler (PBS, Flux, Kubernetes jobs...) subclasses
-:class:`Scheduler` and registers an instance from ``register_schedulers``::
+Everything scheduler-specific lives in the scheduler, not in core:
+
+- the job files it submits (:meth:`Scheduler.job_files`, written at render and
+  before a submission);
+- its own options (:attr:`Scheduler.Options`, given as ``-O NAME=VALUE``);
+- the requeue on a time limit: its job file defines the bash functions
+  ``xfer_task_id TASK`` and ``xfer_requeue ID`` and then sources ``worker.sh``
+  (``. worker.sh --task T``), which calls them (see ``worker.sh``);
+- its queue's state words mapped onto :class:`JobState` (:meth:`Scheduler.job_state`);
+- whether it can be reached (:meth:`Scheduler.reachable`, for the default choice),
+  how many tasks one submission may have, and how to cancel.
+
+Core records each submission in ``RUN/jobs.json`` (:mod:`xfer_core.bulk.submit`);
+a scheduler only returns it. A third-party scheduler (PBS, Flux, Kubernetes jobs...)
+subclasses :class:`Scheduler` and registers an instance from ``register_schedulers``::
 
     from xfer_core.bulk.scheduler import Scheduler, Submission, SubmitOptions
     from xfer_core.hookspecs import hookimpl
@@ -31,14 +44,42 @@ A third-party scheduler (PBS, Flux, Kubernetes jobs...) subclasses
 
 from __future__ import annotations
 
+import enum
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
+from xfer_core.errors import ConfigError, XferError
 from xfer_core.plugin import Availability, Kind, Plugin
+
+if TYPE_CHECKING:
+    from xfer_core.bulk.render import ResolvedConfig
+
+
+class JobState(str, enum.Enum):
+    """One scheduler-independent state of a job or array task."""
+
+    #: Queued, held, or waiting to be started again (requeued).
+    PENDING = "pending"
+    #: Running (a worker may be writing the run dir).
+    RUNNING = "running"
+    #: Ended by itself (whatever its exit code: the run dir says how the shards went).
+    ENDED = "ended"
+    #: Ended from outside: cancelled, killed, preempted, node failure.
+    CANCELLED = "cancelled"
+    #: A word the scheduler does not map: treated as still alive (never run twice).
+    UNKNOWN = "unknown"
+
+
+#: States in which a job may still run a worker.
+ALIVE_STATES = frozenset({JobState.PENDING, JobState.RUNNING, JobState.UNKNOWN})
+
+
+class NoOptions(msgspec.Struct, forbid_unknown_fields=True):
+    """A scheduler without options of its own."""
 
 
 class SubmitOptions(msgspec.Struct, kw_only=True):
@@ -46,10 +87,17 @@ class SubmitOptions(msgspec.Struct, kw_only=True):
 
     #: Attempts per shard in this submission (the worker's first try included).
     max_attempts: int = 3
-    #: Extra arguments for the scheduler's submit command (``sbatch``), already split.
+    #: Extra arguments for the scheduler's submit command, already split.
     extra_args: tuple[str, ...] = ()
-    #: Environment additions for the scheduler's commands (e.g. ``SLURM_CONF``).
+    #: Environment additions for the scheduler's commands (e.g. its config file).
     env: dict[str, str] = {}
+    #: Called by a scheduler that runs in the foreground as soon as its job exists, so
+    #: ``RUN/jobs.json`` names it while it runs; core records the returned submission
+    #: otherwise (once either way).
+    started: Callable[[Submission], None] | None = None
+    #: True when core has checked the run dir in this command (``check_run_dir``): a
+    #: scheduler that runs ``worker.sh`` itself checks it otherwise (a library call).
+    run_dir_checked: bool = False
 
 
 class Submission(msgspec.Struct, kw_only=True):
@@ -61,12 +109,12 @@ class Submission(msgspec.Struct, kw_only=True):
     submitted_at: float = msgspec.field(default_factory=time.time)
     #: Shards the submission covers.
     shards: list[int] = []
-    #: Array task ids submitted (Slurm), empty when tasks are shards.
+    #: Array task ids submitted (batch schedulers), empty when tasks are shards.
     tasks: list[int] = []
     #: True when submit() returned after the work ended (local); False when the
     #: work goes on in the background (Slurm).
     finished: bool = False
-    #: Commands the user may want next (``squeue -j ID`` ...), printed by the CLI.
+    #: Commands the user may want next (watch, throttle, cancel), printed by the CLI.
     hints: list[str] = []
 
 
@@ -76,8 +124,10 @@ class JobInfo(msgspec.Struct, kw_only=True):
     job_id: str
     #: Array task id, or None for the whole job / a non-array job.
     task: int | None = None
-    #: Scheduler's state word (``PENDING``, ``RUNNING``, ``COMPLETED``...).
+    #: Scheduler's own state word (``PENDING``, ``qw``, ``RUNNING``...).
     state: str = ""
+    #: ``state`` mapped by :meth:`Scheduler.job_state` (filled in by core).
+    status: JobState = JobState.UNKNOWN
     #: Why it is pending / how it ended, when the scheduler says.
     reason: str = ""
     #: Seconds it has run, when known.
@@ -88,6 +138,28 @@ class Scheduler(Plugin):
     """Base class of schedulers (builtins: ``local``, ``slurm``)."""
 
     kind: ClassVar[Kind] = "scheduler"
+    #: The scheduler's own options (``-O NAME=VALUE`` on ``xfer run`` / ``render``),
+    #: a msgspec Struct with defaults; frozen into ``config.resolved.json``.
+    Options: ClassVar[type[msgspec.Struct]] = NoOptions
+
+    def parse_options(self, values: dict[str, Any]) -> msgspec.Struct:
+        """``values`` (strings as typed, or values from config.resolved.json) checked
+        against :attr:`Options`; a :class:`ConfigError` naming the known options otherwise."""
+        try:
+            return msgspec.convert(values, type=self.Options, strict=False)
+        except msgspec.ValidationError as exc:
+            known = ", ".join(self.Options.__struct_fields__) or "none"
+            raise ConfigError(
+                f"scheduler {self.name} option: {exc}",
+                hint=f"options of {self.name}: {known} (`xfer plugins --json` describes them)",
+            ) from None
+
+    def job_files(self, run_dir: Path, resolved: ResolvedConfig, options: Any) -> dict[str, str]:
+        """The job files to write into ``run_dir`` (name -> text, mode 0700): what the
+        scheduler submits. A job file runs array task T as ``. worker.sh --task T``
+        after defining ``xfer_task_id`` and ``xfer_requeue`` (see ``worker.sh``).
+        Raise :class:`ConfigError` for values it cannot write. Default: none."""
+        return {}
 
     def submit(
         self,
@@ -100,9 +172,9 @@ class Scheduler(Plugin):
 
         ``run_dir`` is rendered (``worker.sh``, ``config.resolved.json``). A batch
         scheduler returns once the job is queued (``finished=False``); the local
-        scheduler returns when every shard is done or out of attempts. Raise
-        :class:`xfer_core.errors.XferError` when the job cannot be submitted.
-        The caller records the result in ``RUN/jobs.json``.
+        scheduler returns when every shard is done or out of attempts (and calls
+        ``options.started`` first). Raise :class:`xfer_core.errors.XferError` when the
+        job cannot be submitted. Core records the result in ``RUN/jobs.json``.
         """
         raise NotImplementedError
 
@@ -114,6 +186,25 @@ class Scheduler(Plugin):
         Default: nothing known (a scheduler without a queue)."""
         return []
 
+    def job_state(self, word: str) -> JobState:
+        """Map one of the scheduler's state words (as in :attr:`JobInfo.state`) onto
+        :class:`JobState`. Default: UNKNOWN (treated as alive)."""
+        return JobState.UNKNOWN
+
+    def pending_help(self, reason: str) -> str | None:
+        """What a pending reason of this scheduler means for the user, or None."""
+        return None
+
+    def cancel(self, job_ids: Sequence[str], env: dict[str, str] | None = None) -> None:
+        """Stop ``job_ids`` (queued or running). A worker stopped this way records its
+        shard as interrupted, never done. Default: nothing to cancel (a scheduler
+        whose submit returns after the work ended)."""
+        raise XferError(f"scheduler {self.name} cannot cancel jobs")
+
+    def cancel_hint(self, job_ids: Sequence[str]) -> str:
+        """The command a user runs to cancel ``job_ids`` (shown in errors)."""
+        return "wait for it to end"
+
     def reachable(self, env: dict[str, str] | None = None) -> Availability:
         """Can jobs be submitted from here right now? May contact the scheduler
         (bounded by a short timeout), unlike :meth:`check`. Used to pick the
@@ -122,5 +213,5 @@ class Scheduler(Plugin):
 
     def max_tasks(self, env: dict[str, str] | None = None) -> int | None:
         """Most tasks one submission may have (Slurm: ``MaxArraySize``), or None for
-        no limit. ``xfer slurm render`` maps several shards per task above it."""
+        no limit. Rendering maps several shards per task above it."""
         return None

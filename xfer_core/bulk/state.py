@@ -13,8 +13,8 @@ current sharding in ``RUN/shards/shards.meta.json``:
   a failed attempt.
 - ``shard_<i>.attempt`` counts attempts started, over every submission; ``shard_<i>.fail``
   holds the reason of the last failed attempt; ``shard_<i>.interrupted`` counts the
-  attempts stopped from outside (SIGTERM/SIGINT: scancel, ``scontrol requeue`` by an
-  admin, preemption, a node set DOWN, Ctrl-C), which are not the shard's failures. Each
+  attempts stopped from outside (SIGTERM/SIGINT: a cancel or a requeue by an admin,
+  preemption, a node set DOWN, Ctrl-C), which are not the shard's failures. Each
   submission gives a shard ``max_attempts`` tries, so its *attempt limit* is
   ``max_attempts`` times the number of submissions (``jobs.json``) that included it (at
   least one). With ``attempts - interrupted`` at the limit the failure is permanent

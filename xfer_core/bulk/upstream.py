@@ -164,11 +164,14 @@ RENDER_KEYS = {
     "rclone_config_host": "rclone_config",
     "rclone_flags": "rclone_flags",
     "max_attempts": "max_attempts",
-    "sbatch_extras": "sbatch_extras",
     "pyxis_extra": "pyxis_extra",
 }
 
 
 def render_values(config: dict[str, Any]) -> dict[str, Any]:
-    """The RenderOptions fields upstream's frozen config gives (only those it has)."""
-    return {ours: config[theirs] for theirs, ours in RENDER_KEYS.items() if theirs in config}
+    """The RenderOptions fields upstream's frozen config gives (only those it has).
+    Upstream ran on Slurm only: its ``sbatch_extras`` is the slurm plugin's ``extras``."""
+    values = {ours: config[theirs] for theirs, ours in RENDER_KEYS.items() if theirs in config}
+    if config.get("sbatch_extras"):
+        values["scheduler_options"] = {"extras": config["sbatch_extras"]}
+    return values

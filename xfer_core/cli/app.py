@@ -39,7 +39,7 @@ COMMAND_MODULES = (
     "sync_cmd",
     "config_cmd",
     "manifest_cmd",
-    "slurm_cmd",
+    "batch_cmd",
     "run_cmd",
     "status_cmd",
     "plugins_cmd",

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from xfer_core.cli.slurm_opts import TrustRootsOption
+from xfer_core.cli.render_opts import TrustRootsOption
 from xfer_core.output import human_bytes
 
 if TYPE_CHECKING:
@@ -357,7 +357,7 @@ def build(
         hashes=_parse_hash(hash_),
     )
     if container_conf_path is not None and runtime in ("", "host"):
-        from xfer_core.cli.slurm_opts import mapped
+        from xfer_core.cli.render_opts import mapped
 
         mapped(
             "--container-conf-path",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from xfer_core.cli.slurm_opts import TrustRootsOption
+from xfer_core.cli.render_opts import TrustRootsOption
 from xfer_core.output import current
 
 if TYPE_CHECKING:

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from xfer_core.cli.slurm_cmd import print_submission
-from xfer_core.cli.slurm_opts import RunDir, with_render_options
+from xfer_core.cli.batch_cmd import print_submission
+from xfer_core.cli.render_opts import RunDir, with_render_options
 from xfer_core.output import human_bytes
 
 if TYPE_CHECKING:
@@ -123,8 +123,8 @@ def run_cmd(
         str | None,
         typer.Option(
             "--scheduler",
-            help="local | slurm (default: slurm when sbatch is on PATH and slurmctld "
-            "answers, else local).",
+            help="A scheduler plugin: local, slurm, ... (`xfer plugins`; default: the first "
+            "batch scheduler that is reachable, e.g. slurm when slurmctld answers, else local).",
         ),
     ] = None,
     submit: Annotated[
@@ -197,10 +197,11 @@ def run_cmd(
     root = run_dir.resolve()
     if (source is None) != (dest is None):
         raise ConfigError("give both --source and --dest (or neither, to resume a run dir)")
-    if os.path.lexists(root):
+    checked = os.path.lexists(root)
+    if checked:
         from xfer_core.bulk.rundir import check_run_dir
 
-        check_run_dir(root)  # before anything is printed, read or moved in it
+        check_run_dir(root)  # once, before anything is printed, read or moved in it
     adopted = adopt(root)
     if adopted is not None:
         out.info(
@@ -234,10 +235,7 @@ def run_cmd(
         # before listing or re-rendering anything: a live array still reads them
         refuse_if_alive(root, "re-listing the source" if rebuild else "submitting again")
     if source is not None and dest is not None:
-        if chosen != "slurm":
-            render = msgspec.structs.replace(
-                render, max_array_size=render.max_array_size or 1 << 24
-            )
+        render = msgspec.structs.replace(render, scheduler=chosen)
         prepared = prepare_run(
             root,
             PrepareOptions(
@@ -251,6 +249,7 @@ def run_cmd(
             ),
             render,
             on_stage=_stage_printer(out),
+            checked=checked,
         )
         if prepared.resolved is None:
             out.event("summary", run_dir=str(root), shards=0, objects=0, bytes=0)
@@ -274,8 +273,9 @@ def run_cmd(
         out.info(f"ready: {root} (scheduler {chosen}); start it with:")
         out.info(f"  xfer run --run-dir {root} --scheduler {chosen} --submit")
         return
-    sub = submit_run(root, chosen, concurrency=render.array_concurrency)
-    if chosen == "local" or (sub is not None and sub.finished):
+    # the run dir was checked and the queue asked above: not again
+    sub = submit_run(root, chosen, concurrency=render.array_concurrency, checked=True)
+    if sub is None or sub.finished:
         if sub is None:
             out.info(f"{root}: every shard is done; nothing to run")
         raise typer.Exit(summarize_local(root, started))

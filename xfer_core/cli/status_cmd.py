@@ -66,31 +66,23 @@ def summary_lines(snap: StatusReport) -> list[str]:
 
 
 #: What Slurm's common pending reasons mean for a run, and what to do.
-_PENDING_HELP = {
-    "PartitionConfig": "the request never fits the partition (CPUs, memory, time): "
-    "re-render with smaller --cpus-per-task / --mem / --time-limit, or another --partition",
-    "PartitionNodeLimit": "the request never fits the partition's nodes: "
-    "re-render with smaller --cpus-per-task / --mem",
-    "PartitionTimeLimit": "--time-limit exceeds the partition's MaxTime: re-render with less",
-    "Resources": "waiting for free CPUs or memory",
-    "Priority": "other jobs come first",
-    "JobArrayTaskLimit": "the array's throttle (--array-concurrency) is reached",
-    "BeginTime": "a requeued task waits a few seconds before it runs again",
-    "ReqNodeNotAvail": "the nodes it needs are down or reserved",
-}
 
 
 def _pending_lines(snap: StatusReport) -> list[str]:
     """Why the scheduler keeps tasks pending, first and explained (a run that waits
     forever must say so)."""
+    from xfer_core.bulk.scheduler import JobState
+    from xfer_core.registry import get_registry
+
     lines = []
     for view in snap.views:
+        sched = get_registry().get("scheduler", view.scheduler)
         reasons: dict[str, int] = {}
         for job in view.jobs:
-            if job.state == "PENDING" and job.reason:
+            if job.status == JobState.PENDING and job.reason:
                 reasons[job.reason] = reasons.get(job.reason, 0) + 1
         for reason, n in sorted(reasons.items()):
-            help_text = _PENDING_HELP.get(reason, f"see `squeue -j {','.join(view.job_ids)}`")
+            help_text = sched.pending_help(reason) or "see the scheduler's queue"
             lines.append(f"PENDING ({view.scheduler}): {n} task(s) wait for {reason}: {help_text}")
     return lines
 
@@ -262,16 +254,16 @@ def status(
     no_scheduler: Annotated[
         bool,
         typer.Option(
-            "--no-scheduler", help="Do not ask the scheduler (squeue); the run dir alone."
+            "--no-scheduler", help="Do not ask the scheduler (its queue); the run dir alone."
         ),
     ] = False,
 ) -> None:
     """Show the state of a run: shards done/running/retrying/failed/pending, attempts,
     objects and bytes done, rate and ETA, the last error of each failed shard.
 
-    Works from the run dir alone (any scheduler); for Slurm runs it adds what
-    `squeue` says about the jobs of `jobs.json` (task states, pending reasons),
-    or one line saying why it could not be asked.
+    Works from the run dir alone (any scheduler); for batch schedulers (slurm, ...)
+    it adds what their queue says about the jobs of `jobs.json` (task states,
+    pending reasons), or one line saying why it could not be asked.
 
     Rate and ETA: bytes of the shards finished since the latest submission
     (`.done` file times) divided by the time since that submission; ETA is the
@@ -368,8 +360,8 @@ def retry(
     """
     from xfer_core.bulk.status import plan_retry
     from xfer_core.bulk.submit import submit_run
+    from xfer_core.cli.batch_cmd import print_submission
     from xfer_core.cli.run_cmd import summarize_local
-    from xfer_core.cli.slurm_cmd import print_submission
 
     out = current()
     started = time.monotonic()
@@ -388,7 +380,8 @@ def retry(
         raise typer.Exit(plan.exit_code)
     out.event("retry", scheduler=chosen, shards=todo)
     out.info(f"retrying {len(todo)} shard(s) on the {chosen} scheduler")
-    sub = submit_run(root, chosen, concurrency=array_concurrency, shards=todo)
+    # checked and refused above: not twice
+    sub = submit_run(root, chosen, concurrency=array_concurrency, shards=todo, checked=True)
     if sub is not None and sub.finished:
         raise typer.Exit(summarize_local(root, started))
     print_submission(sub, root)

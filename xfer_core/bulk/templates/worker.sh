@@ -3,7 +3,14 @@
 # edit (re-render with `xfer slurm render` or `xfer run` instead).
 #
 #   worker.sh SHARD...     run these shards (the local scheduler, or by hand)
-#   worker.sh --task T     run array task T: shards T, T+TASKS, T+2*TASKS, ... (Slurm)
+#   worker.sh --task T     run array task T: shards T, T+TASKS, T+2*TASKS, ...
+#
+# A batch scheduler's job file defines two functions, then sources this file
+# (`. worker.sh --task T`), so its time-limit signal (USR1) reaches the trap below:
+#   xfer_task_id T   print an id of the running array task when it runs task T of
+#                    that scheduler's job (fail otherwise: no requeue then)
+#   xfer_requeue ID  put that task back in the queue (it is stopped and runs again)
+# Without them (by hand, the local scheduler) nothing is ever requeued.
 #
 # For each shard: skip it when state/shard_<i>.done holds the shard's digest;
 # else check its .files list against files.sha256 (the files_sha256 of
@@ -38,6 +45,9 @@ REQUEUED=""
 XFER_REASON=""
 
 TASK_MODE=""
+# the scheduler's functions (see the top); none when run by hand
+declare -F xfer_task_id >/dev/null || xfer_task_id() { return 1; }
+declare -F xfer_requeue >/dev/null || xfer_requeue() { return 1; }
 
 # put FILE TEXT: write TEXT to FILE atomically (temp file in state/, then mv; a
 # symlink at FILE is replaced, never followed)
@@ -112,15 +122,16 @@ run_step() {
 }
 
 maybe_requeue() {
-    # Slurm only: requeue this array task while the submission has attempts left. Only
-    # the task's own requeues count (state/task_JOB_TASK.requeues), not SLURM_RESTART_COUNT:
-    # requeues by an admin, preemption or a node set DOWN must not use up attempts.
+    # Requeue this array task while the submission has attempts left, through the
+    # functions of the scheduler's job file. Only the task's own requeues count
+    # (state/task_ID.requeues), not the scheduler's restart count: requeues by an admin,
+    # preemption or a failed node must not use up attempts.
     local task file requeues=0
-    # Only as a Slurm array task (--task T, started by sbatch_array.sh): a worker run by
-    # hand or by the local scheduler inside some other Slurm job must not requeue that job.
-    [ -n "$TASK_MODE" ] && [ -n "${SLURM_ARRAY_JOB_ID:-}" ] || return 0
-    [ "${SLURM_ARRAY_TASK_ID:-}" = "$TASK_MODE" ] || return 0
-    task="${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
+    # Only as an array task (--task T, started by the job file): a worker run by hand or
+    # by the local scheduler inside some batch job must not requeue that job.
+    [ -n "$TASK_MODE" ] || return 0
+    task=$(xfer_task_id "$TASK_MODE") && [ -n "$task" ] || return 0
+    case $task in *[!A-Za-z0-9_.-]*) log "odd array task id $task; not requeued"; return 0 ;; esac
     file="$STATE_DIR/task_$task.requeues"
     [ -f "$file" ] && requeues=$(<"$file")
     case $requeues in '' | *[!0-9]*) requeues=0 ;; esac
@@ -128,7 +139,7 @@ maybe_requeue() {
         REQUEUED=1
         put "$file" "$((requeues + 1))"
         log "requeueing task $task (restart $((requeues + 1)) of $((MAX_ATTEMPTS - 1)))"
-        scontrol requeue "$task" || log "scontrol requeue failed"
+        xfer_requeue "$task" || log "requeue of task $task failed"
     else
         log "no attempts left in this submission ($MAX_ATTEMPTS)"
     fi
@@ -153,7 +164,7 @@ on_signal() {  # REASON EXIT_CODE
     fi
     if [ -n "$CUR_SHARD" ]; then
         log "attempt $CUR_ATTEMPT: $1"
-        # stopped from outside (scancel, scontrol requeue, preemption, node DOWN, Ctrl-C):
+        # stopped from outside (cancel, requeue by an admin, preemption, node down, Ctrl-C):
         # not the shard's failure, so it does not count against max_attempts
         [ "$1" = "time limit" ] || count_interrupted
         put "$STATE_DIR/shard_$CUR_SHARD.fail" "attempt $CUR_ATTEMPT: $1"

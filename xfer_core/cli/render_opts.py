@@ -1,6 +1,9 @@
-"""The options of a rendered run (worker, runtime, Slurm resources), declared once.
+"""The options of a rendered run (worker, runtime, batch resources), declared once.
 
-``xfer run`` and ``xfer slurm render`` take the same options with the same names and
+Batch resources (job name, time limit, partition/queue, CPUs, memory) are what every
+batch scheduler asks for; each scheduler writes them into its own job files. What
+only one scheduler knows is its own option (``-O NAME=VALUE``, declared by the
+plugin's ``Options``). ``xfer run`` and ``xfer slurm render`` take the same options with the same names and
 help. :func:`with_render_options` adds them to a command's signature and hands the
 command one :class:`~xfer_core.bulk.render.RenderOptions` built from them, so a new
 option is declared and mapped here only.
@@ -20,7 +23,7 @@ if TYPE_CHECKING:
     from xfer_core.bulk.render import RenderOptions
 
 WORKER = "Worker options"
-SLURM = "Slurm options"
+BATCH = "Batch scheduler options"
 
 RunDir = Annotated[
     Path, typer.Option("--run-dir", "-r", help="The run dir (holds manifest, shards/, state/).")
@@ -106,44 +109,59 @@ def _declared(
         ),
     ] = 3,
     job_name: Annotated[
-        str, typer.Option("--job-name", help="Slurm job name.", rich_help_panel=SLURM)
+        str, typer.Option("--job-name", help="Job name.", rich_help_panel=BATCH)
     ] = "xfer",
     time_limit: Annotated[
         str,
         typer.Option(
             "--time-limit",
-            help="Slurm time limit per array task (--time).",
-            rich_help_panel=SLURM,
+            help="Time limit per array task ([D-]HH:MM:SS); the worker gets USR1 shortly "
+            "before it and requeues its task while attempts are left.",
+            rich_help_panel=BATCH,
         ),
     ] = "24:00:00",
     partition: Annotated[
-        str | None, typer.Option("--partition", help="Slurm partition.", rich_help_panel=SLURM)
+        str | None,
+        typer.Option(
+            "--partition", help="Partition (Slurm) or queue of the job.", rich_help_panel=BATCH
+        ),
     ] = None,
     cpus_per_task: Annotated[
         int,
-        typer.Option("--cpus-per-task", min=1, help="CPUs per array task.", rich_help_panel=SLURM),
+        typer.Option("--cpus-per-task", min=1, help="CPUs per array task.", rich_help_panel=BATCH),
     ] = 4,
     mem: Annotated[
         str,
-        typer.Option("--mem", help="Memory per array task (e.g. 8G).", rich_help_panel=SLURM),
+        typer.Option("--mem", help="Memory per array task (e.g. 8G).", rich_help_panel=BATCH),
     ] = "8G",
     max_array_size: Annotated[
         int | None,
         typer.Option(
             "--max-array-size",
             min=1,
-            help="Override Slurm's MaxArraySize (default: from `scontrol show config`, else 1001).",
-            rich_help_panel=SLURM,
+            help="Most array tasks per submission (default: the scheduler's limit, e.g. "
+            "Slurm's MaxArraySize); above it each task runs several shards.",
+            rich_help_panel=BATCH,
+        ),
+    ] = None,
+    scheduler_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--scheduler-option",
+            "-O",
+            metavar="NAME=VALUE",
+            help="An option of the scheduler plugin (repeatable), e.g. -O extras='--qos=high' "
+            "for slurm; `xfer plugins --json` lists each scheduler's options.",
+            rich_help_panel=BATCH,
         ),
     ] = None,
     sbatch_extras: Annotated[
         str,
         typer.Option(
             "--sbatch-extras",
-            help="More sbatch options for sbatch_array.sh: '--account=proj --qos=high' or "
-            "upstream's '#SBATCH --account=proj\\n#SBATCH --qos=high'. $SBATCH_ACCOUNT, "
-            "$SBATCH_QOS, ... at submit time work too (sbatch reads them).",
-            rich_help_panel=SLURM,
+            help="Upstream xfer's name of -O extras=... (slurm): '--account=proj --qos=high' "
+            "or '#SBATCH --account=proj\\n#SBATCH --qos=high'.",
+            rich_help_panel=BATCH,
         ),
     ] = "",
     pyxis_extra: Annotated[
@@ -187,19 +205,42 @@ def mapped(flag: str, value: object, how: str) -> None:
 
 def render_options(values: dict[str, Any]) -> RenderOptions:
     """The :class:`RenderOptions` of the shared options' values (by parameter name)."""
-    from xfer_core.bulk.render import RenderOptions
+    from xfer_core.bulk.render import RenderOptions, check_batch_values
 
     config = values["rclone_config"]
     conf_path = values.pop("container_conf_path")
     if conf_path is not None:
         mapped("--container-conf-path", conf_path, CONF_PATH_NOTE)
-    return RenderOptions(
+    sched_options = scheduler_options(values.pop("scheduler_option") or [])
+    extras = values.pop("sbatch_extras")
+    if extras:
+        sched_options.setdefault("extras", extras)
+    values["scheduler_options"] = sched_options
+    options = RenderOptions(
         **{
             **values,
             "rclone_config": str(config) if config else None,
             "rclone_flags": values["rclone_flags"] or "",
         }
     )
+    check_batch_values(options)  # before anything is listed or written
+    return options
+
+
+def scheduler_options(pairs: list[str]) -> dict[str, str]:
+    """``-O NAME=VALUE`` options as a dict (checked later against the scheduler's Options)."""
+    from xfer_core.errors import ConfigError
+
+    found: dict[str, str] = {}
+    for pair in pairs:
+        name, eq, value = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or not name.isidentifier():
+            raise ConfigError(
+                f"--scheduler-option {pair!r}: write NAME=VALUE", hint="e.g. -O extras=--qos=high"
+            )
+        found[name] = value
+    return found
 
 
 def with_render_options(**defaults: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -7,20 +7,20 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from xfer_core.cli.slurm_opts import RunDir, TrustRootsOption, with_render_options
+from xfer_core.cli.render_opts import RunDir, TrustRootsOption, with_render_options
 
 if TYPE_CHECKING:
     from xfer_core.bulk.render import RenderOptions
     from xfer_core.bulk.scheduler import Submission
 
-slurm_app = typer.Typer(
+batch_app = typer.Typer(
     name="slurm",
     help="Render a run dir's Slurm scripts and submit its job array.",
     no_args_is_help=True,
 )
 
 
-@slurm_app.command("render")
+@batch_app.command("render")
 @with_render_options()
 def render_cmd(
     run_dir: RunDir,
@@ -52,7 +52,7 @@ def render_cmd(
     *,
     render: RenderOptions,
 ) -> None:
-    """Write worker.sh, sbatch_array.sh, submit.sh and config.resolved.json into the run dir.
+    """Write worker.sh, the slurm plugin's job files and config.resolved.json into the run dir.
 
     The run dir must hold shards (`xfer manifest shard --outdir RUN/shards`). With more
     shards than MaxArraySize, each array task runs several shards. The roots come from
@@ -110,6 +110,7 @@ def render_cmd(
             source_root=source_root,
             dest_root=dest_root,
             trust_manifest_roots=trust_manifest_roots,
+            scheduler="slurm",
         ),
     )
     if out.json:
@@ -121,7 +122,7 @@ def render_cmd(
         f"(runtime {resolved.runtime}: {resolved.runtime_reason}; engine {resolved.engine})"
     )
     out.info(f"  roots: {resolved.source_root} -> {resolved.dest_root}")
-    for name in ("worker.sh", "sbatch_array.sh", "submit.sh", "config.resolved.json"):
+    for name in ("worker.sh", *resolved.job_files, "config.resolved.json"):
         out.info(f"  {root / name}")
     out.info(f"next: xfer slurm submit --run-dir {root}")
 
@@ -154,7 +155,7 @@ def print_submission(sub: Submission | None, run_dir: Path) -> None:
     out.info(f"  xfer status --run-dir {run_dir}")
 
 
-@slurm_app.command("submit")
+@batch_app.command("submit")
 def submit_cmd(
     run_dir: RunDir,
     array_concurrency: Annotated[
@@ -166,8 +167,8 @@ def submit_cmd(
 ) -> None:
     """Submit the run dir's job array: only tasks whose shards are not done.
 
-    Prints the job id (stdout) and the squeue / sacct / scontrol commands for it; the
-    id is recorded in RUN/jobs.json. Submitting again resubmits only unfinished shards.
+    Prints the job id (stdout) and the slurm plugin's commands to watch, throttle and
+    cancel it; the id is recorded in RUN/jobs.json. Submitting again resubmits only unfinished shards.
 
     Example:
 
@@ -181,4 +182,4 @@ def submit_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add the ``slurm`` group."""
-    app.add_typer(slurm_app)
+    app.add_typer(batch_app)
