@@ -61,6 +61,10 @@ _TEMP = re.compile(r"^\.(.+)\.([0-9a-f]{8})([0-9a-f]{8})\.xfertmp$", re.DOTALL)
 _CHUNK = 1 << 20
 #: Files up to this size are pushed (or fetched) with a single write (read) request.
 _SMALL = 256 * 1024
+#: Small files above this size: at most _MEDIUM_FILES at once (bounds the memory held by
+#: files in flight: ~_TINY x parallel_files + _SMALL x _MEDIUM_FILES).
+_TINY = 32 * 1024
+_MEDIUM_FILES = 128
 #: Larger files: how many at once, and how many read/write requests each keeps in flight.
 _BIG_FILES = 4
 _REQUESTS = 64
@@ -841,14 +845,21 @@ class _PairRun:
         # parents first: one level at a time, each level's directories at once
         await self._by_depth(plan.mkdirs, lambda p: self._mkdir(p, dst.get(p)))
         wide = files_in_flight(self.session.options.parallel_files, await self.session.handles())
-        # big files each keep many blocks in flight already: fewer at once bounds memory
+        # big files each keep many blocks in flight already, and a small file is held in
+        # memory whole: fewer of those at once bounds memory
         big = asyncio.Semaphore(min(wide, _BIG_FILES))
+        medium = asyncio.Semaphore(min(wide, _MEDIUM_FILES))
         todo = iter(plan.send)
+
+        def gate(size: int) -> Any:
+            return (
+                big if size > _SMALL else medium if size > _TINY else contextlib.nullcontext()
+            )
 
         async def worker() -> None:
             # ``wide`` workers, not a task per file: memory stays flat for 100,000 files
             for path in todo:
-                async with big if src[path].size > _SMALL else contextlib.nullcontext():
+                async with gate(src[path].size):
                     await self._attempt(path, self._copy(path, src[path], dst.get(path)))
 
         await asyncio.gather(*(worker() for _ in range(min(wide, len(plan.send)))))

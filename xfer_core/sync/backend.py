@@ -102,7 +102,7 @@ class TransferOptions(msgspec.Struct, frozen=True):
 
     #: Files moved at once within one pair (backends that can parallelise, e.g. sftp;
     #: sftp caps it by the server's open-handle limit).
-    parallel_files: int = 256
+    parallel_files: int = 1024
     #: Compress data on the wire (``-z``): rsync's ``--compress``, zlib for SSH-based backends.
     compress: bool = False
 
