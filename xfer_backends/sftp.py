@@ -612,6 +612,8 @@ class SftpSession(TransferSession):
         #: The SFTP channels large files are spread over (``sftp`` first), once opened.
         self._channels: list[asyncssh.SFTPClient] = []
         self._channels_lock = asyncio.Lock()
+        #: Files copied in ranges over several channels (``_copy_ranges``).
+        self.ranged = 0
         #: Asked at once, answered while the first pair is listed.
         self._handles = asyncio.ensure_future(server_handles(sftp))
 
@@ -852,9 +854,7 @@ class _PairRun:
         todo = iter(plan.send)
 
         def gate(size: int) -> Any:
-            return (
-                big if size > _SMALL else medium if size > _TINY else contextlib.nullcontext()
-            )
+            return big if size > _SMALL else medium if size > _TINY else contextlib.nullcontext()
 
         async def worker() -> None:
             # ``wide`` workers, not a task per file: memory stays flat for 100,000 files
@@ -1121,6 +1121,7 @@ class _PairRun:
                     await asyncio.shield(handle.close())
         if got != size:
             raise OSError(errno.EIO, f"copy has {got} bytes, expected {size} (file changed?)")
+        self.session.ranged += 1
 
     async def _send_range(self, fd: int, out: Any, off: int, length: int, block: int) -> None:
         async def write(at: int, data: bytes) -> None:
