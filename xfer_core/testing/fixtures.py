@@ -17,11 +17,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from xfer_core.testing.linkrelay import LinkRelay
 from xfer_core.testing.services import S3Server, SlurmCluster, SshServer, missing_programs
 
 SERVICE_FIXTURES = ("sshd", "slurm", "s3")
@@ -120,6 +121,23 @@ def _restart_stopped_servers(request: pytest.FixtureRequest) -> Iterator[None]:
 def remote_tmp_path(sshd: SshServer) -> Path:
     """A fresh directory in the ssh test user's home, owned by that user."""
     return sshd.mkdtemp()
+
+
+@pytest.fixture
+def link_relay() -> Iterator[Callable[..., LinkRelay]]:
+    """A factory ``link_relay(host, port, rtt=..., rate=...)`` of :class:`LinkRelay`
+    (an emulated link in front of a server, e.g. ``sshd.host, sshd.port``); every relay it
+    made is closed when the test ends."""
+    relays: list[LinkRelay] = []
+
+    def make(host: str, port: int, *, rtt: float = 0.0, rate: float | None = None) -> LinkRelay:
+        relay = LinkRelay(host, port, rtt=rtt, rate=rate)
+        relays.append(relay)
+        return relay
+
+    yield make
+    for relay in relays:
+        relay.close()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
