@@ -261,17 +261,25 @@ class RemoteTree:
         """
         import asyncssh
 
-        try:
-            root_attrs = await self.sftp.stat(self.path(""))
-        except asyncssh.SFTPNoSuchFile:
+        # the root's attributes and its names in the same round trip
+        root_attrs, root_names = await asyncio.gather(
+            self.sftp.stat(self.path("")),
+            read_dir(self.sftp, self.path("")),
+            return_exceptions=True,
+        )
+        if isinstance(root_attrs, asyncssh.SFTPNoSuchFile):
             return None
+        if isinstance(root_attrs, BaseException):
+            raise root_attrs
+        if isinstance(root_names, BaseException):
+            raise root_names
         out = {"": _entry_from_attrs(root_attrs)}
         wide = asyncio.Semaphore(_LIST_WIDE)
 
-        async def walk(rel_dir: str) -> None:
+        async def walk(rel_dir: str, names: list[Any] | None = None) -> None:
             # a directory is read as soon as it is found, up to _LIST_WIDE at once
             async with wide:
-                entries = await self._scan(rel_dir, matcher, clean)
+                entries = await self._scan(rel_dir, matcher, clean, names)
             below = []
             for rel, entry in entries:
                 out[rel] = entry
@@ -279,16 +287,18 @@ class RemoteTree:
                     below.append(walk(rel))
             await asyncio.gather(*below)
 
-        await walk("")
+        await walk("", root_names)
         return out
 
     async def _scan(
-        self, rel_dir: str, matcher: PathFilter, clean: bool
+        self, rel_dir: str, matcher: PathFilter, clean: bool, names: list[Any] | None = None
     ) -> list[tuple[str, Entry]]:
         found: list[tuple[str, Entry]] = []
         links: list[tuple[str, Any]] = []
         seen: set[str] = set()
-        for name in await read_dir(self.sftp, self.path(rel_dir)):
+        if names is None:
+            names = await read_dir(self.sftp, self.path(rel_dir))
+        for name in names:
             raw = name.filename
             fname = os.fsdecode(raw) if isinstance(raw, bytes) else raw
             if fname in (".", ".."):
