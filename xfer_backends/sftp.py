@@ -76,6 +76,8 @@ _CHANNELS = 4
 _RANGE_MIN = 8 * 1024 * 1024
 #: Requests in flight per range (of the server's largest block each).
 _RANGE_REQUESTS = 16
+#: Pushes of at least this many small files spread them over the channels.
+_SPREAD_MIN = 256
 #: Directories read at once while listing the remote tree.
 _LIST_WIDE = 128
 #: Files in flight when the server does not say how many handles it allows
@@ -248,6 +250,8 @@ class RemoteTree:
     def __init__(self, sftp: asyncssh.SFTPClient, root: str):
         self.sftp = sftp
         self.root = root
+        #: Channels small files are spread over (``sftp`` alone until set).
+        self.spread: list[asyncssh.SFTPClient] = [sftp]
         #: Names in the server's listings that were refused (``unsafe_name``), one line each.
         self.refused: list[str] = []
 
@@ -362,15 +366,20 @@ class RemoteTree:
         attrs = asyncssh.SFTPAttrs(permissions=entry.mode, atime=entry.mtime, mtime=entry.mtime)
         await self.sftp.setstat(self.path(rel), attrs)
 
+    def pick(self, rel: str) -> asyncssh.SFTPClient:
+        """The channel for ``rel``'s file operations: always the same one for a path."""
+        return self.spread[hash(rel) % len(self.spread)]
+
     async def rename(self, old: str, new: str) -> None:
         import asyncssh
 
+        sftp = self.pick(new)
         try:
-            await self.sftp.posix_rename(self.path(old), self.path(new))
+            await sftp.posix_rename(self.path(old), self.path(new))
         except asyncssh.SFTPOpUnsupported:
             with contextlib.suppress(asyncssh.SFTPNoSuchFile):
-                await self.sftp.remove(self.path(new))
-            await self.sftp.rename(self.path(old), self.path(new))
+                await sftp.remove(self.path(new))
+            await sftp.rename(self.path(old), self.path(new))
 
     async def digest(self, rel: str) -> bytes:
         h = hashlib.sha256()
@@ -854,8 +863,16 @@ class _PairRun:
         root = dst.get("")
         if root is None or root.kind != "dir":
             await dst_tree.makedirs("")
+        # many small files to push: spread over the channels too (each is its own SFTP
+        # server process on OpenSSH: opens, writes and renames are handled side by side);
+        # the channels open while the directories are made
+        many = sum(1 for p in plan.send if src[p].size <= _SMALL) >= _SPREAD_MIN
+        push = self.job.direction == "push"
+        spreading = asyncio.ensure_future(self.session.channels()) if many and push else None
         # parents first: one level at a time, each level's directories at once
         await self._by_depth(plan.mkdirs, lambda p: self._mkdir(p, dst.get(p)))
+        if spreading is not None:
+            self.remote.spread = list(await spreading)
         wide = files_in_flight(self.session.options.parallel_files, await self.session.handles())
         # big files each keep many blocks in flight already, and a small file is held in
         # memory whole: fewer of those at once bounds memory
@@ -1021,7 +1038,7 @@ class _PairRun:
         with open(self.local.path(path), "rb") as fh:
             data = fh.read()
         remote_tmp = os.fsencode(join(self.remote_root, tmp))
-        sftp = self.session.sftp
+        sftp = self.remote.pick(path)
         # block_size=0: one write request, sent at once (no block tasks)
         whole = 0 if len(data) <= sftp.limits.max_write_len else -1
         out = await sftp.open(

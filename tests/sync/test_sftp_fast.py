@@ -130,9 +130,11 @@ def test_many_small_files_at_once_capped_by_the_server(sshd: SshServer, tmp_path
     assert seen["handles"] > 0
     wide = files_in_flight(TransferOptions().parallel_files, seen["handles"])
     assert 600 <= wide <= seen["handles"] // 2
-    assert seen["channels"] == 0  # small files never open the extra channels
-    result, _ = asyncio.run(_move(sshd, job_for(src, rdir)))
+    # 600 small files to push (>= _SPREAD_MIN): spread over the extra channels
+    assert seen["channels"] == sftp._CHANNELS
+    result, seen = asyncio.run(_move(sshd, job_for(src, rdir)))
     assert result.files_sent == 0 and result.skipped == 600
+    assert seen["channels"] == 0  # nothing to send: no extra channel opened
 
 
 @given(st.integers(1, 100_000), st.integers(-1, 100_000))
