@@ -904,10 +904,16 @@ class _PairRun:
         if isinstance(dst_tree, LocalTree):
             dst_tree.forget_dirs()
         await self._each(plan.file_attrs, lambda p: dst_tree.set_attrs(p, src[p]))
-        # a directory's mode may take away the search right its children's need: deepest first
-        await self._by_depth(
-            plan.dir_attrs, lambda p: dst_tree.set_attrs(p, src[p]), deepest_first=True
-        )
+        # a directory's mode may take away the search right its children's need: then deepest
+        # first, one level at a time; otherwise all at once (a child's attributes are not its
+        # parent's content: setting them changes no parent's mtime)
+        def dir_attrs(p: str) -> Any:
+            return dst_tree.set_attrs(p, src[p])
+
+        if all(src[p].mode & 0o100 for p in plan.dir_attrs):
+            await self._each(plan.dir_attrs, dir_attrs)
+        else:
+            await self._by_depth(plan.dir_attrs, dir_attrs, deepest_first=True)
 
     async def _each(self, paths: list[str], op: Callable[[str], Any]) -> None:
         """``op(path)`` for every path, many at once; failures are kept in path order."""
