@@ -904,6 +904,7 @@ class _PairRun:
         if isinstance(dst_tree, LocalTree):
             dst_tree.forget_dirs()
         await self._each(plan.file_attrs, lambda p: dst_tree.set_attrs(p, src[p]))
+
         # a directory's mode may take away the search right its children's need: then deepest
         # first, one level at a time; otherwise all at once (a child's attributes are not its
         # parent's content: setting them changes no parent's mtime)
