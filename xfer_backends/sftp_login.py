@@ -29,6 +29,11 @@ from xfer_core.errors import TransferError
 from xfer_core.sync import ssh_login
 from xfer_core.sync.backend import KEEPALIVE_COUNT_MAX, Remote
 
+#: Each channel's receive window: how much a server may send before xfer reads it.
+RECEIVE_WINDOW = 16 * 1024 * 1024
+#: The largest SSH packet xfer accepts on a channel.
+RECEIVE_PACKET = 256 * 1024
+
 if TYPE_CHECKING:
     import asyncssh
 
@@ -325,6 +330,12 @@ async def _connect_one(
         # a dropped link is noticed after io_timeout s of silence instead of TCP's ~15 min
         "keepalive_interval": target.keepalive_interval,
         "keepalive_count_max": KEEPALIVE_COUNT_MAX,
+        # what the server may send ahead on each channel (asyncssh's default: 2 MiB, which
+        # caps a fetch at 2 MiB per round trip)
+        "window": RECEIVE_WINDOW,
+        # and in packets of up to 256 KiB (asyncssh's default: 32 KiB): a fetch costs a
+        # quarter of the packets (OpenSSH's sshd sends what fits, up to its own limit)
+        "max_pktsize": RECEIVE_PACKET,
         # AES-GCM costs asyncssh one cryptography call per packet (chacha20-poly1305: three)
         "encryption_algs": [
             "aes128-gcm@openssh.com",

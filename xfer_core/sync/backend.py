@@ -108,8 +108,9 @@ class Remote(msgspec.Struct, frozen=True):
 class TransferOptions(msgspec.Struct, frozen=True):
     """Per-run tuning a backend may use when it opens a session."""
 
-    #: Files moved at once within one pair (backends that can parallelise, e.g. sftp).
-    parallel_files: int = 64
+    #: Files moved at once within one pair (backends that can parallelise, e.g. sftp;
+    #: sftp caps it by the server's open-handle limit).
+    parallel_files: int = 1024
     #: Compress data on the wire (``-z``): rsync's ``--compress``, zlib for SSH-based backends.
     compress: bool = False
 

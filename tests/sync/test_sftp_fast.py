@@ -1,0 +1,160 @@
+"""The sftp backend's fast paths (docs/sync.md, "SFTP performance"), against the real sshd.
+
+- a large file goes as one range per SFTP channel, all at once, into the temp file, and
+  arrives byte-identical with its mode and mtime, both ways;
+- a range that fails (the remote disk fills up at a fixed byte) leaves nothing under
+  the final name and no temp file, and the re-run completes it;
+- many small files go at once, capped by the server's open-handle limit
+  (``limits@openssh.com``), and a whole tree of them arrives;
+- how many files go at once, and how a file is cut into ranges (pure functions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from xfer_backends import sftp
+from xfer_backends.sftp import SftpBackend, SftpSession, files_in_flight, ranges
+from xfer_core.sync.backend import PairResult, TransferOptions
+from xfer_core.sync.progress import CollectingSink
+from xfer_core.testing.conformance import job_for, remote_for_server, run_pair, snapshot
+from xfer_core.testing.services import SshServer
+
+MTIME = 1_600_000_000
+
+
+def _big(path: Path, size: int, seed: int) -> bytes:
+    import random
+
+    data = random.Random(seed).randbytes(size)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    path.chmod(0o640)
+    os.utime(path, (MTIME, MTIME))
+    return data
+
+
+async def _move(sshd: SshServer, job: Any) -> tuple[PairResult, dict[str, Any]]:
+    """Run one pair over a session of our own: the result and what the session did."""
+    session = await SftpBackend().open(remote_for_server(sshd), TransferOptions())
+    assert isinstance(session, SftpSession)
+    try:
+        result = await session.transfer(job, CollectingSink())
+        seen = {
+            "channels": len(session._channels),
+            "ranged": session.ranged,
+            "handles": await session.handles(),
+        }
+        return result, seen
+    finally:
+        await session.close()
+
+
+@pytest.mark.sshd
+def test_large_file_goes_in_ranges_over_channels_both_ways(sshd: SshServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    # not a multiple of the block: the last range is short
+    data = _big(src / "sub" / "big.bin", 3 * sftp._RANGE_MIN + 12345, seed=1)
+    (src / "small.txt").write_bytes(b"small\n")
+    rdir = sshd.mkdtemp("ranges")
+    result, seen = asyncio.run(_move(sshd, job_for(src, rdir)))
+    assert result.error == "", result.error
+    assert seen["channels"] == sftp._CHANNELS
+    assert seen["ranged"] == 1
+    assert (rdir / "sub" / "big.bin").read_bytes() == data
+    assert snapshot(rdir) == snapshot(src)  # mode and mtime too
+    assert [p.name for p in (rdir / "sub").iterdir()] == ["big.bin"]  # no temp file left
+
+    back = tmp_path / "back"
+    result, seen = asyncio.run(_move(sshd, job_for(back, rdir, "pull")))
+    assert result.error == "", result.error
+    assert seen["ranged"] == 1
+    assert (back / "sub" / "big.bin").read_bytes() == data
+    assert snapshot(back) == snapshot(src)
+    assert sorted(p.name for p in (back / "sub").iterdir()) == ["big.bin"]
+
+
+@pytest.mark.sshd
+def test_failed_range_leaves_nothing_under_the_final_name(sshd: SshServer, tmp_path: Path) -> None:
+    """The remote dir is a tmpfs smaller than the file: a range's write fails at a fixed
+    byte (no space), deterministically; the other ranges stop, the temp file goes."""
+    src = tmp_path / "src"
+    data = _big(src / "big.bin", 2 * sftp._RANGE_MIN + 4096, seed=2)
+    (src / "small.txt").write_bytes(b"small\n")
+    rdir = sshd.mkdtemp("rfull")
+    mnt = rdir / "dst"
+    mnt.mkdir()
+    size = f"size={sftp._RANGE_MIN},mode=0755"
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", size, "tmpfs", str(mnt)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        sshd.chown(mnt)
+        result, seen = asyncio.run(_move(sshd, job_for(src, mnt)))
+        assert seen["channels"] > 1, "the file was not sent in ranges"
+        assert result.failed == 1 and "big.bin" in result.error, result
+        assert sorted(p.name for p in mnt.iterdir()) == ["small.txt"]  # no big.bin, no temp
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+        sshd.chown(mnt)
+    result, _ = run_pair(SftpBackend(), remote_for_server(sshd), job_for(src, mnt))
+    assert result.error == ""
+    assert (mnt / "big.bin").read_bytes() == data
+
+
+@pytest.mark.sshd
+def test_many_small_files_at_once_capped_by_the_server(sshd: SshServer, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    files = {}
+    for i in range(600):
+        path = src / f"d{i % 7}" / f"f{i:04d}.dat"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files[path] = os.urandom(100 + i * 50)  # up to ~30 KiB: all in the unbounded class
+        path.write_bytes(files[path])
+    rdir = sshd.mkdtemp("many")
+    result, seen = asyncio.run(_move(sshd, job_for(src, rdir)))
+    assert result.error == "" and result.files_sent == 600
+    assert snapshot(rdir) == snapshot(src)
+    # the server said how many handles it allows (limits@openssh.com), and the cap follows it
+    assert seen["handles"] > 0
+    wide = files_in_flight(TransferOptions().parallel_files, seen["handles"])
+    assert 600 <= wide <= seen["handles"] // 2
+    # 600 small files to push (>= _SPREAD_MIN): spread over the extra channels
+    assert seen["channels"] == sftp._CHANNELS
+    result, seen = asyncio.run(_move(sshd, job_for(src, rdir)))
+    assert result.files_sent == 0 and result.skipped == 600
+    assert seen["channels"] == 0  # nothing to send: no extra channel opened
+
+
+@given(st.integers(1, 100_000), st.integers(-1, 100_000))
+def test_files_in_flight_follows_the_server_limit(wanted: int, handles: int) -> None:
+    wide = files_in_flight(wanted, handles)
+    assert 1 <= wide <= wanted
+    if handles > 0:
+        assert wide <= max(1, handles // 2)
+    else:  # not offered: the cautious default
+        assert wide <= sftp._FILES_UNKNOWN_LIMIT
+    if handles >= 2 * wanted:
+        assert wide == wanted
+
+
+@given(st.integers(0, 10**10), st.integers(1, 16), st.integers(1, 1 << 20))
+def test_ranges_cover_the_file_in_whole_blocks(size: int, parts: int, block: int) -> None:
+    cut = ranges(size, parts, block)
+    assert 1 <= len(cut) <= parts
+    assert cut[0][0] == 0
+    assert sum(length for _, length in cut) == size
+    for (off, length), (nxt, _) in itertools.pairwise(cut):
+        assert off + length == nxt
+        assert length % block == 0 and length > 0
