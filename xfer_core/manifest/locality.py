@@ -29,6 +29,7 @@ shape is taken to mirror the source's (an upper bound for a fresh destination).
 
 from __future__ import annotations
 
+import re
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
@@ -155,12 +156,20 @@ def _nearest(prefix: list[int], target: float) -> int:
     return k
 
 
+#: Directory names a shard's copy may be rooted in: spelled the same by every
+#: rclone backend and in a shell word (anything else keeps the shard at a parent).
+_PLAIN = re.compile(rb"[A-Za-z0-9][A-Za-z0-9._+=@,~-]*\Z")
+
+
 def touch_stats(
     order: Sequence[int], dirs: Sequence[bytes], assign: Sequence[int], num_shards: int
-) -> tuple[list[int], list[int]]:
-    """Per shard: (directories holding its records, LIST pages to list them and their
-    parents). Directory sizes count every entry of the whole manifest: its files
-    and its distinct sub-directories."""
+) -> tuple[list[int], list[int], list[str]]:
+    """Per shard: (directories holding its records, LIST pages to list them, its
+    sub-root). The sub-root is the deepest directory holding all of the shard's
+    records (``""``: the root; only plain names, see :data:`_PLAIN`): its copy runs
+    there, so it lists that directory and what lies below it on the way to its
+    records, not the parents. Directory sizes count every entry of the whole
+    manifest: its files and its distinct sub-directories."""
     n = len(order)
     # (start, end) of each directory's run
     groups = list(pairwise([0, *_boundaries(dirs), n])) if n else []
@@ -177,25 +186,104 @@ def touch_stats(
         if d:
             entries[_parent(d)] += 1
     dir_count = [0] * num_shards
-    list_pages = [0] * num_shards
+    # LIST pages of the directories a shard lists, by depth (0: the root)
+    by_depth: list[list[int]] = [[] for _ in range(num_shards)]
     last: list[list[bytes] | None] = [None] * num_shards
+    common: list[list[bytes] | None] = [None] * num_shards
     for start, end in groups:
-        d = dirs[start]
-        chain = _chain(d)
+        chain = _chain(dirs[start])
         for s in sorted(set(map(assign.__getitem__, order[start:end]))):
             prev = last[s]
-            common = 0
-            if prev is not None:
-                while common < min(len(prev), len(chain)) and prev[common] == chain[common]:
-                    common += 1
+            shared = 0 if prev is None else _shared(prev, chain)
             dir_count[s] += 1
-            list_pages[s] += sum(pages(entries[c]) for c in chain[common:])
+            depth_pages = by_depth[s]
+            if len(depth_pages) < len(chain):
+                depth_pages.extend([0] * (len(chain) - len(depth_pages)))
+            for depth in range(shared, len(chain)):
+                depth_pages[depth] += pages(entries[chain[depth]])
             last[s] = chain
-    return dir_count, list_pages
+            mine = common[s]
+            common[s] = chain if mine is None else mine[: _shared(mine, chain)]
+    list_pages = [0] * num_shards
+    subdirs = [""] * num_shards
+    for s in range(num_shards):
+        parts = common[s][-1].split(_SEP) if common[s] and common[s][-1] else []
+        depth = 0
+        while depth < len(parts) and _PLAIN.match(parts[depth]):
+            depth += 1
+        list_pages[s] = sum(by_depth[s][depth:])
+        subdirs[s] = b"/".join(parts[:depth]).decode()
+    return dir_count, list_pages, subdirs
 
 
-def choose_lookup(records: int, list_pages: int) -> tuple[str, int]:
-    """(mode, requests per side) with the fewer requests: see the module docstring."""
-    if list_pages <= records:
-        return "list", list_pages
-    return "objects", records
+def _shared(a: list[bytes], b: list[bytes]) -> int:
+    """How many leading entries ``a`` and ``b`` share."""
+    k, top = 0, min(len(a), len(b))
+    while k < top and a[k] == b[k]:
+        k += 1
+    return k
+
+
+def is_remote(root: str) -> bool:
+    """An rclone remote (``name:path``) rather than a local path."""
+    if root.startswith("/"):
+        return False
+    head, sep, _ = root.partition(":")
+    return bool(sep) and "/" not in head
+
+
+def route_sides(source_root: str, dest_root: str) -> tuple[bool, bool, bool]:
+    """(source is remote, destination is remote, server-side copy: one remote)."""
+    src, dst = is_remote(source_root), is_remote(dest_root)
+    server_side = src and dst and source_root.partition(":")[0] == dest_root.partition(":")[0]
+    return src, dst, server_side
+
+
+def lookup_requests(
+    mode: str,
+    records: int,
+    list_pages: int,
+    *,
+    src: bool = True,
+    dst: bool = True,
+    server_side: bool = False,
+    check_dest: bool = True,
+) -> int:
+    """Requests a shard's lookup costs in ``mode``, both sides together: ``list``
+    reads the LIST pages on each remote side it looks at; ``objects`` one HEAD per
+    record on each, except the source of a server-side copy (the copy reads that
+    HEAD anyway). The destination is not looked at without ``check_dest``."""
+    look_dst = dst and check_dest
+    if mode == "list":
+        return list_pages * (int(src) + int(look_dst))
+    return records * (int(look_dst) + int(src and not server_side))
+
+
+def choose_lookup(
+    records: int,
+    list_pages: int,
+    *,
+    src: bool = True,
+    dst: bool = True,
+    server_side: bool = False,
+    check_dest: bool = True,
+) -> tuple[str, int]:
+    """(mode, requests) with the fewer requests (ties: list): see :func:`lookup_requests`."""
+    costs = [
+        (
+            lookup_requests(
+                mode,
+                records,
+                list_pages,
+                src=src,
+                dst=dst,
+                server_side=server_side,
+                check_dest=check_dest,
+            ),
+            rank,
+            mode,
+        )
+        for rank, mode in enumerate(LOOKUPS)
+    ]
+    cost, _, mode = min(costs)
+    return mode, cost

@@ -61,6 +61,7 @@ from xfer_core.manifest.locality import (
     FILE_SEP,
     choose_lookup,
     locality_assign,
+    route_sides,
     touch_stats,
 )
 from xfer_core.manifest.rclone_names import rclone_name_list
@@ -128,10 +129,13 @@ class ShardInfo(msgspec.Struct, frozen=True):
     #: The cost model's choice for looking at what a side holds: ``list`` its
     #: directories or ``objects`` (one request each).
     lookup: str = "list"
-    #: Requests of that lookup, per remote side.
+    #: Requests of that lookup, both remote sides together.
     lookup_requests: int = 0
     #: False when every record must be sent: the destination is not looked at.
     check_dest: bool = True
+    #: The deepest directory (``/``-separated, ``""``: the root) holding all of the
+    #: shard's records: the copy runs there, so it lists no parent directory.
+    subdir: str = ""
 
 
 class ShardMeta(msgspec.Struct, frozen=True):
@@ -391,18 +395,28 @@ def _lookup_stats(
     assign: array[int],
     send: list[int],
     num_shards: int,
+    roots: tuple[str, str],
 ) -> list[dict[str, object]]:
     """Per shard: the cost model's inputs and choice (fields of :class:`ShardInfo`)."""
     from collections import Counter
 
-    dir_count, list_pages = touch_stats(order, dirs, assign, num_shards)
+    src, dst, server_side = route_sides(*roots)
+    dir_count, list_pages, subdirs = touch_stats(order, dirs, assign, num_shards)
     per_shard = Counter(assign)
     records = [per_shard[s] for s in range(num_shards)]
     sending = Counter(map(assign.__getitem__, send))
     sends = [sending[s] for s in range(num_shards)]
     out: list[dict[str, object]] = []
     for s in range(num_shards):
-        mode, cost = choose_lookup(records[s], list_pages[s])
+        check_dest = sends[s] < records[s]
+        mode, cost = choose_lookup(
+            records[s],
+            list_pages[s],
+            src=src,
+            dst=dst,
+            server_side=server_side,
+            check_dest=check_dest,
+        )
         out.append(
             {
                 "dirs": dir_count[s],
@@ -410,7 +424,8 @@ def _lookup_stats(
                 "send": sends[s],
                 "lookup": mode,
                 "lookup_requests": cost,
-                "check_dest": sends[s] < records[s],
+                "check_dest": check_dest,
+                "subdir": subdirs[s],
             }
         )
     return out
@@ -526,7 +541,7 @@ def shard_manifest(
             else:
                 assign, heap = _locality(keys, order, dirs, records, n, overhead)
             del keys
-            stats = _lookup_stats(order, dirs, assign, send, n)
+            stats = _lookup_stats(order, dirs, assign, send, n, (src_root, dst_root))
             del order, dirs
             spool.seek(0)
             fh.seek(0)
