@@ -142,9 +142,7 @@ def make_plan(
         per_shard = []
         for i in range(n):
             records = analysis.records // n + (1 if i < analysis.records % n else 0)
-            mode, cost = choose_lookup(
-                records, page, src=src, dst=dst, server_side=server_side
-            )
+            mode, cost = choose_lookup(records, page, src=src, dst=dst, server_side=server_side)
             per_shard.append(
                 ShardPlan(index=i, records=records, lookup=mode, check_dest=True, requests=cost)
             )

@@ -207,7 +207,8 @@ def touch_stats(
     list_pages = [0] * num_shards
     subdirs = [""] * num_shards
     for s in range(num_shards):
-        parts = common[s][-1].split(_SEP) if common[s] and common[s][-1] else []
+        top = common[s]
+        parts = top[-1].split(_SEP) if top and top[-1] else []
         depth = 0
         while depth < len(parts) and _PLAIN.match(parts[depth]):
             depth += 1
