@@ -32,8 +32,9 @@ from __future__ import annotations
 import re
 from array import array
 from bisect import bisect_left, bisect_right
-from collections.abc import Sequence
-from itertools import accumulate, pairwise
+from collections.abc import Iterable, Sequence
+from itertools import accumulate, compress, count, islice, pairwise
+from operator import ne
 
 #: Entries per LIST page (S3's ListObjectsV2 maximum, rclone's default --s3-list-chunk).
 LIST_PAGE = 1000
@@ -86,31 +87,35 @@ def locality_assign(
     order: Sequence[int],
     dirs: Sequence[bytes],
     weights: Sequence[int],
-    heaviest: Sequence[int],
+    heaviest: Iterable[int],
     num_shards: int,
-) -> array[int]:
-    """Shard of each record (indexed like ``weights``).
+) -> tuple[array[int], list[int], list[int]]:
+    """Shard of each record (indexed like ``weights``), and each shard's weight and
+    record count.
 
     ``order``: record indices in :func:`sort_key` order; ``dirs[p]``: the directory
     of ``order[p]``; ``heaviest``: record indices, heaviest first (a deterministic
-    order). Shards ``0..k-1`` are the ranges in path order, then one shard per
-    split-out heavy object, in path order.
+    order; read only as far as heavy objects go). Shards ``0..k-1`` are the ranges in
+    path order, then one shard per split-out heavy object, in path order.
     """
     n = len(weights)
     assign = array("I", [0]) * n
-    total = sum(weights)
+    total = real_total = sum(weights)
+    real = weights
     if total == 0:  # nothing weighs anything: balance by count
         weights = [1] * n
         total = n
     big = bytearray(n)
     rest, left = num_shards, total
+    heavy = 0
     for i in heaviest:
         if rest <= 1 or weights[i] * rest <= left:
             break
         big[i] = 1
+        heavy += 1
         left -= weights[i]
         rest -= 1
-    if any(big):
+    if heavy:
         seq = [p for p, i in enumerate(order) if not big[i]]
         seq_dirs = [dirs[p] for p in seq]
         seq_order = [order[p] for p in seq]
@@ -135,17 +140,23 @@ def locality_assign(
     for s in range(rest):
         for i in seq_order[cuts[s] : cuts[s + 1]]:
             assign[i] = s
-    s = rest
-    for i in order:
-        if big[i]:
-            assign[i] = s
-            s += 1
-    return assign
+    counts = [b - a for a, b in pairwise(cuts)]
+    loads = [prefix[b] - prefix[a] for a, b in pairwise(cuts)] if real_total else [0] * rest
+    if heavy:
+        s = rest
+        for i in order:
+            if big[i]:
+                assign[i] = s
+                loads.append(real[i])
+                counts.append(1)
+                s += 1
+    return assign, loads, counts
 
 
 def _boundaries(dirs: Sequence[bytes]) -> list[int]:
     """Positions k where ``dirs[k]`` starts another directory than ``dirs[k - 1]``."""
-    return [k for k, (a, b) in enumerate(pairwise(dirs), 1) if a != b]
+    # C-level: one comparison per neighbour pair (the same object compares at once)
+    return list(compress(count(1), map(ne, islice(dirs, 1, None), dirs)))
 
 
 def _nearest(prefix: list[int], target: float) -> int:
@@ -190,9 +201,11 @@ def touch_stats(
     by_depth: list[list[int]] = [[] for _ in range(num_shards)]
     last: list[list[bytes] | None] = [None] * num_shards
     common: list[list[bytes] | None] = [None] * num_shards
+    at = list(map(assign.__getitem__, order))  # the shard of each position
     for start, end in groups:
         chain = _chain(dirs[start])
-        for s in sorted(set(map(assign.__getitem__, order[start:end]))):
+        here = set(at[start:end])
+        for s in sorted(here) if len(here) > 1 else here:
             prev = last[s]
             shared = 0 if prev is None else _shared(prev, chain)
             dir_count[s] += 1
