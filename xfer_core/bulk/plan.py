@@ -56,6 +56,8 @@ RATES: tuple[tuple[float, float], ...] = (
     (5_000.0, 10 * 2**30),
 )
 OPERATIONS = ("LIST", "HEAD", "GET", "PUT", "COPY", "POST")
+#: Share of a plan's requests spent on lookups above which the plan suggests --diff-dest.
+LOOKUP_SHARE = 0.05
 
 
 class RateTime(msgspec.Struct, frozen=True):
@@ -190,6 +192,11 @@ def make_plan(
         )
     if src and dst and not server_side:
         notes.append("a copy between two remotes is not measured: GET + PUT + HEAD per object")
+    if dst and lookups > LOOKUP_SHARE * total and any(s.check_dest for s in per_shard):
+        notes.append(
+            f"lookups are {lookups / total:.0%} of the requests: --diff-dest lists the "
+            "destination once and the shards look nothing up there (or use fewer shards)"
+        )
     return Plan(
         source_root=source_root,
         dest_root=dest_root,
