@@ -400,38 +400,27 @@ def main() -> int:
         check = timed([*base, "check", "--one-way", str(tree), f"{remote}/base"], env)
         run_dir = args.workdir / "xfer-run"
         shutil.rmtree(run_dir, ignore_errors=True)
-        xfer = timed(
+        cli = [sys.executable, "-m", "xfer_core.cli", "run", "--run-dir", str(run_dir)]
+        # the same `xfer run`, in its two steps: prepare (list the source, analyze,
+        # shard, render, plan), then submit (the shards: copy and verify)
+        prepare = timed(
             [
-                sys.executable,
-                "-m",
-                "xfer_core.cli",
-                "run",
-                "--run-dir",
-                str(run_dir),
-                "--source",
-                str(tree),
-                "--dest",
-                f"{remote}/xfer",
-                "--num-shards",
-                str(args.shards),
-                "--array-concurrency",
-                str(args.concurrency),
-                "--rclone-config",
-                conf,
-                "--rclone-flags",
-                FLAGS,
-                "--scheduler",
-                "local",
-                "--submit",
+                *cli,
+                *["--source", str(tree), "--dest", f"{remote}/xfer"],
+                *["--num-shards", str(args.shards), "--array-concurrency"],
+                *[str(args.concurrency), "--rclone-config", conf, "--rclone-flags", FLAGS],
+                *["--scheduler", "local"],
             ],
             env,
         )
+        submit = timed([*cli, "--scheduler", "local", "--submit"], env)
+        xfer = prepare + submit
         rows.append(("rclone copy + rclone check", copy + check, f"{copy:.1f} + {check:.1f}"))
         rows.append(
             (
                 f"xfer run --scheduler local ({args.shards} shards, {args.concurrency} at a time)",
                 xfer,
-                "build + shard + copy + verify",
+                f"{prepare:.1f} prepare (list, shard, render) + {submit:.1f} shards",
             )
         )
         if args.rerun_shards:
