@@ -10,15 +10,19 @@ fair share of the ideal point, so most shards own whole directories and each
 shard touches only a few. A shard's weight is therefore at most a fair share plus
 ``2 × DIR_SLACK`` of it plus the heaviest remaining object.
 
-**Cost model.** A shard's copy must find out what the destination already holds
-(and, for a remote source, what the source holds). Per side it can
+**Cost model.** A shard's copy runs in its *sub-root*: the deepest directory
+holding all of its records (made of plain names only, :data:`_PLAIN`), so it does
+not list the directories above. It must find out what the destination already
+holds (and, for a remote source, what the source holds). Per remote side it can
 
-- ``list`` its directories: one LIST page (up to 1,000 entries) per page of every
-  directory it touches and each of their parents (a directory lists *all* its
-  entries -- files and sub-directories -- not only the shard's);
-- ``objects``: one request (HEAD) per object (``--no-traverse``);
+- ``list`` its directories: one LIST page (up to 1,000 entries) per page of the
+  sub-root and of every directory below it on the way to its records (a directory
+  lists *all* its entries -- files and sub-directories -- not only the shard's);
+- ``objects``: one request (HEAD) per object (``--no-traverse``); on the source
+  side of a server-side copy that HEAD is the one the copy makes anyway;
 
-and the model picks the fewer requests (ties: list). (``--fast-list`` does not
+and the model picks the fewer requests for the route (:func:`lookup_requests`;
+ties: list). (``--fast-list`` does not
 apply: with ``--files-from`` rclone lists only the directories the list names,
 measured.) When the
 manifest says every record of the shard must be sent (a ``--diff-dest`` manifest:
