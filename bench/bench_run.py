@@ -251,6 +251,7 @@ def request_rows(args: argparse.Namespace, rclone: str, env: dict[str, str]) -> 
                             *["--array-concurrency", str(args.concurrency)],
                             *["--rclone-config", str(pconf), "--rclone-flags", FLAGS],
                             *["--scheduler", "local"],
+                            *(["--diff-dest"] if args.diff_dest else []),
                         ]
                         tp, cp = counted(proxy, prep, env)  # build, analyze, shard, render, plan
                         tr, cr = counted(
@@ -270,7 +271,8 @@ def request_rows(args: argparse.Namespace, rclone: str, env: dict[str, str]) -> 
                         rows.append(
                             _row(
                                 name,
-                                f"xfer run, {n} shard{'s' if n > 1 else ''}",
+                                f"xfer run{' --diff-dest' if args.diff_dest else ''}, "
+                                f"{n} shard{'s' if n > 1 else ''}",
                                 tp + tr,
                                 got,
                                 ref_total,
@@ -359,6 +361,9 @@ def main() -> int:
     parser.add_argument("--shard-counts", default="1,8,64,256")
     parser.add_argument("--routes", default="local,s3", help="sources: local and/or s3")
     parser.add_argument("--layouts", default="deep,flat", help="trees: deep and/or flat")
+    parser.add_argument(
+        "--diff-dest", action="store_true", help="xfer runs list the destination once (--diff-dest)"
+    )
     parser.add_argument(
         "--rerun-shards",
         type=int,
