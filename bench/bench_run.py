@@ -281,8 +281,17 @@ def request_rows(args: argparse.Namespace, rclone: str, env: dict[str, str]) -> 
                         )
                         if n == args.rerun_shards and route == "local":
                             rows.append(
-                                rerun_row(args, proxy, env, name, source, f"{dest}/x{n}", n, pconf)
-                                + f" (first run: {tp + tr:.1f} s, {sum(got.values()):,} requests)"
+                                rerun_row(
+                                    args,
+                                    proxy,
+                                    env,
+                                    name,
+                                    source,
+                                    f"{dest}/x{n}",
+                                    n,
+                                    pconf,
+                                    first=(tp + tr, sum(got.values())),
+                                )
                             )
     return rows
 
@@ -306,6 +315,7 @@ def rerun_row(
     dest: str,
     shards: int,
     conf: str,
+    first: tuple[float, int],
 ) -> str:
     """The re-run of a finished copy after 1% of the (local) source changed:
     ``xfer run --diff-dest`` into a new run dir, counted and timed."""
@@ -320,9 +330,12 @@ def rerun_row(
     ]
     seconds, got = counted(proxy, argv, env)
     plan = json.loads((run_dir / "plan.json").read_text())
+    first_seconds, first_requests = first
     return _row(
         name,
-        f"re-run, {len(changed):,} changed (--diff-dest, {shards} shards)",
+        f"re-run after {len(changed):,} changed (1%), --diff-dest, {shards} shards: "
+        f"{seconds / first_seconds:.2f}× the first run's time, "
+        f"{sum(got.values()) / first_requests:.3f}× its requests",
         seconds,
         got,
         0,
