@@ -263,6 +263,8 @@ def request_rows(args: argparse.Namespace, rclone: str, env: dict[str, str]) -> 
                                 "--scheduler",
                                 "local",
                                 "--submit",
+                                "--array-concurrency",
+                                str(args.concurrency),
                             ],
                             env,
                         )
@@ -431,7 +433,17 @@ def main() -> int:
             ],
             env,
         )
-        submit = timed([*cli, "--scheduler", "local", "--submit"], env)
+        submit = timed(
+            [
+                *cli,
+                "--scheduler",
+                "local",
+                "--submit",
+                "--array-concurrency",
+                str(args.concurrency),
+            ],
+            env,
+        )
         xfer = prepare + submit
         rows.append(("rclone copy + rclone check", copy + check, f"{copy:.1f} + {check:.1f}"))
         rows.append(

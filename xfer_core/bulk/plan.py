@@ -20,7 +20,8 @@ rclone 1.75 against an S3 server through :class:`~xfer_core.testing.faultproxy.F
   lists nearly nothing).
 - **per rclone run**: nothing when it lists the destination (the roots are given
   with a trailing ``/``, so rclone does not ``HEAD`` them to see whether they are
-  files); else one ``PUT`` (rclone's bucket check before its first upload).
+  files); else, when it uploads, one ``PUT`` (rclone's bucket check before its first
+  upload; a server-side copy makes none).
 - **verification**: nothing more -- the copy's own checks are the verification;
   with ``--verify check`` one more listing of the shard's directories per shard.
 
@@ -168,8 +169,8 @@ def make_plan(
     for shard, shard_pages in zip(per_shard, pages, strict=True):
         req["LIST" if shard.lookup == "list" else "HEAD"] += shard.requests
         lookups += shard.requests
-        if dst and (shard.lookup == "objects" or not shard.check_dest):
-            req["PUT"] += 1  # the bucket check of a copy that does not list the destination
+        if dst and not server_side and (shard.lookup == "objects" or not shard.check_dest):
+            req["PUT"] += 1  # the bucket check of uploads that did not list the destination
         if verify == "check":
             extra = shard_pages * (int(src) + int(dst))
             req["LIST"] += extra
