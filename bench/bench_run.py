@@ -195,10 +195,11 @@ OPS = ("LIST", "HEAD", "PUT", "COPY", "GET", "POST")
 
 
 def counted(proxy: Any, argv: list[str], env: dict[str, str]) -> tuple[float, dict[str, int]]:
-    """(seconds, requests by S3 operation) of one command."""
-    proxy.kinds.clear()
+    """(seconds, requests by S3 operation) of one command: the answered ones
+    (``FaultProxy.ok``; a client's low-level retry of a dropped request is not counted)."""
+    proxy.reset_counts()
     seconds = timed(argv, env)
-    return seconds, dict(proxy.kinds)
+    return seconds, dict(proxy.ok)
 
 
 def request_rows(args: argparse.Namespace, rclone: str, env: dict[str, str]) -> list[str]:
@@ -213,7 +214,7 @@ def request_rows(args: argparse.Namespace, rclone: str, env: dict[str, str]) -> 
             pconf = proxy.rclone_config(conf, args.workdir / "bench-proxy.conf")
             flags = FLAGS.split()
             cases = []
-            for flat in (False, True):
+            for flat in [lay == "flat" for lay in args.layouts.split(",")]:
                 tree = generate(args.workdir, args.files, int(args.gib * (1 << 30)), flat=flat)
                 for route in args.routes.split(","):
                     tag = f"{'flat' if flat else 'deep'}-{route}"
@@ -250,6 +251,7 @@ def request_rows(args: argparse.Namespace, rclone: str, env: dict[str, str]) -> 
                             *["--array-concurrency", str(args.concurrency)],
                             *["--rclone-config", str(pconf), "--rclone-flags", FLAGS],
                             *["--scheduler", "local"],
+                            *(["--diff-dest"] if args.diff_dest else []),
                         ]
                         tp, cp = counted(proxy, prep, env)  # build, analyze, shard, render, plan
                         tr, cr = counted(
@@ -261,6 +263,8 @@ def request_rows(args: argparse.Namespace, rclone: str, env: dict[str, str]) -> 
                                 "--scheduler",
                                 "local",
                                 "--submit",
+                                "--array-concurrency",
+                                str(args.concurrency),
                             ],
                             env,
                         )
@@ -269,14 +273,76 @@ def request_rows(args: argparse.Namespace, rclone: str, env: dict[str, str]) -> 
                         rows.append(
                             _row(
                                 name,
-                                f"xfer run, {n} shard{'s' if n > 1 else ''}",
+                                f"xfer run{' --diff-dest' if args.diff_dest else ''}, "
+                                f"{n} shard{'s' if n > 1 else ''}",
                                 tp + tr,
                                 got,
                                 ref_total,
                                 planned=plan["total_requests"],
                             )
                         )
+                        if n == args.rerun_shards and route == "local":
+                            rows.append(
+                                rerun_row(
+                                    args,
+                                    proxy,
+                                    env,
+                                    name,
+                                    source,
+                                    f"{dest}/x{n}",
+                                    n,
+                                    pconf,
+                                    first=(tp + tr, sum(got.values())),
+                                )
+                            )
     return rows
+
+
+def change_one_percent(tree: Path) -> list[Path]:
+    """Rewrite 1% of the tree's files (every 100th, sorted) with other bytes of another
+    size; returns them. The tree is no longer the generated one: its marker goes."""
+    (tree / ".complete").unlink(missing_ok=True)
+    files = sorted(p for p in tree.rglob("*.bin"))[::100]
+    for p in files:
+        p.write_bytes(b"changed " + os.urandom(16) + p.read_bytes()[:1000])
+    return files
+
+
+def rerun_row(
+    args: argparse.Namespace,
+    proxy: Any,
+    env: dict[str, str],
+    name: str,
+    source: str,
+    dest: str,
+    shards: int,
+    conf: str,
+    first: tuple[float, int],
+) -> str:
+    """The re-run of a finished copy after 1% of the (local) source changed:
+    ``xfer run --diff-dest`` into a new run dir, counted and timed."""
+    changed = change_one_percent(Path(source))
+    run_dir = args.workdir / "req-rerun"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    argv = [
+        *[sys.executable, "-m", "xfer_core.cli", "run", "--run-dir", str(run_dir)],
+        *["--source", source, "--dest", dest, "--num-shards", str(shards), "--diff-dest"],
+        *["--array-concurrency", str(args.concurrency), "--rclone-config", conf],
+        *["--rclone-flags", FLAGS, "--scheduler", "local", "--submit"],
+    ]
+    seconds, got = counted(proxy, argv, env)
+    plan = json.loads((run_dir / "plan.json").read_text())
+    first_seconds, first_requests = first
+    return _row(
+        name,
+        f"re-run after {len(changed):,} changed (1%), --diff-dest, {shards} shards: "
+        f"{seconds / first_seconds:.2f}× the first run's time, "
+        f"{sum(got.values()) / first_requests:.3f}× its requests",
+        seconds,
+        got,
+        0,
+        planned=plan["total_requests"],
+    )
 
 
 def _row(
@@ -290,10 +356,9 @@ def _row(
     total = sum(ops.values())
     cells = " | ".join(f"{ops.get(k, 0):,}" for k in OPS)
     plan = f"{planned:,}" if planned is not None else "—"
-    return (
-        f"| {name} | {run} | {seconds:.1f} | {cells} | {total:,} | {total / ref_total:.2f}× "
-        f"| {plan} |"
-    )
+    error = f"{(planned - total) / total:+.1%}" if planned is not None and total else "—"
+    ratio = f"{total / ref_total:.2f}×" if ref_total else "—"
+    return f"| {name} | {run} | {seconds:.1f} | {cells} | {total:,} | {ratio} | {plan} | {error} |"
 
 
 def main() -> int:
@@ -310,6 +375,17 @@ def main() -> int:
     )
     parser.add_argument("--shard-counts", default="1,8,64,256")
     parser.add_argument("--routes", default="local,s3", help="sources: local and/or s3")
+    parser.add_argument("--layouts", default="deep,flat", help="trees: deep and/or flat")
+    parser.add_argument(
+        "--diff-dest", action="store_true", help="xfer runs list the destination once (--diff-dest)"
+    )
+    parser.add_argument(
+        "--rerun-shards",
+        type=int,
+        default=8,
+        help="after the local → S3 run at this shard count, change 1%% of the files and "
+        "re-run with --diff-dest (0: no re-run)",
+    )
     args = parser.parse_args()
 
     from xfer_core.tools import find_rclone
@@ -329,9 +405,9 @@ def main() -> int:
         print(
             "| tree, route | run | seconds | "
             + " | ".join(OPS)
-            + " | requests | × copy + check | planned |"
+            + " | requests | × copy + check | planned | plan error |"
         )
-        print("|---|---|---:|" + "---:|" * len(OPS) + "---:|---:|---:|")
+        print("|---|---|---:|" + "---:|" * len(OPS) + "---:|---:|---:|---:|")
         print("\n".join(rows))
         return 0
     tree = generate(args.workdir, args.files, int(args.gib * (1 << 30)))
@@ -344,40 +420,60 @@ def main() -> int:
         check = timed([*base, "check", "--one-way", str(tree), f"{remote}/base"], env)
         run_dir = args.workdir / "xfer-run"
         shutil.rmtree(run_dir, ignore_errors=True)
-        xfer = timed(
+        cli = [sys.executable, "-m", "xfer_core.cli", "run", "--run-dir", str(run_dir)]
+        # the same `xfer run`, in its two steps: prepare (list the source, analyze,
+        # shard, render, plan), then submit (the shards: copy and verify)
+        prepare = timed(
             [
-                sys.executable,
-                "-m",
-                "xfer_core.cli",
-                "run",
-                "--run-dir",
-                str(run_dir),
-                "--source",
-                str(tree),
-                "--dest",
-                f"{remote}/xfer",
-                "--num-shards",
-                str(args.shards),
-                "--array-concurrency",
-                str(args.concurrency),
-                "--rclone-config",
-                conf,
-                "--rclone-flags",
-                FLAGS,
-                "--scheduler",
-                "local",
-                "--submit",
+                *cli,
+                *["--source", str(tree), "--dest", f"{remote}/xfer"],
+                *["--num-shards", str(args.shards), "--array-concurrency"],
+                *[str(args.concurrency), "--rclone-config", conf, "--rclone-flags", FLAGS],
+                *["--scheduler", "local"],
             ],
             env,
         )
+        submit = timed(
+            [
+                *cli,
+                "--scheduler",
+                "local",
+                "--submit",
+                "--array-concurrency",
+                str(args.concurrency),
+            ],
+            env,
+        )
+        xfer = prepare + submit
         rows.append(("rclone copy + rclone check", copy + check, f"{copy:.1f} + {check:.1f}"))
         rows.append(
             (
                 f"xfer run --scheduler local ({args.shards} shards, {args.concurrency} at a time)",
                 xfer,
-                "build + shard + copy + verify",
+                f"{prepare:.1f} prepare (list, shard, render) + {submit:.1f} shards",
             )
         )
+        if args.rerun_shards:
+            changed = change_one_percent(tree)
+            rerun_dir = args.workdir / "xfer-rerun"
+            shutil.rmtree(rerun_dir, ignore_errors=True)
+            again = timed(
+                [
+                    *[sys.executable, "-m", "xfer_core.cli", "run", "--run-dir", str(rerun_dir)],
+                    *["--source", str(tree), "--dest", f"{remote}/xfer", "--diff-dest"],
+                    *["--num-shards", str(args.shards), "--array-concurrency"],
+                    *[str(args.concurrency), "--rclone-config", conf, "--rclone-flags", FLAGS],
+                    *["--scheduler", "local", "--submit"],
+                ],
+                env,
+            )
+            rows.append(
+                (
+                    f"xfer run --diff-dest after {len(changed):,} files changed (1%)",
+                    again,
+                    f"{again / xfer:.2f}× the first xfer run",
+                )
+            )
     print(
         f"\n{args.files:,} files, {total / (1 << 30):.2f} GiB, local → S3 (rclone serve s3), "
         f"flags `{FLAGS}`, {os.cpu_count()} CPUs\n"

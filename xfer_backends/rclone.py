@@ -71,27 +71,58 @@ NO_HASH_COMPARE = frozenset({"--size-only", "--ignore-size"})
 LOOKUP_FLAGS = {"list": "--no-traverse=false", "objects": "--no-traverse"}
 
 _FUNCTIONS = r"""
-# the shard's own flags (its lookup mode): line 1 on the first attempt, line 2 after
-xfer_shard_args() {  # FILES
-    local file="${1%.files}.rclone" line=""
+# xfer_root ROOT [SUB]: ROOT (or its directory SUB) with a trailing / (so rclone does
+# not HEAD it to see whether it is a file)
+xfer_root() {
+    local root=$1
+    case $root in *: | */) ;; *) root=$root/ ;; esac
+    if [ -n "${2:-}" ]; then root=$root$2/; fi
+    printf '%s' "$root"
+}
+
+# the shard's own settings, from shard_N.rclone (written at render): its lookup flags
+# (line 1 on the first attempt, line 2 after) and its sub-root (line 3: the directory
+# holding all of its names; its copy runs there and lists no parent directory).
+# Sets XFER_SHARD_ARGS, XFER_S and XFER_D (the roots) and XFER_LIST (the names,
+# relative to the sub-root: LOG.list when there is one)
+xfer_shard_args() {  # FILES LOG
+    local file="${1%.files}.rclone" line="" sub=""
     XFER_SHARD_ARGS=()
-    [ -r "$file" ] || return 0
-    if [ "${CUR_ATTEMPT:-1}" -gt 1 ]; then
-        line=$(sed -n 2p "$file")
-    else
-        line=$(sed -n 1p "$file")
+    XFER_LIST=$1
+    XFER_SUB=""
+    if [ -r "$file" ]; then
+        if [ "${CUR_ATTEMPT:-1}" -gt 1 ]; then
+            line=$(sed -n 2p "$file")
+        else
+            line=$(sed -n 1p "$file")
+        fi
+        read -r -a XFER_SHARD_ARGS <<<"$line"
+        sub=$(sed -n 3p "$file")
     fi
-    read -r -a XFER_SHARD_ARGS <<<"$line"
+    # only a plain relative directory that every name lies in (else the shard's root)
+    case $sub in *[!A-Za-z0-9._+=@,~/-]* | /* | */ | .* | */.*) sub="" ;; esac
+    if [ -n "$sub" ] && LC_ALL=C cut -c1-$((${#sub} + 1)) -- "$1" | LC_ALL=C grep -qvxF -- "$sub/"; then
+        sub=""
+    fi
+    XFER_S=$(xfer_root "$XFER_SRC" "$sub")
+    XFER_D=$(xfer_root "$XFER_DST" "$sub")
+    if [ -n "$sub" ]; then
+        XFER_SUB=$sub/
+        XFER_LIST=$2.list
+        xfer_new_file "$XFER_LIST" || return 1
+        LC_ALL=C cut -c$((${#sub} + 2))- -- "$1" >>"$XFER_LIST" || return 1
+    fi
 }
 
 xfer_copy() {  # FILES LOG
     local rc last
-    xfer_shard_args "$1"
+    xfer_shard_args "$1" "$2" || return 1
     rm -f "$2.report"
     xfer_tool copy ${XFER_RCLONE_ARGS[@]+"${XFER_RCLONE_ARGS[@]}"} ${XFER_COPY_ARGS[@]+"${XFER_COPY_ARGS[@]}"} \
         ${XFER_SHARD_ARGS[@]+"${XFER_SHARD_ARGS[@]}"} --combined "$2.report" \
-        --files-from-raw "$1" -- "$XFER_SRC" "$XFER_DST" >>"$2" 2>&1 </dev/null
+        --files-from-raw "$XFER_LIST" -- "$XFER_S" "$XFER_D" >>"$2" 2>&1 </dev/null
     rc=$?
+    [ "$XFER_LIST" = "$1" ] || rm -f "$XFER_LIST"
     if [ "$rc" -ne 0 ]; then
         # rclone's last ERROR or CRITICAL line (a dead endpoint gives only CRITICAL ones)
         last=$(LC_ALL=C grep -aE ' (ERROR|CRITICAL) ?:' "$2" | tail -n 1)
@@ -103,11 +134,16 @@ xfer_copy() {  # FILES LOG
 }
 
 xfer_verify() {  # FILES LOG
+    local rc
+    xfer_shard_args "$1" "$2" || return 1
     if [ "$XFER_VERIFY_MODE" = check ]; then
-        xfer_verify_check "$@"
+        xfer_verify_check "$XFER_LIST" "$2"
     else
-        xfer_verify_report "$@"
+        xfer_verify_report "$XFER_LIST" "$2"
     fi
+    rc=$?
+    [ "$XFER_LIST" = "$1" ] || rm -f "$XFER_LIST"
+    return "$rc"
 }
 
 # the copy's own report: every name of the list sent, re-sent or found equal
@@ -122,12 +158,12 @@ xfer_verify_report() {  # FILES LOG
         if [ "$seen" -lt "$expected" ]; then
             # the names of the list the copy never reported: gone from the source
             LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C grep -vxF -f - "$1" |
-                head -n 20 | sed 's/^/missing at source: /'
+                head -n 20 | sed "s|^|missing at source: $XFER_SUB|"
         fi
     } >>"$2"
     if [ "$seen" -lt "$expected" ]; then
         first=$(LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C grep -vxF -f - "$1" | head -n 1)
-        first=" (first: $first)"
+        first=" (first: $XFER_SUB$first)"
     fi
     rm -f "$report"
     if [ "$seen" -eq "$expected" ] && [ "$expected" -gt 0 ]; then
@@ -144,7 +180,7 @@ xfer_verify_check() {  # FILES LOG
     rm -f "$2.report"
     xfer_new_file "$combined" || return 1
     xfer_tool check ${XFER_RCLONE_ARGS[@]+"${XFER_RCLONE_ARGS[@]}"} ${XFER_CHECK_ARGS[@]+"${XFER_CHECK_ARGS[@]}"} \
-        --one-way --files-from-raw "$1" --combined - -- "$XFER_SRC" "$XFER_DST" \
+        --one-way --files-from-raw "$1" --combined - -- "$XFER_S" "$XFER_D" \
         >>"$combined" 2>>"$2" </dev/null
     rc=$?
     expected=$(wc -l <"$1")
@@ -160,12 +196,12 @@ xfer_verify_check() {  # FILES LOG
         if [ "$unseen" -gt 0 ]; then
             # the names of the list that the check never reported: gone from the source
             LC_ALL=C sed 's/^. //' "$combined" | LC_ALL=C grep -vxF -f - "$1" | head -n 20 |
-                sed 's/^/missing at source: /'
+                sed "s|^|missing at source: $XFER_SUB|"
         fi
     } >>"$2"
     if [ "$unseen" -gt 0 ]; then
         first=$(LC_ALL=C sed 's/^. //' "$combined" | LC_ALL=C grep -vxF -f - "$1" | head -n 1)
-        first=" (first: $first)"
+        first=" (first: $XFER_SUB$first)"
     fi
     rm -f "$combined"
     if [ "$ok" -eq "$expected" ] && [ "$expected" -gt 0 ]; then
@@ -241,7 +277,7 @@ class RcloneEngine(ShardEngine):
             if info.index in wanted:
                 first, later = shard_flags(info.lookup, info.check_dest)
                 path = shards / f"shard_{info.index:06d}.rclone"
-                text = f"{first}\n{later}\n"
+                text = f"{first}\n{later}\n{info.subdir}\n"
                 if not path.is_file() or path.read_text() != text:
                     atomic_write_text(path, text)
 

@@ -124,17 +124,19 @@ def test_requests_stay_within_a_tenth_of_copy_plus_check_at_1_and_8_shards(
         # every object sent once and read back once, plus a few per rclone run (answered
         # requests: low-level retries are bounded in counted()); a per-object
         # re-listing or re-check would add 400
-        assert 400 <= runs[shards]["PUT"] <= 400 + 2 * shards
-        assert 400 <= runs[shards]["HEAD"] <= 400 + 2 * shards
+        # no request per rclone run either: its roots end in "/" (no HEAD to see whether
+        # the root is a file) and the destination listing finds the bucket (no PUT)
+        assert 400 <= runs[shards]["PUT"] <= 400 + 2
+        assert 400 <= runs[shards]["HEAD"] <= 400 + 2
         assert total(runs[shards]) <= 1.1 * total(base), (shards, runs[shards], base)
         # a re-run of a finished run sends no request at all
         assert total(xfer_run(proxy, conf, run, src, f"s3:dst/{prefix}/x{shards}", shards)) == 0
     # listing: one shard lists at most what the baseline does; eight list only their
-    # own directories (the deep tree: 4 of 100 files, plus d000 and the root), never
-    # every directory again (the byte-balanced layout listed 6 per shard, twice)
+    # own directory (the deep tree: 4 of 100 files, two shards each; each copy runs
+    # in its directory, so lists no parent), never every directory again (the
+    # byte-balanced layout listed 6 per shard, twice)
     assert runs[1]["LIST"] <= base["LIST"]
-    per_shard = 4 if layout == "deep" else 1
-    assert runs[8]["LIST"] <= 8 * per_shard, runs[8]
+    assert runs[8]["LIST"] <= 8 + 2, runs[8]
 
 
 def _prepare_then_submit(
@@ -183,6 +185,30 @@ def test_plan_estimate_within_a_tenth_of_the_measured_requests(
     # the status shows the plan beside what was done
     status = xfer("status", "--run-dir", str(run))
     assert f"plan: {plan.total_requests:,} requests" in status.stdout, status.stdout
+
+
+def test_server_side_shards_pay_no_fixed_requests(
+    proxy: FaultProxy, s3: S3Server, conf: Path, tmp_path: Path
+) -> None:
+    """S3 -> S3 at 16 shards of 25 objects: each shard lists its own directory once per
+    side and nothing else; every object costs its source HEAD, the COPY and the read-back
+    HEAD, as in one rclone copy."""
+    prefix = f"fixed-{uuid.uuid4().hex[:8]}"
+    _tree(s3.root / "src" / prefix, deep_names(400))  # d000/s000..s003, 100 each
+    run = tmp_path / "run"
+    plan, measured = _prepare_then_submit(
+        proxy, conf, run, f"s3:src/{prefix}", f"s3:dst/{prefix}", 16
+    )
+    assert read_tree(s3.root / "dst" / prefix) == read_tree(s3.root / "src" / prefix)
+    meta = load_shard_meta(run / "shards")
+    assert {s.lookup for s in meta.shards} == {"list"}
+    assert all(s.subdir.startswith("d000/s") and s.list_pages == 1 for s in meta.shards)
+    assert "d000/s" in (run / "shards" / "shard_000000.rclone").read_text()
+    # a HEAD per rclone run (its roots) would add 16-32, parents' listings 64
+    assert measured["COPY"] == 400, measured
+    assert 800 <= measured["HEAD"] <= 800 + 2, measured
+    assert measured["LIST"] <= 16 * 2 + 2, measured
+    assert abs(plan.total_requests - total(measured)) <= 0.1 * total(measured), (plan, measured)
 
 
 def test_diff_dest_rerun_costs_what_changed(

@@ -311,3 +311,26 @@ def test_verify_lists_each_directory_once_when_the_cost_model_says_so(
     assert reason.strip() == (
         "verify: 2 of 62 records not verified (1 missing at destination, 1 differ in size or MD5)"
     )
+
+
+def test_verification_lookup_is_the_cost_model_for_the_destination_alone(tmp_path: Path) -> None:
+    """A server-side shard of 3 records in a directory of 1,500 (2 LIST pages): rclone
+    looks objects up (3 HEADs < 2 pages on each side), s5cmd's verification, which
+    reads only the destination, lists (2 pages < 3 HEADs)."""
+    from xfer_s5cmd import _lookups
+
+    from xfer_core.manifest.shard import shard_manifest
+
+    records = []
+    for i in range(1500):
+        path, meta = path_fields(f"flat/k{i:05d}".encode())
+        records.append(
+            ManifestRecord(
+                path=path, size=3, meta=meta, source_root="s3:src/p", dest_root="s3:dst/p"
+            )
+        )
+    write_manifest(tmp_path / "m.jsonl", records)
+    meta = shard_manifest(tmp_path / "m.jsonl", tmp_path / "shards", num_shards=500)
+    assert {s.list_pages for s in meta.shards} == {2} and {s.records for s in meta.shards} == {3}
+    assert {s.lookup for s in meta.shards} == {"objects"}
+    assert set(_lookups(tmp_path / "shards").values()) == {"list"}

@@ -97,9 +97,15 @@ def test_each_shard_touches_its_own_directories(tmp_path: Path) -> None:
     assert all(s.dirs <= 8 for s in loc.shards)
     assert sum(s.dirs for s in loc.shards) <= 50 + 7
     assert all(s.dirs == 50 for s in lpt.shards)
-    # listing pages: own directories + d000 + the root, vs all of them per shard
-    assert all(s.list_pages == s.dirs + 2 for s in loc.shards)
-    assert all(s.list_pages == 52 for s in lpt.shards)
+    # each copy runs in its shard's deepest common directory (its sub-root) and lists
+    # that and the directories below it it needs: its own directories (+ d000 when it
+    # spans several), vs all of them per shard
+    for s in loc.shards:
+        if s.dirs == 1:
+            assert s.subdir.startswith("d000/s") and s.list_pages == 1
+        else:
+            assert s.subdir == "d000" and s.list_pages == s.dirs + 1
+    assert all(s.list_pages == 51 and s.subdir == "d000" for s in lpt.shards)
     assert loc.imbalance <= 1 + 2 * DIR_SLACK
 
 
@@ -115,9 +121,19 @@ def test_cuts_move_to_directory_boundaries_within_the_slack(tmp_path: Path) -> N
 
 
 def test_cost_model_picks_the_fewest_requests() -> None:
-    assert choose_lookup(625, 9) == ("list", 9)
-    assert choose_lookup(3, 21) == ("objects", 3)
-    assert choose_lookup(5, 5) == ("list", 5)  # ties: list
+    # two remotes: both sides list, or both sides HEAD every object
+    assert choose_lookup(625, 9) == ("list", 18)
+    assert choose_lookup(3, 21) == ("objects", 6)
+    assert choose_lookup(5, 5) == ("list", 10)  # ties: list
+    # local -> S3: only the destination costs requests
+    assert choose_lookup(3, 21, src=False) == ("objects", 3)
+    # server-side copy: the source HEAD is the copy's own, so objects cost one side
+    assert choose_lookup(15, 10, server_side=True) == ("objects", 15)
+    assert choose_lookup(25, 10, server_side=True) == ("list", 20)
+    # a destination known to need every record is not looked at: a server-side copy
+    # then looks nothing up (the copy's HEAD), a local source costs nothing either way
+    assert choose_lookup(25, 10, server_side=True, check_dest=False) == ("objects", 0)
+    assert choose_lookup(25, 10, src=False, check_dest=False) == ("list", 0)
     assert pages(0) == 1 and pages(1000) == 1 and pages(1001) == 2
 
 
@@ -130,7 +146,8 @@ def test_flat_prefix_shards_choose_per_object_requests_when_small(tmp_path: Path
     assert {s.lookup for s in meta.shards} == {"list"}  # 20 pages < 78 HEADs
     meta = shard_manifest(manifest, tmp_path / "o", num_shards=2000)
     assert {s.lookup for s in meta.shards} == {"objects"}  # 10 HEADs < 20 pages
-    assert {s.lookup_requests for s in meta.shards} == {10}
+    assert {s.lookup_requests for s in meta.shards} == {20}  # a HEAD per object, per side
+    assert {s.subdir for s in meta.shards} == {""}
 
 
 def test_diff_manifest_shards_skip_the_destination(tmp_path: Path) -> None:
@@ -142,3 +159,18 @@ def test_diff_manifest_shards_skip_the_destination(tmp_path: Path) -> None:
     meta = shard_manifest(tmp_path / "m.jsonl", tmp_path / "o", num_shards=3, object_overhead=0)
     assert [s.send for s in meta.shards] == [100, 100, 50]
     assert [s.check_dest for s in meta.shards] == [False, False, True]
+
+
+def test_sub_root_is_the_deepest_plain_directory_of_all_records(tmp_path: Path) -> None:
+    # a shard whose names lie in one directory runs there; a name that is not a plain
+    # word (here a space, and a control character) keeps it at the plain parent
+    items = [
+        *[(f"top/a b/f{i}".encode(), 10) for i in range(4)],
+        *[(f"top/plain/x/f{i}".encode(), 10) for i in range(4)],
+        *[(f"top/t\tab/f{i}".encode(), 10) for i in range(4)],
+    ]
+    manifest = write_items(tmp_path / "m.jsonl", items)
+    meta = shard_manifest(manifest, tmp_path / "o", num_shards=3, object_overhead=0)
+    assert [s.subdir for s in meta.shards] == ["top", "top/plain/x", "top"]
+    # from top: top itself and the shard's directory; from top/plain/x: that one only
+    assert [s.list_pages for s in meta.shards] == [2, 1, 2]

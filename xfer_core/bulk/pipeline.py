@@ -245,9 +245,9 @@ def prepare_run(
         tasks=resolved.tasks,
         rclone_flags=resolved.rclone_flags,
     )
-    from xfer_core.bulk.plan import plan_from_shards, write_plan
+    from xfer_core.bulk.plan import make_plan, write_plan
 
-    plan = plan_from_shards(meta, analysis, verify=_verify_mode(resolved, render))
+    plan = make_plan(analysis, meta, verify=_verify_mode(resolved, render))
     if resolved.engine != "rclone":
         note = f"the request model is the rclone engine's; engine {resolved.engine} may differ"
         plan = msgspec.structs.replace(plan, notes=[*plan.notes, note])

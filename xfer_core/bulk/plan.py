@@ -10,18 +10,20 @@ rclone 1.75 against an S3 server through :class:`~xfer_core.testing.faultproxy.F
   between two remotes: ``GET`` + ``PUT`` + ``HEAD`` (not measured: the sum of the two).
   An upload of ``MULTIPART_CUTOFF`` or more is a multipart upload: ``POST`` to start,
   one ``PUT`` per ``CHUNK`` part, ``POST`` to finish.
-- **lookups**, per shard and remote side, as the cost model chose
-  (:mod:`xfer_core.manifest.locality`): the LIST pages of its directories, or one
-  ``HEAD`` per object; none at the destination when the shard's records are all
-  known to need sending (``--diff-dest``). On the source side of a server-side
-  copy the per-object ``HEAD`` is the one the copy makes anyway. Directory pages
-  assume the destination already mirrors the source (an upper bound: a fresh
-  destination lists nearly nothing).
-- **per rclone run**: one ``HEAD`` (the bucket); one ``PUT`` per run of uploads (the
-  bucket or directory marker).
+- **lookups**, per shard, as the cost model chose and wrote into
+  ``shards.meta.json`` (:mod:`xfer_core.manifest.locality`): the LIST pages of the
+  directories below its sub-root on each remote side, or one ``HEAD`` per object;
+  none at the destination when the shard's records are all known to need sending
+  (``--diff-dest``). On the source side of a server-side copy the per-object
+  ``HEAD`` is the one the copy makes anyway. Directory pages assume the
+  destination already mirrors the source (an upper bound: a fresh destination
+  lists nearly nothing).
+- **per rclone run**: nothing when it lists the destination (the roots are given
+  with a trailing ``/``, so rclone does not ``HEAD`` them to see whether they are
+  files); else, when it uploads, one ``PUT`` (rclone's bucket check before its first
+  upload; a server-side copy makes none).
 - **verification**: nothing more -- the copy's own checks are the verification;
-  with ``--verify check`` one more listing of the shard's directories (and a
-  ``HEAD``) per shard.
+  with ``--verify check`` one more listing of the shard's directories per shard.
 
 Time at a rate: ``max(requests / requests_per_second, bytes / bytes_per_second)``:
 requests and bytes overlap when there are enough parallel transfers.
@@ -38,8 +40,9 @@ import msgspec
 
 from xfer_core.atomic import atomic_write_bytes
 from xfer_core.manifest.analyze import MULTIPART_CUTOFF
+from xfer_core.manifest.locality import choose_lookup, route_sides
 
-__all__ = ["MULTIPART_CUTOFF", "Plan", "estimate", "plan_from_analysis", "plan_from_shards"]
+__all__ = ["MULTIPART_CUTOFF", "Plan", "make_plan"]
 
 if TYPE_CHECKING:
     from xfer_core.manifest.analyze import Analysis
@@ -54,6 +57,8 @@ RATES: tuple[tuple[float, float], ...] = (
     (5_000.0, 10 * 2**30),
 )
 OPERATIONS = ("LIST", "HEAD", "GET", "PUT", "COPY", "POST")
+#: Share of a plan's requests spent on lookups above which the plan suggests --diff-dest.
+LOOKUP_SHARE = 0.05
 
 
 class RateTime(msgspec.Struct, frozen=True):
@@ -92,22 +97,9 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     schema: str = PLAN_SCHEMA
 
 
-def is_remote(root: str) -> bool:
-    """An rclone remote (``name:path``) rather than a local path."""
-    if root.startswith("/"):
-        return False
-    head, sep, _ = root.partition(":")
-    return bool(sep) and "/" not in head
-
-
-def _remote_name(root: str) -> str:
-    return root.partition(":")[0]
-
-
 def _route(source_root: str, dest_root: str) -> tuple[str, bool, bool, bool]:
     """(route, source remote, dest remote, server-side)."""
-    src, dst = is_remote(source_root), is_remote(dest_root)
-    server_side = src and dst and _remote_name(source_root) == _remote_name(dest_root)
+    src, dst, server_side = route_sides(source_root, dest_root)
     if src and dst:
         route = "s3->s3 (server-side)" if server_side else "s3->s3"
     else:
@@ -115,28 +107,58 @@ def _route(source_root: str, dest_root: str) -> tuple[str, bool, bool, bool]:
     return route, src, dst, server_side
 
 
-def estimate(
+def make_plan(
+    analysis: Analysis,
+    meta: ShardMeta | None = None,
     *,
-    source_root: str,
-    dest_root: str,
-    objects: int,
-    total_bytes: int,
-    multipart_objects: int,
-    parts: int,
-    shards: list[ShardPlan],
-    shard_pages: list[int],
+    shards: int | None = None,
     verify: str = "hash",
 ) -> Plan:
-    """The plan of a run: see the module docstring. ``shard_pages[i]`` is the LIST
-    pages of shard i's directories (for the lookup and a ``--verify check``)."""
+    """The plan of a run: see the module docstring.
+
+    With ``meta`` (a sharded run), each shard's lookup is the one the cost model
+    wrote into ``shards.meta.json``. Without it (``manifest analyze``, before
+    sharding), ``shards`` (default: the suggested count) shards are assumed, each
+    holding ``1/shards`` of the records and listing about ``1/shards`` of the
+    directories' pages plus their common parent, looked up the way the cost model
+    would choose.
+    """
+    source_root = meta.source_root if meta else analysis.source_root
+    dest_root = meta.dest_root if meta else analysis.dest_root
     route, src, dst, server_side = _route(source_root, dest_root)
+    if meta is not None:
+        per_shard = [
+            ShardPlan(
+                index=s.index,
+                records=s.records,
+                lookup=s.lookup,
+                check_dest=s.check_dest,
+                requests=s.lookup_requests,
+            )
+            for s in meta.shards
+        ]
+        pages = [s.list_pages for s in meta.shards]
+    else:
+        n = max(1, shards or analysis.suggested_shards or 1)
+        page = math.ceil(analysis.dir_pages / n) + (1 if analysis.dir_pages > n else 0)
+        pages = [page] * n
+        per_shard = []
+        for i in range(n):
+            records = analysis.records // n + (1 if i < analysis.records % n else 0)
+            mode, cost = choose_lookup(records, page, src=src, dst=dst, server_side=server_side)
+            per_shard.append(
+                ShardPlan(index=i, records=records, lookup=mode, check_dest=True, requests=cost)
+            )
+    objects = meta.total_records if meta else analysis.records
+    total_bytes = meta.total_bytes if meta else analysis.total_bytes
+    multipart_objects = analysis.multipart_objects
     req = dict.fromkeys(OPERATIONS, 0)
     single = objects - multipart_objects
     if dst and src and server_side:
         req["COPY"] += objects
         req["HEAD"] += 2 * objects
     elif dst:
-        req["PUT"] += single + parts
+        req["PUT"] += single + analysis.multipart_parts
         req["POST"] += 2 * multipart_objects
         req["HEAD"] += objects
         if src:
@@ -144,26 +166,15 @@ def estimate(
     elif src:
         req["GET"] += objects
     lookups = 0
-    for shard, pages in zip(shards, shard_pages, strict=True):
-        mine = 0
-        per = shard.requests
-        kind = "LIST" if shard.lookup == "list" else "HEAD"
-        if dst and shard.check_dest:
-            req[kind] += per
-            mine += per
-        if src and not (server_side and shard.lookup == "objects"):
-            req[kind] += per
-            mine += per
-        if dst:
-            req["HEAD"] += 1
+    for shard, shard_pages in zip(per_shard, pages, strict=True):
+        req["LIST" if shard.lookup == "list" else "HEAD"] += shard.requests
+        lookups += shard.requests
+        if dst and not server_side and (shard.lookup == "objects" or not shard.check_dest):
+            req["PUT"] += 1  # the bucket check of uploads that did not list the destination
         if verify == "check":
-            extra = pages * (int(src) + int(dst))
+            extra = shard_pages * (int(src) + int(dst))
             req["LIST"] += extra
-            req["HEAD"] += int(dst)
-            mine += extra
-        lookups += mine
-    if dst and objects and not server_side:
-        req["PUT"] += 1
+            lookups += extra
     total = sum(req.values())
     moved = 0 if server_side else total_bytes
     rates = [
@@ -175,18 +186,23 @@ def estimate(
         for r, b in RATES
     ]
     notes = []
-    if any(s.lookup == "list" and s.check_dest for s in shards) and dst:
+    if any(s.lookup == "list" and s.check_dest for s in per_shard) and dst:
         notes.append(
             "listing pages assume the destination already mirrors the source: a fresh "
             "destination lists less"
         )
     if src and dst and not server_side:
         notes.append("a copy between two remotes is not measured: GET + PUT + HEAD per object")
+    if dst and lookups > LOOKUP_SHARE * total and any(s.check_dest for s in per_shard):
+        notes.append(
+            f"lookups are {lookups / total:.0%} of the requests: --diff-dest lists the "
+            "destination once and the shards look nothing up there (or use fewer shards)"
+        )
     return Plan(
         source_root=source_root,
         dest_root=dest_root,
         route=route,
-        shards=len(shards),
+        shards=len(per_shard),
         objects=objects,
         bytes=total_bytes,
         bytes_moved=moved,
@@ -194,57 +210,8 @@ def estimate(
         total_requests=total,
         lookups=lookups,
         rates=rates,
-        per_shard=shards,
+        per_shard=per_shard,
         notes=notes,
-    )
-
-
-def plan_from_shards(meta: ShardMeta, analysis: Analysis, *, verify: str = "hash") -> Plan:
-    """The plan of a sharded run (exact per-shard lookups from ``shards.meta.json``)."""
-    shards = [
-        ShardPlan(
-            index=s.index,
-            records=s.records,
-            lookup=s.lookup,
-            check_dest=s.check_dest,
-            requests=s.lookup_requests,
-        )
-        for s in meta.shards
-    ]
-    return estimate(
-        source_root=meta.source_root,
-        dest_root=meta.dest_root,
-        objects=meta.total_records,
-        total_bytes=meta.total_bytes,
-        multipart_objects=analysis.multipart_objects,
-        parts=analysis.multipart_parts,
-        shards=shards,
-        shard_pages=[s.list_pages for s in meta.shards],
-        verify=verify,
-    )
-
-
-def plan_from_analysis(analysis: Analysis, shards: int | None = None) -> Plan:
-    """An estimate before sharding: ``shards`` (default: the suggested count) locality
-    shards, each listing about ``1/shards`` of the directories plus two parents."""
-    n = max(1, shards or analysis.suggested_shards or 1)
-    pages = [math.ceil(analysis.dir_pages / n) + 2] * n
-    records = [analysis.records // n + (1 if i < analysis.records % n else 0) for i in range(n)]
-    plans = []
-    for i in range(n):
-        lookup, cost = ("list", pages[i]) if pages[i] <= records[i] else ("objects", records[i])
-        plans.append(
-            ShardPlan(index=i, records=records[i], lookup=lookup, check_dest=True, requests=cost)
-        )
-    return estimate(
-        source_root=analysis.source_root,
-        dest_root=analysis.dest_root,
-        objects=analysis.records,
-        total_bytes=analysis.total_bytes,
-        multipart_objects=analysis.multipart_objects,
-        parts=analysis.multipart_parts,
-        shards=plans,
-        shard_pages=pages,
     )
 
 

@@ -181,9 +181,9 @@ def _print_analysis(a: Analysis) -> None:
         f"suggested shards: [bold]{a.suggested_shards}[/] "
         f"(weight {human_bytes(a.total_weight)} = bytes + objects × overhead)"
     )
-    from xfer_core.bulk.plan import plan_from_analysis, plan_lines
+    from xfer_core.bulk.plan import make_plan, plan_lines
 
-    for line in plan_lines(plan_from_analysis(a)):
+    for line in plan_lines(make_plan(a)):
         console.print(line, soft_wrap=True, markup=False, highlight=False)
 
 

@@ -60,6 +60,7 @@ from xfer_core.manifest.locality import (
     FILE_SEP,
     choose_lookup,
     locality_assign,
+    route_sides,
     touch_stats,
 )
 from xfer_core.manifest.rclone_names import rclone_name_list
@@ -127,10 +128,13 @@ class ShardInfo(msgspec.Struct, frozen=True):
     #: The cost model's choice for looking at what a side holds: ``list`` its
     #: directories or ``objects`` (one request each).
     lookup: str = "list"
-    #: Requests of that lookup, per remote side.
+    #: Requests of that lookup, both remote sides together.
     lookup_requests: int = 0
     #: False when every record must be sent: the destination is not looked at.
     check_dest: bool = True
+    #: The deepest directory (``/``-separated, ``""``: the root) holding all of the
+    #: shard's records: the copy runs there, so it lists no parent directory.
+    subdir: str = ""
 
 
 class ShardMeta(msgspec.Struct, frozen=True):
@@ -223,28 +227,28 @@ def _scan(
     fh: IO[bytes],
     spool: IO[bytes],
     keys: list[int],
-    paths: list[bytes],
-    folders: list[bytes],
+    bases: list[bytes],
+    folders: dict[bytes, tuple[bytes, list[int]]],
     send: list[int],
+    sizes: array[int],
 ) -> tuple[int, int, str, str, bool]:
     """Pass 1: validate every line, append one sort key per record and spool its
-    name as rclone spells it; ``paths`` gets each name's locality key
-    (:func:`~xfer_core.manifest.locality.sort_key`), ``folders`` its directory key
-    (one shared object per directory), ``send`` the index of each record the
-    manifest says must be sent. Returns (records, total_bytes, source_root,
-    dest_root, saw_blank_lines)."""
+    name as rclone spells it; ``sizes`` gets each record's size, ``bases`` its
+    name's last component, ``folders`` maps each directory (as in the name) to its
+    directory key (:func:`~xfer_core.manifest.locality.dir_of`) and the indices of
+    its records, ``send`` the index of each record the manifest says must be sent.
+    Returns (records, total_bytes, source_root, dest_root, saw_blank_lines)."""
     decode = _record_decoder.decode
     crc32 = zlib.crc32
     low32 = _LOW32
     append = keys.append
     names: list[bytes] = []
     add_name = names.append
-    add_path = paths.append
-    add_folder = folders.append
-    known: dict[bytes, bytes] = {}
-    sep_key, file_key = DIR_SEP, FILE_SEP
+    add_base = bases.append
+    add_size = sizes.append
+    known = folders
+    sep_key = DIR_SEP
     index = 0
-    total = 0
     src: str | None = None
     dst = ""
     blank = False
@@ -285,14 +289,20 @@ def _scan(
                 f"{name}:{lineno}: path is not valid Unicode text ({exc})"
             ) from None
         size = rec.size
-        total += size
+        try:
+            add_size(size)
+        except OverflowError:
+            raise ManifestError(
+                f"{name}:{lineno}: size {size} is not plausible (>= 2**64)"
+            ) from None
         append((size << 64) | ((low32 ^ crc32(raw)) << 32) | index)
         add_name(raw)
-        head, sep, base = raw.rpartition(b"/")
-        folder = head.replace(b"/", sep_key) if sep else b""
-        folder = known.setdefault(folder, folder)
-        add_folder(folder)
-        add_path(folder + file_key + base)
+        head, _, base = raw.rpartition(b"/")
+        folder = known.get(head)
+        if folder is None:  # one shared key object per directory
+            folder = known[head] = (head.replace(b"/", sep_key), [])
+        folder[1].append(index)
+        add_base(base)
         if rec.meta and DIFF in rec.meta:
             send.append(index)
         index += 1
@@ -302,7 +312,25 @@ def _scan(
             if index >= _MAX_RECORDS:
                 raise ManifestError(f"{name}:{lineno}: more than {_MAX_RECORDS} records")
     spool.write(rclone_name_list(names))
-    return index, total, src or "", dst, blank
+    return index, sum(sizes), src or "", dst, blank
+
+
+def _locality_order(
+    folders: dict[bytes, tuple[bytes, list[int]]], bases: list[bytes]
+) -> tuple[list[int], list[bytes]]:
+    """Record indices in :func:`~xfer_core.manifest.locality.sort_key` order, and the
+    directory key of each: directories in key order (a directory's files sort before
+    its sub-directories, so ``key + FILE_SEP`` orders them), then each directory's
+    records by name (stable: equal names keep manifest order)."""
+    order: list[int] = []
+    dirs: list[bytes] = []
+    file_sep = FILE_SEP
+    for key, members in sorted(folders.values(), key=lambda entry: entry[0] + file_sep):
+        if len(members) > 1:
+            members.sort(key=bases.__getitem__)
+        order += members
+        dirs += [key] * len(members)
+    return order, dirs
 
 
 def _b64_name(rec: ManifestRecord) -> bytes:
@@ -361,25 +389,18 @@ def _assign_simple(
 
 def _locality(
     keys: list[int],
+    sizes: array[int],
     order: list[int],
     dirs: list[bytes],
-    records: int,
     num_shards: int,
     overhead: int,
 ) -> tuple[array[int], list[int]]:
     """Contiguous ranges of the sorted paths (:func:`~xfer_core.manifest.locality.locality_assign`).
 
     Returns the per-record shard array and heap-like entries (load, records, shard)."""
-    weights = [0] * records
-    heaviest = [key & _LOW32 for key in reversed(keys)]
-    for key, i in zip(reversed(keys), heaviest, strict=True):
-        weights[i] = (key >> 64) + overhead
-    assign = locality_assign(order, dirs, weights, heaviest, num_shards)
-    loads = [0] * num_shards
-    counts = [0] * num_shards
-    for i, s in enumerate(assign):
-        loads[s] += weights[i]
-        counts[s] += 1
+    weights = list(map(overhead.__add__, sizes)) if overhead else sizes
+    heaviest = (key & _LOW32 for key in reversed(keys))
+    assign, loads, counts = locality_assign(order, dirs, weights, heaviest, num_shards)
     heap = [(loads[s] << _LOAD_SHIFT) | (counts[s] << _SHARD_BITS) | s for s in range(num_shards)]
     return assign, heap
 
@@ -389,19 +410,31 @@ def _lookup_stats(
     dirs: list[bytes],
     assign: array[int],
     send: list[int],
-    num_shards: int,
+    heap: list[int],
+    roots: tuple[str, str],
 ) -> list[dict[str, object]]:
     """Per shard: the cost model's inputs and choice (fields of :class:`ShardInfo`)."""
     from collections import Counter
 
-    dir_count, list_pages = touch_stats(order, dirs, assign, num_shards)
-    per_shard = Counter(assign)
-    records = [per_shard[s] for s in range(num_shards)]
+    num_shards = len(heap)
+    src, dst, server_side = route_sides(*roots)
+    dir_count, list_pages, subdirs = touch_stats(order, dirs, assign, num_shards)
+    records = [0] * num_shards
+    for entry in heap:
+        records[entry & _SHARD_MASK] = (entry >> _SHARD_BITS) & _COUNT_MASK
     sending = Counter(map(assign.__getitem__, send))
     sends = [sending[s] for s in range(num_shards)]
     out: list[dict[str, object]] = []
     for s in range(num_shards):
-        mode, cost = choose_lookup(records[s], list_pages[s])
+        check_dest = sends[s] < records[s]
+        mode, cost = choose_lookup(
+            records[s],
+            list_pages[s],
+            src=src,
+            dst=dst,
+            server_side=server_side,
+            check_dest=check_dest,
+        )
         out.append(
             {
                 "dirs": dir_count[s],
@@ -409,7 +442,8 @@ def _lookup_stats(
                 "send": sends[s],
                 "lookup": mode,
                 "lookup_requests": cost,
-                "check_dest": sends[s] < records[s],
+                "check_dest": check_dest,
+                "subdir": subdirs[s],
             }
         )
     return out
@@ -486,12 +520,13 @@ def shard_manifest(
         spool_dir = out.parent if out.parent.is_dir() else None
         with tempfile.TemporaryFile(dir=spool_dir) as spool:
             keys: list[int] = []
-            paths: list[bytes] = []
-            folders: list[bytes] = []
+            bases: list[bytes] = []
+            folders: dict[bytes, tuple[bytes, list[int]]] = {}
             send: list[int] = []
+            sizes = array("Q")
             say(f"reading {name} ...")
             records, total_bytes, src_root, dst_root, blank = _scan(
-                name, fh, spool, keys, paths, folders, send
+                name, fh, spool, keys, bases, folders, send, sizes
             )
             if records == 0:
                 raise ManifestError(f"{name}: the manifest has no records; nothing to shard")
@@ -514,18 +549,16 @@ def shard_manifest(
             _check_shard_count(name, n, records)
             largest = (keys[-1] >> 64) + overhead
             say(f"placing {records:,} records into {n:,} shards ...")
-            order = sorted(range(records), key=paths.__getitem__)
-            del paths
-            dirs = list(map(folders.__getitem__, order))
-            del folders
+            order, dirs = _locality_order(folders, bases)
+            del folders, bases
             if strategy != "bytes":
                 assign, heap = _assign_simple(strategy, keys, records, n, overhead)
             elif layout == "lpt":
                 assign, heap = _lpt(keys, records, n, overhead)
             else:
-                assign, heap = _locality(keys, order, dirs, records, n, overhead)
-            del keys
-            stats = _lookup_stats(order, dirs, assign, send, n)
+                assign, heap = _locality(keys, sizes, order, dirs, n, overhead)
+            del keys, sizes
+            stats = _lookup_stats(order, dirs, assign, send, heap, (src_root, dst_root))
             del order, dirs
             spool.seek(0)
             fh.seek(0)

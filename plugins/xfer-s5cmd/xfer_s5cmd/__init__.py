@@ -466,15 +466,23 @@ _WILDCARD = re.compile(r"[*?\[]")
 
 
 def _lookups(shards: Path) -> dict[int, str]:
-    """Each shard's lookup mode from ``shards.meta.json`` (empty when it cannot be read)."""
+    """Each shard's lookup mode for verification, from the request cost model's inputs
+    in ``shards.meta.json`` (empty when it cannot be read). s5cmd's copy looks nothing
+    up (one ``cp`` per record); only its verification reads the destination, so the
+    model is asked for the destination side alone: the LIST pages of the shard's
+    directories, or one request per record, whichever is fewer (ties: list)."""
     from xfer_core.errors import XferError
+    from xfer_core.manifest.locality import choose_lookup
     from xfer_core.manifest.shard import load_shard_meta
 
     try:
         meta = load_shard_meta(shards, check_files=False)
     except XferError:
         return {}
-    return {info.index: info.lookup for info in meta.shards}
+    return {
+        info.index: choose_lookup(info.records, info.list_pages, src=False)[0]
+        for info in meta.shards
+    }
 
 
 def _beside_interpreter(name: str) -> str | None:
