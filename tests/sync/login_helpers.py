@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xfer_core.testing import cli
 from xfer_core.testing.services import SshServer
 
 
@@ -126,12 +127,10 @@ def run_in_pty(
 
 def xfer(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run ``xfer ARGS`` without a terminal (no controlling tty, stdin closed)."""
-    return subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        capture_output=True,
-        text=True,
+    return cli.xfer(
+        *args,
+        env={"XFER_PLAIN": "1", **env},
         timeout=120,
-        env={**os.environ, "XFER_PLAIN": "1", **env},
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )

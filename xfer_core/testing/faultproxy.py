@@ -545,8 +545,8 @@ class FaultProxy:
                     _reset(conn)
                     return
                 conn.sendall(response.wire())
-                code = (status or [b"0"])[0]
-                if code < b"400" or (code == b"404" and method in ("HEAD", "GET")):
+                http = (status or [b"0"])[0]
+                if http < b"400" or (http == b"404" and method in ("HEAD", "GET")):
                     with self._lock:
                         self.ok[kind] += 1
                 if not keep or (response.header("Connection") or "").lower() == "close":
