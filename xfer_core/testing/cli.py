@@ -74,6 +74,15 @@ def popen_xfer(*args: str, env: Mapping[str, str] | None = None) -> subprocess.P
     )
 
 
+def write_files(root: Path, files: Mapping[str, bytes]) -> dict[str, bytes]:
+    """Write ``{relative name: content}`` under ``root`` (parents made); returns it as a dict."""
+    for name, data in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return dict(files)
+
+
 def make_tree(root: Path, names: list[str], *, big: int = 300_000) -> dict[str, bytes]:
     """Write ``names`` under ``root`` with distinct contents of assorted sizes.
 
@@ -81,19 +90,15 @@ def make_tree(root: Path, names: list[str], *, big: int = 300_000) -> dict[str, 
     holds its index and name repeated (longer for later names). Returns
     ``{name: content}``.
     """
-    files = {}
-    for i, name in enumerate(names):
+
+    def content(i: int, name: str) -> bytes:
         if name == "empty.bin":
-            data = b""
-        elif name == "big.bin":
-            data = os.urandom(big)
-        else:
-            data = (f"{i}:{name}\n" * (i * 37 + 1)).encode()
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        files[name] = data
-    return files
+            return b""
+        if name == "big.bin":
+            return os.urandom(big)
+        return (f"{i}:{name}\n" * (i * 37 + 1)).encode()
+
+    return write_files(root, {name: content(i, name) for i, name in enumerate(names)})
 
 
 def read_tree(root: Path, *, symlinks: bool = True) -> dict[str, bytes]:
