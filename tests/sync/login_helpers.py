@@ -8,7 +8,6 @@ import re
 import select
 import shutil
 import subprocess
-import sys
 import termios
 import time
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ def xfer_in_pty(
     """Run ``xfer ARGS`` on a new pseudo-terminal; see :func:`run_in_pty`."""
     full_env = {**os.environ, **env}
     full_env.pop("XFER_PLAIN", None)  # a terminal: the live display, paused for prompts
-    argv = [sys.executable, "-m", "xfer_core.cli", *args]
+    argv = [*cli.xfer_argv(), *args]
     return run_in_pty(argv, full_env, answers, timeout, hold)
 
 
