@@ -1,8 +1,42 @@
 """Shared by the whole suite: the real-service fixtures (sshd, slurm, s3)."""
 
+import os
 import signal
+import stat
+import sys
+import tempfile
+from pathlib import Path
 
 pytest_plugins = ["xfer_core.testing.fixtures"]
+
+
+def _share_bytecode() -> None:
+    """Let the suite's Python subprocesses cache bytecode in one private directory.
+
+    The tests start xfer (and other Python tools) as subprocesses a few thousand times. With
+    PYTHONDONTWRITEBYTECODE=1 in the environment (as on the CI machines) each of them compiled
+    every module it imports (asyncssh alone ~0.5 s). The cache lives outside the checkout
+    (PYTHONPYCACHEPREFIX) and is checked against each source's mtime by Python as usual, so
+    what runs is the same code; only the compile step is shared.
+    """
+    if os.environ.get("PYTHONPYCACHEPREFIX"):
+        return
+    prefix = Path(tempfile.gettempdir()) / f"xfer-tests-pycache-{os.getuid()}"
+    try:
+        prefix.mkdir(mode=0o700, exist_ok=True)
+        st = prefix.lstat()
+    except OSError:
+        return
+    private = stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and not st.st_mode & 0o077
+    if not private:  # someone else's directory: never load bytecode from it
+        return
+    os.environ["PYTHONPYCACHEPREFIX"] = str(prefix)
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    sys.pycache_prefix = str(prefix)
+    sys.dont_write_bytecode = False
+
+
+_share_bytecode()
 
 
 def pytest_configure() -> None:

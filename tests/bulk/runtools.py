@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from xfer_core.testing import cli
+from xfer_core.testing.cli import read_tree, xfer
+
+__all__ = ["HOSTILE_NAMES", "make_tree", "read_tree", "slow_rclone", "wait_for", "xfer"]
 
 #: Names a shell would love to misread; every one must arrive byte-identical.
 HOSTILE_NAMES = [
@@ -29,45 +31,8 @@ HOSTILE_NAMES = [
 
 
 def make_tree(root: Path, names: list[str] = HOSTILE_NAMES) -> dict[str, bytes]:
-    """Write ``names`` under ``root`` with distinct content of assorted sizes."""
-    files = {}
-    for i, name in enumerate(names):
-        if name == "empty.bin":
-            data = b""
-        elif name == "big.bin":
-            data = os.urandom(300_000)
-        else:
-            data = (f"{i}:{name}\n" * (i * 37 + 1)).encode()
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        files[name] = data
-    return files
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` by relative name."""
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
-
-
-def xfer(
-    *args: str,
-    cwd: Path | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 120,
-) -> subprocess.CompletedProcess[str]:
-    """Run the xfer CLI in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-        check=False,
-    )
+    """Write ``names`` (default :data:`HOSTILE_NAMES`) under ``root``; see :func:`cli.make_tree`."""
+    return cli.make_tree(root, names)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 60.0, what: str = "") -> None:

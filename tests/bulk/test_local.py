@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from xfer_core.bulk.render import RenderOptions
 from xfer_core.bulk.state import load_run_state
 from xfer_core.bulk.submit import submit_run
 from xfer_core.procfs import session_pids
+from xfer_core.testing.cli import xfer_argv
 
 from .runtools import make_tree, read_tree, slow_rclone, wait_for, xfer
 
@@ -198,7 +198,7 @@ def test_ctrl_c_of_xfer_run_leaves_consistent_state_and_rerun_completes(tmp_path
         "--submit",
     ]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xfer_core.cli", *args],
+        [*xfer_argv(), *args],
         env={**os.environ, "XFER_RCLONE": str(wrapper)},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -23,6 +23,7 @@ from xfer_core.bulk.plan import Plan, load_plan
 from xfer_core.bulk.state import load_run_state
 from xfer_core.manifest.jsonl import read_manifest
 from xfer_core.manifest.shard import load_shard_meta
+from xfer_core.testing.cli import write_files
 from xfer_core.testing.faultproxy import FaultProxy
 from xfer_core.testing.services import S3Server
 
@@ -45,10 +46,7 @@ def conf(proxy: FaultProxy, s3: S3Server, tmp_path: Path) -> Path:
 
 
 def _tree(root: Path, names: list[str]) -> None:
-    for i, name in enumerate(names):
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(os.urandom(50 + i % 300))
+    write_files(root, {name: os.urandom(50 + i % 300) for i, name in enumerate(names)})
 
 
 def deep_names(files: int, per_dir: int = 100) -> list[str]:

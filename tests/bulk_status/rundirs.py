@@ -3,25 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from xfer_core.manifest.jsonl import write_manifest
 from xfer_core.manifest.record import ManifestRecord
 from xfer_core.manifest.shard import load_shard_meta, shard_manifest
+from xfer_core.testing.cli import xfer
 
-
-def xfer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=60,
-        check=False,
-    )
+__all__ = ["make_run", "put", "xfer"]
 
 
 def make_run(tmp_path: Path, shards: int = 4, objects: int = 12) -> tuple[Path, list[str]]:

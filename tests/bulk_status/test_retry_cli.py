@@ -7,19 +7,15 @@ from pathlib import Path
 
 from xfer_core.bulk.state import load_run_state, read_jobs
 from xfer_core.bulk.status import plan_retry
+from xfer_core.testing.cli import write_files
 
 from .rundirs import make_run, xfer
 
 
 def _tree(root: Path) -> dict[str, bytes]:
-    files = {}
-    for i in range(9):
-        name = f"d{i % 2}/file {i}.bin"
-        data = bytes([i]) * (500 * (i + 1))
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-        files[name] = data
-    return files
+    return write_files(
+        root, {f"d{i % 2}/file {i}.bin": bytes([i]) * (500 * (i + 1)) for i in range(9)}
+    )
 
 
 def test_retry_skips_permanent_failures_unless_asked(tmp_path: Path) -> None:

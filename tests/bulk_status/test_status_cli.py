@@ -14,6 +14,7 @@ import pytest
 
 from xfer_core.bulk.state import JobRecord
 from xfer_core.manifest.shard import shard_manifest
+from xfer_core.testing.cli import xfer_argv
 
 from .rundirs import make_run, put, xfer
 
@@ -117,7 +118,7 @@ def test_watch_returns_when_the_run_is_over(tmp_path: Path) -> None:
     put(run, "shard_0.done", digests[0])
     argv = ["--json", "status", "--run-dir", str(run), "--watch", "--interval", "0.2"]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "xfer_core.cli", *argv, "--no-scheduler"],
+        [*xfer_argv(), *argv, "--no-scheduler"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from test_config_load import BAD, GOOD
 
 from xfer_core.config.load import parse_config
-
-XFER = str(Path(sys.executable).with_name("xfer"))
+from xfer_core.testing import cli
 
 
 def xfer(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if k not in ("XFER_CONFIG", "XDG_CONFIG_HOME")}
-    return subprocess.run(
-        [XFER, *args], capture_output=True, text=True, env={**base, **(env or {})}, timeout=60
+    """The CLI with no config of this machine's user in the way."""
+    return cli.xfer(
+        *args, env=env, drop_env=("XFER_CONFIG", "XDG_CONFIG_HOME"), timeout=60, script=True
     )
 
 

@@ -5,10 +5,8 @@ The fixtures in ``sbatchman_examples/`` are sbatchman's own documented examples 
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,7 @@ from xfer_core.config.load import (
     read_config,
 )
 from xfer_core.config.paths import ConfigLocation
+from xfer_core.testing import cli
 
 EXAMPLES = Path(__file__).parent / "sbatchman_examples"
 SBM = "remotes-config.toml"
@@ -34,14 +33,7 @@ def example(name: str) -> str:
 
 
 def xfer(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=cwd,
-        env={**os.environ, **env},
-    )
+    return cli.xfer(*args, cwd=cwd, env=env, timeout=120)
 
 
 def test_dialect_is_chosen_by_sbatchmans_file_name() -> None:

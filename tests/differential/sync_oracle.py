@@ -4,10 +4,8 @@ on identical pre-states (see test_sync_vs_rsync.py for what is compared)."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from xfer_core.testing import cli
 from xfer_core.testing.services import SshServer
 
 from .trees import Tree, describe, differences, materialise, snapshot
@@ -41,14 +40,7 @@ def rsync_oracle(
 
 
 def xfer(e: Env, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **e.xfer_env},
-        check=False,
-    )
+    return cli.xfer(*args, env=e.xfer_env, timeout=120)
 
 
 def toml_str(value: str) -> str:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from hypothesis import strategies as st
 from reliability.conftest import Tally
 
 from xfer_core.manifest.jsonl import read_manifest
+from xfer_core.testing import cli
 from xfer_core.testing.services import S3Server
 
 from .profiles import FAST, SOAK
@@ -109,14 +109,7 @@ def read(root: Path) -> dict[str, bytes]:
 
 
 def xfer(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "XFER_PLAIN": "1"},
-        timeout=timeout,
-        check=False,
-    )
+    return cli.xfer(*args, env={"XFER_PLAIN": "1"}, timeout=timeout)
 
 
 def check(s3: S3Server, src: str, dst: str, *extra: str) -> int:

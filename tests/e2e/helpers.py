@@ -5,30 +5,16 @@ Trees and hostile names come from :mod:`xfer_core.testing.engine_conformance`.""
 from __future__ import annotations
 
 import json
-import os
 import stat
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from xfer_core.testing.cli import xfer
 from xfer_core.testing.services import S3Server, SlurmCluster
 
 #: Small resources so two tasks fit the fixture's node at once.
 SLURM_ARGS = ("--scheduler", "slurm", "--cpus-per-task", "1", "--mem", "100M")
-
-
-def xfer(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Any:
-    """Run ``xfer ARGS`` in a subprocess, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=timeout,
-        check=False,
-    )
 
 
 def status(run: Path, env: dict[str, str]) -> tuple[int, dict[str, Any]]:

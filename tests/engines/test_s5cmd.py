@@ -54,12 +54,7 @@ def conf(tmp_path: Path) -> str:
 
 
 def test_listed_by_xfer_plugins_with_its_own_distribution() -> None:
-    res = subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", "plugins", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    res = xfer("plugins", "--json", timeout=60)
     assert res.returncode == 0, res.stderr
     rows = [r for r in json.loads(res.stdout)["plugins"] if r["name"] == "s5cmd"]
     assert len(rows) == 1

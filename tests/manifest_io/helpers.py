@@ -7,7 +7,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 #: Names any POSIX source may hold; each must come out of build unchanged.
@@ -78,9 +77,6 @@ def xfer(*args: str) -> subprocess.CompletedProcess[str]:
 
 def xfer_subprocess(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the real CLI (``python -m xfer_core.cli``) in a child process."""
-    return subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    from xfer_core.testing.cli import xfer as run
+
+    return run(*args, timeout=120)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 from xfer_core.manifest.jsonl import write_manifest
 from xfer_core.manifest.record import ManifestRecord, path_fields
+from xfer_core.testing import cli
 
 SRC = "s3src:bucket/data"
 DST = "s3dst:bucket/data"
@@ -59,12 +58,4 @@ def tree_bytes(outdir: Path) -> dict[str, bytes]:
 
 def xfer(*args: str) -> subprocess.CompletedProcess[str]:
     """Run the installed ``xfer`` console script (what ``uv run xfer`` runs)."""
-    script = Path(sys.executable).with_name("xfer")
-    argv = [str(script)] if script.exists() else [sys.executable, "-m", "xfer_core.cli"]
-    return subprocess.run(
-        [*argv, *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "COLUMNS": "120"},
-        timeout=120,
-    )
+    return cli.xfer(*args, env={"COLUMNS": "120"}, timeout=120, script=True)

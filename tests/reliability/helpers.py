@@ -6,11 +6,12 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
+
+from xfer_core.testing import cli
 
 if TYPE_CHECKING:
     from xfer_core.testing.services import SshServer
@@ -56,25 +57,12 @@ def xfer(
     cwd: Path | None = None,
     timeout: float = 180,
 ) -> subprocess.CompletedProcess[str]:
-    """Run the xfer CLI in a subprocess."""
-    return subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**os.environ, "XFER_PLAIN": "1", **(env or {})},
-        timeout=timeout,
-        check=False,
-    )
+    """The xfer CLI in a subprocess, plain output (``XFER_PLAIN=1``)."""
+    return cli.xfer(*args, env={"XFER_PLAIN": "1", **(env or {})}, cwd=cwd, timeout=timeout)
 
 
 def popen_xfer(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "XFER_PLAIN": "1", **(env or {})},
-    )
+    return cli.popen_xfer(*args, env={"XFER_PLAIN": "1", **(env or {})})
 
 
 def write_tree(root: Path, names: list[str], size: int = 0) -> dict[str, bytes]:
@@ -104,13 +92,7 @@ def files_holding(root: Path, secret: bytes) -> dict[Path, int]:
 
 def read_tree(root: Path) -> dict[str, bytes]:
     """Every regular file under ``root`` by relative name (symlinks not followed)."""
-    out = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            path = Path(dirpath) / name
-            if path.is_file() and not path.is_symlink():
-                out[str(path.relative_to(root))] = path.read_bytes()
-    return out
+    return cli.read_tree(root, symlinks=False)
 
 
 def canaries(*roots: Path) -> list[Path]:

@@ -24,6 +24,7 @@ from xfer_core.bulk.state import load_run_state
 from xfer_core.manifest.jsonl import read_manifest, write_manifest
 from xfer_core.manifest.record import ManifestRecord
 from xfer_core.manifest.shard import load_shard_meta
+from xfer_core.testing.cli import write_files
 from xfer_core.testing.services import SshServer
 
 from .conftest import Tally
@@ -100,14 +101,13 @@ def _interrupt(
 
 
 def _tree(root: Path, n: int, size: int) -> dict[str, bytes]:
-    files = {}
-    for i in range(n):
-        name = f"d{i % 4}/f{i:04d}.bin"
-        data = hashlib.sha256(str(i).encode()).digest() * (size // 32)
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_bytes(data)
-        files[name] = data
-    return files
+    return write_files(
+        root,
+        {
+            f"d{i % 4}/f{i:04d}.bin": hashlib.sha256(str(i).encode()).digest() * (size // 32)
+            for i in range(n)
+        },
+    )
 
 
 def _no_partial(dest: Path, files: dict[str, bytes]) -> int:

@@ -59,6 +59,11 @@ def write_manifest(path: Path, src: str, dst: str, names: list[str]) -> Path:
     return path
 
 
+#: For the live controls: rclone gives up on the failed sftp connection at once instead of
+#: retrying it for ~11 s (the ``ssh`` program has run, and written the marker, by then).
+ONE_TRY = {"RCLONE_LOW_LEVEL_RETRIES": "1"}
+
+
 def refused(proc: object, marker: Path) -> None:
     """Exit 2, one ``error:`` line naming the connection string, marker absent."""
     rc, err = proc.returncode, proc.stderr  # type: ignore[attr-defined]
@@ -85,7 +90,7 @@ def test_verify_refuses_and_trust_shows_the_attack_is_live(
     manifest, marker, _src = attack
     refused(xfer("manifest", "verify", "--in", str(manifest)), marker)
     # opting in (the user vouches for the manifest) lets rclone open the remote: it runs
-    live = xfer("manifest", "verify", "--in", str(manifest), "--trust-manifest-roots")
+    live = xfer("manifest", "verify", "--in", str(manifest), "--trust-manifest-roots", env=ONE_TRY)
     assert live.returncode != 0 and "destination: :sftp," in live.stderr, live.stderr
     assert marker.exists(), "control: the attack did not run even when trusted"
     marker.unlink()
@@ -155,11 +160,13 @@ def test_render_and_run_refuse_hostile_shard_meta(
     refused(xfer("slurm", "render", "--run-dir", str(run), "--runtime", "host"), marker)
     # control: trusted, the worker started by `xfer run` runs the root's command
     trusted = xfer(
-        "slurm", "render", "--run-dir", str(run), "--runtime", "host", "--trust-manifest-roots"
+        *("slurm", "render", "--run-dir", str(run), "--runtime", "host", "--max-attempts", "1"),
+        "--trust-manifest-roots",
     )
     assert trusted.returncode == 0, trusted.stderr
     live = xfer(
-        "run", "--run-dir", str(run), "--scheduler", "local", "--submit", "--max-attempts", "1"
+        *("run", "--run-dir", str(run), "--scheduler", "local", "--submit", "--max-attempts", "1"),
+        env=ONE_TRY,
     )
     assert live.returncode == 1, live.stderr
     assert marker.exists(), "control: the worker did not run the root even when trusted"

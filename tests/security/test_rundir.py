@@ -23,6 +23,7 @@ from xfer_core.bulk.pipeline import PrepareOptions, prepare_run
 from xfer_core.bulk.render import RenderOptions
 from xfer_core.bulk.scheduler import SubmitOptions
 from xfer_core.errors import ConfigError
+from xfer_core.testing.cli import xfer_argv
 from xfer_core.testing.fixtures import unavailable
 from xfer_core.testing.services import SlurmCluster, ensure_test_user, missing_programs
 
@@ -255,12 +256,6 @@ def test_new_run_dirs_are_private_and_a_loose_umask_is_not_refused(tmp_path: Pat
         assert not p.is_symlink()
         assert p.stat().st_mode & 0o022 == 0, p
     assert xfer("status", "--run-dir", str(run)).returncode == 0
-
-
-def xfer_argv() -> list[str]:
-    import sys
-
-    return [sys.executable, "-m", "xfer_core.cli"]
 
 
 # --- symlinks planted where the worker writes -------------------------------------------

@@ -16,8 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-import subprocess
-import sys
 import threading
 import unicodedata
 from collections.abc import AsyncIterator, Iterator
@@ -33,6 +31,7 @@ from xfer_backends.sftp import SftpBackend, is_own_temp, temp_name
 from xfer_core.errors import TransferError
 from xfer_core.output import display_name, parse_display_name, terminal_text
 from xfer_core.sync.backend import Remote
+from xfer_core.testing import cli
 from xfer_core.testing.conformance import job_for, remote_for_server, run_pair, snapshot
 from xfer_core.testing.services import SshServer
 
@@ -43,14 +42,7 @@ MTIME = 1_600_000_000
 
 def xfer(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> Any:
     """The CLI in a subprocess (``subprocess.CompletedProcess[str]``)."""
-    return subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-    )
+    return cli.xfer(*args, env=env, cwd=cwd, timeout=120)
 
 
 def _tree(root: Path) -> set[str]:

@@ -8,12 +8,12 @@ import re
 import select
 import shutil
 import subprocess
-import sys
 import termios
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xfer_core.testing import cli
 from xfer_core.testing.services import SshServer
 
 
@@ -40,7 +40,7 @@ def xfer_in_pty(
     """Run ``xfer ARGS`` on a new pseudo-terminal; see :func:`run_in_pty`."""
     full_env = {**os.environ, **env}
     full_env.pop("XFER_PLAIN", None)  # a terminal: the live display, paused for prompts
-    argv = [sys.executable, "-m", "xfer_core.cli", *args]
+    argv = [*cli.xfer_argv(), *args]
     return run_in_pty(argv, full_env, answers, timeout, hold)
 
 
@@ -126,12 +126,10 @@ def run_in_pty(
 
 def xfer(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run ``xfer ARGS`` without a terminal (no controlling tty, stdin closed)."""
-    return subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        capture_output=True,
-        text=True,
+    return cli.xfer(
+        *args,
+        env={"XFER_PLAIN": "1", **env},
         timeout=120,
-        env={**os.environ, "XFER_PLAIN": "1", **env},
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from xfer_core.testing import cli
 from xfer_core.testing.conformance import make_tree, snapshot
 from xfer_core.testing.services import SshServer, free_port
 
@@ -18,14 +18,7 @@ from xfer_core.testing.services import SshServer, free_port
 def xfer(
     *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-    )
+    return cli.xfer(*args, env=env, cwd=cwd, timeout=120)
 
 
 def events(stdout: str) -> list[dict[str, Any]]:

@@ -29,14 +29,14 @@ output.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
 
 from xfer_core.bulk.state import load_run_state
+from xfer_core.testing import cli
+from xfer_core.testing.cli import read_tree, xfer
 from xfer_core.testing.services import S3Server
 
 #: Names every engine must carry unchanged (spaces, quotes, shell syntax, globs, non-ASCII).
@@ -67,45 +67,9 @@ NON_UTF8_NAME = os.fsdecode(b"latin1-\xe9.txt")
 
 
 def make_tree(root: Path, names: list[str]) -> dict[str, bytes]:
-    """Write ``names`` under ``root`` with distinct contents of assorted sizes."""
-    files = {}
-    for i, name in enumerate(names):
-        if name == "empty.bin":
-            data = b""
-        elif name == "big.bin":
-            data = os.urandom(300_003)
-        else:
-            data = (f"{i}:{name}\n" * (i * 37 + 1)).encode()
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-        files[name] = data
-    return files
-
-
-def read_tree(root: Path) -> dict[str, bytes]:
-    """Every file under ``root`` by relative name (the S3 fixture stores objects as files)."""
-    if not root.exists():
-        return {}
-    return {
-        os.fsdecode(p.relative_to(root)): p.read_bytes()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
-
-
-def xfer(
-    *args: str, cwd: Path | None = None, timeout: float = 300
-) -> subprocess.CompletedProcess[str]:
-    """The xfer CLI in a subprocess (as a user runs it)."""
-    return subprocess.run(
-        [sys.executable, "-m", "xfer_core.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        check=False,
-    )
+    """Write ``names`` under ``root`` with distinct contents of assorted sizes
+    (``big.bin``: 300,003 random bytes, not a multiple of any chunk size)."""
+    return cli.make_tree(root, names, big=300_003)
 
 
 class ShardEngineConformance:
