@@ -5,7 +5,7 @@ a user would), each against a real instance."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 from xfer_sge.testing import SgeCell
@@ -28,7 +28,13 @@ class TestSlurmScheduler(SchedulerConformance):
 
     @pytest.fixture
     def scheduler_env(self, slurm: SlurmCluster) -> dict[str, str]:
+        self.cluster = slurm
         return slurm.env
+
+    def send_time_limit_warning(self, sub: Any) -> None:
+        # what --signal=B:USR1@N makes slurmctld do, at a moment the test chooses
+        # (tests/e2e/test_slurm_s3.py waits for slurmctld's own warning)
+        self.cluster.run(["scancel", "--batch", "--signal=USR1", str(sub.job_id)], check=True)
 
 
 @pytest.mark.sge

@@ -137,6 +137,16 @@ class SchedulerConformance:
         """Environment the scheduler's commands need (added to ``os.environ``)."""
         return {}
 
+    def send_time_limit_warning(self, sub: Any) -> None:
+        """Deliver the time-limit warning to the hung first attempt of ``sub`` now.
+
+        The default waits for the scheduler's own warning (Grid Engine's ``s_rt`` arrives
+        on time). Override it where the scheduler's warning comes at a moment the test
+        cannot choose: Slurm checks its time limits periodically, and CI saw a job reach
+        its limit without the ``--signal`` warning, so the Slurm class sends the same
+        signal the same way (``scancel --batch --signal=USR1``) once the attempt hangs.
+        """
+
     @pytest.fixture
     def sched(
         self, scheduler: str, scheduler_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
@@ -248,6 +258,8 @@ class SchedulerConformance:
             self._retry_without_time_limit(run, sched)
             return
         sub = self.submit(run, sched, concurrency=1)
+        wait_until(lambda: (run / "probe" / "hung_0").exists(), 120, "the first attempt")
+        self.send_time_limit_warning(sub)
         self.wait_done(run, sched, sub, 1)
         attempts = [(a, what) for _s, a, what in self.copied(run)]
         assert attempts == [(1, "start"), (2, "start"), (2, "done")], attempts
