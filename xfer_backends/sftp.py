@@ -488,16 +488,10 @@ def _quiet_orphaned_disconnects(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
-class _CoalescingTransport:
-    """Sends everything asyncssh wrote during one event-loop iteration in one ``send()``.
+class _Coalescing:
+    """Joins everything written during one event-loop iteration into one :meth:`_send`."""
 
-    asyncssh writes every SSH packet to the socket at once; with hundreds of small
-    files in flight that is one system call (and one wake-up of the server) per
-    packet. OpenSSH batches its output per loop iteration; this does the same.
-    """
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
-        self._transport = transport
+    def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
         self._pending: list[bytes] = []
 
@@ -510,8 +504,27 @@ class _CoalescingTransport:
         if self._pending:
             data = b"".join(self._pending)
             self._pending.clear()
-            if not self._transport.is_closing():
-                self._transport.write(data)
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class _CoalescingTransport(_Coalescing):
+    """Sends everything asyncssh wrote during one event-loop iteration in one ``send()``.
+
+    asyncssh writes every SSH packet to the socket at once; with hundreds of small
+    files in flight that is one system call (and one wake-up of the server) per
+    packet. OpenSSH batches its output per loop iteration; this does the same.
+    """
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop):
+        super().__init__(loop)
+        self._transport = transport
+
+    def _send(self, data: bytes) -> None:
+        if not self._transport.is_closing():
+            self._transport.write(data)
 
     def close(self) -> None:
         self._flush()
@@ -525,7 +538,7 @@ class _CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class _CoalescingSftpWriter:
+class _CoalescingSftpWriter(_Coalescing):
     """Hands everything an SFTP client wrote during one event-loop iteration to its SSH
     channel in one ``write()``.
 
@@ -535,22 +548,13 @@ class _CoalescingSftpWriter:
     """
 
     def __init__(self, writer: Any, loop: asyncio.AbstractEventLoop):
+        super().__init__(loop)
         self._writer = writer
-        self._loop = loop
-        self._pending: list[bytes] = []
 
-    def write(self, data: bytes) -> None:
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append(data)
-
-    def _flush(self) -> None:
-        if self._pending:
-            data = b"".join(self._pending)
-            self._pending.clear()
-            if not self._writer.channel.is_closing():
-                with contextlib.suppress(Exception):  # lost: the requests fail on their own
-                    self._writer.write(data)
+    def _send(self, data: bytes) -> None:
+        if not self._writer.channel.is_closing():
+            with contextlib.suppress(Exception):  # lost: the requests fail on their own
+                self._writer.write(data)
 
     def write_eof(self) -> None:
         self._flush()
