@@ -33,6 +33,19 @@ PROGRAMS = ("sge_qmaster", "sge_execd", "qsub", "qstat", "qconf", "qdel")
 LIBEXEC = Path("/usr/lib/gridengine")
 
 
+def _set_keys(conf: str, values: dict[str, str]) -> str:
+    """``conf`` (qconf's "KEY VALUE" lines) with the keys of ``values`` set to them."""
+    return (
+        "\n".join(
+            f"{line.split()[0]} {values[line.split()[0]]}"
+            if line.split() and line.split()[0] in values
+            else line
+            for line in conf.splitlines()
+        )
+        + "\n"
+    )
+
+
 class SgeError(RuntimeError):
     """The cell did not start."""
 
@@ -170,28 +183,12 @@ class SgeCell:
             "shell": "/bin/bash",
         }
         queue = self.dir / "queue.conf"
-        queue.write_text(
-            "\n".join(
-                f"{line.split()[0]} {values[line.split()[0]]}"
-                if line.split() and line.split()[0] in values
-                else line
-                for line in template.splitlines()
-            )
-            + "\n"
-        )
+        queue.write_text(_set_keys(template, values))
         self.run("qconf", "-Aq", str(queue))
         sched = self.run("qconf", "-ssconf").stdout
         fast = {"schedule_interval": "0:0:1", "flush_submit_sec": "1", "flush_finish_sec": "1"}
         sconf = self.dir / "sched.conf"
-        sconf.write_text(
-            "\n".join(
-                f"{line.split()[0]} {fast[line.split()[0]]}"
-                if line.split() and line.split()[0] in fast
-                else line
-                for line in sched.splitlines()
-            )
-            + "\n"
-        )
+        sconf.write_text(_set_keys(sched, fast))
         self.run("qconf", "-Msconf", str(sconf))
 
         def queue_ready() -> bool:
