@@ -12,6 +12,7 @@ import os
 import shlex
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -20,6 +21,9 @@ from xfer_core.bulk.engine import ShardEngine
 from xfer_core.bulk.render import RenderOptions, ResolvedConfig, check_rclone_config, render_run
 from xfer_core.bulk.rundir import check_run_dir, make_run_dir, no_group_write
 from xfer_core.errors import ConfigError, XferError
+
+if TYPE_CHECKING:
+    from xfer_core.manifest.shard import ShardMeta
 
 #: Called with a stage name and its details (for progress lines / JSON events).
 StageHook = Callable[[str, dict[str, object]], None]
@@ -34,9 +38,13 @@ class PrepareOptions(msgspec.Struct, kw_only=True):
     auto: bool = False
     #: List the source again even when RUN/manifest.jsonl has the same roots.
     rebuild: bool = False
-    #: List the destination too and keep only what is missing or different there
-    #: (:mod:`xfer_core.manifest.diff`); the manifest is always built afresh.
-    diff_dest: bool = False
+    #: True: list the destination too and keep only what is missing or different
+    #: there (:mod:`xfer_core.manifest.diff`); the manifest is always built afresh.
+    #: False: never list it (each shard looks the destination up itself). None
+    #: (auto): when a fresh manifest's shards would spend more on lookups than one
+    #: listing (:func:`~xfer_core.bulk.plan.dest_listing_choice`), list it once and
+    #: mark the records missing there (the manifest keeps every record).
+    diff_dest: bool | None = None
     #: Without user flags, give the engine what it takes of the flags ``manifest
     #: analyze`` suggests (:meth:`~xfer_core.bulk.engine.ShardEngine.suggested_flags`).
     suggested_flags: bool = True
@@ -80,17 +88,14 @@ def _previous_shard_count(root: Path, checked: bool) -> int | None:
         return None
 
 
-def _verify_mode(resolved: ResolvedConfig, render: RenderOptions) -> str:
+def _verify_mode(name: str, roots: tuple[str, str], flags: list[str], verify: str) -> str:
     """How the engine verifies the shards (``check`` adds listings to the request plan)."""
     from xfer_core.bulk.engine import EngineContext
     from xfer_core.registry import get_registry
 
-    engine: ShardEngine = get_registry().get("shard_engine", resolved.engine)
+    engine: ShardEngine = get_registry().get("shard_engine", name)
     ctx = EngineContext(
-        source_root=resolved.source_root,
-        dest_root=resolved.dest_root,
-        flags=tuple(resolved.rclone_flags),
-        verify=render.verify,
+        source_root=roots[0], dest_root=roots[1], flags=tuple(flags), verify=verify
     )
     return engine.verify_mode(ctx)
 
@@ -220,14 +225,16 @@ def prepare_run(
         profile=analysis.profile,
         suggested_shards=analysis.suggested_shards,
     )
-    meta = shard_manifest(
-        manifest,
-        root / "shards",
-        num_shards=prep.num_shards,
-        auto=prep.auto,
-        trust_roots=True,
-    )
-    stage("shard", shards=meta.num_shards, imbalance=round(meta.imbalance, 4))
+    def shard() -> ShardMeta:
+        return shard_manifest(
+            manifest,
+            root / "shards",
+            num_shards=prep.num_shards,
+            auto=prep.auto,
+            trust_roots=True,
+        )
+
+    meta = shard()
     if prep.suggested_flags and not render.rclone_flags:
         from xfer_core.registry import get_registry
 
@@ -236,6 +243,28 @@ def prepare_run(
         flags = shlex.join(engine.suggested_flags(analysis))
         render = msgspec.structs.replace(render, rclone_flags=flags)
     render = msgspec.structs.replace(render, source_root=given[0], dest_root=given[1])
+    listing = "diff-dest" if prep.diff_dest else ""
+    if prep.diff_dest is None and not reused and render.engine == "rclone":
+        # auto: one listing of the destination when the shards' lookups cost more
+        from xfer_core.bulk.plan import dest_listing_choice
+        from xfer_core.bulk.render import parse_flags
+        from xfer_core.manifest.diff import diff_manifest
+
+        verify = _verify_mode(render.engine, given, parse_flags(render.rclone_flags), render.verify)
+        choice = dest_listing_choice(analysis, meta, verify=verify)
+        if choice.list_dest:
+            found = diff_manifest(manifest, manifest, options=options, keep_all=True)
+            meta = shard()
+            listing = "auto"
+            stage(
+                "dest_listing",
+                objects=found.records,
+                missing=found.missing,
+                plain_lookups=choice.plain.lookups,
+                plain_requests=choice.plain.total_requests,
+                listing_pages=choice.listing_pages,
+            )
+    stage("shard", shards=meta.num_shards, imbalance=round(meta.imbalance, 4))
     resolved = render_run(root, render, env=env, checked=checked)
     stage(
         "render",
@@ -247,7 +276,13 @@ def prepare_run(
     )
     from xfer_core.bulk.plan import make_plan, write_plan
 
-    plan = make_plan(analysis, meta, verify=_verify_mode(resolved, render))
+    verify = _verify_mode(
+        resolved.engine,
+        (resolved.source_root, resolved.dest_root),
+        resolved.rclone_flags,
+        render.verify,
+    )
+    plan = make_plan(analysis, meta, verify=verify, dest_listing=listing)
     if resolved.engine != "rclone":
         note = f"the request model is the rclone engine's; engine {resolved.engine} may differ"
         plan = msgspec.structs.replace(plan, notes=[*plan.notes, note])

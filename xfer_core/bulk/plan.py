@@ -57,8 +57,12 @@ RATES: tuple[tuple[float, float], ...] = (
     (5_000.0, 10 * 2**30),
 )
 OPERATIONS = ("LIST", "HEAD", "GET", "PUT", "COPY", "POST")
-#: Share of a plan's requests spent on lookups above which the plan suggests --diff-dest.
+#: Share of a plan's requests spent on lookups above which the plan suggests --diff-dest
+#: (and ``xfer run`` considers listing the destination once on its own).
 LOOKUP_SHARE = 0.05
+#: ``xfer run`` lists the destination once on its own only when that saves at least
+#: this many requests (a small run keeps the plain mode: nothing to gain).
+AUTO_MIN_SAVING = 100
 
 
 class RateTime(msgspec.Struct, frozen=True):
@@ -94,6 +98,11 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     rates: list[RateTime]
     per_shard: list[ShardPlan] = []
     notes: list[str] = []
+    #: How the run learnt what the destination holds before its shards ran: ``""``
+    #: (it did not: each shard looks), ``auto`` (listed once because that was
+    #: cheaper; the manifest keeps every object) or ``diff-dest`` (listed once; the
+    #: manifest holds only what was missing or different).
+    dest_listing: str = ""
     schema: str = PLAN_SCHEMA
 
 
@@ -113,6 +122,7 @@ def make_plan(
     *,
     shards: int | None = None,
     verify: str = "hash",
+    dest_listing: str = "",
 ) -> Plan:
     """The plan of a run: see the module docstring.
 
@@ -121,7 +131,7 @@ def make_plan(
     sharding), ``shards`` (default: the suggested count) shards are assumed, each
     holding ``1/shards`` of the records and listing about ``1/shards`` of the
     directories' pages plus their common parent, looked up the way the cost model
-    would choose.
+    would choose. ``dest_listing``: see :attr:`Plan.dest_listing` (a note says it).
     """
     source_root = meta.source_root if meta else analysis.source_root
     dest_root = meta.dest_root if meta else analysis.dest_root
@@ -186,6 +196,13 @@ def make_plan(
         for r, b in RATES
     ]
     notes = []
+    if dest_listing == "auto":
+        sure = sum(s.records for s in per_shard if not s.check_dest)
+        notes.append(
+            "the destination was listed once for this run (its shards' own lookups would "
+            f"have cost more; --no-diff-dest keeps them): {sure:,} of {objects:,} objects in "
+            "shards that do not look at it; objects already there are compared by the copy"
+        )
     if any(s.lookup == "list" and s.check_dest for s in per_shard) and dst:
         notes.append(
             "listing pages assume the destination already mirrors the source: a fresh "
@@ -212,6 +229,57 @@ def make_plan(
         rates=rates,
         per_shard=per_shard,
         notes=notes,
+        dest_listing=dest_listing,
+    )
+
+
+class ListingChoice(msgspec.Struct, frozen=True):
+    """Whether one listing of the destination for the run pays (:func:`dest_listing_choice`)."""
+
+    list_dest: bool
+    #: The plan of the plain mode (each shard looks the destination up itself).
+    plain: Plan
+    #: Requests the listing saves at most (when every object is missing there),
+    #: the listing's own pages deducted.
+    saving: int
+    #: LIST pages of the destination listing, taking it to mirror the source.
+    listing_pages: int
+
+
+def dest_listing_choice(analysis: Analysis, meta: ShardMeta, *, verify: str = "hash") -> ListingChoice:
+    """Should ``xfer run`` list the destination once before its shards run?
+
+    Yes when the plain mode's lookups are more than :data:`LOOKUP_SHARE` of its
+    requests and one listing (its pages: the source's, :attr:`Analysis.dir_pages`)
+    plus the plan of shards that need not look at the destination (every record
+    known missing there) costs at least :data:`AUTO_MIN_SAVING` requests less.
+    The saving is the most the listing can bring (a fresh destination); at worst
+    (the destination holds everything already) the run costs the listing's pages
+    more than the plain mode.
+    """
+    plain = make_plan(analysis, meta, verify=verify)
+    src, dst, server_side = route_sides(meta.source_root, meta.dest_root)
+    listing = max(1, analysis.dir_pages)
+    if not dst or not meta.shards:
+        return ListingChoice(list_dest=False, plain=plain, saving=0, listing_pages=listing)
+    shards = []
+    for s in meta.shards:
+        mode, cost = choose_lookup(
+            s.records, s.list_pages, src=src, dst=dst, server_side=server_side, check_dest=False
+        )
+        shards.append(
+            msgspec.structs.replace(
+                s, send=s.records, check_dest=False, lookup=mode, lookup_requests=cost
+            )
+        )
+    known = make_plan(analysis, msgspec.structs.replace(meta, shards=shards), verify=verify)
+    saving = plain.total_requests - known.total_requests - listing
+    heavy = plain.lookups > LOOKUP_SHARE * plain.total_requests
+    return ListingChoice(
+        list_dest=heavy and saving >= AUTO_MIN_SAVING,
+        plain=plain,
+        saving=saving,
+        listing_pages=listing,
     )
 
 

@@ -38,6 +38,13 @@ def _stage_printer(out: Output) -> Callable[[str, dict[str, object]], None]:
                         f"diff: {details['to_send']} of them missing or different at the "
                         "destination"
                     )
+        elif name == "dest_listing":
+            out.info(
+                f"destination: listed once ({details['missing']:,} of {details['objects']:,} "
+                "objects missing there), cheaper than the shards' own lookups "
+                f"(~{details['plain_lookups']:,} of {details['plain_requests']:,} requests); "
+                "--no-diff-dest keeps them"
+            )
         elif name == "analyze":
             out.info(
                 f"analyze: profile {details['profile']}, "
@@ -146,13 +153,17 @@ def run_cmd(
         typer.Option("--rebuild", help="List the source again even if RUN/manifest.jsonl exists."),
     ] = False,
     diff_dest: Annotated[
-        bool,
+        bool | None,
         typer.Option(
-            "--diff-dest",
-            help="List the destination too and send only what is missing or different "
-            "there (the manifest is built afresh; see `manifest build --diff-dest`).",
+            "--diff-dest/--no-diff-dest",
+            help="--diff-dest: list the destination too and send only what is missing or "
+            "different there (the manifest is built afresh; see `manifest build "
+            "--diff-dest`). --no-diff-dest: never list it; each shard looks up what it "
+            "holds. Default: list it once when that costs fewer requests than the "
+            "shards' lookups (the manifest keeps every object).",
+            show_default=False,
         ),
-    ] = False,
+    ] = None,
     plan: Annotated[
         bool,
         typer.Option(
@@ -172,12 +183,18 @@ def run_cmd(
     Without --rclone-flags, the engine gets what it takes of the flags `manifest
     analyze` suggests (rclone: all of them). Every prepared run gets RUN/plan.json:
     the requests, bytes and time it is expected to cost (--plan prints it and stops).
+    When a freshly listed source's shards would spend more than 5% of the plan's
+    requests looking the destination up (many small shards of a flat prefix), the
+    run lists the destination once instead and says so; shards whose objects are
+    all missing there do not look at it (--no-diff-dest: never).
 
     Examples:
 
         xfer run --run-dir ~/xfer-runs/demo --source ~/data --dest ~/data-copy --num-shards 4 --submit
 
         xfer run --run-dir run_002 --source ~/data --dest ~/data-copy --num-shards 2 --plan
+
+        xfer run --run-dir run_003 --source ~/data --dest ~/data-copy --num-shards 2 --no-diff-dest --plan
 
         xfer run --run-dir run_001 --source s3src:bucket/set --dest s3dst:bucket/set \\
             --num-shards 512 --array-concurrency 96 --rclone-image rclone/rclone:latest \\

@@ -12,6 +12,13 @@ then an object of the same size at the destination counts as equal.
 
 Shards of such a manifest skip the destination check (``--no-check-dest``):
 every record is known to need sending.
+
+With ``keep_all`` (what ``xfer run`` does on its own when per-shard lookups
+would cost more than one listing, see :func:`xfer_core.bulk.plan.dest_listing_choice`)
+nothing is dropped: every record is written, and only those *missing* at the
+destination get ``meta.diff`` = ``missing``. A shard of only such records skips
+the destination check; every other shard's copy compares what is there as in
+the plain mode (so no listing comparison ever decides that an object is done).
 """
 
 from __future__ import annotations
@@ -54,8 +61,10 @@ def diff_manifest(
     dest: str | None = None,
     lister: str = "auto",
     options: ListOptions | None = None,
+    keep_all: bool = False,
 ) -> DiffResult:
-    """Write to ``out`` the records of ``manifest`` missing or different at the destination.
+    """Write to ``out`` the records of ``manifest`` missing or different at the destination
+    (``keep_all``: every record, those missing there marked; see the module docstring).
 
     ``out`` may be ``manifest``: it is replaced atomically."""
     opts = options if options is not None else ListOptions()
@@ -69,7 +78,14 @@ def diff_manifest(
     reasons: dict[str, str] = {}
     folder = Path(out).resolve().parent
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".diff-", suffix=".jsonl") as bad:
-        result = verify_manifest(manifest, dest=dest, out_bad=bad.name, lister=lister, options=opts)
+        result = verify_manifest(
+            manifest,
+            dest=dest,
+            out_bad=bad.name,
+            lister=lister,
+            options=opts,
+            check_hashes=not keep_all,
+        )
         decode = msgspec.json.Decoder(BadObject).decode
         with open(bad.name, "rb") as fh:
             for line in fh:
@@ -79,11 +95,13 @@ def diff_manifest(
     with ManifestWriter(out) as writer:
         for rec in read_manifest(manifest):
             why = reasons.get(_key(rec.path, rec.meta))
-            if why is None:
-                continue
-            counts[why] = counts.get(why, 0) + 1
-            writer.write(msgspec.structs.replace(rec, meta={**rec.meta, DIFF: why}))
-    kept = sum(counts.values())
+            if why is not None:
+                counts[why] = counts.get(why, 0) + 1
+            if keep_all and why != "missing":
+                writer.write(rec)  # the copy compares it, as in the plain mode
+            elif why is not None:
+                writer.write(msgspec.structs.replace(rec, meta={**rec.meta, DIFF: why}))
+    kept = result.records if keep_all else sum(counts.values())
     return DiffResult(
         records=result.records,
         kept=kept,
