@@ -94,9 +94,7 @@ def _verify_mode(name: str, roots: tuple[str, str], flags: list[str], verify: st
     from xfer_core.registry import get_registry
 
     engine: ShardEngine = get_registry().get("shard_engine", name)
-    ctx = EngineContext(
-        source_root=roots[0], dest_root=roots[1], flags=tuple(flags), verify=verify
-    )
+    ctx = EngineContext(source_root=roots[0], dest_root=roots[1], flags=tuple(flags), verify=verify)
     return engine.verify_mode(ctx)
 
 
@@ -225,6 +223,7 @@ def prepare_run(
         profile=analysis.profile,
         suggested_shards=analysis.suggested_shards,
     )
+
     def shard() -> ShardMeta:
         return shard_manifest(
             manifest,

@@ -246,7 +246,9 @@ class ListingChoice(msgspec.Struct, frozen=True):
     listing_pages: int
 
 
-def dest_listing_choice(analysis: Analysis, meta: ShardMeta, *, verify: str = "hash") -> ListingChoice:
+def dest_listing_choice(
+    analysis: Analysis, meta: ShardMeta, *, verify: str = "hash"
+) -> ListingChoice:
     """Should ``xfer run`` list the destination once before its shards run?
 
     Yes when the plain mode's lookups are more than :data:`LOOKUP_SHARE` of its
