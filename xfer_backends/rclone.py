@@ -4,8 +4,9 @@ Copy: ``rclone copy --files-from-raw LIST --combined REPORT SRC DST`` with the
 user's flags plus the shard's lookup flags (the cost model's choice, written by
 :meth:`RcloneEngine.prepare` to ``shard_%06d.rclone`` beside the list: ``list``
 its directories, ``objects`` one request each with ``--no-traverse``, and
-``--no-check-dest`` when a ``--diff-dest`` manifest says every record must be
-sent -- only on the first attempt; a retry looks again). With ``--verify hash``
+``--no-check-dest --s3-no-check-bucket`` when the manifest says every record
+must be sent (the destination was listed for the run) -- only on the first
+attempt; a retry looks again). With ``--verify hash``
 the copy compares by size and hash (``--checksum``), so an object already at
 the destination is equal only when its hash is.
 
@@ -228,10 +229,16 @@ def verify_mode(ctx: EngineContext) -> str:
     return "report"
 
 
+#: First attempt of a shard that does not look at the destination: nor at its bucket
+#: (the run's listing of the destination just found it; rclone would otherwise try to
+#: create it before its first upload or copy, one PUT per shard). A retry checks again.
+NO_CHECK_DEST = "--no-check-dest --s3-no-check-bucket"
+
+
 def shard_flags(lookup: str, check_dest: bool) -> tuple[str, str]:
     """(first attempt, later attempts) flags of a shard, one line each."""
     later = LOOKUP_FLAGS.get(lookup, "")
-    first = later if check_dest else f"{later} --no-check-dest".strip()
+    first = later if check_dest else f"{later} {NO_CHECK_DEST}".strip()
     return first, later
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.manifest_shard.helpers import records
-from xfer_core.bulk.plan import make_plan
+from xfer_core.bulk.plan import AUTO_MIN_SAVING, LOOKUP_SHARE, dest_listing_choice, make_plan
 from xfer_core.manifest.analyze import analyze_manifest
 from xfer_core.manifest.jsonl import write_manifest
 from xfer_core.manifest.shard import shard_manifest
@@ -56,3 +58,69 @@ def test_plan_suggests_diff_dest_when_lookups_dominate(tmp_path: Path) -> None:
     assert sent.lookups == 0 and "LIST" not in sent.requests
     # per object: the source HEAD, the COPY, the read-back HEAD; no bucket check (no upload)
     assert sent.requests == {"HEAD": 2 * 5000, "COPY": 5000}
+
+
+def _all_missing(src_manifest: Path, out: Path) -> Path:
+    """The manifest as a run's own destination listing leaves it when nothing is there."""
+    from xfer_core.manifest.jsonl import read_manifest
+
+    marked = list(read_manifest(src_manifest))
+    for rec in marked:
+        rec.meta["diff"] = "missing"
+    write_manifest(out, marked)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("layout", "route", "shards", "lists"),
+    [
+        # the bench's flat prefix of 5,000 (5 pages) in 256 shards: every shard would list
+        # it all on each remote side -> one listing for the run
+        ("flat", "s3->s3", 256, True),
+        ("flat", "local->s3", 256, True),
+        # at 64 shards the lookups are 4% of the plan: the plain mode stays
+        ("flat", "s3->s3", 64, False),
+        ("flat", "s3->s3", 1, False),
+        # a deep tree's shards each list a few directories of their own
+        ("deep", "s3->s3", 256, False),
+        # nothing to look up at a local destination
+        ("flat", "s3->local", 256, False),
+        ("flat", "local->local", 256, False),
+        # a small run: lookups dominate but a listing saves fewer than AUTO_MIN_SAVING
+        ("small", "s3->s3", 40, False),
+    ],
+)
+def test_the_run_lists_the_destination_once_only_when_that_is_cheaper(
+    tmp_path: Path, layout: str, route: str, shards: int, lists: bool
+) -> None:
+    if layout == "deep":
+        names = [f"d000/s{i // 100:03d}/f{i:05d}" for i in range(5000)]
+    else:
+        names = [f"k{i:05d}" for i in range(80 if layout == "small" else 5000)]
+    roots = {"s3": ("s3:src/p", "s3:dst/p"), "local": ("/data/p", "/copy/p")}
+    src = roots[route.split("->")[0]][0]
+    dst = roots[route.split("->")[1]][1]
+    manifest = _manifest(tmp_path / "m.jsonl", names, src, dst)
+    analysis = analyze_manifest(manifest)
+    meta = shard_manifest(manifest, tmp_path / "plain", num_shards=shards)
+    choice = dest_listing_choice(analysis, meta)
+    assert choice.list_dest is lists, choice.saving
+    assert choice.plain == make_plan(analysis, meta)
+    if lists:
+        assert choice.plain.lookups > LOOKUP_SHARE * choice.plain.total_requests
+        assert choice.saving >= AUTO_MIN_SAVING
+    if route.endswith("->s3"):
+        # the saving is what the shards of a destination found empty really cost less,
+        # sharded from the marked manifest (the same cuts), the listing's pages deducted
+        marked = _all_missing(manifest, tmp_path / "marked.jsonl")
+        known = make_plan(analysis, shard_manifest(marked, tmp_path / "known", num_shards=shards))
+        assert choice.listing_pages == max(1, analysis.dir_pages)
+        assert choice.saving == (
+            choice.plain.total_requests - known.total_requests - choice.listing_pages
+        )
+        if layout == "flat" and shards == 256:
+            # 256 x 5 pages on each remote side saved (no bucket check in their place:
+            # a shard that does not look at the destination skips that too)
+            assert choice.saving == (2560 - 5 if route == "s3->s3" else 1280 - 5)
+    else:
+        assert choice.saving == 0

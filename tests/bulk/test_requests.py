@@ -118,6 +118,9 @@ def test_requests_stay_within_a_tenth_of_copy_plus_check_at_1_and_8_shards(
         run = tmp_path / f"run{shards}"
         runs[shards] = xfer_run(proxy, conf, run, src, f"s3:dst/{prefix}/x{shards}", shards)
         assert load_run_state(run).complete
+        # a small run keeps the plain mode: each shard looks the destination up itself
+        plan = load_plan(run)
+        assert plan is not None and plan.dest_listing == ""
         assert len(read_tree(s3.root / "dst" / prefix / f"x{shards}")) == 400
         # every object sent once and read back once, plus a few per rclone run (answered
         # requests: low-level retries are bounded in counted()); a per-object
@@ -272,3 +275,88 @@ def test_diff_dest_rerun_costs_what_changed(
     assert "nothing to send" in same.stderr
     assert proxy.kinds["PUT"] == 0 and proxy.kinds["HEAD"] <= 2, proxy.kinds
     assert read_tree(s3.root / "dst" / prefix) == read_tree(src)
+
+
+def test_many_small_shards_of_a_flat_prefix_list_the_destination_once(
+    proxy: FaultProxy, s3: S3Server, conf: Path, tmp_path: Path
+) -> None:
+    """S3 -> S3, a flat prefix of 120 objects in 60 shards: each shard would list the
+    whole prefix on both sides (120 LISTs, 1.3x copy + check), so `xfer run` lists the
+    destination once instead and says so. It keeps the plain mode's promise: the
+    manifest holds every object, and an object already at the destination is compared
+    by the copy (one of the same size but other bytes is sent again, not taken as done)."""
+    prefix = f"auto-{uuid.uuid4().hex[:8]}"
+    names = flat_names(120)
+    _tree(s3.root / "src" / prefix, names)
+    source, dest = f"s3:src/{prefix}", f"s3:dst/{prefix}"
+    base = counted(
+        proxy,
+        ["--config", str(conf), *FLAGS.split(), "copy", source, f"{dest}-base"],
+        rclone=s3.rclone,
+    ) + counted(
+        proxy,
+        ["--config", str(conf), *FLAGS.split(), "check", "--one-way", source, f"{dest}-base"],
+        rclone=s3.rclone,
+    )
+    stale = s3.root / "dst" / prefix / names[5]
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(bytes(b ^ 0xFF for b in (s3.root / "src" / prefix / names[5]).read_bytes()))
+    args = [
+        *["run", "--source", source, "--dest", dest, "--num-shards", "60"],
+        *["--array-concurrency", "4", "--rclone-config", str(conf), "--rclone-flags", FLAGS],
+        *["--scheduler", "local"],
+    ]
+    # the plain mode, planned only: every shard lists the prefix on both sides
+    plain = xfer(*args, "--run-dir", str(tmp_path / "plain"), "--no-diff-dest", "--plan")
+    assert plain.returncode == 0, plain.stderr
+    assert "destination: listed once" not in plain.stderr
+    planned = load_plan(tmp_path / "plain")
+    assert planned is not None and planned.dest_listing == ""
+    assert planned.requests["LIST"] == 60 * 2 and planned.total_requests > 1.1 * total(base)
+    # the default: the destination listed once, for the run
+    run = tmp_path / "run"
+    proxy.reset_counts()
+    done = xfer(*args, "--run-dir", str(run), "--submit")
+    assert done.returncode == 0, done.stderr
+    measured = Counter(proxy.ok)
+    retried = Counter(proxy.kinds) - measured
+    assert total(retried) <= max(4, total(measured) // 50), (retried, measured)
+    assert "destination: listed once (119 of 120 objects missing there)" in done.stderr
+    plan = load_plan(run)
+    assert plan is not None and plan.dest_listing == "auto"
+    assert any("listed once for this run" in note for note in plan.notes), plan.notes
+    records = list(read_manifest(run / "manifest.jsonl"))
+    assert len(records) == 120  # every object: the plain mode's manifest, marked
+    assert sum(r.meta.get("diff") == "missing" for r in records) == 119
+    meta = load_shard_meta(run / "shards")
+    checking = [s for s in meta.shards if s.check_dest]
+    assert len(checking) == 1 and checking[0].lookup == "list"  # the one with names[5]
+    assert load_run_state(run).complete
+    # the stale object was compared by its shard's copy and sent again
+    assert read_tree(s3.root / "dst" / prefix) == read_tree(s3.root / "src" / prefix)
+    # answered requests: the source listed to build the manifest, the destination once,
+    # one shard's two listings; every object its source HEAD, COPY and read-back HEAD
+    assert measured["COPY"] == 120, measured
+    assert 240 <= measured["HEAD"] <= 240 + 4, measured
+    assert measured["LIST"] <= 2 + 2 + 2, measured
+    assert total(measured) <= 1.1 * total(base), (measured, base)
+    assert abs(plan.total_requests - total(measured)) <= 0.1 * total(measured), (plan, measured)
+    # a re-run reuses the manifest (no listing at all) and finds every shard done
+    proxy.reset_counts()
+    again = xfer(*args, "--run-dir", str(run), "--submit")
+    assert again.returncode == 0, again.stderr
+    assert "destination: listed once" not in again.stderr
+    assert total(proxy.kinds) == 0, proxy.kinds
+
+
+def test_diff_dest_flags_need_the_roots(tmp_path: Path) -> None:
+    """--diff-dest / --no-diff-dest decide how a manifest is built: resuming a run dir
+    without --source/--dest, either is refused in one line and nothing is written."""
+    run = tmp_path / "run"
+    for flag in ("--diff-dest", "--no-diff-dest"):
+        proc = xfer("run", "--run-dir", str(run), "--scheduler", "local", flag, "--submit")
+        assert proc.returncode == 2, proc.stderr
+        assert f"{flag} decides how the manifest is built: give --source and --dest" in (
+            proc.stderr
+        )
+        assert not run.exists()

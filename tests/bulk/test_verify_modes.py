@@ -53,8 +53,13 @@ def test_shard_flags_skip_the_destination_only_on_the_first_attempt() -> None:
     assert shard_flags("list", True) == ("--no-traverse=false", "--no-traverse=false")
     assert shard_flags("objects", True) == ("--no-traverse", "--no-traverse")
     assert shard_flags("list", False) == (
-        "--no-traverse=false --no-check-dest",
+        "--no-traverse=false --no-check-dest --s3-no-check-bucket",
         "--no-traverse=false",
+    )
+    # a server-side copy that looks nothing up: the copy HEADs each source object anyway
+    assert shard_flags("objects", False) == (
+        "--no-traverse --no-check-dest --s3-no-check-bucket",
+        "--no-traverse",
     )
 
 

@@ -252,17 +252,26 @@ def prepare_run(
         verify = _verify_mode(render.engine, given, parse_flags(render.rclone_flags), render.verify)
         choice = dest_listing_choice(analysis, meta, verify=verify)
         if choice.list_dest:
-            found = diff_manifest(manifest, manifest, options=options, keep_all=True)
-            meta = shard()
-            listing = "auto"
-            stage(
-                "dest_listing",
-                objects=found.records,
-                missing=found.missing,
-                plain_lookups=choice.plain.lookups,
-                plain_requests=choice.plain.total_requests,
-                listing_pages=choice.listing_pages,
-            )
+            details: dict[str, object] = {
+                "plain_lookups": choice.plain.lookups,
+                "plain_requests": choice.plain.total_requests,
+                "listing_pages": choice.listing_pages,
+            }
+            try:
+                found = diff_manifest(manifest, manifest, options=options, keep_all=True)
+            except XferError as exc:
+                # e.g. a bucket that does not exist yet: the plain mode (its copies create it)
+                stage("dest_listing", listed=False, error=str(exc), **details)
+            else:
+                meta = shard()
+                listing = "auto"
+                stage(
+                    "dest_listing",
+                    listed=True,
+                    objects=found.records,
+                    missing=found.missing,
+                    **details,
+                )
     stage("shard", shards=meta.num_shards, imbalance=round(meta.imbalance, 4))
     resolved = render_run(root, render, env=env, checked=checked)
     stage(

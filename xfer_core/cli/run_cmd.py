@@ -38,6 +38,8 @@ def _stage_printer(out: Output) -> Callable[[str, dict[str, object]], None]:
                         f"diff: {details['to_send']} of them missing or different at the "
                         "destination"
                     )
+        elif name == "dest_listing" and not details["listed"]:
+            out.info(f"destination: not listed ({details['error']}); each shard looks it up")
         elif name == "dest_listing":
             out.info(
                 f"destination: listed once ({details['missing']:,} of {details['objects']:,} "
@@ -214,6 +216,12 @@ def run_cmd(
     root = run_dir.resolve()
     if (source is None) != (dest is None):
         raise ConfigError("give both --source and --dest (or neither, to resume a run dir)")
+    if diff_dest is not None and source is None:
+        flag = "--diff-dest" if diff_dest else "--no-diff-dest"
+        raise ConfigError(
+            f"{flag} decides how the manifest is built: give --source and --dest with it "
+            "(a run dir resumed without them keeps its manifest as it is)"
+        )
     checked = os.path.lexists(root)
     if checked:
         from xfer_core.bulk.rundir import check_run_dir
