@@ -252,6 +252,7 @@ def request_rows(args: argparse.Namespace, rclone: str, env: dict[str, str]) -> 
                             *["--rclone-config", str(pconf), "--rclone-flags", FLAGS],
                             *["--scheduler", "local"],
                             *(["--diff-dest"] if args.diff_dest else []),
+                            *(["--no-diff-dest"] if args.no_diff_dest else []),
                         ]
                         tp, cp = counted(proxy, prep, env)  # build, analyze, shard, render, plan
                         tr, cr = counted(
@@ -273,8 +274,14 @@ def request_rows(args: argparse.Namespace, rclone: str, env: dict[str, str]) -> 
                         rows.append(
                             _row(
                                 name,
-                                f"xfer run{' --diff-dest' if args.diff_dest else ''}, "
-                                f"{n} shard{'s' if n > 1 else ''}",
+                                f"xfer run{' --diff-dest' if args.diff_dest else ''}"
+                                f"{' --no-diff-dest' if args.no_diff_dest else ''}, "
+                                f"{n} shard{'s' if n > 1 else ''}"
+                                + (
+                                    " (destination listed once)"
+                                    if plan.get("dest_listing") == "auto"
+                                    else ""
+                                ),
                                 tp + tr,
                                 got,
                                 ref_total,
@@ -378,6 +385,11 @@ def main() -> int:
     parser.add_argument("--layouts", default="deep,flat", help="trees: deep and/or flat")
     parser.add_argument(
         "--diff-dest", action="store_true", help="xfer runs list the destination once (--diff-dest)"
+    )
+    parser.add_argument(
+        "--no-diff-dest",
+        action="store_true",
+        help="xfer runs never list the destination (the plain mode's per-shard lookups)",
     )
     parser.add_argument(
         "--rerun-shards",
