@@ -360,3 +360,32 @@ def test_diff_dest_flags_need_the_roots(tmp_path: Path) -> None:
             proc.stderr
         )
         assert not run.exists()
+
+
+def test_the_run_keeps_the_plain_mode_when_it_cannot_or_need_not_list_the_destination(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    """The same flat prefix in 60 shards: a destination bucket that does not exist yet
+    cannot be listed (the copies would create it): the run says so and plans the plain
+    mode; another engine than rclone keeps it too (the listing saves rclone's lookups)."""
+    prefix = f"keep-{uuid.uuid4().hex[:8]}"
+    _tree(s3.root / "src" / prefix, flat_names(120))
+    common = [
+        *["run", "--source", f"s3:src/{prefix}", "--num-shards", "60", "--plan"],
+        *["--rclone-config", str(s3.rclone_config), "--scheduler", "local"],
+    ]
+    for tag, extra, said in [
+        ("nobucket", ["--dest", f"s3:nobucket-{prefix}/p"], "destination: not listed ("),
+        ("s5cmd", ["--dest", f"s3:dst/{prefix}", "--engine", "s5cmd"], None),
+    ]:
+        run = tmp_path / tag
+        proc = xfer(*common, "--run-dir", str(run), *extra)
+        assert proc.returncode == 0, proc.stderr
+        assert "destination: listed once" not in proc.stderr
+        if said:
+            assert said in proc.stderr and "each shard looks it up" in proc.stderr
+        plan = load_plan(run)
+        assert plan is not None and plan.dest_listing == "" and plan.shards == 60
+        assert all(s.check_dest for s in load_shard_meta(run / "shards").shards)
+        assert not any("diff" in r.meta for r in read_manifest(run / "manifest.jsonl"))
+    assert not (s3.root / f"nobucket-{prefix}").exists()
