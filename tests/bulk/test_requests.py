@@ -341,6 +341,8 @@ def test_many_small_shards_of_a_flat_prefix_list_the_destination_once(
     assert measured["LIST"] <= 2 + 2 + 2, measured
     assert total(measured) <= 1.1 * total(base), (measured, base)
     assert abs(plan.total_requests - total(measured)) <= 0.1 * total(measured), (plan, measured)
+    status = xfer("status", "--run-dir", str(run))
+    assert "the destination listed once for the run (auto)" in status.stdout, status.stdout
     # a re-run reuses the manifest (no listing at all) and finds every shard done
     proxy.reset_counts()
     again = xfer(*args, "--run-dir", str(run), "--submit")

@@ -116,6 +116,8 @@ def _plan_lines(snap: StatusReport) -> list[str]:
         f"~{_duration(mid.seconds)} at {mid.requests_per_second:,.0f} req/s and "
         f"{human_bytes(mid.bytes_per_second)}/s"
     )
+    if plan.dest_listing:
+        line += f"; the destination listed once for the run ({plan.dest_listing})"
     actual = f"actual: {human_bytes(t.bytes_done)} of {human_bytes(plan.bytes)} done"
     if p.since is not None and p.until is not None:
         actual += f" over {_duration(p.until - p.since)}"
