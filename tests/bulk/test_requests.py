@@ -349,6 +349,8 @@ def test_many_small_shards_of_a_flat_prefix_list_the_destination_once(
     assert again.returncode == 0, again.stderr
     assert "destination: listed once" not in again.stderr
     assert total(proxy.kinds) == 0, proxy.kinds
+    kept = load_plan(run)  # planned again, from the same marked manifest
+    assert kept is not None and kept.dest_listing == "auto" and kept.per_shard == plan.per_shard
 
 
 def test_diff_dest_flags_need_the_roots(tmp_path: Path) -> None:

@@ -243,6 +243,12 @@ def prepare_run(
         render = msgspec.structs.replace(render, rclone_flags=flags)
     render = msgspec.structs.replace(render, source_root=given[0], dest_root=given[1])
     listing = "diff-dest" if prep.diff_dest else ""
+    if reused:
+        from xfer_core.bulk.plan import load_plan
+
+        # the manifest (and its marks) is the one the last preparation made: so is this
+        last_plan = load_plan(root)
+        listing = last_plan.dest_listing if last_plan is not None else ""
     if prep.diff_dest is None and not reused and render.engine == "rclone":
         # auto: one listing of the destination when the shards' lookups cost more
         from xfer_core.bulk.plan import dest_listing_choice
