@@ -216,12 +216,6 @@ def run_cmd(
     root = run_dir.resolve()
     if (source is None) != (dest is None):
         raise ConfigError("give both --source and --dest (or neither, to resume a run dir)")
-    if diff_dest is not None and source is None:
-        flag = "--diff-dest" if diff_dest else "--no-diff-dest"
-        raise ConfigError(
-            f"{flag} decides how the manifest is built: give --source and --dest with it "
-            "(a run dir resumed without them keeps its manifest as it is)"
-        )
     checked = os.path.lexists(root)
     if checked:
         from xfer_core.bulk.rundir import check_run_dir
@@ -253,6 +247,12 @@ def run_cmd(
             if render.runtime not in (None, "pyxis"):
                 values.pop("pyxis_extra", None)
             render = msgspec.structs.replace(render, **values)
+    if diff_dest is not None and source is None:
+        flag = "--diff-dest" if diff_dest else "--no-diff-dest"
+        raise ConfigError(
+            f"{flag} decides how the manifest is built: give --source and --dest with it "
+            "(a run dir resumed without them keeps its manifest as it is)"
+        )
     chosen, why = pick_scheduler(scheduler)
     out.event("scheduler", name=chosen, reason=why)
     out.info(f"scheduler: {chosen} ({why})")
