@@ -10,6 +10,7 @@ directories and verifies from the copy's report, never by listing again).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
@@ -393,3 +394,11 @@ def test_the_run_keeps_the_plain_mode_when_it_cannot_or_need_not_list_the_destin
         assert all(s.check_dest for s in load_shard_meta(run / "shards").shards)
         assert not any("diff" in r.meta for r in read_manifest(run / "manifest.jsonl"))
     assert not (s3.root / f"nobucket-{prefix}").exists()
+    # --json: the same as an event
+    proc = xfer(
+        "--json", *common, "--run-dir", str(tmp_path / "json"), "--dest", f"s3:nobucket-{prefix}/p"
+    )
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    said = [e for e in events if e.get("event") == "dest_listing"]
+    assert len(said) == 1 and said[0]["listed"] is False and said[0]["plain_lookups"] == 120, said
