@@ -191,6 +191,44 @@ def slurm_overhead(tasks: int, work: Path) -> tuple[float, float]:
     return seconds, seconds / tasks
 
 
+def timed_run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """(seconds, its parts) of one ``xfer --json run ... --submit`` (local scheduler),
+    from the time each JSON event arrives: *prepare* (start-up, listing, analyze and
+    shard, render and plan: until the first shard starts), *shards* (from there to the
+    end) and, within the shards, the *tail* (the last shard running alone after the
+    one before it finished)."""
+    t0 = time.monotonic()
+    seen: dict[str, float] = {}
+    done: list[float] = []
+    with (
+        tempfile.TemporaryFile("w+") as errors,
+        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=errors, text=True) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            now = time.monotonic() - t0
+            with contextlib.suppress(ValueError):
+                event = json.loads(line).get("event")
+                seen.setdefault(event, now)
+                if event == "shard_done":
+                    done.append(now)
+        proc.wait()
+        errors.seek(0)
+        err = errors.read()
+    seconds = time.monotonic() - t0
+    if proc.returncode != 0 or "shard_started" not in seen:
+        sys.exit(f"failed ({proc.returncode}): {' '.join(argv)}\n{err[-3000:]}")
+    first = seen["shard_started"]
+    listed, sharded = seen.get("manifest", 0.0), seen.get("shard", 0.0)
+    tail = done[-1] - done[-2] if len(done) > 1 else 0.0
+    parts = (
+        f"{first:.1f} prepare (start-up + list {listed:.1f}, analyze + shard "
+        f"{sharded - listed:.1f}, render + plan + first start {first - sharded:.1f}) + "
+        f"{seconds - first:.1f} shards (tail: last shard alone {tail:.1f})"
+    )
+    return seconds, parts
+
+
 OPS = ("LIST", "HEAD", "PUT", "COPY", "GET", "POST")
 
 
@@ -420,37 +458,23 @@ def main() -> int:
         check = timed([*base, "check", "--one-way", str(tree), f"{remote}/base"], env)
         run_dir = args.workdir / "xfer-run"
         shutil.rmtree(run_dir, ignore_errors=True)
-        cli = [sys.executable, "-m", "xfer_core.cli", "run", "--run-dir", str(run_dir)]
-        # the same `xfer run`, in its two steps: prepare (list the source, analyze,
-        # shard, render, plan), then submit (the shards: copy and verify)
-        prepare = timed(
+        # one `xfer run ... --submit`, as a user runs it; its JSON events give the parts
+        xfer, parts = timed_run(
             [
-                *cli,
-                *["--source", str(tree), "--dest", f"{remote}/xfer"],
+                *[sys.executable, "-m", "xfer_core.cli", "--json", "run", "--run-dir"],
+                *[str(run_dir), "--source", str(tree), "--dest", f"{remote}/xfer"],
                 *["--num-shards", str(args.shards), "--array-concurrency"],
                 *[str(args.concurrency), "--rclone-config", conf, "--rclone-flags", FLAGS],
-                *["--scheduler", "local"],
+                *["--scheduler", "local", "--submit"],
             ],
             env,
         )
-        submit = timed(
-            [
-                *cli,
-                "--scheduler",
-                "local",
-                "--submit",
-                "--array-concurrency",
-                str(args.concurrency),
-            ],
-            env,
-        )
-        xfer = prepare + submit
         rows.append(("rclone copy + rclone check", copy + check, f"{copy:.1f} + {check:.1f}"))
         rows.append(
             (
                 f"xfer run --scheduler local ({args.shards} shards, {args.concurrency} at a time)",
                 xfer,
-                f"{prepare:.1f} prepare (list, shard, render) + {submit:.1f} shards",
+                parts,
             )
         )
         if args.rerun_shards:
@@ -476,7 +500,8 @@ def main() -> int:
             )
     print(
         f"\n{args.files:,} files, {total / (1 << 30):.2f} GiB, local → S3 (rclone serve s3), "
-        f"flags `{FLAGS}`, {os.cpu_count()} CPUs\n"
+        f"flags `{FLAGS}`, {os.cpu_count()} CPUs, load average at the end "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} (1, 5, 15 min)\n"
     )
     print("| tool | seconds | parts | ratio |")
     print("|---|---:|---|---:|")

@@ -86,18 +86,17 @@ xfer_root() {
 # Sets XFER_SHARD_ARGS, XFER_S and XFER_D (the roots) and XFER_LIST (the names,
 # relative to the sub-root: LOG.list when there is one)
 xfer_shard_args() {  # FILES LOG
-    local file="${1%.files}.rclone" line="" sub=""
+    local file="${1%.files}.rclone" first="" later="" sub=""
     XFER_SHARD_ARGS=()
     XFER_LIST=$1
     XFER_SUB=""
     if [ -r "$file" ]; then
+        { IFS= read -r first; IFS= read -r later; IFS= read -r sub; } <"$file"
         if [ "${CUR_ATTEMPT:-1}" -gt 1 ]; then
-            line=$(sed -n 2p "$file")
+            read -r -a XFER_SHARD_ARGS <<<"$later"
         else
-            line=$(sed -n 1p "$file")
+            read -r -a XFER_SHARD_ARGS <<<"$first"
         fi
-        read -r -a XFER_SHARD_ARGS <<<"$line"
-        sub=$(sed -n 3p "$file")
     fi
     # only a plain relative directory that every name lies in (else the shard's root)
     case $sub in *[!A-Za-z0-9._+=@,~/-]* | /* | */ | .* | */.*) sub="" ;; esac
@@ -117,7 +116,7 @@ xfer_shard_args() {  # FILES LOG
 xfer_copy() {  # FILES LOG
     local rc last
     xfer_shard_args "$1" "$2" || return 1
-    rm -f "$2.report"
+    if [ -e "$2.report" ] || [ -L "$2.report" ]; then rm -f "$2.report"; fi
     xfer_tool copy ${XFER_RCLONE_ARGS[@]+"${XFER_RCLONE_ARGS[@]}"} ${XFER_COPY_ARGS[@]+"${XFER_COPY_ARGS[@]}"} \
         ${XFER_SHARD_ARGS[@]+"${XFER_SHARD_ARGS[@]}"} --combined "$2.report" \
         --files-from-raw "$XFER_LIST" -- "$XFER_S" "$XFER_D" >>"$2" 2>&1 </dev/null
