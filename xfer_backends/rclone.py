@@ -134,35 +134,35 @@ xfer_copy() {  # FILES LOG
 
 xfer_verify() {  # FILES LOG
     local rc
-    xfer_shard_args "$1" "$2" || return 1
-    if [ "$XFER_VERIFY_MODE" = check ]; then
-        xfer_verify_check "$XFER_LIST" "$2"
-    else
-        xfer_verify_report "$XFER_LIST" "$2"
+    if [ "$XFER_VERIFY_MODE" != check ]; then
+        xfer_verify_report "$1" "$2"
+        return
     fi
+    xfer_shard_args "$1" "$2" || return 1
+    xfer_verify_check "$XFER_LIST" "$2"
     rc=$?
     [ "$XFER_LIST" = "$1" ] || rm -f "$XFER_LIST"
     return "$rc"
 }
 
-# the copy's own report: every name of the list sent, re-sent or found equal
+# the copy's own report: every name of the list sent, re-sent or found equal. The
+# report names them relative to the copy's sub-root: the shard's names less one common
+# prefix, so the counts compare as they are; the names are rebuilt only to say which
+# are missing.
 xfer_verify_report() {  # FILES LOG
     local report="$2.report" expected seen errors first=""
     [ -f "$report" ] || : >"$report"
     expected=$(LC_ALL=C sort -u "$1" | wc -l)
     seen=$(LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C sort -u | wc -l)
     errors=$(LC_ALL=C grep -ac '^! ' "$report")
-    {
-        echo "xfer verify: rclone copy report: $seen of $expected sent or equal (checked by the copy), $errors error lines, $((expected - seen)) missing at source"
-        if [ "$seen" -lt "$expected" ]; then
-            # the names of the list the copy never reported: gone from the source
-            LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C grep -vxF -f - "$1" |
-                head -n 20 | sed "s|^|missing at source: $XFER_SUB|"
-        fi
-    } >>"$2"
-    if [ "$seen" -lt "$expected" ]; then
-        first=$(LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C grep -vxF -f - "$1" | head -n 1)
+    echo "xfer verify: rclone copy report: $seen of $expected sent or equal (checked by the copy), $errors error lines, $((expected - seen)) missing at source" >>"$2"
+    if [ "$seen" -lt "$expected" ] && xfer_shard_args "$1" "$2"; then
+        # the names of the list the copy never reported: gone from the source
+        LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C grep -vxF -f - "$XFER_LIST" |
+            head -n 20 | sed "s|^|missing at source: $XFER_SUB|" >>"$2"
+        first=$(LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C grep -vxF -f - "$XFER_LIST" | head -n 1)
         first=" (first: $XFER_SUB$first)"
+        [ "$XFER_LIST" = "$1" ] || rm -f "$XFER_LIST"
     fi
     rm -f "$report"
     if [ "$seen" -eq "$expected" ] && [ "$expected" -gt 0 ]; then

@@ -308,3 +308,31 @@ def test_runner_wakes_on_worker_exit_and_falls_back_to_polling(
     # a pidfd for each worker (with pidfds), or one refused try and polling after it
     assert len(opened) == (5 if pidfds else 1)
     assert _pidfds() == before
+
+
+def test_a_name_missing_at_source_is_named_from_the_shards_sub_root(tmp_path: Path) -> None:
+    """A shard copied in its sub-root (the directory holding all its names) and verified
+    from the copy's report: a name the source lost fails the shard, and the reason and
+    the log give it in full (sub-root included), not relative to the sub-root."""
+    src = tmp_path / "src"
+    make_tree(src, [f"deep/dir/f{i}.txt" for i in range(6)])
+    run = tmp_path / "run"
+    prepare_run(
+        run,
+        PrepareOptions(source=str(src), dest=str(tmp_path / "dst"), num_shards=1),
+        RenderOptions(max_attempts=1, max_array_size=1001),
+    )
+    from xfer_core.manifest.shard import load_shard_meta
+
+    assert load_shard_meta(run / "shards").shards[0].subdir == "deep/dir"
+    (src / "deep/dir/f3.txt").unlink()
+    sub = submit_run(run, "local")
+    assert sub is not None and sub.finished
+    fail = (run / "state" / "shard_0.fail").read_text()
+    assert "verify: 1 of 6 records not verified" in fail
+    assert "(first: deep/dir/f3.txt))" in fail
+    log = (run / "logs" / "shard_0_attempt_1.log").read_text()
+    assert "5 of 6 sent or equal" in log
+    assert "missing at source: deep/dir/f3.txt\n" in log
+    assert not (run / "state" / "shard_0.done").exists()
+    assert not list((run / "logs").glob("*.list"))
