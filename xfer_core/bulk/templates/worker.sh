@@ -73,21 +73,32 @@ xfer_new_file() {
     (umask 077 && set -C && : >"$1")
 }
 
-# xfer_check_dir DIR WHAT: refuse DIR unless it is a real directory (not a symlink)
-# owned by this user and not writable by group or others (the rules of `xfer run`)
-xfer_check_dir() {
-    local info mode
-    if [ -L "$1" ] || [ ! -d "$1" ]; then
-        printf 'xfer worker: %s %s is not a directory (or is a symlink); refusing to run\n' "$2" "$1" >&2
-        return 1
-    fi
-    info=$(stat -c '%u %a' -- "$1") || return 1
-    mode=${info#* }
-    if [ "${info%% *}" != "$EUID" ] || (((8#$mode & 8#022) != 0)); then
-        printf 'xfer worker: %s %s is owned by uid %s mode %s: only you may own and write it; refusing to run (see docs/security.md)\n' \
-            "$2" "$1" "${info%% *}" "$mode" >&2
-        return 1
-    fi
+# xfer_check_dirs WHAT DIR...: refuse each DIR unless it is a real directory (not a
+# symlink) owned by this user and not writable by group or others (the rules of `xfer
+# run`); one stat for all of them
+xfer_check_dirs() {
+    local what=$1 d k info mode
+    local -a infos=()
+    shift
+    for d in "$@"; do
+        if [ -L "$d" ] || [ ! -d "$d" ]; then
+            printf 'xfer worker: %s %s is not a directory (or is a symlink); refusing to run\n' "$what" "$d" >&2
+            return 1
+        fi
+    done
+    mapfile -t infos < <(stat -c '%u %a' -- "$@")
+    [ "${#infos[@]}" -eq "$#" ] || return 1
+    k=0
+    for d in "$@"; do
+        info=${infos[$k]}
+        k=$((k + 1))
+        mode=${info#* }
+        if [ "${info%% *}" != "$EUID" ] || (((8#$mode & 8#022) != 0)); then
+            printf 'xfer worker: %s %s is owned by uid %s mode %s: only you may own and write it; refusing to run (see docs/security.md)\n' \
+                "$what" "$d" "${info%% *}" "$mode" >&2
+            return 1
+        fi
+    done
 }
 
 # xfer_check_parents DIR: every parent of DIR is owned by this user or root and not
@@ -271,13 +282,15 @@ run_shard() {  # SHARD -> 0 done, 1 failed
     return 1
 }
 
-xfer_check_dir "$RUN_DIR" "run dir" && xfer_check_parents "$RUN_DIR" || exit 2
+xfer_check_dirs "run dir" "$RUN_DIR" && xfer_check_parents "$RUN_DIR" || exit 2
 for d in "$STATE_DIR" "$LOG_DIR"; do
     [ -e "$d" ] || [ -L "$d" ] || mkdir -m 700 -- "$d" || exit 1
 done
+entries=()
 for d in "$SHARDS_DIR" "$STATE_DIR" "$LOG_DIR"; do
-    [ ! -e "$d" ] && [ ! -L "$d" ] || xfer_check_dir "$d" "run dir entry" || exit 2
+    [ ! -e "$d" ] && [ ! -L "$d" ] || entries+=("$d")
 done
+[ "${#entries[@]}" -eq 0 ] || xfer_check_dirs "run dir entry" "${entries[@]}" || exit 2
 shards=()
 if [ "${1:-}" = "--task" ]; then
     case ${2:-} in '' | *[!0-9]*) echo "worker.sh: --task needs a number" >&2; exit 2 ;; esac
