@@ -191,6 +191,62 @@ def slurm_overhead(tasks: int, work: Path) -> tuple[float, float]:
     return seconds, seconds / tasks
 
 
+def cache_bytecode(env: dict[str, str]) -> str:
+    """Compile xfer's own modules to bytecode, as an install does (``pip install``
+    compiles; ``uv`` writes ``__pycache__`` on the first run), and let the timed
+    commands read it: with ``PYTHONDONTWRITEBYTECODE`` set and no cache, every
+    ``xfer`` start compiles its modules from source again (~0.5 s here), a cost no
+    installed xfer pays. Returns a note for the output."""
+    import importlib.util
+
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    dirs = []
+    for name in ("xfer_core", "xfer_backends", "xfer_s5cmd", "xfer_sge"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.submodule_search_locations:
+            dirs += list(spec.submodule_search_locations)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", *dirs], env=env, check=True)
+    return "xfer's bytecode cached, as installed"
+
+
+def timed_run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+    """(seconds, its parts) of one ``xfer --json run ... --submit`` (local scheduler),
+    from the time each JSON event arrives: *prepare* (start-up, listing, analyze and
+    shard, render and plan: until the first shard starts), *shards* (from there to the
+    end) and, within the shards, the *tail* (the last shard running alone after the
+    one before it finished)."""
+    t0 = time.monotonic()
+    seen: dict[str, float] = {}
+    done: list[float] = []
+    with (
+        tempfile.TemporaryFile("w+") as errors,
+        subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=errors, text=True) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            now = time.monotonic() - t0
+            with contextlib.suppress(ValueError):
+                event = json.loads(line).get("event")
+                seen.setdefault(event, now)
+                if event == "shard_done":
+                    done.append(now)
+        proc.wait()
+        errors.seek(0)
+        err = errors.read()
+    seconds = time.monotonic() - t0
+    if proc.returncode != 0 or "shard_started" not in seen:
+        sys.exit(f"failed ({proc.returncode}): {' '.join(argv)}\n{err[-3000:]}")
+    first = seen["shard_started"]
+    listed, sharded = seen.get("manifest", 0.0), seen.get("shard", 0.0)
+    tail = done[-1] - done[-2] if len(done) > 1 else 0.0
+    parts = (
+        f"{first:.1f} prepare (start-up + list {listed:.1f}, analyze + shard "
+        f"{sharded - listed:.1f}, render + plan + first start {first - sharded:.1f}) + "
+        f"{seconds - first:.1f} shards (tail: last shard alone {tail:.1f})"
+    )
+    return seconds, parts
+
+
 OPS = ("LIST", "HEAD", "PUT", "COPY", "GET", "POST")
 
 
@@ -424,6 +480,7 @@ def main() -> int:
         return 0
     tree = generate(args.workdir, args.files, int(args.gib * (1 << 30)))
     total = sum(p.stat().st_size for p in tree.rglob("*.bin"))
+    bytecode = cache_bytecode(env)
     rows = []
     with s3_server(rclone, args.workdir) as (conf, remote):
         flags = FLAGS.split()
@@ -432,37 +489,23 @@ def main() -> int:
         check = timed([*base, "check", "--one-way", str(tree), f"{remote}/base"], env)
         run_dir = args.workdir / "xfer-run"
         shutil.rmtree(run_dir, ignore_errors=True)
-        cli = [sys.executable, "-m", "xfer_core.cli", "run", "--run-dir", str(run_dir)]
-        # the same `xfer run`, in its two steps: prepare (list the source, analyze,
-        # shard, render, plan), then submit (the shards: copy and verify)
-        prepare = timed(
+        # one `xfer run ... --submit`, as a user runs it; its JSON events give the parts
+        xfer, parts = timed_run(
             [
-                *cli,
-                *["--source", str(tree), "--dest", f"{remote}/xfer"],
+                *[sys.executable, "-m", "xfer_core.cli", "--json", "run", "--run-dir"],
+                *[str(run_dir), "--source", str(tree), "--dest", f"{remote}/xfer"],
                 *["--num-shards", str(args.shards), "--array-concurrency"],
                 *[str(args.concurrency), "--rclone-config", conf, "--rclone-flags", FLAGS],
-                *["--scheduler", "local"],
+                *["--scheduler", "local", "--submit"],
             ],
             env,
         )
-        submit = timed(
-            [
-                *cli,
-                "--scheduler",
-                "local",
-                "--submit",
-                "--array-concurrency",
-                str(args.concurrency),
-            ],
-            env,
-        )
-        xfer = prepare + submit
         rows.append(("rclone copy + rclone check", copy + check, f"{copy:.1f} + {check:.1f}"))
         rows.append(
             (
                 f"xfer run --scheduler local ({args.shards} shards, {args.concurrency} at a time)",
                 xfer,
-                f"{prepare:.1f} prepare (list, shard, render) + {submit:.1f} shards",
+                parts,
             )
         )
         if args.rerun_shards:
@@ -488,7 +531,8 @@ def main() -> int:
             )
     print(
         f"\n{args.files:,} files, {total / (1 << 30):.2f} GiB, local → S3 (rclone serve s3), "
-        f"flags `{FLAGS}`, {os.cpu_count()} CPUs\n"
+        f"flags `{FLAGS}`, {os.cpu_count()} CPUs, {bytecode}, load average at the end "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} (1, 5, 15 min)\n"
     )
     print("| tool | seconds | parts | ratio |")
     print("|---|---:|---|---:|")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import select
 import signal
 import subprocess
 import time
@@ -44,7 +45,10 @@ def _job_id() -> str:
 
 #: Seconds a worker gets to clean up after SIGTERM before it is killed.
 GRACE_SECONDS = 10.0
+#: Without pidfds (Linux < 5.3) the runner looks at its workers this often; with them
+#: it wakes the moment one exits, and this is only the longest it sleeps.
 _POLL = 0.1
+_WAKE_AT_LEAST = 1.0
 
 
 def _signal_session(sid: int, sig: int) -> None:
@@ -184,6 +188,10 @@ class _Runner:
         self.log = log
         self.running: dict[int, tuple[int, subprocess.Popen[bytes]]] = {}
         self.tries: dict[int, int] = {}
+        #: pid -> a pidfd of each running worker (readable once it exits), when the
+        #: kernel has them; the next shard then starts the moment one finishes
+        self.pidfds: dict[int, int] = {}
+        self.waiter = select.poll() if hasattr(os, "pidfd_open") else None
 
     def run(self, shards: Sequence[int]) -> None:
         queue = deque(shards)
@@ -191,12 +199,13 @@ class _Runner:
             while queue or self.running:
                 while queue and len(self.running) < self.concurrency:
                     self._start(queue.popleft())
-                time.sleep(_POLL)
+                self._wait()
                 for pid, (shard, proc) in list(self.running.items()):
                     rc = proc.poll()
                     if rc is None:
                         continue
                     del self.running[pid]
+                    self._forget(pid)
                     # a worker killed hard leaves its tool's process group behind
                     _signal_session(pid, signal.SIGKILL)
                     self._clear_running(shard, pid)
@@ -205,6 +214,35 @@ class _Runner:
         except BaseException:
             self._stop_all()
             raise
+        finally:
+            for pid in list(self.pidfds):
+                self._forget(pid)
+
+    def _wait(self) -> None:
+        """Sleep until a worker exits: at once through its pidfd, else the next poll."""
+        if self.waiter is None or len(self.pidfds) < len(self.running):
+            time.sleep(_POLL)
+            return
+        # a signal (Ctrl-C, SIGTERM) interrupts the wait by raising in its handler
+        self.waiter.poll(_WAKE_AT_LEAST * 1000)
+
+    def _watch(self, pid: int) -> None:
+        if self.waiter is None:
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # no pidfds here (an old kernel, a seccomp filter): poll instead
+            self.waiter = None
+            return
+        self.pidfds[pid] = fd
+        self.waiter.register(fd, select.POLLIN)
+
+    def _forget(self, pid: int) -> None:
+        fd = self.pidfds.pop(pid, None)
+        if fd is not None:
+            if self.waiter is not None:
+                self.waiter.unregister(fd)
+            os.close(fd)
 
     def _start(self, shard: int) -> None:
         self.tries[shard] = self.tries.get(shard, 0) + 1
@@ -216,6 +254,7 @@ class _Runner:
             start_new_session=True,
         )
         self.running[proc.pid] = (shard, proc)
+        self._watch(proc.pid)
         self.display.started(shard, self.tries[shard])
 
     def _finished(self, shard: int, rc: int) -> bool:

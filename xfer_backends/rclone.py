@@ -87,18 +87,17 @@ xfer_root() {
 # Sets XFER_SHARD_ARGS, XFER_S and XFER_D (the roots) and XFER_LIST (the names,
 # relative to the sub-root: LOG.list when there is one)
 xfer_shard_args() {  # FILES LOG
-    local file="${1%.files}.rclone" line="" sub=""
+    local file="${1%.files}.rclone" first="" later="" sub=""
     XFER_SHARD_ARGS=()
     XFER_LIST=$1
     XFER_SUB=""
     if [ -r "$file" ]; then
+        { IFS= read -r first; IFS= read -r later; IFS= read -r sub; } <"$file"
         if [ "${CUR_ATTEMPT:-1}" -gt 1 ]; then
-            line=$(sed -n 2p "$file")
+            read -r -a XFER_SHARD_ARGS <<<"$later"
         else
-            line=$(sed -n 1p "$file")
+            read -r -a XFER_SHARD_ARGS <<<"$first"
         fi
-        read -r -a XFER_SHARD_ARGS <<<"$line"
-        sub=$(sed -n 3p "$file")
     fi
     # only a plain relative directory that every name lies in (else the shard's root)
     case $sub in *[!A-Za-z0-9._+=@,~/-]* | /* | */ | .* | */.*) sub="" ;; esac
@@ -118,7 +117,7 @@ xfer_shard_args() {  # FILES LOG
 xfer_copy() {  # FILES LOG
     local rc last
     xfer_shard_args "$1" "$2" || return 1
-    rm -f "$2.report"
+    if [ -e "$2.report" ] || [ -L "$2.report" ]; then rm -f "$2.report"; fi
     xfer_tool copy ${XFER_RCLONE_ARGS[@]+"${XFER_RCLONE_ARGS[@]}"} ${XFER_COPY_ARGS[@]+"${XFER_COPY_ARGS[@]}"} \
         ${XFER_SHARD_ARGS[@]+"${XFER_SHARD_ARGS[@]}"} --combined "$2.report" \
         --files-from-raw "$XFER_LIST" -- "$XFER_S" "$XFER_D" >>"$2" 2>&1 </dev/null
@@ -136,35 +135,35 @@ xfer_copy() {  # FILES LOG
 
 xfer_verify() {  # FILES LOG
     local rc
-    xfer_shard_args "$1" "$2" || return 1
-    if [ "$XFER_VERIFY_MODE" = check ]; then
-        xfer_verify_check "$XFER_LIST" "$2"
-    else
-        xfer_verify_report "$XFER_LIST" "$2"
+    if [ "$XFER_VERIFY_MODE" != check ]; then
+        xfer_verify_report "$1" "$2"
+        return
     fi
+    xfer_shard_args "$1" "$2" || return 1
+    xfer_verify_check "$XFER_LIST" "$2"
     rc=$?
     [ "$XFER_LIST" = "$1" ] || rm -f "$XFER_LIST"
     return "$rc"
 }
 
-# the copy's own report: every name of the list sent, re-sent or found equal
+# the copy's own report: every name of the list sent, re-sent or found equal. The
+# report names them relative to the copy's sub-root: the shard's names less one common
+# prefix, so the counts compare as they are; the names are rebuilt only to say which
+# are missing.
 xfer_verify_report() {  # FILES LOG
     local report="$2.report" expected seen errors first=""
     [ -f "$report" ] || : >"$report"
     expected=$(LC_ALL=C sort -u "$1" | wc -l)
     seen=$(LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C sort -u | wc -l)
     errors=$(LC_ALL=C grep -ac '^! ' "$report")
-    {
-        echo "xfer verify: rclone copy report: $seen of $expected sent or equal (checked by the copy), $errors error lines, $((expected - seen)) missing at source"
-        if [ "$seen" -lt "$expected" ]; then
-            # the names of the list the copy never reported: gone from the source
-            LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C grep -vxF -f - "$1" |
-                head -n 20 | sed "s|^|missing at source: $XFER_SUB|"
-        fi
-    } >>"$2"
-    if [ "$seen" -lt "$expected" ]; then
-        first=$(LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C grep -vxF -f - "$1" | head -n 1)
+    echo "xfer verify: rclone copy report: $seen of $expected sent or equal (checked by the copy), $errors error lines, $((expected - seen)) missing at source" >>"$2"
+    if [ "$seen" -lt "$expected" ] && xfer_shard_args "$1" "$2"; then
+        # the names of the list the copy never reported: gone from the source
+        LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C grep -vxF -f - "$XFER_LIST" |
+            head -n 20 | sed "s|^|missing at source: $XFER_SUB|" >>"$2"
+        first=$(LC_ALL=C grep -a '^[=+*] ' "$report" | cut -c3- | LC_ALL=C grep -vxF -f - "$XFER_LIST" | head -n 1)
         first=" (first: $XFER_SUB$first)"
+        [ "$XFER_LIST" = "$1" ] || rm -f "$XFER_LIST"
     fi
     rm -f "$report"
     if [ "$seen" -eq "$expected" ] && [ "$expected" -gt 0 ]; then

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -257,3 +258,81 @@ def test_time_limit_signal_records_fail(tmp_path: Path, monkeypatch: pytest.Monk
         str(wrapper)
         not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     )
+
+
+def _pidfds() -> int:
+    """Open pidfds of this process."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own fd, closed by now
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("anon_inode:[pidfd]")
+    return count
+
+
+@pytest.mark.parametrize("pidfds", [True, False], ids=["pidfd", "no-pidfd"])
+def test_runner_wakes_on_worker_exit_and_falls_back_to_polling(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pidfds: bool
+) -> None:
+    """The local scheduler waits on a pidfd per worker (the next shard starts as one
+    exits) and closes each; where the kernel refuses pidfds it polls, and every shard
+    still runs once."""
+    if pidfds and not hasattr(os, "pidfd_open"):
+        pytest.skip("no os.pidfd_open here")
+    src = tmp_path / "src"
+    make_tree(src, [f"d{i % 3}/f{i}.txt" for i in range(12)])
+    run = tmp_path / "run"
+    dst = tmp_path / "dst"
+    prepare_run(
+        run,
+        PrepareOptions(source=str(src), dest=str(dst), num_shards=5),
+        RenderOptions(max_array_size=1001),
+    )
+    opened: list[int] = []
+    real = getattr(os, "pidfd_open", None)
+
+    def pidfd_open(pid: int, flags: int = 0) -> int:
+        opened.append(pid)
+        if not pidfds or real is None:
+            raise OSError(38, "Function not implemented")
+        return real(pid, flags)
+
+    monkeypatch.setattr(os, "pidfd_open", pidfd_open, raising=False)
+    before = _pidfds()
+    sub = submit_run(run, "local", concurrency=2)
+    assert sub is not None and sub.finished
+    assert _states(run) == {"done": 5, "failed": 0, "running": 0, "shards": 5}
+    assert read_tree(dst) == read_tree(src)
+    assert sorted(p.name for p in (run / "logs").glob("shard_*_attempt_*.log")) == [
+        f"shard_{i}_attempt_1.log" for i in range(5)
+    ]
+    # a pidfd for each worker (with pidfds), or one refused try and polling after it
+    assert len(opened) == (5 if pidfds else 1)
+    assert _pidfds() == before
+
+
+def test_a_name_missing_at_source_is_named_from_the_shards_sub_root(tmp_path: Path) -> None:
+    """A shard copied in its sub-root (the directory holding all its names) and verified
+    from the copy's report: a name the source lost fails the shard, and the reason and
+    the log give it in full (sub-root included), not relative to the sub-root."""
+    src = tmp_path / "src"
+    make_tree(src, [f"deep/dir/f{i}.txt" for i in range(6)])
+    run = tmp_path / "run"
+    prepare_run(
+        run,
+        PrepareOptions(source=str(src), dest=str(tmp_path / "dst"), num_shards=1),
+        RenderOptions(max_attempts=1, max_array_size=1001),
+    )
+    from xfer_core.manifest.shard import load_shard_meta
+
+    assert load_shard_meta(run / "shards").shards[0].subdir == "deep/dir"
+    (src / "deep/dir/f3.txt").unlink()
+    sub = submit_run(run, "local")
+    assert sub is not None and sub.finished
+    fail = (run / "state" / "shard_0.fail").read_text()
+    assert "verify: 1 of 6 records not verified" in fail
+    assert "(first: deep/dir/f3.txt))" in fail
+    log = (run / "logs" / "shard_0_attempt_1.log").read_text()
+    assert "5 of 6 sent or equal" in log
+    assert "missing at source: deep/dir/f3.txt\n" in log
+    assert not (run / "state" / "shard_0.done").exists()
+    assert not list((run / "logs").glob("*.list"))

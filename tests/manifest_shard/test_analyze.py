@@ -193,3 +193,41 @@ _EMPTY = Analysis(
     profile_reason="", transfers=32, suggested_rclone_flags=[], object_overhead=0,
     total_weight=0, suggested_shards=0,
 )  # fmt: skip
+
+
+# sizes spanning the exact buckets, the fine ones, the multipart cutoff and 2**64 - 1
+_sizes_st = st.lists(
+    st.one_of(
+        st.integers(0, 200),
+        st.integers(0, 1 << 30),
+        st.integers(200 * MiB - 2, 200 * MiB + 2),
+        st.integers(0, (1 << 64) - 1),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    sizes=_sizes_st,
+    dirs=st.lists(
+        st.sampled_from(["", "a/", "a/b/", "c/", "a\nx/", "é/"]), min_size=1, max_size=60
+    ),
+)
+def test_the_shard_steps_analysis_equals_analyze_manifest(
+    sizes: list[int], dirs: list[str]
+) -> None:
+    """``xfer run`` takes the analysis from the shard step's one pass over the manifest
+    (``shard_manifest(on_analysis=...)``): it must be exactly what ``manifest analyze`` gives,
+    whatever the sizes and however the records' directories follow each other."""
+    from xfer_core.manifest.shard import shard_manifest
+
+    items = [(f"{dirs[i % len(dirs)]}f{i}".encode(), size) for i, size in enumerate(sizes)]
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = write_items(Path(tmp) / "m.jsonl", items)
+        expected = analyze_manifest(manifest)
+        got: list[Analysis] = []
+        meta = shard_manifest(manifest, Path(tmp) / "shards", num_shards=1, on_analysis=got.append)
+    assert got == [expected]
+    assert (meta.total_records, meta.total_bytes) == (expected.records, expected.total_bytes)

@@ -135,7 +135,7 @@ def prepare_run(
 
     ``checked``: the caller ran :func:`check_run_dir` on an existing ``run_dir`` in
     this command; it is not checked again (a missing one is created and checked)."""
-    from xfer_core.manifest.analyze import analyze_manifest
+    from xfer_core.manifest.analyze import Analysis
     from xfer_core.manifest.build import build_manifest, normalize_dest
     from xfer_core.manifest.lister import ListOptions, select_lister, split_flags
     from xfer_core.manifest.roots import check_root_credentials
@@ -212,7 +212,21 @@ def prepare_run(
         )
         if kept == 0:
             return Prepared(resolved=None, manifest_reused=False, objects=0, bytes=0)
-    analysis = analyze_manifest(manifest)
+    # one pass over the manifest: the shard step's reading gives the analysis too
+    analyses: list[Analysis] = []
+
+    def shard() -> ShardMeta:
+        return shard_manifest(
+            manifest,
+            root / "shards",
+            num_shards=prep.num_shards,
+            auto=prep.auto,
+            trust_roots=True,
+            on_analysis=analyses.append,
+        )
+
+    meta = shard()
+    analysis = analyses[0]
     atomic_write_bytes(
         root / "analysis.json", msgspec.json.format(msgspec.json.encode(analysis)) + b"\n"
     )
@@ -223,17 +237,6 @@ def prepare_run(
         profile=analysis.profile,
         suggested_shards=analysis.suggested_shards,
     )
-
-    def shard() -> ShardMeta:
-        return shard_manifest(
-            manifest,
-            root / "shards",
-            num_shards=prep.num_shards,
-            auto=prep.auto,
-            trust_roots=True,
-        )
-
-    meta = shard()
     if prep.suggested_flags and not render.rclone_flags:
         from xfer_core.registry import get_registry
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import os
 import re
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
 import msgspec
@@ -459,7 +461,73 @@ def analyze_manifest(path: str | os.PathLike[str]) -> Analysis:
         if size < lo or lo < 0:
             lo = size
     dir_pages += -(-run // LIST_PAGE) if run else 0
-    lo = max(lo, 0)
+    return _result(
+        path, fine, log2_bytes, records=records, lo=max(lo, 0), hi=hi, over=over, roots=roots,
+        multipart=multipart, parts=parts, dir_pages=dir_pages,
+    )  # fmt: skip
+
+
+def analyze_sorted_sizes(
+    path: str | os.PathLike[str],
+    sizes: Sequence[int],
+    roots: tuple[str, str],
+    dir_pages: int,
+) -> Analysis:
+    """The :class:`Analysis` of a manifest from its record sizes in ascending order
+    (the same result as :func:`analyze_manifest`, for a caller that has read the
+    manifest already: ``xfer run``'s shard step). ``dir_pages`` is counted the way
+    :func:`analyze_manifest` counts it (runs of records in one directory, manifest order)."""
+    fine = [0] * _FINE_BUCKETS
+    log2_bytes = [0] * 65
+    records = len(sizes)
+    if records and sizes[-1] >> 64:
+        raise ManifestError(f"{os.fspath(path)}: size {sizes[-1]} is not plausible (>= 2**64)")
+    # every fine bucket is a range [low, high) and they follow each other: count each
+    # by bisecting the sorted sizes, from the first bucket that holds anything
+    start = 0
+    while start < records:
+        bucket = _bucket_of(sizes[start])
+        end = bisect_left(sizes, _fine_bounds(bucket)[1], start)
+        fine[bucket] = end - start
+        start = end
+    for bits in range(65):
+        a = bisect_left(sizes, (1 << (bits - 1)) if bits else 0)
+        b = bisect_left(sizes, 1 << bits)
+        if b > a:
+            log2_bytes[bits] = sum(sizes[a:b])
+    heavy = sizes[bisect_left(sizes, MULTIPART_CUTOFF) :]
+    return _result(
+        path, fine, log2_bytes, records=records,
+        lo=sizes[0] if records else 0, hi=sizes[-1] if records else 0,
+        over=records - bisect_right(sizes, _UPSTREAM_LARGE), roots=roots,
+        multipart=len(heavy), parts=sum(map(multipart_parts, heavy)), dir_pages=dir_pages,
+    )  # fmt: skip
+
+
+def _bucket_of(size: int) -> int:
+    """The fine bucket of ``size`` (as :func:`analyze_manifest` counts it)."""
+    if size < _EXACT:
+        return size
+    exp = size.bit_length() - 1
+    sub_mask = (1 << _SUB_BITS) - 1
+    return _EXACT + ((exp - _EXACT_BITS) << _SUB_BITS) + ((size >> (exp - _SUB_BITS)) & sub_mask)
+
+
+def _result(
+    path: str | os.PathLike[str],
+    fine: list[int],
+    log2_bytes: list[int],
+    *,
+    records: int,
+    lo: int,
+    hi: int,
+    over: int,
+    roots: tuple[str, str],
+    multipart: int,
+    parts: int,
+    dir_pages: int,
+) -> Analysis:
+    """The :class:`Analysis` from the fine histogram and the per-log2 byte sums."""
     log2_counts = [0] * 65
     for bucket, count in enumerate(fine):
         if count:

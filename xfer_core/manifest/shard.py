@@ -42,7 +42,7 @@ import re
 import tempfile
 import zlib
 from array import array
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from itertools import islice
 from operator import itemgetter
@@ -53,11 +53,16 @@ import msgspec
 
 from xfer_core.atomic import atomic_write_bytes, fsync_files, install_files, staging_dir
 from xfer_core.errors import ManifestError, XferError
-from xfer_core.manifest.analyze import LARGE_OBJECT, SMALL_OBJECT, suggest
+from xfer_core.manifest.analyze import (
+    Analysis,
+    analyze_sorted_sizes,
+    suggest,
+)
 from xfer_core.manifest.jsonl import decode_line
 from xfer_core.manifest.locality import (
     DIR_SEP,
     FILE_SEP,
+    LIST_PAGE,
     choose_lookup,
     locality_assign,
     route_sides,
@@ -231,13 +236,15 @@ def _scan(
     folders: dict[bytes, tuple[bytes, list[int]]],
     send: list[int],
     sizes: array[int],
-) -> tuple[int, int, str, str, bool]:
+) -> tuple[int, int, str, str, bool, int]:
     """Pass 1: validate every line, append one sort key per record and spool its
     name as rclone spells it; ``sizes`` gets each record's size, ``bases`` its
     name's last component, ``folders`` maps each directory (as in the name) to its
     directory key (:func:`~xfer_core.manifest.locality.dir_of`) and the indices of
     its records, ``send`` the index of each record the manifest says must be sent.
-    Returns (records, total_bytes, source_root, dest_root, saw_blank_lines)."""
+    Returns (records, total_bytes, source_root, dest_root, saw_blank_lines,
+    dir_pages: LIST pages of each run of records in one directory, counted as
+    :func:`~xfer_core.manifest.analyze.analyze_manifest` counts them)."""
     decode = _record_decoder.decode
     crc32 = zlib.crc32
     low32 = _LOW32
@@ -252,6 +259,8 @@ def _scan(
     src: str | None = None
     dst = ""
     blank = False
+    last_dir: str | None = None
+    run = pages = 0
     for lineno, line in enumerate(fh, 1):
         try:
             rec = decode(line)
@@ -303,6 +312,11 @@ def _scan(
             folder = known[head] = (head.replace(b"/", sep_key), [])
         folder[1].append(index)
         add_base(base)
+        folder_name = path.rpartition("/")[0]
+        if folder_name != last_dir:
+            pages += -(-run // LIST_PAGE)
+            last_dir, run = folder_name, 0
+        run += 1
         if rec.meta and DIFF in rec.meta:
             send.append(index)
         index += 1
@@ -312,7 +326,8 @@ def _scan(
             if index >= _MAX_RECORDS:
                 raise ManifestError(f"{name}:{lineno}: more than {_MAX_RECORDS} records")
     spool.write(rclone_name_list(names))
-    return index, sum(sizes), src or "", dst, blank
+    pages += -(-run // LIST_PAGE)
+    return index, sum(sizes), src or "", dst, blank, pages
 
 
 def _locality_order(
@@ -449,13 +464,6 @@ def _lookup_stats(
     return out
 
 
-def _size_classes(keys: list[int]) -> tuple[int, int]:
-    """(objects < 1 MiB, bytes in objects >= 64 MiB) from the ascending keys."""
-    small = bisect_left(keys, SMALL_OBJECT << 64)
-    large_from = bisect_left(keys, LARGE_OBJECT << 64)
-    return small, sum(k >> 64 for k in keys[large_from:])
-
-
 def shard_manifest(
     in_path: str | os.PathLike[str],
     outdir: str | os.PathLike[str],
@@ -468,6 +476,7 @@ def shard_manifest(
     strategy: str = "bytes",
     trust_roots: bool = False,
     layout: str = "locality",
+    on_analysis: Callable[[Analysis], None] | None = None,
 ) -> ShardMeta:
     """Split the manifest ``in_path`` into byte-balanced shards in ``outdir``.
 
@@ -488,7 +497,10 @@ def shard_manifest(
     the sorted paths, the default) or ``lpt`` (greedy LPT). The roots must be local
     paths or plain ``remote:path`` unless ``trust_roots``
     (:func:`~xfer_core.manifest.roots.check_manifest_roots`), checked before
-    anything is written.
+    anything is written. ``on_analysis`` is called with the manifest's
+    :class:`~xfer_core.manifest.analyze.Analysis` (what
+    :func:`~xfer_core.manifest.analyze.analyze_manifest` gives), taken from the same
+    pass over the manifest (``xfer run`` reads it once).
 
     Raises :class:`XferError` (exit 2) for bad lines (``FILE:LINE``), an empty
     manifest and a bad shard count.
@@ -525,7 +537,7 @@ def shard_manifest(
             send: list[int] = []
             sizes = array("Q")
             say(f"reading {name} ...")
-            records, total_bytes, src_root, dst_root, blank = _scan(
+            records, total_bytes, src_root, dst_root, blank, dir_pages = _scan(
                 name, fh, spool, keys, bases, folders, send, sizes
             )
             if records == 0:
@@ -534,7 +546,12 @@ def shard_manifest(
                 name, {"source_root": src_root, "dest_root": dst_root}, trusted=trust_roots
             )
             keys.sort()
-            small, large = _size_classes(keys)
+            analysis = analyze_sorted_sizes(
+                in_path, [key >> 64 for key in keys], (src_root, dst_root), dir_pages
+            )
+            if on_analysis is not None:
+                on_analysis(analysis)
+            small, large = analysis.small_objects, analysis.large_bytes
             advice = suggest(records, total_bytes, small, large, object_overhead)
             overhead = advice.object_overhead
             total_weight = total_bytes + records * overhead

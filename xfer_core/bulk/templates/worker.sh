@@ -49,12 +49,19 @@ TASK_MODE=""
 declare -F xfer_task_id >/dev/null || xfer_task_id() { return 1; }
 declare -F xfer_requeue >/dev/null || xfer_requeue() { return 1; }
 
-# put FILE TEXT: write TEXT to FILE atomically (temp file in state/, then mv; a
-# symlink at FILE is replaced, never followed)
+# put FILE TEXT: write TEXT to FILE atomically (a private temp file in state/, created
+# with O_EXCL, then mv; a symlink at FILE is replaced, never followed). No mktemp: a
+# worker writes a few of these per shard, and each program started costs time.
 put() {
-    local tmp
-    tmp=$(mktemp "$STATE_DIR/.tmp.XXXXXX") || return 1
-    printf '%s\n' "$2" >"$tmp" && mv -fT -- "$tmp" "$1"
+    local tmp n
+    for n in 1 2 3 4 5 6 7 8; do
+        tmp="$STATE_DIR/.tmp.$BASHPID.$RANDOM$RANDOM"
+        if (umask 077 && set -C && printf '%s\n' "$2" >"$tmp") 2>/dev/null; then
+            mv -fT -- "$tmp" "$1"
+            return
+        fi
+    done
+    return 1
 }
 
 # xfer_new_file FILE: create FILE empty and private, never through a symlink. Whatever
@@ -62,36 +69,57 @@ put() {
 # directory only this user can write (checked below) nothing can appear in between.
 # Engines create their own files in logs/ with it too.
 xfer_new_file() {
-    rm -f -- "$1" && (umask 077 && set -C && : >"$1")
+    if [ -e "$1" ] || [ -L "$1" ]; then rm -f -- "$1" || return 1; fi
+    (umask 077 && set -C && : >"$1")
 }
 
-# xfer_check_dir DIR WHAT: refuse DIR unless it is a real directory (not a symlink)
-# owned by this user and not writable by group or others (the rules of `xfer run`)
-xfer_check_dir() {
-    local info mode
-    if [ -L "$1" ] || [ ! -d "$1" ]; then
-        printf 'xfer worker: %s %s is not a directory (or is a symlink); refusing to run\n' "$2" "$1" >&2
-        return 1
-    fi
-    info=$(stat -c '%u %a' -- "$1") || return 1
-    mode=${info#* }
-    if [ "${info%% *}" != "$(id -u)" ] || (((8#$mode & 8#022) != 0)); then
-        printf 'xfer worker: %s %s is owned by uid %s mode %s: only you may own and write it; refusing to run (see docs/security.md)\n' \
-            "$2" "$1" "${info%% *}" "$mode" >&2
-        return 1
-    fi
+# xfer_check_dirs WHAT DIR...: refuse each DIR unless it is a real directory (not a
+# symlink) owned by this user and not writable by group or others (the rules of `xfer
+# run`); one stat for all of them
+xfer_check_dirs() {
+    local what=$1 d k info mode
+    local -a infos=()
+    shift
+    for d in "$@"; do
+        if [ -L "$d" ] || [ ! -d "$d" ]; then
+            printf 'xfer worker: %s %s is not a directory (or is a symlink); refusing to run\n' "$what" "$d" >&2
+            return 1
+        fi
+    done
+    mapfile -t infos < <(stat -c '%u %a' -- "$@")
+    [ "${#infos[@]}" -eq "$#" ] || return 1
+    k=0
+    for d in "$@"; do
+        info=${infos[$k]}
+        k=$((k + 1))
+        mode=${info#* }
+        if [ "${info%% *}" != "$EUID" ] || (((8#$mode & 8#022) != 0)); then
+            printf 'xfer worker: %s %s is owned by uid %s mode %s: only you may own and write it; refusing to run (see docs/security.md)\n' \
+                "$what" "$d" "${info%% *}" "$mode" >&2
+            return 1
+        fi
+    done
 }
 
 # xfer_check_parents DIR: every parent of DIR is owned by this user or root and not
-# writable by everyone unless sticky, so nobody can swap DIR for another
+# writable by everyone unless sticky, so nobody can swap DIR for another (one stat for
+# all of them)
 xfer_check_parents() {
-    local d=$1 info mode me
-    me=$(id -u)
-    while [ "$d" != / ] && [ -n "$d" ]; do
-        d=$(dirname -- "$d")
-        info=$(stat -c '%u %a' -- "$d") || return 1
+    local d=$1 info mode k
+    local -a parents=() infos=()
+    while [[ $d == */* ]] && [ "$d" != / ]; do
+        d=${d%/*}
+        d=${d:-/}
+        parents+=("$d")
+    done
+    [ "${#parents[@]}" -gt 0 ] || return 0
+    mapfile -t infos < <(stat -c '%u %a' -- "${parents[@]}") || return 1
+    [ "${#infos[@]}" -eq "${#parents[@]}" ] || return 1
+    for k in "${!parents[@]}"; do
+        d=${parents[$k]}
+        info=${infos[$k]}
         mode=${info#* }
-        case ${info%% *} in 0 | "$me") ;; *)
+        case ${info%% *} in 0 | "$EUID") ;; *)
             printf 'xfer worker: %s (a parent of the run dir) is owned by uid %s; refusing to run\n' "$d" "${info%% *}" >&2
             return 1 ;;
         esac
@@ -189,7 +217,7 @@ files_intact() {
 }
 
 run_shard() {  # SHARD -> 0 done, 1 failed
-    local i=$1 base digest attempt rc reason
+    local i=$1 base digest attempt rc reason now
     base=$(printf '%s/shard_%06d' "$SHARDS_DIR" "$i")
     if [ ! -r "$base.jsonl" ] || [ ! -r "$base.files" ]; then
         put "$STATE_DIR/shard_$i.fail" "attempt 0: $base.jsonl or .files is missing (re-shard and re-render)"
@@ -226,8 +254,10 @@ run_shard() {  # SHARD -> 0 done, 1 failed
         CUR_SHARD=""
         return 1
     fi
-    put "$STATE_DIR/shard_$i.running" "$HOST $$ $(date +%s) $attempt"
-    log "shard $i attempt $attempt on $HOST pid $$ at $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    printf -v now '%(%s)T' -1
+    put "$STATE_DIR/shard_$i.running" "$HOST $$ $now $attempt"
+    TZ=UTC printf -v now '%(%Y-%m-%dT%H:%M:%SZ)T' -1
+    log "shard $i attempt $attempt on $HOST pid $$ at $now"
     run_step xfer_copy "$base.files" "$CUR_LOG"
     rc=$?
     if [ "$rc" -eq 0 ]; then
@@ -252,13 +282,15 @@ run_shard() {  # SHARD -> 0 done, 1 failed
     return 1
 }
 
-xfer_check_dir "$RUN_DIR" "run dir" && xfer_check_parents "$RUN_DIR" || exit 2
+xfer_check_dirs "run dir" "$RUN_DIR" && xfer_check_parents "$RUN_DIR" || exit 2
 for d in "$STATE_DIR" "$LOG_DIR"; do
     [ -e "$d" ] || [ -L "$d" ] || mkdir -m 700 -- "$d" || exit 1
 done
+entries=()
 for d in "$SHARDS_DIR" "$STATE_DIR" "$LOG_DIR"; do
-    [ ! -e "$d" ] && [ ! -L "$d" ] || xfer_check_dir "$d" "run dir entry" || exit 2
+    [ ! -e "$d" ] && [ ! -L "$d" ] || entries+=("$d")
 done
+[ "${#entries[@]}" -eq 0 ] || xfer_check_dirs "run dir entry" "${entries[@]}" || exit 2
 shards=()
 if [ "${1:-}" = "--task" ]; then
     case ${2:-} in '' | *[!0-9]*) echo "worker.sh: --task needs a number" >&2; exit 2 ;; esac
