@@ -144,6 +144,8 @@ class Tools:
         self.port = port or sshd.port
         self.timeout = timeout
         self.env = env if env is not None else dict(os.environ)
+        #: The ``xfer`` executable run for the xfer contenders.
+        self.xfer_exe = XFER
         work.mkdir(parents=True, exist_ok=True)
         # the server's key, known under the port the tools connect to
         self.known_hosts = work / "known_hosts"
@@ -217,7 +219,7 @@ class Tools:
         cfg = self.config(src, dest, backend)
         res = self._run(
             f"xfer-{backend}",
-            [XFER, "sync", "--config", str(cfg), "-b", backend, "--json"],
+            [self.xfer_exe, "sync", "--config", str(cfg), "-b", backend, "--json"],
             env={**self.env, "XFER_SSH_CONFIG": str(self.ssh_config)},
         )
         summary = json.loads(res.stdout.splitlines()[-1])
@@ -665,7 +667,9 @@ def link_table(rows: list[LinkRow]) -> str:
 def run_floor(args: argparse.Namespace) -> str:
     """The no-op floor: ``xfer sync -b rsync`` of an unchanged tree against ``rsync -a``,
     bytecode cached and not, and the same for an older source tree (``--before DIR``: a
-    checkout of xfer, run from the same venv through ``PYTHONPATH``); the tools take turns,
+    checkout of xfer, run with its own venv when it has one (``DIR/.venv/bin/xfer``, as
+    ``uv sync`` makes it: needed when the entry points changed), else from this venv
+    through ``PYTHONPATH``); the tools take turns,
     ``--repeat`` times; median wall time and CPU time (the tool and all its children)."""
     import resource
     import statistics
@@ -676,15 +680,20 @@ def run_floor(args: argparse.Namespace) -> str:
 
     work = Path(tempfile.mkdtemp(prefix="xfer-bench-floor-"))
     variants: dict[str, dict[str, str] | None] = {"raw rsync -a": None}
+    exes: dict[str, str] = {}  # variant -> its xfer executable, when not this venv's
     sources: list[tuple[str, str | None]] = [("after", None)]
     if args.before:
         sources.append(("before", args.before))
     for label, path in sources:
         for cached in (True, False):
+            name = f"xfer-rsync {label}, bytecode {'cached' if cached else 'not cached'}"
             xenv = xfer_env(cached)
-            if path:
+            own = Path(path or ".", ".venv", "bin", "xfer")
+            if path and own.exists():
+                exes[name] = str(own.absolute())
+            elif path:
                 xenv["PYTHONPATH"] = os.path.abspath(path)
-            variants[f"xfer-rsync {label}, bytecode {'cached' if cached else 'not cached'}"] = xenv
+            variants[name] = xenv
     wall: dict[str, list[float]] = {}
     used: dict[str, list[float]] = {}
     try:
@@ -694,9 +703,9 @@ def run_floor(args: argparse.Namespace) -> str:
             make_small(src, args.small)
             dest = sshd.mkdtemp("floor") / "tree"
             tools.rsync(src, dest)
-            for env in variants.values():  # warm-up: bytecode written where it may be
+            for name, env in variants.items():  # warm-up: bytecode written where it may be
                 if env is not None:
-                    tools.env = env
+                    tools.env, tools.xfer_exe = env, exes.get(name, XFER)
                     tools.xfer(src, dest, "rsync")
             for _ in range(args.repeat):
                 for name, env in variants.items():
@@ -704,7 +713,7 @@ def run_floor(args: argparse.Namespace) -> str:
                     if env is None:
                         tools.rsync(src, dest)
                     else:
-                        tools.env = env
+                        tools.env, tools.xfer_exe = env, exes.get(name, XFER)
                         tools.xfer(src, dest, "rsync")
                     wall.setdefault(name, []).append(time.perf_counter() - t0)
                     used.setdefault(name, []).append(cpu() - c0)
@@ -768,7 +777,9 @@ def main(argv: list[str] | None = None) -> int:
         help="xfer-rsync no-op of the small tree against rsync -a, bytecode cached and not",
     )
     floor.add_argument(
-        "--before", default=None, help="also an older xfer source tree (a checkout's root)"
+        "--before",
+        default=None,
+        help="also an older xfer source tree (a checkout's root; its .venv when it has one)",
     )
     args = parser.parse_args(argv)
     mode = run_floor if args.floor else run_links if args.link else run
