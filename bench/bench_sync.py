@@ -144,6 +144,8 @@ class Tools:
         self.port = port or sshd.port
         self.timeout = timeout
         self.env = env if env is not None else dict(os.environ)
+        #: The ``xfer`` executable run for the xfer contenders.
+        self.xfer_exe = XFER
         work.mkdir(parents=True, exist_ok=True)
         # the server's key, known under the port the tools connect to
         self.known_hosts = work / "known_hosts"
@@ -217,7 +219,7 @@ class Tools:
         cfg = self.config(src, dest, backend)
         res = self._run(
             f"xfer-{backend}",
-            [XFER, "sync", "--config", str(cfg), "-b", backend, "--json"],
+            [self.xfer_exe, "sync", "--config", str(cfg), "-b", backend, "--json"],
             env={**self.env, "XFER_SSH_CONFIG": str(self.ssh_config)},
         )
         summary = json.loads(res.stdout.splitlines()[-1])
@@ -665,7 +667,9 @@ def link_table(rows: list[LinkRow]) -> str:
 def run_floor(args: argparse.Namespace) -> str:
     """The no-op floor: ``xfer sync -b rsync`` of an unchanged tree against ``rsync -a``,
     bytecode cached and not, and the same for an older source tree (``--before DIR``: a
-    checkout of xfer, run from the same venv through ``PYTHONPATH``); the tools take turns,
+    checkout of xfer, run with its own venv when it has one (``DIR/.venv/bin/xfer``, as
+    ``uv sync`` makes it: needed when the entry points changed), else from this venv
+    through ``PYTHONPATH``); the tools take turns,
     ``--repeat`` times; median wall time and CPU time (the tool and all its children)."""
     import resource
     import statistics
@@ -676,17 +680,23 @@ def run_floor(args: argparse.Namespace) -> str:
 
     work = Path(tempfile.mkdtemp(prefix="xfer-bench-floor-"))
     variants: dict[str, dict[str, str] | None] = {"raw rsync -a": None}
+    exes: dict[str, str] = {}  # variant -> its xfer executable, when not this venv's
     sources: list[tuple[str, str | None]] = [("after", None)]
     if args.before:
         sources.append(("before", args.before))
     for label, path in sources:
         for cached in (True, False):
+            name = f"xfer-rsync {label}, bytecode {'cached' if cached else 'not cached'}"
             xenv = xfer_env(cached)
-            if path:
+            own = Path(path or ".", ".venv", "bin", "xfer")
+            if path and own.exists():
+                exes[name] = str(own.absolute())
+            elif path:
                 xenv["PYTHONPATH"] = os.path.abspath(path)
-            variants[f"xfer-rsync {label}, bytecode {'cached' if cached else 'not cached'}"] = xenv
+            variants[name] = xenv
     wall: dict[str, list[float]] = {}
     used: dict[str, list[float]] = {}
+    timeline = ""
     try:
         with SshServer() as sshd:
             tools = Tools(sshd, work / "t", None)
@@ -694,9 +704,9 @@ def run_floor(args: argparse.Namespace) -> str:
             make_small(src, args.small)
             dest = sshd.mkdtemp("floor") / "tree"
             tools.rsync(src, dest)
-            for env in variants.values():  # warm-up: bytecode written where it may be
+            for name, env in variants.items():  # warm-up: bytecode written where it may be
                 if env is not None:
-                    tools.env = env
+                    tools.env, tools.xfer_exe = env, exes.get(name, XFER)
                     tools.xfer(src, dest, "rsync")
             for _ in range(args.repeat):
                 for name, env in variants.items():
@@ -704,10 +714,20 @@ def run_floor(args: argparse.Namespace) -> str:
                     if env is None:
                         tools.rsync(src, dest)
                     else:
-                        tools.env = env
+                        tools.env, tools.xfer_exe = env, exes.get(name, XFER)
                         tools.xfer(src, dest, "rsync")
                     wall.setdefault(name, []).append(time.perf_counter() - t0)
                     used.setdefault(name, []).append(cpu() - c0)
+            if args.timeline:
+                pythons = {
+                    name.split(",")[0].removeprefix("xfer-rsync "): (
+                        str(Path(exes.get(name, XFER)).with_name("python")),
+                        env,
+                    )
+                    for name, env in variants.items()
+                    if env is not None and name.endswith("bytecode cached")
+                }
+                timeline = run_timeline(tools, src, dest, pythons, args.repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     raw = statistics.median(wall["raw rsync -a"])
@@ -721,6 +741,120 @@ def run_floor(args: argparse.Namespace) -> str:
         w = statistics.median(wall[name])
         delta = "" if name == "raw rsync -a" else f"+{w - raw:.2f}"
         lines.append(f"| {name} | {w:.2f} | {delta} | {statistics.median(used[name]):.2f} |")
+    if args.timeline:
+        lines += [
+            "",
+            f"Where one no-op's time goes, bytecode cached: median of {args.repeat} runs, "
+            f"taking turns; load average at the end: {os.getloadavg()[0]:.1f}.\n",
+            timeline,
+        ]
+    return "\n".join(lines) + "\n"
+
+
+#: Run as ``python -c`` with the CLI's arguments: runs the xfer CLI as its script does and
+#: writes, at exit, the wall and CPU time (ms since the interpreter started) at each step
+#: (stderr, one JSON line after "TIMELINE "). Works on older trees too: only names both have.
+_TIMELINE = r"""
+import atexit, json, os, sys, time
+import xfer_core.cli as cli
+import xfer_core.cli.app
+import xfer_core.config.load as config_load
+import xfer_core.sync.engine as engine
+import xfer_backends.rsync as rsync
+T0 = time.perf_counter() - (time.time() - START)
+marks = [("imports done", time.perf_counter(), time.process_time())]
+
+def wrap(owner, name):
+    fn = getattr(owner, name)
+    def mark(what):
+        marks.append((f"{name} {what}", time.perf_counter(), time.process_time()))
+    if hasattr(fn, "__code__") and fn.__code__.co_flags & 0x80:  # a coroutine function
+        async def wrapped(*a, **k):
+            mark("start")
+            try:
+                return await fn(*a, **k)
+            finally:
+                mark("end")
+    else:
+        def wrapped(*a, **k):
+            mark("start")
+            try:
+                return fn(*a, **k)
+            finally:
+                mark("end")
+    setattr(owner, name, wrapped)
+
+wrap(config_load, "read_config")
+wrap(engine, "get_registry")
+wrap(engine, "choose_backend")
+wrap(engine, "run_interruptible")
+for name in ("login", "_stream", "close"):
+    wrap(rsync.RsyncSession, name)
+
+def report():
+    marks.append(("atexit", time.perf_counter(), time.process_time()))
+    out = [(w, round((t - T0) * 1000, 1), round(c * 1000, 1)) for w, t, c in marks]
+    sys.stderr.write("TIMELINE " + json.dumps({"marks": out}) + "\n")
+    sys.stderr.flush()
+
+atexit.register(report)
+(getattr(cli, "script", None) or cli.main)()
+"""
+
+#: Steps of :data:`_TIMELINE`: (label, from mark, to mark); None = the process's start.
+_STEPS = (
+    ("process start, imports (Typer, CLI, config, engine, rsync backend)", None, "imports done"),
+    ("argument parsing", "imports done", "read_config start"),
+    ("reading the config", "read_config start", "read_config end"),
+    ("plugin registry, choosing the backend", "get_registry start", "choose_backend end"),
+    ("ssh -G and rsync --version (side by side)", "run_interruptible start", "login start"),
+    ("the ssh master's login", "login start", "login end"),
+    ("rsync", "_stream start", "_stream end"),
+    ("closing, summary", "close start", "atexit"),
+)
+
+
+def run_timeline(
+    tools: Tools, src: Path, dest: Path, pythons: dict[str, tuple[str, dict[str, str]]], n: int
+) -> str:
+    """The no-op's timeline for each tree (``pythons``: label -> its python and env), taking
+    turns ``n`` times; a markdown table of median wall and CPU ms per step."""
+    import statistics
+
+    cfg = tools.config(src, dest, "rsync")
+    runs: dict[str, list[dict[str, tuple[float, float]]]] = {k: [] for k in pythons}
+    for _ in range(n):
+        for label, (python, env) in pythons.items():
+            code = f"START = {time.time()!r}\n" + _TIMELINE
+            res = subprocess.run(
+                [python, "-c", code, "sync", "--config", str(cfg), "-b", "rsync", "--json"],
+                capture_output=True,
+                text=True,
+                env={**env, "XFER_SSH_CONFIG": str(tools.ssh_config)},
+            )
+            line = next(ln for ln in res.stderr.splitlines() if ln.startswith("TIMELINE "))
+            data = json.loads(line.removeprefix("TIMELINE "))
+            marks: dict[str, tuple[float, float]] = {}
+            for what, wall_ms, cpu_ms in data["marks"]:
+                marks.setdefault(what, (wall_ms, cpu_ms))
+            runs[label].append(marks)
+
+    def cell(label: str, start: str | None, end: str) -> str:
+        walls, cpus = [], []
+        for marks in runs[label]:
+            if end not in marks or (start is not None and start not in marks):
+                continue
+            w0, c0 = marks[start] if start else (0.0, 0.0)
+            walls.append(marks[end][0] - w0)
+            cpus.append(marks[end][1] - c0)
+        if not cpus:
+            return " | "
+        return f"{statistics.median(walls):.0f} | {statistics.median(cpus):.0f}"
+
+    head = " | ".join(f"{k} wall | {k} CPU" for k in pythons)
+    lines = [f"| step (ms) | {head} |", "|---|" + "---:|" * (2 * len(pythons))]
+    for step, start, end in _STEPS:
+        lines.append(f"| {step} | " + " | ".join(cell(k, start, end) for k in pythons) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -768,7 +902,14 @@ def main(argv: list[str] | None = None) -> int:
         help="xfer-rsync no-op of the small tree against rsync -a, bytecode cached and not",
     )
     floor.add_argument(
-        "--before", default=None, help="also an older xfer source tree (a checkout's root)"
+        "--before",
+        default=None,
+        help="also an older xfer source tree (a checkout's root; its .venv when it has one)",
+    )
+    floor.add_argument(
+        "--timeline",
+        action="store_true",
+        help="also where one no-op's time goes, step by step (wall and CPU ms), per tree",
     )
     args = parser.parse_args(argv)
     mode = run_floor if args.floor else run_links if args.link else run

@@ -3,11 +3,12 @@
 xfer has five kinds of plugin. Each kind has one registration hook, called once
 when the plugin manager loads; the hook gets a ``register`` callable and calls it
 with one instance per plugin object it provides. The builtins in
-``xfer_backends/`` use exactly these hooks, through the same entry-point group
-(``xfer``) that third-party distributions use::
+``xfer_backends/`` use exactly these hooks, through the same entry-point groups
+(``xfer.KIND``: imported when a plugin of that kind is first needed) that
+third-party distributions use::
 
     # pyproject.toml of a plugin distribution
-    [project.entry-points.xfer]
+    [project.entry-points."xfer.transfer"]
     mybackend = "xfer_mybackend"
 
     # xfer_mybackend.py

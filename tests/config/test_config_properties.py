@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -106,3 +110,57 @@ def test_edits_keep_text_and_add_what_was_asked(steps: list[tuple]) -> None:
         assert [p.alias for p in cluster.sync_dirs] == expected[cluster.name]["push"]
         assert [p.alias for p in cluster.fetch_dirs] == expected[cluster.name]["pull"]
         assert all(p.remote.startswith("$SCRATCH/") for p in cluster.sync_dirs + cluster.fetch_dirs)
+
+
+_TRICKY = '''\
+[global]
+transfer_backend = 'rsync'
+io_timeout = 1.5e1
+common_excludes = ["a\\tb", """multi
+line""", 'C:\\raw']
+sync_excludes = [  # comment
+  "x",
+]
+
+[global.demo]
+inline = { a = 1, b.c = [true, false], d = 1979-05-27T07:32:00Z }
+"dotted.key" = 0x10
+big = 1_000
+
+[[clusters]]
+name = "c\\u00e9"
+host = "h"
+port = +22
+'''
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="no tomllib before Python 3.11")
+@settings(max_examples=100, deadline=None)
+@given(_layout())
+def test_tomllib_reads_what_tomlkit_reads(layout: tuple[str, dict]) -> None:
+    # the loader reads with tomllib and falls back to tomlkit (for its messages) on an error
+    import tomlkit
+    import tomllib
+
+    text, _ = layout
+    for doc in (text, _TRICKY):
+        assert tomllib.loads(doc) == tomlkit.parse(doc).unwrap()
+
+
+def test_a_valid_config_is_read_without_tomlkit() -> None:
+    code = (
+        "import sys\n"
+        "from xfer_core.config.load import parse_config\n"
+        "config = parse_config(sys.stdin.read(), 'remotes.toml')\n"
+        "print(config.clusters[0].port, 'tomlkit' in sys.modules)\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code],
+        input='[[clusters]]\nname = "a"\nhost = "h"\nport = 22\n',
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode == 0, res.stderr
+    expected = "22 True" if sys.version_info < (3, 11) else "22 False"
+    assert res.stdout.strip() == expected

@@ -114,7 +114,7 @@ def walkthrough_files() -> dict[str, str]:
 def test_walkthrough_is_complete() -> None:
     files = walkthrough_files()
     assert set(files) == {"pyproject.toml", "xfer_nice.py"}
-    assert "[project.entry-points.xfer]" in files["pyproject.toml"]
+    assert '[project.entry-points."xfer.runtime"]' in files["pyproject.toml"]
 
 
 @pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not on PATH")

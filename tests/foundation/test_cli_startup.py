@@ -92,3 +92,32 @@ def test_a_typo_still_gets_suggestions() -> None:
 
 def test_app_for_is_a_typer() -> None:
     assert isinstance(app_for(["sync"]), typer.Typer)
+
+
+def test_command_modules_name_their_plain_commands() -> None:
+    # app_for imports only the module that COMMAND_MODULES names for a command: the names
+    # must be what each module registers
+    import importlib
+
+    from xfer_core.cli.app import COMMAND_MODULES
+
+    for module, names in COMMAND_MODULES.items():
+        probe = typer.Typer()
+        importlib.import_module(f"xfer_core.cli.{module}").register(probe)
+        assert tuple(c.name for c in probe.registered_commands) == names, module
+    assert {c.name for c in app.registered_commands} == {
+        n for names in COMMAND_MODULES.values() for n in names
+    }
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    code = (
+        "import sys\n"
+        "from xfer_core.cli.app import app_for\n"
+        "slim = app_for(['sync', '--help'])\n"
+        "print([c.name for c in slim.registered_commands])\n"
+        "print(sorted(m for m in sys.modules if m.startswith('xfer_core.cli.') and m.endswith('_cmd')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["['sync']", "['xfer_core.cli.sync_cmd']"]

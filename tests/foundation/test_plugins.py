@@ -114,14 +114,18 @@ def test_check_that_raises_makes_the_plugin_unavailable() -> None:
     assert "OSError: no /proc" in info.reason
 
 
-def _fake_distribution(site: Path, name: str, version: str, entry: str, code: str) -> None:
-    """A minimal installed distribution: a module plus its .dist-info with one entry point."""
+def _fake_distribution(
+    site: Path, name: str, version: str, entry: str, code: str, groups: tuple[str, ...] = ()
+) -> None:
+    """A minimal installed distribution: a module plus its .dist-info with one entry point
+    (in each of ``groups``; default ``xfer_test``, a group only tests load)."""
     module = entry.split("=")[1].strip()
     (site / f"{module}.py").write_text(textwrap.dedent(code))
     info = site / f"{name.replace('-', '_')}-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    (info / "entry_points.txt").write_text(f"[xfer_test]\n{entry}\n")
+    sections = [f"[{group}]\n{entry}\n" for group in groups or ("xfer_test",)]
+    (info / "entry_points.txt").write_text("\n".join(sections))
 
 
 def test_entry_points_load_with_distribution_and_broken_import_is_reported(
@@ -154,6 +158,133 @@ def test_entry_points_load_with_distribution_and_broken_import_is_reported(
     assert (info.name, info.distribution, info.version) == ("echo-test", "xfer-echo", "2.0.1")
     assert [(b.entry_point, b.distribution) for b in reg.broken] == [("dead", "xfer-dead")]
     assert "SystemExit: bye" in reg.broken[0].error
+
+
+# -- loading by kind: a command imports the plugin modules of the kinds it asks for -------
+
+_KIND_MODULE = """
+from xfer_core.hookspecs import hookimpl
+from xfer_core.bulk.runtime import ContainerRuntime
+from xfer_core.sync.backend import TransferBackend
+
+class Demo(TransferBackend):
+    name = "{name}"
+
+class Box(ContainerRuntime):
+    name = "{name}"
+
+@hookimpl
+def register_transfer_backends(register):
+    register(Demo())
+"""
+
+
+def _kind_plugins(site: Path) -> None:
+    """Four installed distributions: a transfer backend (``xfer.transfer``), a runtime
+    (``xfer.runtime``), one of any kind (``xfer``), one in a group that is no kind."""
+    runtime = _KIND_MODULE.replace("register_transfer_backends", "register_runtimes")
+    runtime = runtime.replace("register(Demo())", "register(Box())")
+    for dist, module, group, code in (
+        ("xfer-kt", "xfer_kt_ep", "xfer.transfer", _KIND_MODULE),
+        ("xfer-kr", "xfer_kr_ep", "xfer.runtime", runtime),
+        ("xfer-ka", "xfer_ka_ep", "xfer", _KIND_MODULE),
+        ("xfer-kx", "xfer_kx_ep", "xfer.transfers", _KIND_MODULE),
+    ):
+        name = module.removesuffix("_ep").replace("_", "-")
+        _fake_distribution(
+            site, dist, "1.0", f"{name} = {module}", code.format(name=name), (group,)
+        )
+
+
+def test_each_kind_imports_only_its_own_entry_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xfer_core.registry import build_registry
+
+    _kind_plugins(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = build_registry()
+    assert not {"xfer_kt_ep", "xfer_kr_ep", "xfer_ka_ep"} & set(sys.modules)  # nothing yet
+    names = reg.names("transfer")
+    assert {"rsync", "sftp", "xfer-kt", "xfer-ka"} <= set(names)
+    assert "xfer_kr_ep" not in sys.modules  # the runtime's module waits for its kind
+    assert "xfer-kx" not in names  # a group that is no kind is never loaded by kind
+    assert "xfer-kr" in reg.names("runtime")
+    assert reg.get("transfer", "xfer-kt").name == "xfer-kt"
+    # `xfer plugins` loads everything and names the entry point of the unknown group
+    assert {(i.kind, i.name) for i in reg.infos()} >= {("runtime", "xfer-kr")}
+    (broken,) = [b for b in reg.broken if b.distribution.startswith("xfer-k")]
+    assert (broken.entry_point, broken.distribution) == ("xfer-kx", "xfer-kx")
+    assert "'xfer.transfers' is no plugin kind" in broken.error
+
+
+def test_a_hook_of_a_kind_the_module_is_not_listed_for_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xfer_core.registry import build_registry
+
+    both = _KIND_MODULE.format(name="two-kinds") + textwrap.dedent(
+        """
+        @hookimpl
+        def register_runtimes(register):
+            register(Box())
+        """
+    )
+    _fake_distribution(tmp_path, "xfer-two", "1.0", "two = xfer_two_ep", both, ("xfer.transfer",))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = build_registry()
+    assert "two-kinds" in reg.names("transfer")
+    assert "two-kinds" not in reg.names("runtime")  # never called: listed under transfer only
+    (broken,) = [b for b in reg.broken if b.distribution == "xfer-two"]
+    assert broken.entry_point == "two.register_runtimes"
+    assert "not in entry-point group 'xfer.runtime'" in broken.error
+
+
+def test_a_module_listed_under_two_kinds_loads_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from xfer_core.registry import build_registry
+
+    both = _KIND_MODULE.format(name="twice") + textwrap.dedent(
+        """
+        LOADS = globals().get("LOADS", 0) + 1
+
+        @hookimpl
+        def register_runtimes(register):
+            register(Box())
+        """
+    )
+    groups = ("xfer.transfer", "xfer.runtime")
+    _fake_distribution(tmp_path, "xfer-twice", "1.0", "twice = xfer_twice_ep", both, groups)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = build_registry()
+    assert "twice" in reg.names("runtime") and "twice" in reg.names("transfer")
+    assert sys.modules["xfer_twice_ep"].LOADS == 1
+    assert [b for b in reg.broken if b.distribution == "xfer-twice"] == []
+
+
+def test_added_objects_come_after_every_installed_plugin() -> None:
+    from xfer_core.registry import build_registry
+
+    class Impostor(Echo):
+        name = "host"  # a builtin runtime's name
+
+    reg = build_registry([_module("late", register_runtimes=lambda register: register(Impostor()))])
+    assert type(reg.get("runtime", "host")).__module__ == "xfer_backends.runtimes"
+    assert any("'host' is already registered" in b.error for b in reg.broken)
+
+
+def test_a_sync_imports_no_plugin_of_another_kind() -> None:
+    # what `xfer sync` asks the registry for: the transfer backends, and nothing else loads
+    code = (
+        "import sys\n"
+        "from xfer_core.registry import get_registry\n"
+        "get_registry().get('transfer', 'rsync')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('xfer_backends.', 'xfer_s5', 'xfer_sge'))))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "['xfer_backends.rsync', 'xfer_backends.sftp']"
 
 
 def _xfer(*args: str, python: str = sys.executable) -> subprocess.CompletedProcess[str]:

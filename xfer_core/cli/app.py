@@ -17,7 +17,9 @@ from xfer_core.cli import fastparams
 from xfer_core.errors import ExitCode, XferError
 from xfer_core.output import Output, set_current
 
-app = typer.Typer(
+#: The root: global options only. :func:`full_app` adds every command to it (``app``, as
+#: imported from here, is that); :func:`app_for` a copy with one command.
+_root = typer.Typer(
     name="xfer",
     help=(
         "Move data to, from and between HPC clusters.\n\n"
@@ -34,16 +36,18 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-#: Command modules, each with ``register(app)``; one per command group of DESIGN.md.
-COMMAND_MODULES = (
-    "sync_cmd",
-    "config_cmd",
-    "manifest_cmd",
-    "batch_cmd",
-    "run_cmd",
-    "status_cmd",
-    "plugins_cmd",
-)
+#: Command modules, each with ``register(app)``; one per command group of DESIGN.md. Each
+#: names the plain (not group) top-level commands it adds: running one of them imports
+#: that module only (``xfer sync``: not the manifest, batch or config commands).
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "sync_cmd": ("sync", "fetch"),
+    "config_cmd": (),
+    "manifest_cmd": (),
+    "batch_cmd": (),
+    "run_cmd": ("run",),
+    "status_cmd": ("status", "retry"),
+    "plugins_cmd": ("plugins",),
+}
 
 _state = {"verbose": 0}
 
@@ -73,7 +77,7 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
+@_root.callback()
 def root(
     json: Annotated[
         bool, typer.Option("--json", help="One JSON object per line on stdout (events, summary).")
@@ -92,12 +96,24 @@ def root(
     set_current(Output(json=json, quiet=quiet, verbose=verbose))
 
 
-def _register_commands() -> None:
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"xfer_core.cli.{name}").register(app)
+def _register(module: str, cli: typer.Typer) -> None:
+    importlib.import_module(f"xfer_core.cli.{module}").register(cli)
 
 
-_register_commands()
+def full_app() -> typer.Typer:
+    """The app with every command (built on first use)."""
+    if not _state.get("full"):
+        _state["full"] = 1
+        for module in COMMAND_MODULES:
+            _register(module, _root)
+    return _root
+
+
+def __getattr__(name: str) -> typer.Typer:
+    # ``from xfer_core.cli.app import app``: the whole app (tests and docs add to it)
+    if name == "app":
+        return full_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 #: The root callback's options that also work after the command (``xfer sync -v``).
@@ -111,20 +127,27 @@ def _is_global(token: str) -> bool:
 
 
 def app_for(args: list[str]) -> typer.Typer:
-    """``app`` with only the top-level command that ``args`` runs (``sync``, ``run``...),
-    else the whole ``app``. Typer builds the Click command of every command it holds on
-    each run (signatures, type hints: ~0.1 s for all of xfer's); one is enough to run one.
+    """The app with only the top-level command that ``args`` runs (``sync``, ``run``...),
+    else the whole app. Typer builds the Click command of every command it holds on
+    each run (signatures, type hints: ~0.1 s for all of xfer's); one is enough to run one,
+    and its module is the only one imported (until the whole app is built).
     Usage, help and errors of that command are the same (a command's help lists no
     siblings; a name that is no plain command -- a group, a typo -- gets the whole app)."""
     name = next((a for a in args if not a.startswith("-")), None)
     if name is None:
-        return app
-    wanted = [c for c in app.registered_commands if c.name == name]
-    if len(wanted) != 1 or any(g.name == name for g in app.registered_groups):
-        return app
-    slim = copy.copy(app)
-    slim.registered_commands = wanted
-    slim.registered_groups = []
+        return full_app()
+    slim = copy.copy(_root)
+    slim.registered_commands, slim.registered_groups = [], []
+    module = next((m for m, names in COMMAND_MODULES.items() if name in names), None)
+    if module is not None and not _state.get("full"):
+        _register(module, slim)
+        source = slim
+    else:
+        source = full_app()
+    wanted = [c for c in source.registered_commands if c.name == name]
+    if len(wanted) != 1 or any(g.name == name for g in source.registered_groups):
+        return full_app()
+    slim.registered_commands, slim.registered_groups = wanted, []
     return slim
 
 
@@ -135,7 +158,7 @@ def hoist_global_options(args: list[str], cli: typer.Typer | None = None) -> lis
         return args  # the common case: no command tree built
     import typer
 
-    cmd = typer.main.get_command(cli or app)
+    cmd = typer.main.get_command(cli or full_app())
     ctx = cmd.context_class(cmd, info_name="xfer")
     pos = 0
     while pos < len(args) and args[pos].startswith("-"):
