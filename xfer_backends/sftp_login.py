@@ -22,6 +22,7 @@ import dataclasses
 import os
 import re
 import stat
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,39 @@ RECEIVE_PACKET = 256 * 1024
 
 if TYPE_CHECKING:
     import asyncssh
+
+
+def import_asyncssh() -> None:
+    """Import asyncssh, without the slow part of its search for liboqs.
+
+    At import, asyncssh looks for liboqs (post-quantum key exchange) with
+    ``ctypes.util.find_library``, which on Linux runs ``ldconfig -p``, then ``gcc`` and
+    ``ld`` when it is not found: ~50 ms for its two names, on every run. The library is
+    loaded by name (dlopen), so without ``LD_LIBRARY_PATH`` it loads from the linker's
+    cache (or a default directory ldconfig has not indexed yet: then asyncssh offers the
+    key exchanges it has without it): ``ldconfig -p`` alone answers. With
+    ``LD_LIBRARY_PATH`` or ``LIBRARY_PATH`` set, the full search runs.
+    """
+    if "asyncssh" in sys.modules:
+        return
+    import ctypes.util
+
+    real = ctypes.util.find_library
+    cached = getattr(ctypes.util, "_findSoname_ldconfig", None)
+
+    def find_library(name: str) -> str | None:
+        if name in ("oqs", "liboqs") and cached is not None:
+            found: str | None = cached(name)
+            return found
+        return real(name)
+
+    full_search = os.environ.get("LD_LIBRARY_PATH") or os.environ.get("LIBRARY_PATH")
+    if sys.platform.startswith("linux") and not full_search:
+        ctypes.util.find_library = find_library
+    try:
+        import asyncssh  # noqa: F401
+    finally:
+        ctypes.util.find_library = real
 
 
 def _client_class() -> Any:
@@ -305,6 +339,7 @@ async def _connect_one(
     *,
     compress: bool = False,
 ) -> asyncssh.SSHClientConnection:
+    import_asyncssh()
     import asyncssh
 
     where = f"{target.name} ({target.label})"

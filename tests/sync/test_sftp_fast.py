@@ -6,6 +6,7 @@
   the final name and no temp file, and the re-run completes it;
 - many small files go at once, capped by the server's open-handle limit
   (``limits@openssh.com``), and a whole tree of them arrives;
+- one SSH packet per SFTP request (no empty ignore message before each);
 - how many files go at once, and how a file is cut into ranges (pure functions).
 """
 
@@ -135,6 +136,28 @@ def test_many_small_files_at_once_capped_by_the_server(sshd: SshServer, tmp_path
     result, seen = asyncio.run(_move(sshd, job_for(src, rdir)))
     assert result.files_sent == 0 and result.skipped == 600
     assert seen["channels"] == 0  # nothing to send: no extra channel opened
+
+
+@pytest.mark.sshd
+def test_one_ssh_packet_per_request_without_ignore_messages(sshd: SshServer) -> None:
+    """asyncssh precedes every packet with an empty SSH_MSG_IGNORE (a countermeasure for
+    CBC only); with AES-GCM each SFTP request is one SSH packet (sequence numbers count
+    the packets sent)."""
+
+    async def go() -> tuple[str, int]:
+        conn = await sftp.connect(remote_for_server(sshd))
+        try:
+            client = await conn.start_sftp_client()
+            before = conn._send_seq
+            for _ in range(10):  # one at a time: each request is its own packet
+                await client.stat(b"/")
+            return str(conn.get_extra_info("send_cipher")), conn._send_seq - before
+        finally:
+            conn.close()
+
+    cipher, packets = asyncio.run(go())
+    assert cipher.startswith("aes128-gcm")
+    assert packets == 10
 
 
 @given(st.integers(1, 100_000), st.integers(-1, 100_000))
