@@ -624,6 +624,7 @@ def _lean_packets(conn: asyncssh.SSHClientConnection) -> None:
     empty = String(b"")
     debug = logging.getLogger("asyncssh")
     c: Any = conn
+    joined = isinstance(getattr(conn, "_transport", None), _CoalescingTransport)
     # per key exchange: [encryption, is CBC, its GCM cipher and AESGCM (or None)]
     keys: list[Any] = [None, True, None, None]
 
@@ -673,7 +674,11 @@ def _lean_packets(conn: asyncssh.SSHClientConnection) -> None:
         sealed = aead.encrypt(iv, packet, header)  # the length is the associated data
         invocation = (int.from_bytes(iv[4:], "big") + 1) & 0xFFFFFFFFFFFFFFFF
         gcm._iv = iv[:4] + invocation.to_bytes(8, "big")
-        c._send(header + sealed)
+        if joined:  # the transport joins them (no copy of the packet here)
+            c._send(header)
+            c._send(sealed)
+        else:
+            c._send(header + sealed)
         c._send_seq = (c._send_seq + 1) & 0xFFFFFFFF
         c._rekey_bytes_sent += len(packet)
 
