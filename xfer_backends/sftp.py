@@ -978,6 +978,15 @@ class _PairRun:
         result.deleted = len(plan.delete)
 
     async def _apply(self, plan: Plan, src: dict[str, Entry], dst: dict[str, Entry]) -> None:
+        # the SFTP channels of large files (ranges) and of many small files to push (each is
+        # its own SFTP server process on OpenSSH: opens, writes and renames are handled side
+        # by side) open while the directories are made (a few round trips each; opened
+        # channels belong to the session, which closes them)
+        spread = self.job.direction == "push" and (
+            sum(1 for p in plan.send if src[p].size <= _SMALL) >= _SPREAD_MIN
+        )
+        large = any(src[p].size >= _RANGE_MIN for p in plan.send)
+        opening = asyncio.ensure_future(self.session.channels()) if spread or large else None
         dst_tree = self.dst
         # directories written into are made writable first (rsync -p sets a directory's
         # mode before its content; a read-only source directory gets its mode back last)
@@ -990,16 +999,12 @@ class _PairRun:
         root = dst.get("")
         if root is None or root.kind != "dir":
             await dst_tree.makedirs("")
-        # many small files to push: spread over the channels too (each is its own SFTP
-        # server process on OpenSSH: opens, writes and renames are handled side by side);
-        # the channels open while the directories are made
-        many = sum(1 for p in plan.send if src[p].size <= _SMALL) >= _SPREAD_MIN
-        push = self.job.direction == "push"
-        spreading = asyncio.ensure_future(self.session.channels()) if many and push else None
         # parents first: one level at a time, each level's directories at once
         await self._by_depth(plan.mkdirs, lambda p: self._mkdir(p, dst.get(p)))
-        if spreading is not None:
-            self.remote.spread = list(await spreading)
+        if opening is not None:
+            opened = list(await opening)
+            if spread:  # many small files to push: spread over the channels too
+                self.remote.spread = opened
         wide = files_in_flight(self.session.options.parallel_files, await self.session.handles())
         # big files each keep many blocks in flight already, and a small file is held in
         # memory whole: fewer of those at once bounds memory
