@@ -40,15 +40,15 @@ if TYPE_CHECKING:
 
 
 def import_asyncssh() -> None:
-    """Import asyncssh, without the slow part of its search for liboqs.
+    """Import asyncssh, without the slow part of its search for optional libraries.
 
-    At import, asyncssh looks for liboqs (post-quantum key exchange) with
-    ``ctypes.util.find_library``, which on Linux runs ``ldconfig -p``, then ``gcc`` and
-    ``ld`` when it is not found: ~50 ms for its two names, on every run. The library is
-    loaded by name (dlopen), so without ``LD_LIBRARY_PATH`` it loads from the linker's
-    cache (or a default directory ldconfig has not indexed yet: then asyncssh offers the
-    key exchanges it has without it): ``ldconfig -p`` alone answers. With
-    ``LD_LIBRARY_PATH`` or ``LIBRARY_PATH`` set, the full search runs.
+    At import, asyncssh looks for liboqs (post-quantum key exchange) and libnettle (UMAC)
+    with ``ctypes.util.find_library``, which on Linux runs ``ldconfig -p``, then ``gcc`` and
+    ``ld`` for a name it does not find: ~50 ms for liboqs's two names, on every run. A
+    library is loaded by name (dlopen), so without ``LD_LIBRARY_PATH`` it loads from the
+    linker's cache, which ``ldconfig -p`` lists: that alone answers here (a library in a
+    default directory that ldconfig has not indexed yet is done without, as if absent).
+    With ``LD_LIBRARY_PATH`` or ``LIBRARY_PATH`` set, the full search runs.
     """
     if "asyncssh" in sys.modules:
         return
@@ -58,10 +58,10 @@ def import_asyncssh() -> None:
     cached = getattr(ctypes.util, "_findSoname_ldconfig", None)
 
     def find_library(name: str) -> str | None:
-        if name in ("oqs", "liboqs") and cached is not None:
-            found: str | None = cached(name)
-            return found
-        return real(name)
+        if cached is None:
+            return real(name)
+        found: str | None = cached(name)
+        return found
 
     full_search = os.environ.get("LD_LIBRARY_PATH") or os.environ.get("LIBRARY_PATH")
     if sys.platform.startswith("linux") and not full_search:
