@@ -32,6 +32,11 @@ and that tool skipped on the later links of that tree. The default run takes abo
     uv run python bench/bench_sync.py --link --out /tmp/link.md
     uv run python bench/bench_sync.py --link --links 80 --tools xfer-sftp,sftp,rclone
 
+``--trees large`` (or ``small``) runs one tree only; ``--link-repeat N`` lets the tools take
+turns N times and shows the median. Issue 17's loopback large-file row, in about 2 minutes::
+
+    uv run python bench/bench_sync.py --link --links 0 --trees large --tools xfer-sftp,sftp --link-repeat 7
+
 ``sbatchman`` (``sbatchman==2.0.3``) is benchmarked when ``--sbatchman BIN`` points
 at its console script (e.g. installed with ``uv venv /tmp/sbm && uv pip install
 --python /tmp/sbm sbatchman==2.0.3``).
@@ -540,7 +545,15 @@ def run_links(args: argparse.Namespace) -> str:
                 if name not in available:
                     print(f"skip {name}: not available", file=sys.stderr)
             wanted = [t for t in wanted if t in available]
-            for tree, make in trees(args.link_small, args.link_large, args.link_large_mib).items():
+            made = trees(args.link_small, args.link_large, args.link_large_mib)
+            kinds = dict(zip(("small", "large"), made, strict=True))
+            chosen = [t for t in args.trees.split(",") if t]
+            unknown = [t for t in chosen if t not in kinds]
+            if unknown:
+                raise SystemExit(f"--trees: unknown tree {unknown[0]!r} (small, large)")
+            for tree, make in made.items():
+                if tree not in {kinds[t] for t in chosen}:
+                    continue
                 src = work / "src"
                 shutil.rmtree(src, ignore_errors=True)
                 make(src)
@@ -566,73 +579,67 @@ def run_links(args: argparse.Namespace) -> str:
                             timeout=args.timeout,
                             env=xfer_env(cached),
                         ).available()
+                        # too slow on an earlier link: not run again
                         for name in wanted:
                             if name in too_slow:
-                                rows.append(
-                                    (
-                                        link.label,
-                                        tree,
-                                        "initial",
-                                        name,
-                                        f"skipped: over {args.timeout:g} s at {too_slow[name]}",
-                                        size,
-                                    )
-                                )
-                                continue
-                            dest = sshd.mkdtemp(f"{name}-l{i}") / "tree"
-                            for phase in ("initial", "no-op"):
-                                if phase == "no-op" and name in NO_SKIP:
-                                    rows.append(
-                                        (
-                                            link.label,
-                                            tree,
-                                            phase,
-                                            name,
-                                            "sends everything again",
-                                            size,
-                                        )
-                                    )
+                                why = f"skipped: over {args.timeout:g} s at {too_slow[name]}"
+                                rows.append((link.label, tree, "initial", name, why, size))
+                        # the tools take turns ``--link-repeat`` times; the median is shown
+                        turns = [name for name in wanted if name not in too_slow]
+                        runs: dict[tuple[str, str], list[Measure]] = {}
+                        stopped: dict[tuple[str, str], str] = {}  # (tool, phase) -> why
+                        for _ in range(args.link_repeat):
+                            for name in turns:
+                                if any(tool == name for tool, _ in stopped):
                                     continue
-                                try:
-                                    m = measure(tools[name], src, dest)
-                                except subprocess.TimeoutExpired:
-                                    too_slow[name] = link.label
-                                    rows.append(
-                                        (
-                                            link.label,
-                                            tree,
-                                            phase,
-                                            name,
-                                            f"over {args.timeout:g} s",
-                                            size,
-                                        )
+                                dest = sshd.mkdtemp(f"{name}-l{i}") / "tree"
+                                for phase in ("initial", "no-op"):
+                                    if phase == "no-op" and name in NO_SKIP:
+                                        continue
+                                    try:
+                                        m = measure(tools[name], src, dest)
+                                    except subprocess.TimeoutExpired:
+                                        too_slow[name] = link.label
+                                        stopped[(name, phase)] = f"over {args.timeout:g} s"
+                                        break
+                                    except RuntimeError as exc:
+                                        why = "failed: " + str(exc).splitlines()[0][:100]
+                                        stopped[(name, phase)] = why
+                                        print(f"{name}: {exc}", file=sys.stderr)
+                                        break
+                                    runs.setdefault((name, phase), []).append(m)
+                                    print(
+                                        f"{link.label} | {tree} | {phase} | {name} | "
+                                        f"{m.seconds:.2f}s",
+                                        file=sys.stderr,
                                     )
-                                    break
-                                except RuntimeError as exc:
-                                    rows.append(
-                                        (
-                                            link.label,
-                                            tree,
-                                            phase,
-                                            name,
-                                            "failed: " + str(exc).splitlines()[0][:100],
-                                            size,
-                                        )
-                                    )
-                                    print(f"{name}: {exc}", file=sys.stderr)
-                                    break
-                                rows.append((link.label, tree, phase, name, m, size))
-                                print(
-                                    f"{link.label} | {tree} | {phase} | {name} | {m.seconds:.2f}s",
-                                    file=sys.stderr,
+                                shutil.rmtree(dest.parent, ignore_errors=True)
+                        for name in turns:
+                            for phase in ("initial", "no-op"):
+                                measured = sorted(
+                                    runs.get((name, phase), []), key=lambda m: m.seconds
                                 )
-                            shutil.rmtree(dest.parent, ignore_errors=True)
+                                cell: Measure | str
+                                if phase == "no-op" and name in NO_SKIP:
+                                    cell = "sends everything again"
+                                elif measured:
+                                    cell = measured[len(measured) // 2]
+                                else:
+                                    cell = stopped.get((name, phase), "not run")
+                                rows.append((link.label, tree, phase, name, cell, size))
+                                if not measured and phase == "initial" and name not in NO_SKIP:
+                                    break
     finally:
         shutil.rmtree(work, ignore_errors=True)
     load = os.getloadavg()[0]
     head = (
         f"{startup_text}Load average at the end: {load:.1f} on {os.cpu_count()} CPUs. "
-        f"One run per tool and phase; the whole run took {time.monotonic() - began:.0f} s.\n\n"
+        + (
+            "One run per tool and phase"
+            if args.link_repeat == 1
+            else f"Each time is the median of {args.link_repeat} runs, the tools taking turns"
+        )
+        + f"; the whole run took {time.monotonic() - began:.0f} s.\n\n"
     )
     return head + link_table(rows)
 
@@ -889,6 +896,15 @@ def main(argv: list[str] | None = None) -> int:
     link.add_argument("--link-small", type=int, default=2000, help="files of 4 KiB (default 2000)")
     link.add_argument("--link-large", type=int, default=1, help="large files (default 1)")
     link.add_argument("--link-large-mib", type=int, default=256, help="MiB each (default 256)")
+    link.add_argument(
+        "--trees", default="small,large", help="which trees: small, large (default: both)"
+    )
+    link.add_argument(
+        "--link-repeat",
+        type=int,
+        default=1,
+        help="runs of each tool and phase, taking turns (the median is shown; default 1)",
+    )
     link.add_argument(
         "--timeout",
         type=float,

@@ -28,6 +28,7 @@ import re
 import secrets
 import shutil
 import stat
+import struct
 import time
 import weakref
 from collections.abc import Callable
@@ -78,6 +79,8 @@ _RANGE_MIN = 8 * 1024 * 1024
 _RANGE_REQUESTS = 16
 #: Pushes of at least this many small files spread them over the channels.
 _SPREAD_MIN = 256
+#: Writes of at least this many bytes are not joined with others (``_Coalescing``).
+_JOIN_MAX = 64 * 1024
 #: Directories read at once while listing the remote tree.
 _LIST_WIDE = 128
 #: Files in flight when the server does not say how many handles it allows
@@ -452,6 +455,7 @@ async def connect(
 
     conn = await sftp_login.connect(target, settings, compress=compress)
     _coalesce_writes(conn)
+    _lean_packets(conn)
     _quiet_orphaned_disconnects(asyncio.get_running_loop())
     return conn
 
@@ -489,13 +493,21 @@ def _quiet_orphaned_disconnects(loop: asyncio.AbstractEventLoop) -> None:
 
 
 class _Coalescing:
-    """Joins everything written during one event-loop iteration into one :meth:`_send`."""
+    """Joins everything written during one event-loop iteration into one :meth:`_send`.
+
+    A write of at least :data:`_JOIN_MAX` bytes fills SSH packets on its own: it goes at
+    once, after what is pending (joining it would only copy it once more).
+    """
 
     def __init__(self, loop: asyncio.AbstractEventLoop):
         self._loop = loop
         self._pending: list[bytes] = []
 
     def write(self, data: bytes) -> None:
+        if len(data) >= _JOIN_MAX:
+            self._flush()
+            self._send(data)
+            return
         if not self._pending:
             self._loop.call_soon(self._flush)
         self._pending.append(data)
@@ -585,6 +597,110 @@ def _coalesce_writes(conn: asyncssh.SSHClientConnection) -> None:
         conn._transport = wrapper
 
 
+def _lean_packets(conn: asyncssh.SSHClientConnection) -> None:
+    """Send SSH packets with less Python work than asyncssh's ``send_packet``:
+
+    - no empty ``SSH_MSG_IGNORE`` before every packet unless the cipher is CBC: asyncssh
+      sends one each time (RFC 4251 9.3.1, the countermeasure against a chosen-plaintext
+      attack on CBC mode, whose next IV is the last block sent); no other mode needs it
+      (OpenSSH sends none), and it costs one more encryption and ~9 us per packet;
+    - channel data under AES-GCM (the cipher xfer prefers) is framed and encrypted here:
+      one join and one encryption per packet (asyncssh: four more copies of the packet, a
+      new cipher object per packet, packet logging that is off), with the same bytes on
+      the wire, sequence numbers, IV and rekey accounting. Anything else -- other
+      packets, another cipher, compression, a rekey due or under way, asyncssh's debug
+      logging on, an asyncssh without these internals (pinned in uv.lock) -- goes
+      through asyncssh's own ``send_packet``.
+
+    256 MiB are ~8,200 channel data packets of 32 KiB (OpenSSH's sshd takes no more).
+    """
+    import logging
+
+    from asyncssh.constants import MSG_CHANNEL_DATA, MSG_IGNORE
+    from asyncssh.packet import String
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    send = conn.send_packet
+    empty = String(b"")
+    debug = logging.getLogger("asyncssh")
+    c: Any = conn
+    joined = isinstance(getattr(conn, "_transport", None), _CoalescingTransport)
+    # per key exchange: [encryption, is CBC, its GCM cipher and AESGCM (or None)]
+    keys: list[Any] = [None, True, None, None]
+
+    def refresh(current: Any) -> None:
+        name = conn.get_extra_info("send_cipher") or ""
+        gcm: Any = getattr(current, "_cipher", None)
+        aead = None
+        if (
+            type(current).__name__ == "GCMEncryption"
+            and type(gcm).__name__ == "GCMCipher"
+            and isinstance(getattr(gcm, "_key", None), bytes)
+            and isinstance(getattr(gcm, "_iv", None), bytes)
+            and all(hasattr(c, a) for a in _LEAN_ATTRS)
+        ):
+            aead = AESGCM(gcm._key)
+        keys[:] = [current, current is None or name.endswith("-cbc"), gcm, aead]
+
+    def send_packet(pkttype: int, *args: bytes, handler: Any = None) -> None:
+        current = getattr(c, "_send_encryption", None)
+        if current is not keys[0]:
+            refresh(current)
+        if pkttype == MSG_IGNORE and args == (empty,) and not keys[1]:
+            return
+        aead = keys[3]
+        if (
+            pkttype != MSG_CHANNEL_DATA
+            or aead is None
+            or not c._kex_complete
+            or not c._auth_complete
+            or c._compressor is not None
+            or c._rekey_bytes_sent >= c._rekey_bytes
+            or (c._rekey_seconds and time.monotonic() >= c._rekey_time)
+            or debug.isEnabledFor(logging.DEBUG)
+        ):
+            send(pkttype, *args, handler=handler)
+            return
+        # padding length, type, payload, random padding: a whole number of cipher blocks
+        size = 1 + sum(map(len, args))
+        blocksize = c._send_blocksize
+        padlen = -(c._send_enchdrlen + size) % blocksize
+        if padlen < 4:
+            padlen += blocksize
+        packet = b"".join((bytes((padlen, pkttype)), *args, os.urandom(padlen)))
+        header = len(packet).to_bytes(4, "big")
+        gcm = keys[2]
+        iv = gcm._iv
+        sealed = aead.encrypt(iv, packet, header)  # the length is the associated data
+        invocation = (int.from_bytes(iv[4:], "big") + 1) & 0xFFFFFFFFFFFFFFFF
+        gcm._iv = iv[:4] + invocation.to_bytes(8, "big")
+        if joined:  # the transport joins them (no copy of the packet here)
+            c._send(header)
+            c._send(sealed)
+        else:
+            c._send(header + sealed)
+        c._send_seq = (c._send_seq + 1) & 0xFFFFFFFF
+        c._rekey_bytes_sent += len(packet)
+
+    conn.send_packet = send_packet  # type: ignore[method-assign]
+
+
+#: The connection's attributes :func:`_lean_packets` reads and keeps up to date.
+_LEAN_ATTRS = (
+    "_kex_complete",
+    "_auth_complete",
+    "_compressor",
+    "_rekey_bytes_sent",
+    "_rekey_bytes",
+    "_rekey_seconds",
+    "_rekey_time",
+    "_send_blocksize",
+    "_send_enchdrlen",
+    "_send",
+    "_send_seq",
+)
+
+
 # -- backend -------------------------------------------------------------------------
 class SftpBackend(TransferBackend):
     """SFTP over asyncssh: one connection per cluster, several files at once."""
@@ -596,7 +712,14 @@ class SftpBackend(TransferBackend):
         return AVAILABLE
 
     async def open(self, target: Remote, options: TransferOptions) -> TransferSession:
-        settings = await asyncio.to_thread(ssh_login.openssh_settings, target)
+        from xfer_backends import sftp_login
+
+        # ``ssh -G`` runs while asyncssh is imported (~0.15 s of CPU)
+        asking = asyncio.get_running_loop().run_in_executor(
+            None, ssh_login.openssh_settings, target
+        )
+        sftp_login.import_asyncssh()
+        settings = await asking
         if await asyncio.to_thread(ssh_login.user_master, target, settings):
             # the user's OpenSSH master is logged in (e.g. 2FA): ride on it, no new login
             from xfer_backends.sftp_openssh import OpenSsh
@@ -855,6 +978,15 @@ class _PairRun:
         result.deleted = len(plan.delete)
 
     async def _apply(self, plan: Plan, src: dict[str, Entry], dst: dict[str, Entry]) -> None:
+        # the SFTP channels of large files (ranges) and of many small files to push (each is
+        # its own SFTP server process on OpenSSH: opens, writes and renames are handled side
+        # by side) open while the directories are made (a few round trips each; opened
+        # channels belong to the session, which closes them)
+        spread = self.job.direction == "push" and (
+            sum(1 for p in plan.send if src[p].size <= _SMALL) >= _SPREAD_MIN
+        )
+        large = any(src[p].size >= _RANGE_MIN for p in plan.send)
+        opening = asyncio.ensure_future(self.session.channels()) if spread or large else None
         dst_tree = self.dst
         # directories written into are made writable first (rsync -p sets a directory's
         # mode before its content; a read-only source directory gets its mode back last)
@@ -867,16 +999,12 @@ class _PairRun:
         root = dst.get("")
         if root is None or root.kind != "dir":
             await dst_tree.makedirs("")
-        # many small files to push: spread over the channels too (each is its own SFTP
-        # server process on OpenSSH: opens, writes and renames are handled side by side);
-        # the channels open while the directories are made
-        many = sum(1 for p in plan.send if src[p].size <= _SMALL) >= _SPREAD_MIN
-        push = self.job.direction == "push"
-        spreading = asyncio.ensure_future(self.session.channels()) if many and push else None
         # parents first: one level at a time, each level's directories at once
         await self._by_depth(plan.mkdirs, lambda p: self._mkdir(p, dst.get(p)))
-        if spreading is not None:
-            self.remote.spread = list(await spreading)
+        if opening is not None:
+            opened = list(await opening)
+            if spread:  # many small files to push: spread over the channels too
+                self.remote.spread = opened
         wide = files_in_flight(self.session.options.parallel_files, await self.session.handles())
         # big files each keep many blocks in flight already, and a small file is held in
         # memory whole: fewer of those at once bounds memory
@@ -1162,17 +1290,11 @@ class _PairRun:
         self.session.ranged += 1
 
     async def _send_range(self, fd: int, out: Any, off: int, length: int, block: int) -> None:
-        async def write(at: int, data: bytes) -> None:
-            await out.write(data, at)
-            self.progress.advance(len(data))
+        async def write(at: int, n: int) -> None:
+            await write_block(out, fd, at, n)
+            self.progress.advance(n)
 
-        def start(at: int, n: int) -> Any:
-            data = os.pread(fd, n, at)
-            if len(data) != n:
-                raise OSError(errno.EIO, "the file shrank while being sent")
-            return write(at, data)
-
-        await _pipeline(off, length, block, start)
+        await _pipeline(off, length, block, write)
 
     async def _receive_range(self, fd: int, inp: Any, off: int, length: int, block: int) -> None:
         async def read(at: int, n: int) -> None:
@@ -1244,6 +1366,67 @@ class _PairRun:
                 f"cannot delete non-empty directory {display_name(path)}: "
                 f"{terminal_text(_describe(exc))}"
             )
+
+
+#: SFTP's write request (``SSH_FXP_WRITE``, draft-ietf-secsh-filexfer-02).
+_FXP_WRITE = 6
+
+
+async def write_block(out: asyncssh.SFTPClientFile, fd: int, at: int, n: int) -> None:
+    """Write ``n`` bytes of the local file ``fd`` at offset ``at`` to the remote file
+    ``out`` (same offset), with one SFTP write request; an error reply is raised.
+
+    The bytes are read straight into the request's packet: asyncssh's ``write`` copies a
+    block six times on its way to the channel (the request's fields, then its length,
+    each a new ``bytes``), which costs as much as encrypting it. Uses asyncssh's request
+    layer (pinned in uv.lock); without it, ``out.write``.
+    """
+    handler: Any = getattr(out, "_handler", None)
+    handle = getattr(out, "_handle", None)
+    if not (
+        isinstance(handle, bytes)
+        and hasattr(handler, "_requests")
+        and hasattr(handler, "_next_pktid")
+        and hasattr(handler, "_writer")
+    ):
+        data = os.pread(fd, n, at)
+        if len(data) != n:
+            raise OSError(errno.EIO, "the file shrank while being sent")
+        await out.write(data, at)
+        return
+    # uint32 length, byte type, uint32 id, string handle, uint64 offset, string data
+    head = 4 + 1 + 4 + 4 + len(handle) + 8 + 4
+    packet = bytearray(head + n)
+    if os.preadv(fd, [memoryview(packet)[head:]], at) != n:
+        raise OSError(errno.EIO, "the file shrank while being sent")
+    if not handler._writer:
+        raise asyncssh_error("SFTPNoConnection", "Connection not open")
+    pktid = handler._next_pktid
+    handler._next_pktid = (pktid + 1) & 0xFFFFFFFF
+    struct.pack_into(">IBII", packet, 0, head - 4 + n, _FXP_WRITE, pktid, len(handle))
+    packet[13 : 13 + len(handle)] = handle
+    struct.pack_into(">QI", packet, 13 + len(handle), at, n)
+    waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    handler._requests[pktid] = waiter
+    handler._writer.write(packet)
+    kind, reply = await waiter
+    # the reply is decoded as asyncssh decodes its own (a failure status raises)
+    process = handler._packet_handlers.get(kind) if kind == _FXP_STATUS else None
+    if process is None:
+        raise asyncssh_error("SFTPBadMessage", f"Unexpected response type: {kind}")
+    process(handler, reply)
+
+
+#: SFTP's status reply (``SSH_FXP_STATUS``).
+_FXP_STATUS = 101
+
+
+def asyncssh_error(name: str, reason: str) -> Exception:
+    """asyncssh's exception class ``name`` (imported late) with ``reason``."""
+    import asyncssh
+
+    error: Exception = getattr(asyncssh, name)(reason)
+    return error
 
 
 async def _pipeline(off: int, length: int, block: int, start: Callable[[int, int], Any]) -> None:

@@ -22,6 +22,7 @@ import dataclasses
 import os
 import re
 import stat
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +37,39 @@ RECEIVE_PACKET = 256 * 1024
 
 if TYPE_CHECKING:
     import asyncssh
+
+
+def import_asyncssh() -> None:
+    """Import asyncssh, without the slow part of its search for optional libraries.
+
+    At import, asyncssh looks for liboqs (post-quantum key exchange) and libnettle (UMAC)
+    with ``ctypes.util.find_library``, which on Linux runs ``ldconfig -p``, then ``gcc`` and
+    ``ld`` for a name it does not find: ~50 ms for liboqs's two names, on every run. A
+    library is loaded by name (dlopen), so without ``LD_LIBRARY_PATH`` it loads from the
+    linker's cache, which ``ldconfig -p`` lists: that alone answers here (a library in a
+    default directory that ldconfig has not indexed yet is done without, as if absent).
+    With ``LD_LIBRARY_PATH`` or ``LIBRARY_PATH`` set, the full search runs.
+    """
+    if "asyncssh" in sys.modules:
+        return
+    import ctypes.util
+
+    real = ctypes.util.find_library
+    cached = getattr(ctypes.util, "_findSoname_ldconfig", None)
+
+    def find_library(name: str) -> str | None:
+        if cached is None:
+            return real(name)
+        found: str | None = cached(name)
+        return found
+
+    full_search = os.environ.get("LD_LIBRARY_PATH") or os.environ.get("LIBRARY_PATH")
+    if sys.platform.startswith("linux") and not full_search:
+        ctypes.util.find_library = find_library
+    try:
+        import asyncssh  # noqa: F401
+    finally:
+        ctypes.util.find_library = real
 
 
 def _client_class() -> Any:
@@ -305,6 +339,7 @@ async def _connect_one(
     *,
     compress: bool = False,
 ) -> asyncssh.SSHClientConnection:
+    import_asyncssh()
     import asyncssh
 
     where = f"{target.name} ({target.label})"

@@ -6,6 +6,8 @@
   the final name and no temp file, and the re-run completes it;
 - many small files go at once, capped by the server's open-handle limit
   (``limits@openssh.com``), and a whole tree of them arrives;
+- one SSH packet per SFTP request (no empty ignore message before each), and blocks
+  sent by xfer's own write path arrive whole across key exchanges;
 - how many files go at once, and how a file is cut into ranges (pure functions).
 """
 
@@ -135,6 +137,65 @@ def test_many_small_files_at_once_capped_by_the_server(sshd: SshServer, tmp_path
     result, seen = asyncio.run(_move(sshd, job_for(src, rdir)))
     assert result.files_sent == 0 and result.skipped == 600
     assert seen["channels"] == 0  # nothing to send: no extra channel opened
+
+
+@pytest.mark.sshd
+def test_one_ssh_packet_per_request_without_ignore_messages(sshd: SshServer) -> None:
+    """asyncssh precedes every packet with an empty SSH_MSG_IGNORE (a countermeasure for
+    CBC only); with AES-GCM each SFTP request is one SSH packet (sequence numbers count
+    the packets sent)."""
+
+    async def go() -> tuple[str, int]:
+        conn = await sftp.connect(remote_for_server(sshd))
+        try:
+            client = await conn.start_sftp_client()
+            before = conn._send_seq
+            for _ in range(10):  # one at a time: each request is its own packet
+                await client.stat(b"/")
+            return str(conn.get_extra_info("send_cipher")), conn._send_seq - before
+        finally:
+            conn.close()
+
+    cipher, packets = asyncio.run(go())
+    assert cipher.startswith("aes128-gcm")
+    assert packets == 10
+
+
+@pytest.mark.sshd
+def test_blocks_arrive_whole_across_key_exchanges(sshd: SshServer, tmp_path: Path) -> None:
+    """Blocks written with ``write_block`` (one request each, the data framed and
+    encrypted by xfer's own GCM path) arrive byte-identical while the connection renews
+    its keys every 1 MiB sent (asyncssh's rekey limit, lowered here): each key exchange
+    falls back to asyncssh's path and the next keys are picked up."""
+    data = _big(tmp_path / "blocks.bin", 6 * 1024 * 1024 + 777, seed=3)
+    rdir = sshd.mkdtemp("rekey")
+
+    async def go() -> int:
+        conn = await sftp.connect(remote_for_server(sshd))
+        try:
+            conn._rekey_bytes = 1024 * 1024  # asyncssh's rekey_bytes (default: 1 GiB)
+            keys = {id(conn._send_encryption)}
+            client = sftp.coalesce_requests(await conn.start_sftp_client())
+            fd = os.open(tmp_path / "blocks.bin", os.O_RDONLY)
+            try:
+                async with client.open(os.fsencode(rdir / "blocks.bin"), "wb") as out:
+                    block = client.limits.max_write_len
+                    for at in range(0, len(data), 8 * block):
+                        await asyncio.gather(
+                            *(
+                                sftp.write_block(out, fd, off, min(block, len(data) - off))
+                                for off in range(at, min(at + 8 * block, len(data)), block)
+                            )
+                        )
+                        keys.add(id(conn._send_encryption))
+            finally:
+                os.close(fd)
+            return len(keys)
+        finally:
+            conn.close()
+
+    assert asyncio.run(go()) >= 4  # the keys changed several times on the way
+    assert (rdir / "blocks.bin").read_bytes() == data
 
 
 @given(st.integers(1, 100_000), st.integers(-1, 100_000))
