@@ -33,7 +33,9 @@ and that tool skipped on the later links of that tree. The default run takes abo
     uv run python bench/bench_sync.py --link --links 80 --tools xfer-sftp,sftp,rclone
 
 ``--trees large`` (or ``small``) runs one tree only; ``--link-repeat N`` lets the tools take
-turns N times and shows the median. Issue 17's loopback large-file row, in about 2 minutes::
+turns N times and shows the median; ``--before DIR`` adds ``xfer-rsync-before`` and
+``xfer-sftp-before``, an older xfer tree run from the same venv. Issue 17's loopback
+large-file row, in about a minute::
 
     uv run python bench/bench_sync.py --link --links 0 --trees large --tools xfer-sftp,sftp --link-repeat 7
 
@@ -525,6 +527,18 @@ def parse_links(text: str) -> list[Link]:
 LinkRow = tuple[str, str, str, str, "Measure | str", int]
 
 
+def before_env(tree: str, cached: bool) -> dict[str, str]:
+    """xfer's environment running an older source tree (a checkout's root) from this venv."""
+    return {**xfer_env(cached), "PYTHONPATH": os.path.abspath(tree)}
+
+
+def with_suffix(
+    tools: dict[str, Callable[[Path, Path], int | None]], suffix: str
+) -> dict[str, Callable[[Path, Path], int | None]]:
+    """The xfer tools of ``tools`` renamed ``xfer-...<suffix>``."""
+    return {f"{name}{suffix}": fn for name, fn in tools.items() if name.startswith("xfer-")}
+
+
 def run_links(args: argparse.Namespace) -> str:
     """Every tool over every link, one tree at a time: initial push and no-op re-run."""
     work = Path(tempfile.mkdtemp(prefix="xfer-bench-link-"))
@@ -538,6 +552,10 @@ def run_links(args: argparse.Namespace) -> str:
             startup_text = startup_line(plain, work, cached)
             warm_up(plain, work)
             available = plain.available()
+            if args.before:  # an older xfer tree too: xfer-rsync-before, xfer-sftp-before
+                old = Tools(sshd, work / "plain-before", None, env=before_env(args.before, cached))
+                warm_up(old, work)
+                available |= with_suffix(old.available(), "-before")
             wanted = [t for t in (args.tools.split(",") if args.tools else LINK_TOOLS) if t]
             for name in wanted:
                 if name not in available:
@@ -569,14 +587,25 @@ def run_links(args: argparse.Namespace) -> str:
                         else contextlib.nullcontext()
                     )
                     with relay as r:
+                        port = r.port if r is not None else None
                         tools = Tools(
                             sshd,
                             work / f"link{i}",
                             None,
-                            port=r.port if r is not None else None,
+                            port=port,
                             timeout=args.timeout,
                             env=xfer_env(cached),
                         ).available()
+                        if args.before:
+                            old_tools = Tools(
+                                sshd,
+                                work / f"link{i}-before",
+                                None,
+                                port=port,
+                                timeout=args.timeout,
+                                env=before_env(args.before, cached),
+                            )
+                            tools |= with_suffix(old_tools.available(), "-before")
                         # too slow on an earlier link: not run again
                         for name in wanted:
                             if name in too_slow:
@@ -688,9 +717,7 @@ def run_floor(args: argparse.Namespace) -> str:
         sources.append(("before", args.before))
     for label, path in sources:
         for cached in (True, False):
-            xenv = xfer_env(cached)
-            if path:
-                xenv["PYTHONPATH"] = os.path.abspath(path)
+            xenv = before_env(path, cached) if path else xfer_env(cached)
             variants[f"xfer-rsync {label}, bytecode {'cached' if cached else 'not cached'}"] = xenv
     wall: dict[str, list[float]] = {}
     used: dict[str, list[float]] = {}
@@ -784,7 +811,10 @@ def main(argv: list[str] | None = None) -> int:
         help="xfer-rsync no-op of the small tree against rsync -a, bytecode cached and not",
     )
     floor.add_argument(
-        "--before", default=None, help="also an older xfer source tree (a checkout's root)"
+        "--before",
+        default=None,
+        help="also an older xfer source tree (a checkout's root); with --link: the tools "
+        "xfer-rsync-before and xfer-sftp-before",
     )
     args = parser.parse_args(argv)
     mode = run_floor if args.floor else run_links if args.link else run
