@@ -83,6 +83,8 @@ def rclone_binary() -> str | None:
 class Measure:
     seconds: float
     bytes_sent: int | None
+    #: CPU seconds of the tool's processes (user + system, all its child processes).
+    cpu: float | None = None
 
 
 def make_small(root: Path, files: int, dirs: int = 100) -> None:
@@ -395,10 +397,19 @@ def warm_up(tools: Tools, work: Path) -> None:
         shutil.rmtree(dest.parent, ignore_errors=True)
 
 
+def children_cpu() -> float:
+    """CPU seconds of this process's finished child processes (the tools, not sshd)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(fn: Callable[[Path, Path], int | None], src: Path, dest: Path) -> Measure:
+    used = children_cpu()
     started = time.perf_counter()
     sent = fn(src, dest)
-    return Measure(time.perf_counter() - started, sent)
+    return Measure(time.perf_counter() - started, sent, children_cpu() - used)
 
 
 def run(args: argparse.Namespace) -> str:
@@ -650,7 +661,11 @@ def run_links(args: argparse.Namespace) -> str:
                                 if phase == "no-op" and name in NO_SKIP:
                                     cell = "sends everything again"
                                 elif measured:
-                                    cell = measured[len(measured) // 2]
+                                    middle = measured[len(measured) // 2]
+                                    cpu = sorted(m.cpu or 0.0 for m in measured)
+                                    cell = Measure(
+                                        middle.seconds, middle.bytes_sent, cpu[len(cpu) // 2]
+                                    )
                                 else:
                                     cell = stopped.get((name, phase), "not run")
                                 rows.append((link.label, tree, phase, name, cell, size))
@@ -678,12 +693,13 @@ def link_table(rows: list[LinkRow]) -> str:
         if isinstance(m, Measure)
     }
     lines = [
-        "| link | tree | run | tool | wall s | MiB/s | vs raw rsync | vs OpenSSH sftp |",
-        "|---|---|---|---|---:|---:|---:|---:|",
+        "| link | tree | run | tool | wall s | MiB/s | vs raw rsync | vs OpenSSH sftp "
+        "| client CPU s |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for link, tree, phase, name, m, size in rows:
         if isinstance(m, str):
-            lines.append(f"| {link} | {tree} | {phase} | {name} | {m} | | | |")
+            lines.append(f"| {link} | {tree} | {phase} | {name} | {m} | | | | |")
             continue
         ratios = []
         for ref in ("rsync", "sftp"):
@@ -692,8 +708,10 @@ def link_table(rows: list[LinkRow]) -> str:
                 f"{m.seconds / r:.2f}x" if r and (phase == "initial" or ref == "rsync") else ""
             )
         rate = f"{size / 2**20 / m.seconds:.1f}" if phase == "initial" else ""
+        cpu = f"{m.cpu:.2f}" if m.cpu is not None else ""
         lines.append(
-            f"| {link} | {tree} | {phase} | {name} | {m.seconds:.2f} | {rate} | {ratios[0]} | {ratios[1]} |"
+            f"| {link} | {tree} | {phase} | {name} | {m.seconds:.2f} | {rate} | {ratios[0]} "
+            f"| {ratios[1]} | {cpu} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -703,13 +721,9 @@ def run_floor(args: argparse.Namespace) -> str:
     bytecode cached and not, and the same for an older source tree (``--before DIR``: a
     checkout of xfer, run from the same venv through ``PYTHONPATH``); the tools take turns,
     ``--repeat`` times; median wall time and CPU time (the tool and all its children)."""
-    import resource
     import statistics
 
-    def cpu() -> float:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return usage.ru_utime + usage.ru_stime
-
+    cpu = children_cpu
     work = Path(tempfile.mkdtemp(prefix="xfer-bench-floor-"))
     variants: dict[str, dict[str, str] | None] = {"raw rsync -a": None}
     sources: list[tuple[str, str | None]] = [("after", None)]
