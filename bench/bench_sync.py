@@ -33,7 +33,9 @@ and that tool skipped on the later links of that tree. The default run takes abo
     uv run python bench/bench_sync.py --link --links 80 --tools xfer-sftp,sftp,rclone
 
 ``--trees large`` (or ``small``) runs one tree only; ``--link-repeat N`` lets the tools take
-turns N times and shows the median. Issue 17's loopback large-file row, in about 2 minutes::
+turns N times and shows the median; ``--before DIR`` adds ``xfer-rsync-before`` and
+``xfer-sftp-before``, an older xfer tree run from the same venv. Issue 17's loopback
+large-file row, in about a minute::
 
     uv run python bench/bench_sync.py --link --links 0 --trees large --tools xfer-sftp,sftp --link-repeat 7
 
@@ -81,6 +83,8 @@ def rclone_binary() -> str | None:
 class Measure:
     seconds: float
     bytes_sent: int | None
+    #: CPU seconds of the tool's processes (user + system, all its child processes).
+    cpu: float | None = None
 
 
 def make_small(root: Path, files: int, dirs: int = 100) -> None:
@@ -395,10 +399,19 @@ def warm_up(tools: Tools, work: Path) -> None:
         shutil.rmtree(dest.parent, ignore_errors=True)
 
 
+def children_cpu() -> float:
+    """CPU seconds of this process's finished child processes (the tools, not sshd)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(fn: Callable[[Path, Path], int | None], src: Path, dest: Path) -> Measure:
+    used = children_cpu()
     started = time.perf_counter()
     sent = fn(src, dest)
-    return Measure(time.perf_counter() - started, sent)
+    return Measure(time.perf_counter() - started, sent, children_cpu() - used)
 
 
 def run(args: argparse.Namespace) -> str:
@@ -527,6 +540,18 @@ def parse_links(text: str) -> list[Link]:
 LinkRow = tuple[str, str, str, str, "Measure | str", int]
 
 
+def before_env(tree: str, cached: bool) -> dict[str, str]:
+    """xfer's environment running an older source tree (a checkout's root) from this venv."""
+    return {**xfer_env(cached), "PYTHONPATH": os.path.abspath(tree)}
+
+
+def with_suffix(
+    tools: dict[str, Callable[[Path, Path], int | None]], suffix: str
+) -> dict[str, Callable[[Path, Path], int | None]]:
+    """The xfer tools of ``tools`` renamed ``xfer-...<suffix>``."""
+    return {f"{name}{suffix}": fn for name, fn in tools.items() if name.startswith("xfer-")}
+
+
 def run_links(args: argparse.Namespace) -> str:
     """Every tool over every link, one tree at a time: initial push and no-op re-run."""
     work = Path(tempfile.mkdtemp(prefix="xfer-bench-link-"))
@@ -540,6 +565,10 @@ def run_links(args: argparse.Namespace) -> str:
             startup_text = startup_line(plain, work, cached)
             warm_up(plain, work)
             available = plain.available()
+            if args.before:  # an older xfer tree too: xfer-rsync-before, xfer-sftp-before
+                old = Tools(sshd, work / "plain-before", None, env=before_env(args.before, cached))
+                warm_up(old, work)
+                available |= with_suffix(old.available(), "-before")
             wanted = [t for t in (args.tools.split(",") if args.tools else LINK_TOOLS) if t]
             for name in wanted:
                 if name not in available:
@@ -571,14 +600,25 @@ def run_links(args: argparse.Namespace) -> str:
                         else contextlib.nullcontext()
                     )
                     with relay as r:
+                        port = r.port if r is not None else None
                         tools = Tools(
                             sshd,
                             work / f"link{i}",
                             None,
-                            port=r.port if r is not None else None,
+                            port=port,
                             timeout=args.timeout,
                             env=xfer_env(cached),
                         ).available()
+                        if args.before:
+                            old_tools = Tools(
+                                sshd,
+                                work / f"link{i}-before",
+                                None,
+                                port=port,
+                                timeout=args.timeout,
+                                env=before_env(args.before, cached),
+                            )
+                            tools |= with_suffix(old_tools.available(), "-before")
                         # too slow on an earlier link: not run again
                         for name in wanted:
                             if name in too_slow:
@@ -623,7 +663,11 @@ def run_links(args: argparse.Namespace) -> str:
                                 if phase == "no-op" and name in NO_SKIP:
                                     cell = "sends everything again"
                                 elif measured:
-                                    cell = measured[len(measured) // 2]
+                                    middle = measured[len(measured) // 2]
+                                    cpu = sorted(m.cpu or 0.0 for m in measured)
+                                    cell = Measure(
+                                        middle.seconds, middle.bytes_sent, cpu[len(cpu) // 2]
+                                    )
                                 else:
                                     cell = stopped.get((name, phase), "not run")
                                 rows.append((link.label, tree, phase, name, cell, size))
@@ -651,12 +695,13 @@ def link_table(rows: list[LinkRow]) -> str:
         if isinstance(m, Measure)
     }
     lines = [
-        "| link | tree | run | tool | wall s | MiB/s | vs raw rsync | vs OpenSSH sftp |",
-        "|---|---|---|---|---:|---:|---:|---:|",
+        "| link | tree | run | tool | wall s | MiB/s | vs raw rsync | vs OpenSSH sftp "
+        "| client CPU s |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for link, tree, phase, name, m, size in rows:
         if isinstance(m, str):
-            lines.append(f"| {link} | {tree} | {phase} | {name} | {m} | | | |")
+            lines.append(f"| {link} | {tree} | {phase} | {name} | {m} | | | | |")
             continue
         ratios = []
         for ref in ("rsync", "sftp"):
@@ -665,8 +710,10 @@ def link_table(rows: list[LinkRow]) -> str:
                 f"{m.seconds / r:.2f}x" if r and (phase == "initial" or ref == "rsync") else ""
             )
         rate = f"{size / 2**20 / m.seconds:.1f}" if phase == "initial" else ""
+        cpu = f"{m.cpu:.2f}" if m.cpu is not None else ""
         lines.append(
-            f"| {link} | {tree} | {phase} | {name} | {m.seconds:.2f} | {rate} | {ratios[0]} | {ratios[1]} |"
+            f"| {link} | {tree} | {phase} | {name} | {m.seconds:.2f} | {rate} | {ratios[0]} "
+            f"| {ratios[1]} | {cpu} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -678,13 +725,9 @@ def run_floor(args: argparse.Namespace) -> str:
     ``uv sync`` makes it: needed when the entry points changed), else from this venv
     through ``PYTHONPATH``); the tools take turns,
     ``--repeat`` times; median wall time and CPU time (the tool and all its children)."""
-    import resource
     import statistics
 
-    def cpu() -> float:
-        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return usage.ru_utime + usage.ru_stime
-
+    cpu = children_cpu
     work = Path(tempfile.mkdtemp(prefix="xfer-bench-floor-"))
     variants: dict[str, dict[str, str] | None] = {"raw rsync -a": None}
     exes: dict[str, str] = {}  # variant -> its xfer executable, when not this venv's
@@ -694,12 +737,12 @@ def run_floor(args: argparse.Namespace) -> str:
     for label, path in sources:
         for cached in (True, False):
             name = f"xfer-rsync {label}, bytecode {'cached' if cached else 'not cached'}"
-            xenv = xfer_env(cached)
             own = Path(path or ".", ".venv", "bin", "xfer")
             if path and own.exists():
+                xenv = xfer_env(cached)
                 exes[name] = str(own.absolute())
-            elif path:
-                xenv["PYTHONPATH"] = os.path.abspath(path)
+            else:
+                xenv = before_env(path, cached) if path else xfer_env(cached)
             variants[name] = xenv
     wall: dict[str, list[float]] = {}
     used: dict[str, list[float]] = {}
@@ -920,7 +963,8 @@ def main(argv: list[str] | None = None) -> int:
     floor.add_argument(
         "--before",
         default=None,
-        help="also an older xfer source tree (a checkout's root; its .venv when it has one)",
+        help="also an older xfer source tree (a checkout's root; its .venv when it has one); "
+        "with --link: the tools xfer-rsync-before and xfer-sftp-before",
     )
     floor.add_argument(
         "--timeline",

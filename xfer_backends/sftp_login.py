@@ -72,6 +72,35 @@ def import_asyncssh() -> None:
         ctypes.util.find_library = real
 
 
+#: xfer's cipher order: AES-GCM costs asyncssh one cryptography call per packet
+#: (chacha20-poly1305: three), and xfer sends its channel data itself (``sftp._lean_packets``).
+PREFERRED_CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes256-ctr",
+)
+#: OpenSSH's default ``Ciphers``, which ``ssh -G`` prints when the ssh config sets none.
+_OPENSSH_CIPHERS = (
+    "chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,"
+    "aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+)
+
+
+def ciphers(settings: ssh_login.SshSettings) -> list[str]:
+    """The ciphers to offer, in order: the ssh config's ``Ciphers`` when it sets them (those
+    asyncssh has; all of them if it has none, for asyncssh to refuse), else xfer's order."""
+    listed = (settings.options.get("ciphers") or [""])[0]
+    if not listed or listed == _OPENSSH_CIPHERS:
+        return list(PREFERRED_CIPHERS)
+    from asyncssh.encryption import get_encryption_algs
+
+    known = {alg.decode() for alg in get_encryption_algs()}
+    wanted = [c for c in listed.split(",") if c]
+    return [c for c in wanted if c in known] or wanted
+
+
 def _client_class() -> Any:
     import asyncssh
 
@@ -371,14 +400,7 @@ async def _connect_one(
         # and in packets of up to 256 KiB (asyncssh's default: 32 KiB): a fetch costs a
         # quarter of the packets (OpenSSH's sshd sends what fits, up to its own limit)
         "max_pktsize": RECEIVE_PACKET,
-        # AES-GCM costs asyncssh one cryptography call per packet (chacha20-poly1305: three)
-        "encryption_algs": [
-            "aes128-gcm@openssh.com",
-            "aes256-gcm@openssh.com",
-            "chacha20-poly1305@openssh.com",
-            "aes128-ctr",
-            "aes256-ctr",
-        ],
+        "encryption_algs": ciphers(settings),
     }
     if compress:
         kwargs["compression_algs"] = ["zlib@openssh.com", "zlib", "none"]

@@ -8,6 +8,7 @@
   (``limits@openssh.com``), and a whole tree of them arrives;
 - one SSH packet per SFTP request (no empty ignore message before each), and blocks
   sent by xfer's own write path arrive whole across key exchanges;
+- the ssh config's ``Ciphers`` win over xfer's AES-GCM preference;
 - how many files go at once, and how a file is cut into ranges (pure functions).
 """
 
@@ -196,6 +197,53 @@ def test_blocks_arrive_whole_across_key_exchanges(sshd: SshServer, tmp_path: Pat
 
     assert asyncio.run(go()) >= 4  # the keys changed several times on the way
     assert (rdir / "blocks.bin").read_bytes() == data
+
+
+@pytest.mark.sshd
+def test_ssh_config_ciphers_are_kept(sshd: SshServer, tmp_path: Path) -> None:
+    """``Ciphers`` in the user's ssh config wins over xfer's AES-GCM preference; a large
+    file then goes through asyncssh's own packet path (no GCM), byte-identical."""
+    config = tmp_path / "ssh_config"
+    config.write_text("Host *\n  Ciphers aes256-ctr,aes128-ctr\n")
+    remote = remote_for_server(sshd, ssh_config=str(config))
+    src = tmp_path / "src"
+    data = _big(src / "big.bin", sftp._RANGE_MIN + 4321, seed=4)
+    rdir = sshd.mkdtemp("ciphers")
+
+    async def go() -> tuple[str, PairResult]:
+        session = await SftpBackend().open(remote, TransferOptions())
+        assert isinstance(session, SftpSession) and session.conn is not None
+        try:
+            cipher = str(session.conn.get_extra_info("send_cipher"))
+            return cipher, await session.transfer(job_for(src, rdir), CollectingSink())
+        finally:
+            await session.close()
+
+    cipher, result = asyncio.run(go())
+    assert cipher == "aes256-ctr"
+    assert result.error == ""
+    assert (rdir / "big.bin").read_bytes() == data
+
+
+def test_cipher_order_follows_the_ssh_config() -> None:
+    from xfer_backends.sftp_login import PREFERRED_CIPHERS, ciphers
+    from xfer_core.sync.ssh_login import parse_ssh_g
+
+    def order(line: str) -> list[str]:
+        return ciphers(parse_ssh_g(f"hostname h\n{line}\n"))
+
+    # none set (ssh -G prints OpenSSH's defaults): xfer's order, AES-GCM first
+    default = "chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,"
+    default += "aes128-gcm@openssh.com,aes256-gcm@openssh.com"
+    assert order(f"ciphers {default}") == list(PREFERRED_CIPHERS)
+    assert order("") == list(PREFERRED_CIPHERS)
+    # set: the user's, in the user's order, without those asyncssh lacks
+    assert order("ciphers aes256-ctr,no-such-cipher,aes128-gcm@openssh.com") == [
+        "aes256-ctr",
+        "aes128-gcm@openssh.com",
+    ]
+    # none that asyncssh has: all of them, for asyncssh to refuse with its message
+    assert order("ciphers no-such-cipher") == ["no-such-cipher"]
 
 
 @given(st.integers(1, 100_000), st.integers(-1, 100_000))
