@@ -48,7 +48,7 @@ GRACE_SECONDS = 10.0
 #: Without pidfds (Linux < 5.3) the runner looks at its workers this often; with them
 #: it wakes the moment one exits, and this is only the longest it sleeps.
 _POLL = 0.1
-_WAKE_AT_LEAST = 1.0
+_LONGEST_WAIT = 1.0
 
 
 def _signal_session(sid: int, sig: int) -> None:
@@ -224,7 +224,7 @@ class _Runner:
             time.sleep(_POLL)
             return
         # a signal (Ctrl-C, SIGTERM) interrupts the wait by raising in its handler
-        self.waiter.poll(_WAKE_AT_LEAST * 1000)
+        self.waiter.poll(_LONGEST_WAIT * 1000)
 
     def _watch(self, pid: int) -> None:
         if self.waiter is None:

@@ -308,6 +308,10 @@ def test_runner_wakes_on_worker_exit_and_falls_back_to_polling(
     # a pidfd for each worker (with pidfds), or one refused try and polling after it
     assert len(opened) == (5 if pidfds else 1)
     assert _pidfds() == before
+    # the workers' state files are whole and private; no temp file of theirs is left
+    assert not list((run / "state").glob(".tmp.*"))
+    for path in (run / "state").glob("shard_*.*"):
+        assert path.stat().st_mode & 0o077 == 0, path
 
 
 def test_a_name_missing_at_source_is_named_from_the_shards_sub_root(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@
 # anything is copied), count the attempt, write .running, copy, verify every record at the
 # destination, then write .done (or .fail with the reason). Logs go to
 # logs/shard_<i>_attempt_<k>.log. Exit 0 when every shard is done, 1 otherwise.
-# Needs bash and coreutils only (no Python, jq or awk).
+# Needs bash >= 4.2 (printf '%(...)T', mapfile) and coreutils only (no Python, jq or awk).
 set -u
 set -o pipefail
 
@@ -56,7 +56,7 @@ put() {
     local tmp n
     for n in 1 2 3 4 5 6 7 8; do
         tmp="$STATE_DIR/.tmp.$BASHPID.$RANDOM$RANDOM"
-        if (umask 077 && set -C && printf '%s\n' "$2" >"$tmp") 2>/dev/null; then
+        if (umask 077 && set -C && printf '%s\n' "$2" >"$tmp"); then
             mv -fT -- "$tmp" "$1"
             return
         fi
