@@ -377,6 +377,17 @@ class RemoteTree:
         import asyncssh
 
         sftp = self.pick(new)
+        handler = lean_handler(sftp)
+        if handler is not None:
+            sent = lean_request(
+                handler,
+                _FXP_EXTENDED,
+                _string(_POSIX_RENAME),
+                _string(self.path(old)),
+                _string(self.path(new)),
+            )
+            await lean_reply(handler, sent)
+            return
         try:
             await sftp.posix_rename(self.path(old), self.path(new))
         except asyncssh.SFTPOpUnsupported:
@@ -587,7 +598,66 @@ def coalesce_requests(sftp: asyncssh.SFTPClient) -> asyncssh.SFTPClient:
     writer = getattr(handler, "_writer", None)
     if handler is not None and writer is not None and hasattr(writer, "channel"):
         handler._writer = _CoalescingSftpWriter(writer, asyncio.get_running_loop())
+        _lean_receive(handler)
     return sftp
+
+
+class _PacketReader:
+    """The SFTP client's ``recv_packet``, reading its channel in large pieces.
+
+    asyncssh reads each reply with two ``readexactly`` calls (length, then body), each
+    taking the channel's read lock: per small file five replies, ten reads. This keeps
+    what one read brought and cuts the packets out of it; the end of the channel is the
+    same ``EOFError`` asyncssh's loop expects.
+    """
+
+    def __init__(self, reader: Any, max_len: int):
+        self._reader = reader
+        self._max_len = max_len
+        self._buf = b""
+        self._at = 0  # where the next packet starts in ``_buf``
+
+    async def __call__(self) -> Any:
+        from asyncssh.packet import SSHPacket
+
+        while True:
+            buf, at = self._buf, self._at
+            if len(buf) - at >= 4:
+                n = int.from_bytes(buf[at : at + 4], "big")
+                if n > self._max_len:
+                    raise asyncssh_error("SFTPBadMessage", "Max packet size exceeded")
+                if len(buf) - at >= 4 + n:
+                    self._at = at + 4 + n
+                    return SSHPacket(buf[at + 4 : at + 4 + n])
+                missing = 4 + n - (len(buf) - at)
+                if missing > _JOIN_MAX:  # a large reply (read data): the rest in one piece
+                    self._buf, self._at = b"", 0
+                    return SSHPacket(buf[at + 4 :] + await self._reader.readexactly(missing))
+            chunk = await self._reader.read(1 << 18)
+            if not chunk:
+                self._buf, self._at = b"", 0
+                raise asyncio.IncompleteReadError(buf[at:], None)
+            self._buf, self._at = buf[at:] + chunk if at < len(buf) else chunk, 0
+
+
+def _lean_receive(handler: Any) -> None:
+    """Replies read in large pieces (:class:`_PacketReader`); unless asyncssh's debug log
+    is on, received packets are not formatted for it."""
+    import logging
+
+    import asyncssh.sftp
+
+    reader = getattr(handler, "_reader", None)
+    max_len = getattr(asyncssh.sftp, "MAX_SFTP_PACKET_LEN", None)
+    if reader is None or not isinstance(max_len, int) or not hasattr(handler, "recv_packet"):
+        return
+    handler.recv_packet = _PacketReader(reader, max_len)
+    if not logging.getLogger("asyncssh").isEnabledFor(logging.DEBUG):
+        handler.log_received_packet = _no_log
+
+
+def _no_log(*_args: Any, **_kwargs: Any) -> None:
+    """Stands in for a packet-logging method while the log would drop its record."""
 
 
 def _coalesce_writes(conn: asyncssh.SSHClientConnection) -> None:
@@ -1178,6 +1248,14 @@ class _PairRun:
             data = fh.read()
         remote_tmp = os.fsencode(join(self.remote_root, tmp))
         sftp = self.remote.pick(path)
+        handler = lean_handler(sftp)
+        if (
+            handler is not None
+            and len(data) <= sftp.limits.max_write_len
+            and 0 <= entry.mtime < 1 << 32
+        ):
+            await self._put_small_lean(handler, remote_tmp, data, entry)
+            return
         # block_size=0: one write request, sent at once (no block tasks)
         whole = 0 if len(data) <= sftp.limits.max_write_len else -1
         out = await sftp.open(
@@ -1199,6 +1277,38 @@ class _PairRun:
                 await asyncio.gather(out.setstat(attrs), out.close())
         finally:
             await out.close()
+        self.progress.advance(len(data))
+
+    async def _put_small_lean(
+        self, handler: Any, remote_tmp: bytes, data: bytes, entry: Entry
+    ) -> None:
+        """:meth:`_put_small` as plain requests: open (0600), then write, set mode+mtime and
+        close sent at once, without a task or asyncssh's per-request layers."""
+        name = _string(remote_tmp)
+        opened = lean_request(
+            handler, _FXP_OPEN, name, struct.pack(">III", _FXF_WB, _ATTR_PERM, 0o600)
+        )
+        handle = _string(await lean_reply(handler, opened, _FXP_HANDLE))
+        # the server handles a channel's requests in order; the rename waits for all three
+        # replies, so a failed write never lands
+        sent = (
+            lean_request(handler, _FXP_WRITE, handle, struct.pack(">Q", 0), _string(data)),
+            lean_request(
+                handler,
+                _FXP_FSETSTAT,
+                handle,
+                struct.pack(">IIII", _ATTR_PERM_TIMES, entry.mode, entry.mtime, entry.mtime),
+            ),
+            lean_request(handler, _FXP_CLOSE, handle),
+        )
+        failure: BaseException | None = None
+        for waiter in sent:
+            try:
+                await lean_reply(handler, waiter)
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
+            raise failure
         self.progress.advance(len(data))
 
     async def _get_small(self, path: str, tmp: str, entry: Entry) -> None:
@@ -1427,6 +1537,74 @@ def asyncssh_error(name: str, reason: str) -> Exception:
 
     error: Exception = getattr(asyncssh, name)(reason)
     return error
+
+
+#: SFTP request types (draft-ietf-secsh-filexfer-02) the small-file path sends itself.
+_FXP_OPEN, _FXP_CLOSE, _FXP_FSETSTAT, _FXP_EXTENDED, _FXP_HANDLE = 3, 4, 10, 200, 102
+#: ``wb``: SSH_FXF_WRITE | SSH_FXF_CREAT | SSH_FXF_TRUNC.
+_FXF_WB = 0x02 | 0x08 | 0x10
+#: Version 3 attributes: SSH_FILEXFER_ATTR_PERMISSIONS, with ``| ACMODTIME`` the times too.
+_ATTR_PERM, _ATTR_PERM_TIMES = 0x04, 0x04 | 0x08
+_POSIX_RENAME = b"posix-rename@openssh.com"
+
+
+def lean_handler(sftp: asyncssh.SFTPClient) -> Any:
+    """``sftp``'s request handler when :func:`lean_request` can speak for it (SFTP
+    version 3 with ``posix-rename@openssh.com``, asyncssh's request layer as pinned in
+    uv.lock), else None: the caller then uses asyncssh's own methods."""
+    handler: Any = getattr(sftp, "_handler", None)
+    if (
+        getattr(handler, "_version", None) == 3
+        and getattr(handler, "_supports_posix_rename", False)
+        and hasattr(handler, "_requests")
+        and hasattr(handler, "_next_pktid")
+        and hasattr(handler, "_writer")
+        and isinstance(getattr(handler, "_packet_handlers", None), dict)
+    ):
+        return handler
+    return None
+
+
+def lean_request(handler: Any, kind: int, *fields: bytes) -> asyncio.Future[Any]:
+    """Send one SFTP request (``kind`` and its encoded fields) at once; the future gets
+    the reply, to read with :func:`lean_reply`.
+
+    asyncssh's request path (client method, handler, logging of every request and of its
+    attributes as text, ``send_packet``) is most of the client's CPU per small file; this
+    writes the same bytes to the same writer and waits on the same reply table.
+    """
+    if not handler._writer:
+        raise asyncssh_error("SFTPNoConnection", "Connection not open")
+    pktid = handler._next_pktid
+    handler._next_pktid = (pktid + 1) & 0xFFFFFFFF
+    waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    handler._requests[pktid] = waiter
+    body = b"".join(fields)
+    handler._writer.write(struct.pack(">IBI", len(body) + 5, kind, pktid) + body)
+    return waiter
+
+
+async def lean_reply(handler: Any, waiter: asyncio.Future[Any], expected: int = 0) -> Any:
+    """The reply to a :func:`lean_request`, decoded as asyncssh decodes its own: a failure
+    status raises; ``expected`` (a reply type such as a handle) returns its value."""
+    kind, reply = await waiter
+    if kind != _FXP_STATUS and kind != expected:
+        raise asyncssh_error("SFTPBadMessage", f"Unexpected response type: {kind}")
+    if kind == _FXP_STATUS and not expected:
+        code = reply.get_uint32()
+        if code == 0:
+            return None  # SSH_FX_OK (asyncssh would build, then drop, an error object)
+        from asyncssh.packet import SSHPacket  # a failure: asyncssh raises it as its own
+
+        reply = SSHPacket(struct.pack(">I", code) + reply.get_remaining_payload())
+    result = handler._packet_handlers[kind](handler, reply)
+    if expected and result is None:
+        raise asyncssh_error("SFTPBadMessage", "Unexpected FX_OK response")
+    return result
+
+
+def _string(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
 
 
 async def _pipeline(off: int, length: int, block: int, start: Callable[[int, int], Any]) -> None:

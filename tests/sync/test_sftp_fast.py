@@ -15,9 +15,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,24 @@ async def _move(sshd: SshServer, job: Any) -> tuple[PairResult, dict[str, Any]]:
         await session.close()
 
 
+@contextlib.contextmanager
+def _tmpfs(sshd: SshServer, mnt: Path, size: str) -> Iterator[None]:
+    """``mnt`` as a tmpfs of ``size`` bytes owned by the sshd user while inside."""
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        sshd.chown(mnt)
+        yield
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+        sshd.chown(mnt)
+
+
 @pytest.mark.sshd
 def test_large_file_goes_in_ranges_over_channels_both_ways(sshd: SshServer, tmp_path: Path) -> None:
     src = tmp_path / "src"
@@ -96,21 +116,11 @@ def test_failed_range_leaves_nothing_under_the_final_name(sshd: SshServer, tmp_p
     rdir = sshd.mkdtemp("rfull")
     mnt = rdir / "dst"
     mnt.mkdir()
-    size = f"size={sftp._RANGE_MIN},mode=0755"
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", size, "tmpfs", str(mnt)], capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        sshd.chown(mnt)
+    with _tmpfs(sshd, mnt, str(sftp._RANGE_MIN)):
         result, seen = asyncio.run(_move(sshd, job_for(src, mnt)))
         assert seen["channels"] > 1, "the file was not sent in ranges"
         assert result.failed == 1 and "big.bin" in result.error, result
         assert sorted(p.name for p in mnt.iterdir()) == ["small.txt"]  # no big.bin, no temp
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-        sshd.chown(mnt)
     result, _ = run_pair(SftpBackend(), remote_for_server(sshd), job_for(src, mnt))
     assert result.error == ""
     assert (mnt / "big.bin").read_bytes() == data
@@ -138,6 +148,76 @@ def test_many_small_files_at_once_capped_by_the_server(sshd: SshServer, tmp_path
     result, seen = asyncio.run(_move(sshd, job_for(src, rdir)))
     assert result.files_sent == 0 and result.skipped == 600
     assert seen["channels"] == 0  # nothing to send: no extra channel opened
+
+
+@pytest.mark.sshd
+def test_small_file_failing_on_the_lean_path_leaves_nothing(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small files go as xfer's own requests (``lean_request``); a write the server refuses
+    (a 64 KiB tmpfs: the third 24 KiB file does not fit) fails that file with one line,
+    leaves nothing under its final name and no temp file; the others arrive whole."""
+    sent: list[int] = []
+    real = sftp.lean_request
+
+    def spy(handler: Any, kind: int, *fields: bytes) -> Any:
+        sent.append(kind)
+        return real(handler, kind, *fields)
+
+    monkeypatch.setattr(sftp, "lean_request", spy)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"f{i}.dat").write_bytes(bytes([i]) * 24 * 1024)
+        os.utime(src / f"f{i}.dat", (MTIME, MTIME))
+    rdir = sshd.mkdtemp("smallfull")
+    mnt = rdir / "dst"
+    mnt.mkdir()
+    with _tmpfs(sshd, mnt, "64k"):
+        result, _ = asyncio.run(_move(sshd, job_for(src, mnt)))
+        arrived = sorted(p.name for p in mnt.iterdir())
+        assert result.failed == 1 and result.files_sent == 2, result
+        assert len(arrived) == 2 and all(not sftp.is_own_temp(n) for n in arrived), arrived
+        (lost,) = {"f0.dat", "f1.dat", "f2.dat"} - set(arrived)
+        assert lost in result.error and "\n" not in result.error.strip()
+        for name in arrived:
+            assert (mnt / name).read_bytes() == (src / name).read_bytes()
+            assert (mnt / name).stat().st_mtime == MTIME
+    # open, write, fsetstat, close per file; posix-rename for the two that arrived
+    assert sorted(sent).count(sftp._FXP_OPEN) == 3
+    assert sent.count(sftp._FXP_EXTENDED) == 2
+
+
+@given(st.lists(st.binary(max_size=300), max_size=20), st.lists(st.integers(1, 700)))
+def test_packet_reader_cuts_replies_from_any_pieces(packets: list[bytes], cuts: list[int]) -> None:
+    """However the channel hands the bytes over, the replies come out whole, in order,
+    and the end of the channel is an ``EOFError`` (what asyncssh's receive loop expects)."""
+    stream = b"".join(len(p).to_bytes(4, "big") + p for p in packets)
+    pieces, at = [], 0
+    for n in cuts:
+        if at < len(stream):
+            pieces.append(stream[at : at + n])
+            at += n
+    pieces.append(stream[at:])
+
+    class Pieces:  # the channel's reader: one piece per read, then the end
+        def __init__(self) -> None:
+            self.left = [p for p in pieces if p]
+
+        async def read(self, _n: int) -> bytes:
+            return self.left.pop(0) if self.left else b""
+
+        async def readexactly(self, n: int) -> bytes:
+            raise AssertionError("only replies over _JOIN_MAX are read exactly")
+
+    async def go() -> list[bytes]:
+        reader = sftp._PacketReader(Pieces(), 1 << 20)
+        got = [(await reader()).get_remaining_payload() for _ in packets]
+        with pytest.raises(EOFError):
+            await reader()
+        return got
+
+    assert asyncio.run(go()) == packets
 
 
 @pytest.mark.sshd
