@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import msgspec
 import pytest
@@ -214,20 +216,33 @@ _sizes_st = st.lists(
     dirs=st.lists(
         st.sampled_from(["", "a/", "a/b/", "c/", "a\nx/", "é/"]), min_size=1, max_size=60
     ),
+    chunk=st.integers(1, 7),
+    page=st.integers(1, 4),
 )
 def test_the_shard_steps_analysis_equals_analyze_manifest(
-    sizes: list[int], dirs: list[str]
+    sizes: list[int], dirs: list[str], chunk: int, page: int
 ) -> None:
     """``xfer run`` takes the analysis from the shard step's one pass over the manifest
     (``shard_manifest(on_analysis=...)``): it must be exactly what ``manifest analyze`` gives,
-    whatever the sizes and however the records' directories follow each other."""
+    whatever the sizes and however the records' directories follow each other, and
+    ``manifest analyze`` must give the same whatever its chunk size (small chunks and
+    LIST pages here, so that runs and buckets cross chunk boundaries)."""
+    from xfer_core.manifest import analyze, locality
     from xfer_core.manifest.shard import shard_manifest
 
     items = [(f"{dirs[i % len(dirs)]}f{i}".encode(), size) for i, size in enumerate(sizes)]
-    with tempfile.TemporaryDirectory() as tmp:
+    folders = [name.decode().rpartition("/")[0] for name, _ in items]
+    runs = [len(list(run)) for _, run in itertools.groupby(folders)]
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        mock.patch.object(locality, "LIST_PAGE", page),
+    ):
         manifest = write_items(Path(tmp) / "m.jsonl", items)
-        expected = analyze_manifest(manifest)
+        with mock.patch.object(analyze, "_CHUNK", chunk):
+            expected = analyze_manifest(manifest)
         got: list[Analysis] = []
         meta = shard_manifest(manifest, Path(tmp) / "shards", num_shards=1, on_analysis=got.append)
     assert got == [expected]
+    assert expected.dir_pages == sum(-(-run // page) for run in runs)
+    assert (expected.records, expected.total_bytes) == (len(sizes), sum(sizes))
     assert (meta.total_records, meta.total_bytes) == (expected.records, expected.total_bytes)

@@ -4,8 +4,10 @@ One streaming pass with flat memory: a fine histogram (exact below 128 B, 64
 sub-buckets per power of two above, so percentiles are within 1/64 of the true
 value) plus exact per-log2-bucket counts and bytes. Everything the suggestions
 depend on (counts and bytes below 1 MiB / at or above 64 MiB) is exact, so
-:func:`suggest` gives the same answer here and inside ``shard --auto``, which
-computes the same inputs from its own pass.
+:func:`suggest` gives the same answer here and inside ``shard --auto``. Both
+count with one :class:`_SizeProfile` (sizes added a sorted run at a time: a
+chunk of records here, all of them at once in the shard step, which sorts them
+anyway) and one :class:`~xfer_core.manifest.locality.RunPages`.
 
 The rules (also in docs/manifest.md):
 
@@ -27,13 +29,14 @@ import os
 import re
 from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
+from itertools import chain
 from typing import Literal, NamedTuple
 
 import msgspec
 
 from xfer_core.errors import ManifestError
 from xfer_core.manifest.jsonl import read_manifest
-from xfer_core.manifest.locality import LIST_PAGE
+from xfer_core.manifest.locality import RunPages
 
 ANALYSIS_SCHEMA = "xfer.analysis.v1"
 
@@ -413,58 +416,37 @@ def _percentile(fine: list[int], records: int, p: float, lo: int, hi: int) -> in
     return hi
 
 
+#: Records :func:`analyze_manifest` holds at once (sorted, then counted by bisection).
+_CHUNK = 1 << 14
+
+
 def analyze_manifest(path: str | os.PathLike[str]) -> Analysis:
-    """Stream ``path`` once and return its :class:`Analysis` (memory stays flat).
+    """Stream ``path`` once and return its :class:`Analysis` (memory stays flat: the
+    sizes are counted a sorted chunk at a time, the way :func:`analyze_sorted_sizes`
+    counts them all at once).
 
     Raises :class:`~xfer_core.errors.ManifestError` (``FILE:LINE: reason``) on a bad line.
     """
-    fine = [0] * _FINE_BUCKETS
-    log2_bytes = [0] * 65
-    records = 0
-    lo = -1
-    hi = 0
-    over = 0
-    exact, sub_bits, sub_mask = _EXACT, _SUB_BITS, (1 << _SUB_BITS) - 1
-    roots = ("", "")
-    multipart = parts = dir_pages = run = 0
-    last_dir: str | None = None
-    for record in read_manifest(path):
-        size = record.size
-        if not records:
-            roots = (record.source_root, record.dest_root)
-        if size >= MULTIPART_CUTOFF:
-            multipart += 1
-            parts += multipart_parts(size)
-        folder = record.path.rpartition("/")[0]
-        if folder != last_dir:
-            dir_pages += -(-run // LIST_PAGE) if run else 0
-            last_dir, run = folder, 0
-        run += 1
-        bits = size.bit_length()
-        if size < exact:
-            fine[size] += 1
-        else:
-            if bits > 64:
-                raise ManifestError(
-                    f"{os.fspath(path)}: record {records + 1}: size {size} is not plausible (>= 2**64)"
-                )
-            exp = bits - 1
-            fine[
-                exact + ((exp - _EXACT_BITS) << sub_bits) + ((size >> (exp - sub_bits)) & sub_mask)
-            ] += 1
-            if size > _UPSTREAM_LARGE:
-                over += 1
-        log2_bytes[bits] += size
-        records += 1
-        if size > hi:
-            hi = size
-        if size < lo or lo < 0:
-            lo = size
-    dir_pages += -(-run // LIST_PAGE) if run else 0
-    return _result(
-        path, fine, log2_bytes, records=records, lo=max(lo, 0), hi=hi, over=over, roots=roots,
-        multipart=multipart, parts=parts, dir_pages=dir_pages,
-    )  # fmt: skip
+    profile = _SizeProfile()
+    pages = RunPages()
+    records = read_manifest(path)
+    first = next(records, None)
+    if first is None:
+        return profile.analysis(path, ("", ""), 0)
+    sizes: list[int] = []
+    dirs: list[str] = []
+    add_size, add_dir = sizes.append, dirs.append
+    for record in chain((first,), records):
+        add_size(record.size)
+        add_dir(record.path.rpartition("/")[0])
+        if len(sizes) == _CHUNK:
+            profile.add(path, sizes)
+            pages.add(dirs)
+            sizes.clear()
+            dirs.clear()
+    profile.add(path, sizes)
+    pages.add(dirs)
+    return profile.analysis(path, (first.source_root, first.dest_root), pages.pages)
 
 
 def analyze_sorted_sizes(
@@ -475,42 +457,83 @@ def analyze_sorted_sizes(
 ) -> Analysis:
     """The :class:`Analysis` of a manifest from its record sizes in ascending order
     (the same result as :func:`analyze_manifest`, for a caller that has read the
-    manifest already: ``xfer run``'s shard step). ``dir_pages`` is counted the way
-    :func:`analyze_manifest` counts it (runs of records in one directory, manifest order)."""
-    fine = [0] * _FINE_BUCKETS
-    log2_bytes = [0] * 65
-    records = len(sizes)
-    if records and sizes[-1] >> 64:
-        raise ManifestError(f"{os.fspath(path)}: size {sizes[-1]} is not plausible (>= 2**64)")
-    # every fine bucket is a range [low, high) and they follow each other: count each
-    # by bisecting the sorted sizes, from the first bucket that holds anything
-    start = 0
-    while start < records:
-        bucket = _bucket_of(sizes[start])
-        end = bisect_left(sizes, _fine_bounds(bucket)[1], start)
-        fine[bucket] = end - start
-        start = end
-    for bits in range(65):
-        a = bisect_left(sizes, (1 << (bits - 1)) if bits else 0)
-        b = bisect_left(sizes, 1 << bits)
-        if b > a:
-            log2_bytes[bits] = sum(sizes[a:b])
-    heavy = sizes[bisect_left(sizes, MULTIPART_CUTOFF) :]
-    return _result(
-        path, fine, log2_bytes, records=records,
-        lo=sizes[0] if records else 0, hi=sizes[-1] if records else 0,
-        over=records - bisect_right(sizes, _UPSTREAM_LARGE), roots=roots,
-        multipart=len(heavy), parts=sum(map(multipart_parts, heavy)), dir_pages=dir_pages,
-    )  # fmt: skip
+    manifest already: ``xfer run``'s shard step). ``dir_pages`` is
+    :class:`~xfer_core.manifest.locality.RunPages` of the records' directories."""
+    if sizes and sizes[-1] >> 64:
+        raise _implausible(path, sizes[-1])
+    profile = _SizeProfile()
+    profile.add_sorted(sizes)
+    return profile.analysis(path, roots, dir_pages)
+
+
+def _implausible(path: str | os.PathLike[str], size: int, where: str = "") -> ManifestError:
+    return ManifestError(f"{os.fspath(path)}: {where}size {size} is not plausible (>= 2**64)")
 
 
 def _bucket_of(size: int) -> int:
-    """The fine bucket of ``size`` (as :func:`analyze_manifest` counts it)."""
+    """The fine bucket of ``size``."""
     if size < _EXACT:
         return size
     exp = size.bit_length() - 1
     sub_mask = (1 << _SUB_BITS) - 1
     return _EXACT + ((exp - _EXACT_BITS) << _SUB_BITS) + ((size >> (exp - _SUB_BITS)) & sub_mask)
+
+
+class _SizeProfile:
+    """The size counts of an :class:`Analysis`, added a run of ascending sizes at a time:
+    the fine histogram, bytes per log2 bucket, extremes, and the large/multipart counts."""
+
+    def __init__(self) -> None:
+        self.fine = [0] * _FINE_BUCKETS
+        self.log2_bytes = [0] * 65
+        self.records = self.over = self.multipart = self.parts = 0
+        self.lo = -1
+        self.hi = 0
+
+    def add(self, path: str | os.PathLike[str], sizes: list[int]) -> None:
+        """Count the next records' ``sizes`` (in manifest order)."""
+        ordered = sorted(sizes)
+        if ordered and ordered[-1] >> 64:
+            bad = next(i for i, size in enumerate(sizes) if size >> 64)
+            raise _implausible(path, sizes[bad], f"record {self.records + bad + 1}: ")
+        self.add_sorted(ordered)
+
+    def add_sorted(self, sizes: Sequence[int]) -> None:
+        """Count ``sizes`` (ascending, each < 2**64)."""
+        n = len(sizes)
+        if not n:
+            return
+        fine, log2_bytes = self.fine, self.log2_bytes
+        # every fine bucket is a range [low, high) and they follow each other: count each
+        # by bisecting the sorted sizes, from the first bucket that holds anything
+        start = 0
+        while start < n:
+            bucket = _bucket_of(sizes[start])
+            end = bisect_left(sizes, _fine_bounds(bucket)[1], start)
+            fine[bucket] += end - start
+            start = end
+        a = 0
+        for bits in range(sizes[0].bit_length(), sizes[-1].bit_length() + 1):
+            b = bisect_left(sizes, 1 << bits, a)
+            log2_bytes[bits] += sum(sizes[a:b])
+            a = b
+        heavy = sizes[bisect_left(sizes, MULTIPART_CUTOFF) :]
+        self.multipart += len(heavy)
+        self.parts += sum(map(multipart_parts, heavy))
+        self.over += n - bisect_right(sizes, _UPSTREAM_LARGE)
+        self.lo = sizes[0] if self.lo < 0 else min(self.lo, sizes[0])
+        self.hi = max(self.hi, sizes[-1])
+        self.records += n
+
+    def analysis(
+        self, path: str | os.PathLike[str], roots: tuple[str, str], dir_pages: int
+    ) -> Analysis:
+        """The :class:`Analysis` of what was added."""
+        return _result(
+            path, self.fine, self.log2_bytes, records=self.records, lo=max(self.lo, 0),
+            hi=self.hi, over=self.over, roots=roots, multipart=self.multipart, parts=self.parts,
+            dir_pages=dir_pages,
+        )  # fmt: skip
 
 
 def _result(

@@ -37,8 +37,8 @@ import re
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
-from itertools import accumulate, compress, count, islice, pairwise
-from operator import ne
+from itertools import accumulate, compress, count, islice, pairwise, repeat
+from operator import floordiv, ne, neg, sub
 
 #: Entries per LIST page (S3's ListObjectsV2 maximum, rclone's default --s3-list-chunk).
 LIST_PAGE = 1000
@@ -157,7 +157,41 @@ def locality_assign(
     return assign, loads, counts
 
 
-def _boundaries(dirs: Sequence[bytes]) -> list[int]:
+class RunPages:
+    """LIST pages to list each run of records in one directory, in manifest order
+    (:attr:`~xfer_core.manifest.analyze.Analysis.dir_pages`): about one listing of
+    every directory, with flat memory. :meth:`add` takes the records' directories
+    a chunk at a time, in manifest order."""
+
+    __slots__ = ("_done", "_last", "_run")
+
+    def __init__(self) -> None:
+        self._done = 0  # pages of the runs that have ended
+        self._last: str | None = None
+        self._run = 0  # records of the run that may go on
+
+    def add(self, dirs: Sequence[str]) -> None:
+        """Count the next records, whose directories are ``dirs``."""
+        if not dirs:
+            return
+        bounds = [0, *_boundaries(dirs), len(dirs)]
+        runs = list(map(sub, islice(bounds, 1, None), bounds))
+        if dirs[0] == self._last:
+            runs[0] += self._run
+        else:
+            runs.insert(0, self._run)
+        self._run = runs.pop()
+        self._last = dirs[-1]
+        # ceil(run / LIST_PAGE) for each ended run, at C level
+        self._done -= sum(map(floordiv, map(neg, runs), repeat(LIST_PAGE)))
+
+    @property
+    def pages(self) -> int:
+        """The pages of every record added so far."""
+        return self._done + -(-self._run // LIST_PAGE)
+
+
+def _boundaries(dirs: Sequence[bytes] | Sequence[str]) -> list[int]:
     """Positions k where ``dirs[k]`` starts another directory than ``dirs[k - 1]``."""
     # C-level: one comparison per neighbour pair (the same object compares at once)
     return list(compress(count(1), map(ne, islice(dirs, 1, None), dirs)))

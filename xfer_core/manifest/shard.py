@@ -62,7 +62,7 @@ from xfer_core.manifest.jsonl import decode_line
 from xfer_core.manifest.locality import (
     DIR_SEP,
     FILE_SEP,
-    LIST_PAGE,
+    RunPages,
     choose_lookup,
     locality_assign,
     route_sides,
@@ -243,8 +243,8 @@ def _scan(
     directory key (:func:`~xfer_core.manifest.locality.dir_of`) and the indices of
     its records, ``send`` the index of each record the manifest says must be sent.
     Returns (records, total_bytes, source_root, dest_root, saw_blank_lines,
-    dir_pages: LIST pages of each run of records in one directory, counted as
-    :func:`~xfer_core.manifest.analyze.analyze_manifest` counts them)."""
+    dir_pages: :class:`~xfer_core.manifest.locality.RunPages` of the records'
+    directories)."""
     decode = _record_decoder.decode
     crc32 = zlib.crc32
     low32 = _LOW32
@@ -259,8 +259,9 @@ def _scan(
     src: str | None = None
     dst = ""
     blank = False
-    last_dir: str | None = None
-    run = pages = 0
+    pages = RunPages()
+    dirs: list[str] = []
+    add_dir = dirs.append
     for lineno, line in enumerate(fh, 1):
         try:
             rec = decode(line)
@@ -312,22 +313,20 @@ def _scan(
             folder = known[head] = (head.replace(b"/", sep_key), [])
         folder[1].append(index)
         add_base(base)
-        folder_name = path.rpartition("/")[0]
-        if folder_name != last_dir:
-            pages += -(-run // LIST_PAGE)
-            last_dir, run = folder_name, 0
-        run += 1
+        add_dir(path.rpartition("/")[0])
         if rec.meta and DIFF in rec.meta:
             send.append(index)
         index += 1
         if not index & 4095:
             spool.write(rclone_name_list(names))
             names.clear()
+            pages.add(dirs)
+            dirs.clear()
             if index >= _MAX_RECORDS:
                 raise ManifestError(f"{name}:{lineno}: more than {_MAX_RECORDS} records")
     spool.write(rclone_name_list(names))
-    pages += -(-run // LIST_PAGE)
-    return index, sum(sizes), src or "", dst, blank, pages
+    pages.add(dirs)
+    return index, sum(sizes), src or "", dst, blank, pages.pages
 
 
 def _locality_order(
