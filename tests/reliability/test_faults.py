@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from xfer_core.testing.conformance import _KillWhenTempAppears
+from xfer_core.testing.fixtures import remote_tmpfs
 from xfer_core.testing.services import SshServer
 
 from .conftest import Tally
@@ -127,16 +128,7 @@ def test_full_remote_disk_fails_without_partial_files(
     rdir = sshd.mkdtemp("full")
     mnt = rdir / "dst"
     mnt.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        sshd.chown(mnt)
+    with remote_tmpfs(sshd, mnt, "1m"):
         pair = Pair(sshd, tmp_path, f"~/{rdir.relative_to(sshd.home)}/dst", local, tmp_path / "b")
         first = pair.run("sync", backend)
         assert first.returncode == 1, first.stderr
@@ -147,9 +139,6 @@ def test_full_remote_disk_fails_without_partial_files(
         assert "big.bin" not in got
         leftovers = [n for n in got if n not in ("small.txt",)]
         assert leftovers == [], f"temp files left on the full disk: {leftovers}"
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-        sshd.chown(mnt)
     again = pair.run("sync", backend)  # now onto the real disk underneath
     assert again.returncode == 0, again.stderr
     assert read_tree(mnt) == {"small.txt": small, "big.bin": big}

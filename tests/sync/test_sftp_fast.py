@@ -15,11 +15,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +29,7 @@ from xfer_backends.sftp import SftpBackend, SftpSession, files_in_flight, ranges
 from xfer_core.sync.backend import PairResult, TransferOptions
 from xfer_core.sync.progress import CollectingSink
 from xfer_core.testing.conformance import job_for, remote_for_server, run_pair, snapshot
+from xfer_core.testing.fixtures import remote_tmpfs
 from xfer_core.testing.services import SshServer
 
 MTIME = 1_600_000_000
@@ -62,24 +60,6 @@ async def _move(sshd: SshServer, job: Any) -> tuple[PairResult, dict[str, Any]]:
         return result, seen
     finally:
         await session.close()
-
-
-@contextlib.contextmanager
-def _tmpfs(sshd: SshServer, mnt: Path, size: str) -> Iterator[None]:
-    """``mnt`` as a tmpfs of ``size`` bytes owned by the sshd user while inside."""
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mnt)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        sshd.chown(mnt)
-        yield
-    finally:
-        subprocess.run(["umount", str(mnt)], check=False)
-        sshd.chown(mnt)
 
 
 @pytest.mark.sshd
@@ -116,7 +96,7 @@ def test_failed_range_leaves_nothing_under_the_final_name(sshd: SshServer, tmp_p
     rdir = sshd.mkdtemp("rfull")
     mnt = rdir / "dst"
     mnt.mkdir()
-    with _tmpfs(sshd, mnt, str(sftp._RANGE_MIN)):
+    with remote_tmpfs(sshd, mnt, str(sftp._RANGE_MIN)):
         result, seen = asyncio.run(_move(sshd, job_for(src, mnt)))
         assert seen["channels"] > 1, "the file was not sent in ranges"
         assert result.failed == 1 and "big.bin" in result.error, result
@@ -173,7 +153,7 @@ def test_small_file_failing_on_the_lean_path_leaves_nothing(
     rdir = sshd.mkdtemp("smallfull")
     mnt = rdir / "dst"
     mnt.mkdir()
-    with _tmpfs(sshd, mnt, "64k"):
+    with remote_tmpfs(sshd, mnt, "64k"):
         result, _ = asyncio.run(_move(sshd, job_for(src, mnt)))
         arrived = sorted(p.name for p in mnt.iterdir())
         assert result.failed == 1 and result.files_sent == 2, result

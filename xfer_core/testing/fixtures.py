@@ -14,6 +14,7 @@ select or deselect them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -121,6 +122,29 @@ def _restart_stopped_servers(request: pytest.FixtureRequest) -> Iterator[None]:
 def remote_tmp_path(sshd: SshServer) -> Path:
     """A fresh directory in the ssh test user's home, owned by that user."""
     return sshd.mkdtemp()
+
+
+@contextlib.contextmanager
+def remote_tmpfs(sshd: SshServer, path: Path, size: str) -> Iterator[Path]:
+    """``path`` (an empty directory) as a tmpfs of ``size`` (``mount``'s ``size=``:
+    bytes, or ``64k``, ``1m``) owned by the ssh test user while inside: a remote disk
+    that fills up. Leaving unmounts it (the directory underneath is the user's
+    again). Skips the test when this machine cannot mount one (a failure under
+    ``XFER_REQUIRE_SERVICES=1``)."""
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        unavailable(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        sshd.chown(path)
+        yield path
+    finally:
+        subprocess.run(["umount", str(path)], check=False)
+        sshd.chown(path)
 
 
 @pytest.fixture
