@@ -34,7 +34,8 @@ and that tool skipped on the later links of that tree. The default run takes abo
 
 ``--trees large`` (or ``small``) runs one tree only; ``--link-repeat N`` lets the tools take
 turns N times and shows the median; ``--before DIR`` adds ``xfer-rsync-before`` and
-``xfer-sftp-before``, an older xfer tree run from the same venv. Issue 17's loopback
+``xfer-sftp-before``, an older xfer tree (a checkout; run with its own ``.venv`` when it
+has one, as ``uv sync`` makes it, else from this venv). Issue 17's loopback
 large-file row, in about a minute::
 
     uv run python bench/bench_sync.py --link --links 0 --trees large --tools xfer-sftp,sftp --link-repeat 7
@@ -144,9 +145,11 @@ class Tools:
         port: int | None = None,
         timeout: float | None = None,
         env: dict[str, str] | None = None,
+        xfer_exe: str = XFER,
     ):
         """``port``: reach the server there instead (a :class:`LinkRelay` in front of it);
-        ``timeout``: seconds before a run counts as too slow; ``env``: xfer's environment."""
+        ``timeout``: seconds before a run counts as too slow; ``env``: xfer's environment;
+        ``xfer_exe``: the ``xfer`` it runs (:func:`before_xfer` for an older tree's)."""
         self.sshd = sshd
         self.work = work
         self.sbatchman = sbatchman
@@ -154,7 +157,7 @@ class Tools:
         self.timeout = timeout
         self.env = env if env is not None else dict(os.environ)
         #: The ``xfer`` executable run for the xfer contenders.
-        self.xfer_exe = XFER
+        self.xfer_exe = xfer_exe
         work.mkdir(parents=True, exist_ok=True)
         # the server's key, known under the port the tools connect to
         self.known_hosts = work / "known_hosts"
@@ -540,9 +543,14 @@ def parse_links(text: str) -> list[Link]:
 LinkRow = tuple[str, str, str, str, "Measure | str", int]
 
 
-def before_env(tree: str, cached: bool) -> dict[str, str]:
-    """xfer's environment running an older source tree (a checkout's root) from this venv."""
-    return {**xfer_env(cached), "PYTHONPATH": os.path.abspath(tree)}
+def before_xfer(tree: str, cached: bool) -> tuple[str, dict[str, str]]:
+    """The ``xfer`` of an older source tree (a checkout's root) and its environment: the
+    tree's own venv's (``DIR/.venv/bin/xfer``, as ``uv sync`` makes it: needed when the
+    entry points changed) when it has one, else this venv's with the tree on ``PYTHONPATH``."""
+    own = Path(tree, ".venv", "bin", "xfer")
+    if own.exists():
+        return str(own.absolute()), xfer_env(cached)
+    return XFER, {**xfer_env(cached), "PYTHONPATH": os.path.abspath(tree)}
 
 
 def with_suffix(
@@ -566,7 +574,8 @@ def run_links(args: argparse.Namespace) -> str:
             warm_up(plain, work)
             available = plain.available()
             if args.before:  # an older xfer tree too: xfer-rsync-before, xfer-sftp-before
-                old = Tools(sshd, work / "plain-before", None, env=before_env(args.before, cached))
+                old_exe, old_env = before_xfer(args.before, cached)
+                old = Tools(sshd, work / "plain-before", None, env=old_env, xfer_exe=old_exe)
                 warm_up(old, work)
                 available |= with_suffix(old.available(), "-before")
             wanted = [t for t in (args.tools.split(",") if args.tools else LINK_TOOLS) if t]
@@ -616,7 +625,8 @@ def run_links(args: argparse.Namespace) -> str:
                                 None,
                                 port=port,
                                 timeout=args.timeout,
-                                env=before_env(args.before, cached),
+                                env=old_env,
+                                xfer_exe=old_exe,
                             )
                             tools |= with_suffix(old_tools.available(), "-before")
                         # too slow on an earlier link: not run again
@@ -721,29 +731,24 @@ def link_table(rows: list[LinkRow]) -> str:
 def run_floor(args: argparse.Namespace) -> str:
     """The no-op floor: ``xfer sync -b rsync`` of an unchanged tree against ``rsync -a``,
     bytecode cached and not, and the same for an older source tree (``--before DIR``: a
-    checkout of xfer, run with its own venv when it has one (``DIR/.venv/bin/xfer``, as
-    ``uv sync`` makes it: needed when the entry points changed), else from this venv
-    through ``PYTHONPATH``); the tools take turns,
+    checkout of xfer, run as :func:`before_xfer` says); the tools take turns,
     ``--repeat`` times; median wall time and CPU time (the tool and all its children)."""
     import statistics
 
     cpu = children_cpu
     work = Path(tempfile.mkdtemp(prefix="xfer-bench-floor-"))
     variants: dict[str, dict[str, str] | None] = {"raw rsync -a": None}
-    exes: dict[str, str] = {}  # variant -> its xfer executable, when not this venv's
+    exes: dict[str, str] = {}  # variant -> its xfer executable (absent: this venv's)
     sources: list[tuple[str, str | None]] = [("after", None)]
     if args.before:
         sources.append(("before", args.before))
     for label, path in sources:
         for cached in (True, False):
             name = f"xfer-rsync {label}, bytecode {'cached' if cached else 'not cached'}"
-            own = Path(path or ".", ".venv", "bin", "xfer")
-            if path and own.exists():
-                xenv = xfer_env(cached)
-                exes[name] = str(own.absolute())
+            if path:
+                exes[name], variants[name] = before_xfer(path, cached)
             else:
-                xenv = before_env(path, cached) if path else xfer_env(cached)
-            variants[name] = xenv
+                variants[name] = xfer_env(cached)
     wall: dict[str, list[float]] = {}
     used: dict[str, list[float]] = {}
     timeline = ""
