@@ -275,6 +275,7 @@ def test_pairs_failing_locally_leave_no_master_behind(sshd: SshServer, tmp_path:
     assert cluster.logins() == before  # nothing to log in for (as on the usual path)
     assert cluster.no_masters_left()
     assert _started(cluster, "sync") == "0"
+    assert _started(cluster, "sync", "-b", "sftp") == "0"  # not an rsync run
     (tmp_path / "missing").mkdir()
     assert _started(cluster, "sync") == "1"  # now there is something to move
 
