@@ -107,7 +107,8 @@ _TOKENS = st.sampled_from(
     ["-c", "--clusters", "-a", "--aliases", "-b", "--backend", "--config", "-e", "-j",
      "--accept-new-host-key", "-n", "--dry-run", "--json", "--delete", "-z", "--batch", "-q",
      "-v", "-vv", "--verbose", "--checksum", "--compress", "--quiet", "--exclude", "--jobs",
-     "alpha", "beta", "rsync", "sftp", "2", "--clusters=gamma", "--config=", "-", "--"]
+     "alpha", "beta", "rsync", "sftp", "2", "0", "--clusters=gamma", "--config=", "-", "--",
+     "--jobs=3", "--jobs=-1", "+2"]
 )  # fmt: skip
 
 
@@ -127,8 +128,8 @@ def test_the_reader_agrees_with_typer(command: str, rest: list[str]) -> None:
     cmd = _typer_command(command)
     try:
         ctx = cmd.make_context(command, own)  # type: ignore[attr-defined]
-    except typer.TyperException:  # a bad value (-j alpha): Typer stops the run, the master too
-        return
+    except typer.TyperException as exc:  # nothing may start for a command line Typer refuses
+        raise AssertionError(f"read {[command, *rest]} that Typer refuses: {exc}") from None
     params = ctx.params
     assert (params["clusters"] or []) == sel.clusters
     assert (params["aliases"] or []) == sel.aliases
@@ -260,10 +261,20 @@ def test_nothing_is_started_for_runs_that_need_no_login(cluster: Cluster, args: 
     assert cluster.logins() == before
 
 
-def test_a_usage_error_leaves_no_master_behind(cluster: Cluster) -> None:
-    res = cluster.run("sync", "-j", "0")  # read as a sync of alpha; refused by Typer
-    assert res.returncode == 2, res.stdout + res.stderr
-    assert "--jobs" in res.stderr
+def test_a_bad_command_line_starts_nothing(cluster: Cluster) -> None:
+    before = cluster.logins()
+    for jobs in ("0", "two"):
+        res = cluster.run("sync", "-j", jobs)
+        assert res.returncode == 2 and "--jobs" in res.stderr, res.stdout + res.stderr
+        assert _started(cluster, "sync", "-j", jobs) == "0"
+    assert cluster.logins() == before
+
+
+def test_an_error_after_the_start_leaves_no_master_behind(cluster: Cluster) -> None:
+    # an empty exclude pattern is refused by the engine, after the login was started
+    assert _started(cluster, "sync", "-e", "") == "1"
+    res = cluster.run("sync", "-e", "")
+    assert res.returncode == 2 and "empty exclude pattern" in res.stderr, res.stderr
     assert cluster.no_masters_left()
 
 

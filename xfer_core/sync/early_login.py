@@ -44,8 +44,8 @@ OPTIONS: dict[str, tuple[str | None, bool]] = {
     "--accept-new-host-key": ("accept_new_host_key", False),
     "-e": (None, True),
     "--exclude": (None, True),
-    "-j": (None, True),
-    "--jobs": (None, True),
+    "-j": ("jobs", True),
+    "--jobs": ("jobs", True),
     "-n": (None, False),
     "--dry-run": (None, False),
     "--json": (None, False),
@@ -111,6 +111,11 @@ def read_args(args: list[str]) -> Selection | None:
             value = following
         if dest in ("clusters", "aliases"):
             getattr(selection, dest).append(value)
+        elif dest == "jobs":  # Typer refuses anything but a count >= 1: nothing to start
+            if not (isinstance(value, str) and value.isascii() and value.isdigit()):
+                return None
+            if int(value) < 1:
+                return None
         elif dest is not None:
             setattr(selection, dest, value)
     return selection
