@@ -37,9 +37,9 @@ def script() -> None:
 
     ``xfer sync``/``fetch`` first start their ssh master logins, which then run while
     Python imports the rest (:mod:`xfer_core.sync.early_login`)."""
-    from xfer_core.sync import early_login
-
     try:
+        from xfer_core.sync import early_login
+
         early_login.start(sys.argv[1:])
         main()
     except SystemExit as exc:
