@@ -243,6 +243,7 @@ def test_the_backend_takes_the_early_login_over(cluster: Cluster) -> None:
 
 def test_without_early_login_the_usual_path_logs_in(cluster: Cluster) -> None:
     before = cluster.logins()
+    assert _started(cluster, "sync", env={"XFER_EARLY_LOGIN": "0"}) == "0"
     res = cluster.run("sync", env={"XFER_EARLY_LOGIN": "0"})
     assert res.returncode == 0, res.stdout + res.stderr
     assert (cluster.remote / "up" / "a.txt").read_text() == "one"
@@ -291,7 +292,7 @@ def test_pairs_failing_locally_leave_no_master_behind(sshd: SshServer, tmp_path:
     assert _started(cluster, "sync") == "1"  # now there is something to move
 
 
-def _started(cluster: Cluster, *args: str) -> str:
+def _started(cluster: Cluster, *args: str, env: dict[str, str] | None = None) -> str:
     """How many master logins the early start starts for ``xfer ARGS`` (stopped at exit)."""
     code = (
         "import sys\n"
@@ -301,7 +302,7 @@ def _started(cluster: Cluster, *args: str) -> str:
     )
     res = subprocess.run(
         [sys.executable, "-c", code, *args, "--config", str(cluster.config)],
-        env={**os.environ, **cluster.env},
+        env={**os.environ, **cluster.env, **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
