@@ -7,8 +7,8 @@ else xfer's (``ControlMaster=auto``), opened by one login before the first pair 
 on a terminal that login may ask for a passphrase or one-time password, once
 (:mod:`xfer_core.sync.ssh_login`). ``xfer sync``/``fetch`` start that login (never
 prompting) while the CLI is still starting up, and the session takes it over when its ssh
-command line is the same (:mod:`xfer_core.sync.early_login`). That login runs no remote command (``ssh -f -N``:
-it goes to the background once logged in), and a remote path ``~/x`` is passed as
+command line is the same (:mod:`xfer_core.sync.early_login`). That login runs no remote
+command (``ssh -f -N``: it goes to the background once logged in), and a remote path ``~/x`` is passed as
 ``x`` (rsync starts in the login directory, the home): between xfer's start and the
 first rsync there is one ssh handshake, as for a plain ``rsync -a`` (docs/bench-sync.md). ssh runs as the user configured it, plus only
 xfer's host-key policy, timeouts and keepalives. Login problems (unreachable,
