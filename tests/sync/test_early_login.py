@@ -336,3 +336,21 @@ def test_sigterm_while_starting_stops_the_early_master(cluster: Cluster) -> None
     assert res.stderr.strip() == "xfer: interrupted"
     assert cluster.logins() - before == 1
     assert cluster.no_masters_left()
+
+
+def test_two_clusters_on_the_same_ssh_command_line_take_one_login_each(
+    sshd: SshServer, tmp_path: Path
+) -> None:
+    cluster = Cluster(sshd, tmp_path)
+    text = cluster.config.read_text()
+    second = text.replace('name = "alpha"', 'name = "beta"').replace('/up"', '/beta"')
+    cluster.config.write_text(text + second)
+    assert _started(cluster, "sync") == "2"
+    before = cluster.logins()
+    res = cluster.run("sync", "-j", "2")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (cluster.remote / "up" / "a.txt").is_file() and (
+        cluster.remote / "beta" / "a.txt"
+    ).is_file()
+    assert cluster.logins() - before == 2  # one per cluster, as without the early start
+    assert cluster.no_masters_left()
