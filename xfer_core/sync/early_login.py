@@ -22,10 +22,13 @@ failed locally) is stopped when the process exits (:func:`stop_unclaimed`).
 from __future__ import annotations
 
 import os
-import subprocess
-from typing import TYPE_CHECKING
 
+#: ``typing.TYPE_CHECKING``, without importing typing: the script imports this module for
+#: every command (``xfer --version`` too), so it imports nothing but ``os`` itself.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import subprocess
+
     from xfer_core.sync.backend import Direction, Remote
     from xfer_core.sync.ssh_login import SshSettings
 
@@ -144,6 +147,8 @@ class EarlyMaster:
 
     def stop(self) -> None:
         """Stop the login if still under way, then the master if it runs."""
+        import subprocess
+
         from xfer_core.sync import ssh_login
 
         proc = self.proc
@@ -208,6 +213,7 @@ def _start(selection: Selection) -> None:
 
 
 def _start_master(target: Remote) -> None:
+    import subprocess
     import tempfile
 
     from xfer_core.sync import ssh_login
