@@ -103,6 +103,21 @@ def test_the_reader_reads_sync_and_fetch_only() -> None:
         assert early_login.read_args(args) is None, args
 
 
+def test_other_commands_pay_nothing_for_it() -> None:
+    """The script reads every command line first: for ``xfer --version`` (answered before
+    Typer is imported) that costs no import beyond ``os``."""
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "from xfer_core.sync import early_login\n"
+        "early_login.start(['--version'])\n"
+        "print(sorted(set(sys.modules) - before))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    new = ["__future__", "xfer_core", "xfer_core.sync", "xfer_core.sync.early_login"]
+    assert res.stdout.strip() == str(new), res.stdout + res.stderr
+
+
 _TOKENS = st.sampled_from(
     ["-c", "--clusters", "-a", "--aliases", "-b", "--backend", "--config", "-e", "-j",
      "--accept-new-host-key", "-n", "--dry-run", "--json", "--delete", "-z", "--batch", "-q",
