@@ -731,8 +731,10 @@ def link_table(rows: list[LinkRow]) -> str:
 def run_floor(args: argparse.Namespace) -> str:
     """The no-op floor: ``xfer sync -b rsync`` of an unchanged tree against ``rsync -a``,
     bytecode cached and not, and the same for an older source tree (``--before DIR``: a
-    checkout of xfer, run as :func:`before_xfer` says); the tools take turns,
-    ``--repeat`` times; median wall time and CPU time (the tool and all its children)."""
+    checkout of xfer, run as :func:`before_xfer` says), and this tree with its early ssh
+    login turned off (``XFER_EARLY_LOGIN=0``: the login starts when the engine gets to
+    it); the tools take turns, ``--repeat`` times; median wall time and CPU time (the tool
+    and all its children)."""
     import statistics
 
     cpu = children_cpu
@@ -749,6 +751,11 @@ def run_floor(args: argparse.Namespace) -> str:
                 exes[name], variants[name] = before_xfer(path, cached)
             else:
                 variants[name] = xfer_env(cached)
+    # the same tree with the login started where the engine gets to it (A/B in one run)
+    variants["xfer-rsync after (early login off), bytecode cached"] = {
+        **xfer_env(True),
+        "XFER_EARLY_LOGIN": "0",
+    }
     wall: dict[str, list[float]] = {}
     used: dict[str, list[float]] = {}
     timeline = ""
@@ -808,62 +815,85 @@ def run_floor(args: argparse.Namespace) -> str:
 
 #: Run as ``python -c`` with the CLI's arguments: runs the xfer CLI as its script does and
 #: writes, at exit, the wall and CPU time (ms since the interpreter started) at each step
-#: (stderr, one JSON line after "TIMELINE "). Works on older trees too: only names both have.
+#: (stderr, one JSON line after "TIMELINE "). The steps' functions are wrapped as their
+#: modules are imported (importing them first would change what it measures: ``xfer sync``
+#: starts its ssh login before the heavy imports). Works on older trees too: only names
+#: both have.
 _TIMELINE = r"""
-import atexit, json, os, sys, time
-import xfer_core.cli as cli
-import xfer_core.cli.app
-import xfer_core.config.load as config_load
-import xfer_core.sync.engine as engine
-import xfer_backends.rsync as rsync
+import atexit, importlib.machinery, json, sys, time
 T0 = time.perf_counter() - (time.time() - START)
-marks = [("imports done", time.perf_counter(), time.process_time())]
+marks = []
+
+def mark(what):
+    marks.append((what, time.perf_counter(), time.process_time()))
 
 def wrap(owner, name):
-    fn = getattr(owner, name)
-    def mark(what):
-        marks.append((f"{name} {what}", time.perf_counter(), time.process_time()))
+    fn = getattr(owner, name, None)
+    if fn is None:
+        return
     if hasattr(fn, "__code__") and fn.__code__.co_flags & 0x80:  # a coroutine function
         async def wrapped(*a, **k):
-            mark("start")
+            mark(f"{name} start")
             try:
                 return await fn(*a, **k)
             finally:
-                mark("end")
+                mark(f"{name} end")
     else:
         def wrapped(*a, **k):
-            mark("start")
+            mark(f"{name} start")
             try:
                 return fn(*a, **k)
             finally:
-                mark("end")
+                mark(f"{name} end")
     setattr(owner, name, wrapped)
 
-wrap(config_load, "read_config")
-wrap(engine, "get_registry")
-wrap(engine, "choose_backend")
-wrap(engine, "run_interruptible")
-for name in ("login", "_stream", "close"):
-    wrap(rsync.RsyncSession, name)
+WRAPS = {
+    "xfer_core.sync.early_login": (None, ("start",)),
+    "xfer_core.cli.sync_cmd": (None, ("_run",)),
+    "xfer_core.config.load": (None, ("read_config",)),
+    "xfer_core.sync.engine": (None, ("run_sync", "get_registry", "choose_backend", "run_interruptible")),
+    "xfer_backends.rsync": ("RsyncSession", ("login", "_stream", "close")),
+}
+
+class Finder:
+    def find_spec(self, name, path, target=None):
+        if name not in WRAPS:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+        def exec_module(module):
+            run(module)
+            cls, names = WRAPS[name]
+            for fn in names:
+                wrap(getattr(module, cls) if cls else module, fn)
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, Finder())
 
 def report():
-    marks.append(("atexit", time.perf_counter(), time.process_time()))
+    mark("atexit")
     out = [(w, round((t - T0) * 1000, 1), round(c * 1000, 1)) for w, t, c in marks]
     sys.stderr.write("TIMELINE " + json.dumps({"marks": out}) + "\n")
     sys.stderr.flush()
 
 atexit.register(report)
+import xfer_core.cli as cli
 (getattr(cli, "script", None) or cli.main)()
 """
 
-#: Steps of :data:`_TIMELINE`: (label, from mark, to mark); None = the process's start.
+#: Steps of :data:`_TIMELINE`: (label, from mark, to mark); None = the process's start. A
+#: mark seen twice counts at its first time (the early start reads the config first).
 _STEPS = (
-    ("process start, imports (Typer, CLI, config, engine, rsync backend)", None, "imports done"),
-    ("argument parsing", "imports done", "read_config start"),
-    ("reading the config", "read_config start", "read_config end"),
+    ("process start to the ssh login's start (Python, config, ssh -G)", None, "start end"),
+    ("imports (Typer, CLI, engine), argument parsing", "start end", "_run start"),
+    ("process start to the sync engine (all of the above, and the config)", None, "run_sync start"),
     ("plugin registry, choosing the backend", "get_registry start", "choose_backend end"),
-    ("ssh -G and rsync --version (side by side)", "run_interruptible start", "login start"),
-    ("the ssh master's login", "login start", "login end"),
+    ("rsync --version (and ssh -G, unless done early)", "run_interruptible start", "login start"),
+    ("the ssh master's login: the wait left", "login start", "login end"),
+    ("the ssh master's login, from its start", "start end", "login end"),
     ("rsync", "_stream start", "_stream end"),
     ("closing, summary", "close start", "atexit"),
 )

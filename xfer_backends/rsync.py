@@ -5,8 +5,10 @@ expansion, the ``mkdir -p`` fallback and every rsync of that cluster: the user's
 own when their ssh config's ``ControlPath`` has one open (e.g. after a 2FA login),
 else xfer's (``ControlMaster=auto``), opened by one login before the first pair --
 on a terminal that login may ask for a passphrase or one-time password, once
-(:mod:`xfer_core.sync.ssh_login`). That login runs no remote command (``ssh -f -N``:
-it goes to the background once logged in), and a remote path ``~/x`` is passed as
+(:mod:`xfer_core.sync.ssh_login`). ``xfer sync``/``fetch`` start that login (never
+prompting) while the CLI is still starting up, and the session takes it over when its ssh
+command line is the same (:mod:`xfer_core.sync.early_login`). That login runs no remote
+command (``ssh -f -N``: it goes to the background once logged in), and a remote path ``~/x`` is passed as
 ``x`` (rsync starts in the login directory, the home): between xfer's start and the
 first rsync there is one ssh handshake, as for a plain ``rsync -a`` (docs/bench-sync.md). ssh runs as the user configured it, plus only
 xfer's host-key policy, timeouts and keepalives. Login problems (unreachable,
@@ -40,7 +42,7 @@ from dataclasses import dataclass
 from xfer_core.errors import ConfigError, TransferError
 from xfer_core.hookspecs import hookimpl
 from xfer_core.plugin import AVAILABLE, Availability
-from xfer_core.sync import remote_path, ssh_login
+from xfer_core.sync import early_login, remote_path, ssh_login
 from xfer_core.sync.backend import (
     PairJob,
     PairResult,
@@ -205,10 +207,15 @@ class RsyncBackend(TransferBackend):
         except ConfigError as exc:
             raise TransferError(f"{target.name}: {exc.message}") from None
         # `rsync --version` and `ssh -G` side by side: both are on the way to the first byte
-        caps, settings = await asyncio.gather(
-            asyncio.to_thread(detect_caps, rsync, emulate),
-            asyncio.to_thread(ssh_login.openssh_settings, target),
-        )
+        # (`ssh -G` already answered when `xfer sync` started this cluster's login early)
+        settings = early_login.settings_for(target)
+        if settings is not None:
+            caps = await asyncio.to_thread(detect_caps, rsync, emulate)
+        else:
+            caps, settings = await asyncio.gather(
+                asyncio.to_thread(detect_caps, rsync, emulate),
+                asyncio.to_thread(ssh_login.openssh_settings, target),
+            )
         session = RsyncSession(rsync, caps, target, settings, compress=options.compress)
         try:
             await session.login()
@@ -246,18 +253,19 @@ class RsyncSession(TransferSession):
         self._control = os.path.join(self._dir, "cm")
         #: False when the session rides on the user's own master (never stopped by xfer).
         self._own_master = True
+        #: The master xfer started while the CLI was starting, when this session took it over.
+        self._early: early_login.EarlyMaster | None = None
         self._base = ssh_login.openssh_argv(target, settings)
         self.ssh = [*self._base, *self._own_control(), "-o", "BatchMode=yes"]
 
     def _own_control(self) -> list[str]:
-        return [
-            "-o",
-            "ControlMaster=auto",
-            "-o",
-            f"ControlPath={self._control}",
-            "-o",
-            "ControlPersist=120",
-        ]
+        return ssh_login.own_master_options(self._control)
+
+    def _adopt(self, early: early_login.EarlyMaster) -> None:
+        """Ride on the master the CLI started early for this very ssh command line."""
+        shutil.rmtree(self._dir, ignore_errors=True)
+        self._early, self._dir, self._control = early, early.directory, early.control
+        self.ssh = [*self._base, *self._own_control(), "-o", "BatchMode=yes"]
 
     async def login(self) -> None:
         """Reach the cluster once before any pair: the user's open master, else log in
@@ -272,7 +280,13 @@ class RsyncSession(TransferSession):
             self.ssh = [*self._base, "-o", "BatchMode=yes"]
             return
         await asyncio.to_thread(ssh_login.prepare_known_hosts, target, settings)
-        rc, err = await self._login_once(batch=True)
+        # `xfer sync` may have started this very login while Python was still starting up
+        early = early_login.claim(self._base, target.host)
+        if early is not None:
+            self._adopt(early)
+            rc, err = await asyncio.to_thread(early.wait)
+        else:
+            rc, err = await self._login_once(batch=True)
         if rc == 0:
             return
         term = ssh_login.terminal()
@@ -287,21 +301,16 @@ class RsyncSession(TransferSession):
         raise TransferError(await asyncio.to_thread(self._explain_login, err))
 
     async def _login_once(self, *, batch: bool, master: bool = True) -> tuple[int, str]:
-        # batch=False: ssh asks on the terminal (/dev/tty) itself, with the server's prompt
-        mode = ["-o", "BatchMode=yes"] if batch else ["-o", "NumberOfPasswordPrompts=1"]
-        # master=False: a plain connection, whose ProxyJump errors are not hidden (OpenSSH
-        # sends a jump ssh's stderr to /dev/null under ControlPersist)
-        control = self._own_control() if master else ["-o", "ControlPath=none"]
         # The master logs in and goes to the background (-f -N): no remote command, so no
         # session round trips before the first rsync (two round trips less on a long link).
-        command = (
-            ["-f", "-N", "--", self.target.host] if master else ["--", self.target.host, "true"]
-        )
+        argv = ssh_login.master_login_argv(self._base, self._control, self.target.host, batch=batch)
+        if not master:
+            # a plain connection, whose ProxyJump errors are not hidden (OpenSSH sends a
+            # jump ssh's stderr to /dev/null under ControlPersist)
+            argv = [*self._base, "-o", "ControlPath=none", "-o", "BatchMode=yes"]
+            argv += ["--", self.target.host, "true"]
         proc = await asyncio.create_subprocess_exec(
-            *self._base,
-            *control,
-            *mode,
-            *command,
+            *argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -500,20 +509,14 @@ class RsyncSession(TransferSession):
         return f"{pair}: rsync exit {rc} ({what}){': ' + detail if detail else ''}"
 
     async def close(self) -> None:
+        if self._early is not None:
+            self._early.stop()  # a login still under way too (the run was interrupted)
+            return
         control = os.path.join(self._dir, "cm")
-        if not self._own_master or not os.path.exists(control):
+        if not self._own_master:
             shutil.rmtree(self._dir, ignore_errors=True)
             return
-        # Stop the master and remove its directory in the background: nobody waits for it.
-        stop = shlex.join(["ssh", "-o", f"ControlPath={control}", "-O", "exit", "--", self.host])
-        with contextlib.suppress(OSError):
-            subprocess.Popen(
-                ["sh", "-c", f"{stop}; rm -rf {shlex.quote(self._dir)}"],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        ssh_login.stop_master(control, self.host, self._dir)
 
 
 class _OutputReader:

@@ -33,12 +33,22 @@ def main(argv: list[str] | None = None) -> None:
 
 def script() -> None:
     """Entry point of the ``xfer`` script and of ``python -m xfer_core.cli``: :func:`main`,
-    then the process ends without the interpreter's teardown (:func:`exit_now`)."""
+    then the process ends without the interpreter's teardown (:func:`exit_now`).
+
+    ``xfer sync``/``fetch`` first start their ssh master logins, which then run while
+    Python imports the rest (:mod:`xfer_core.sync.early_login`)."""
     try:
+        from xfer_core.sync import early_login
+
+        early_login.start(sys.argv[1:])
         main()
     except SystemExit as exc:
         exit_now(exc.code)
         raise
+    except KeyboardInterrupt:  # still starting up: the CLI's own handling is not in place yet
+        print("xfer: interrupted", file=sys.stderr)
+        exit_now(130)
+        raise SystemExit(130) from None
     exit_now(0)
 
 

@@ -544,8 +544,10 @@ def parse_config(
     )
 
 
-def read_config(location: ConfigLocation) -> Config:
-    """Read and validate the file at ``location`` (a missing file is a :class:`ConfigError`)."""
+def read_config(location: ConfigLocation, *, warn: bool = True) -> Config:
+    """Read and validate the file at ``location`` (a missing file is a :class:`ConfigError`).
+
+    ``warn``: print the config's warnings (a caller that reads it twice says them once)."""
     path = location.path
     shown = display_path(path)
     try:
@@ -565,7 +567,7 @@ def read_config(location: ConfigLocation) -> Config:
         line = raw[: exc.start].count(b"\n") + 1
         raise ConfigError(f"{shown}:{line}: not valid UTF-8 text") from None
     config = parse_config(text, shown, base_dir=path.parent.absolute(), dialect=dialect_of(path))
-    if config.warnings:
+    if warn and config.warnings:
         from xfer_core.output import current
 
         for warning in config.warnings:

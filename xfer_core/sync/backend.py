@@ -29,11 +29,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import msgspec
 
 from xfer_core.plugin import Kind, Plugin
+
+if TYPE_CHECKING:
+    from xfer_core.config.model import Cluster
 
 #: Seconds of silence after which a connection counts as dead (config ``io_timeout``).
 DEFAULT_IO_TIMEOUT = 60.0
@@ -133,6 +136,17 @@ class PathFilter(Protocol):
         ...
 
 
+def local_problem(pair: str, direction: Direction, local: str) -> str:
+    """Why the local directory of ``pair`` cannot work (push: source missing; pull: not a
+    directory), or ''."""
+    if direction == "push" and not os.path.isdir(local):
+        what = "is not a directory" if os.path.exists(local) else "does not exist"
+        return f"{pair}: local directory {local} {what}"
+    if direction == "pull" and os.path.exists(local) and not os.path.isdir(local):
+        return f"{pair}: local path {local} is not a directory"
+    return ""
+
+
 @dataclass(frozen=True)
 class PairJob:
     """One directory pair to move, in one direction."""
@@ -154,17 +168,7 @@ class PairJob:
 
     def local_problem(self) -> str:
         """Why the local side cannot work (push: source missing; pull: not a directory), or ''."""
-        pair = f"{self.cluster}/{self.alias}"
-        if self.direction == "push" and not os.path.isdir(self.local):
-            what = "is not a directory" if os.path.exists(self.local) else "does not exist"
-            return f"{pair}: local directory {self.local} {what}"
-        if (
-            self.direction == "pull"
-            and os.path.exists(self.local)
-            and not os.path.isdir(self.local)
-        ):
-            return f"{pair}: local path {self.local} is not a directory"
-        return ""
+        return local_problem(f"{self.cluster}/{self.alias}", self.direction, self.local)
 
     @property
     def source(self) -> str:
@@ -285,3 +289,30 @@ class TransferBackend(Plugin):
         these as each pair's ``PairResult.error``.
         """
         raise NotImplementedError
+
+
+def remote_for(
+    cluster: Cluster,
+    *,
+    accept_new_host_key: bool = False,
+    io_timeout: float | None = None,
+    settings: Any = None,
+) -> Remote:
+    """The connection target of ``cluster``: config values, the rest left to the ssh config.
+
+    ``io_timeout``: the ``[global]`` one, used when the cluster sets none. ``settings``:
+    the backend's own keys (:meth:`~xfer_core.sync.backend.TransferBackend.settings`).
+
+    ``$XFER_SSH_CONFIG`` names an ssh_config file used instead of ``~/.ssh/config``.
+    """
+    return Remote(
+        name=cluster.name,
+        host=cluster.host,
+        port=cluster.port,
+        user=cluster.user,
+        key_path=cluster.key_path,
+        ssh_config=os.environ.get("XFER_SSH_CONFIG") or None,
+        accept_new_host_key=accept_new_host_key,
+        io_timeout=cluster.io_timeout or io_timeout or DEFAULT_IO_TIMEOUT,
+        settings=settings,
+    )

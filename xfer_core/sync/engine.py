@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from xfer_core.aio import run_interruptible
 from xfer_core.config.load import backend_for, select_partial
@@ -24,14 +23,13 @@ from xfer_core.errors import ConfigError, UnavailableError, XferError
 from xfer_core.registry import Registry, get_registry
 from xfer_core.sync import ssh_login
 from xfer_core.sync.backend import (
-    DEFAULT_IO_TIMEOUT,
     Direction,
     PairJob,
     PairResult,
-    Remote,
     TransferBackend,
     TransferOptions,
     TransferSession,
+    remote_for,
 )
 from xfer_core.sync.excludes import ExcludeMatcher, merge_excludes
 from xfer_core.sync.progress import Reporter, Summary, summarize_pairs
@@ -56,33 +54,6 @@ class SyncRequest:
     #: A person can answer login prompts (passphrase, OTP, password) at the terminal.
     interactive: bool = False
     options: TransferOptions = field(default_factory=TransferOptions)
-
-
-def remote_for(
-    cluster: Cluster,
-    *,
-    accept_new_host_key: bool = False,
-    io_timeout: float | None = None,
-    settings: Any = None,
-) -> Remote:
-    """The connection target of ``cluster``: config values, the rest left to the ssh config.
-
-    ``io_timeout``: the ``[global]`` one, used when the cluster sets none. ``settings``:
-    the backend's own keys (:meth:`~xfer_core.sync.backend.TransferBackend.settings`).
-
-    ``$XFER_SSH_CONFIG`` names an ssh_config file used instead of ``~/.ssh/config``.
-    """
-    return Remote(
-        name=cluster.name,
-        host=cluster.host,
-        port=cluster.port,
-        user=cluster.user,
-        key_path=cluster.key_path,
-        ssh_config=os.environ.get("XFER_SSH_CONFIG") or None,
-        accept_new_host_key=accept_new_host_key,
-        io_timeout=cluster.io_timeout or io_timeout or DEFAULT_IO_TIMEOUT,
-        settings=settings,
-    )
 
 
 def choose_backend(name: str, registry: Registry, reporter: Reporter) -> TransferBackend:

@@ -24,10 +24,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 import sys
@@ -43,6 +43,7 @@ from xfer_core.errors import TransferError
 from xfer_core.sync.backend import KEEPALIVE_COUNT_MAX, Remote
 
 if TYPE_CHECKING:
+    import asyncio  # imported where used: `xfer sync` starts its login before asyncio is loaded
     from collections.abc import AsyncIterator
 
 #: Where the login patterns are explained (named in the one-line errors).
@@ -104,7 +105,8 @@ def _explicit_options(target: Remote) -> list[str]:
     return argv
 
 
-def _ssh_g_argv(target: Remote) -> list[str]:
+def ssh_g_argv(target: Remote) -> list[str]:
+    """The ``ssh -G`` command line that shows what OpenSSH would use for ``target``."""
     return ["ssh", "-G", *_explicit_options(target), "--", target.host]
 
 
@@ -178,7 +180,7 @@ def openssh_settings(target: Remote) -> SshSettings:
         return _default_settings(target)
     try:
         res = subprocess.run(
-            _ssh_g_argv(target),
+            ssh_g_argv(target),
             capture_output=True,
             text=True,
             timeout=30,
@@ -280,6 +282,43 @@ def user_master(target: Remote, settings: SshSettings) -> str | None:
     if not path or not os.path.exists(path):
         return None
     return path if master_alive(openssh_argv(target), target.host) else None
+
+
+def own_master_options(control: str) -> list[str]:
+    """ssh options that open (or reuse) xfer's own master connection at ``control``."""
+    return [
+        "-o",
+        "ControlMaster=auto",
+        "-o",
+        f"ControlPath={control}",
+        "-o",
+        "ControlPersist=120",
+    ]
+
+
+def master_login_argv(base: list[str], control: str, host: str, *, batch: bool) -> list[str]:
+    """The login that opens xfer's master at ``control``: it runs no remote command and goes
+    to the background once logged in (``-f -N``). ``batch``: never prompt (``BatchMode``);
+    else ssh asks on the terminal (/dev/tty) itself, with the server's prompt, once."""
+    mode = ["-o", "BatchMode=yes"] if batch else ["-o", "NumberOfPasswordPrompts=1"]
+    return [*base, *own_master_options(control), *mode, "-f", "-N", "--", host]
+
+
+def stop_master(control: str, host: str, directory: str) -> None:
+    """Stop xfer's master at ``control`` (if it runs) and remove ``directory`` (its
+    ControlPath's), in the background: nobody waits for it."""
+    if not os.path.exists(control):
+        shutil.rmtree(directory, ignore_errors=True)
+        return
+    stop = shlex.join(["ssh", "-o", f"ControlPath={control}", "-O", "exit", "--", host])
+    with contextlib.suppress(OSError):
+        subprocess.Popen(
+            ["sh", "-c", f"{stop}; rm -rf {shlex.quote(directory)}"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
 
 
 def explain_ssh_failure(stderr: str, target: Remote, who: str | None = None) -> str:
@@ -385,6 +424,8 @@ class Terminal:
     @asynccontextmanager
     async def use(self) -> AsyncIterator[None]:
         """Exclusive use of the terminal (one cluster's login at a time), display paused."""
+        import asyncio
+
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:
@@ -396,6 +437,8 @@ class Terminal:
 
         Read in a daemon thread: an interrupted prompt does not keep the process alive.
         """
+        import asyncio
+
         loop = asyncio.get_running_loop()
         done: asyncio.Future[str] = loop.create_future()
 
