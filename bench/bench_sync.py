@@ -35,7 +35,15 @@ and that tool skipped on the later links of that tree. The default run takes abo
 ``--trees large`` (or ``small``) runs one tree only; ``--link-repeat N`` lets the tools take
 turns N times and shows the median; ``--before DIR`` adds ``xfer-rsync-before`` and
 ``xfer-sftp-before``, an older xfer tree (a checkout; run with its own ``.venv`` when it
-has one, as ``uv sync`` makes it, else from this venv). Issue 17's loopback
+has one, as ``uv sync`` makes it, else from this venv). The pull direction, on request
+(``--tools``): ``xfer-rsync-fetch``, ``xfer-sftp-fetch`` (``xfer fetch``), ``rsync-pull``
+(``rsync -a host:dir/ dir/``) and ``rclone-pull`` take the same tree from a copy on the
+server into a fresh local directory; their ratio column is to ``rsync-pull``::
+
+    uv run python bench/bench_sync.py --link --links 80 --trees small --link-small 10000 \
+        --tools xfer-sftp-fetch,xfer-rsync-fetch,rsync-pull,rclone-pull --link-repeat 3
+
+Issue 17's loopback
 large-file row, in about a minute::
 
     uv run python bench/bench_sync.py --link --links 0 --trees large --tools xfer-sftp,sftp --link-repeat 7
@@ -518,7 +526,7 @@ def table(rows: list[tuple[str, str, str, Measure | str]], startup: float = 0.0)
             lines.append(f"| {label} | {phase} | {name} | failed: {m} | | | | |")
             continue
         ratios = []
-        pulled = name.removesuffix("-before").endswith(("-fetch", "-pull"))
+        pulled = name.removesuffix("-before") in PULL_TOOLS
         for ref in ("rsync-pull", "sftp-pull") if pulled else ("rsync", "sftp"):
             r = base.get((label, phase, ref))
             ratios.append(f"{m.seconds / r:.2f}x" if r else "")
@@ -741,7 +749,7 @@ def link_table(rows: list[LinkRow]) -> str:
             lines.append(f"| {link} | {tree} | {phase} | {name} | {m} | | | | |")
             continue
         ratios = []
-        pulled = name.removesuffix("-before").endswith(("-fetch", "-pull"))
+        pulled = name.removesuffix("-before") in PULL_TOOLS
         for ref in ("rsync-pull", "sftp-pull") if pulled else ("rsync", "sftp"):
             r = base.get((link, tree, phase, ref)) or base.get((link, tree, "initial", ref))
             ratios.append(

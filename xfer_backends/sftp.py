@@ -1311,20 +1311,7 @@ class _PairRun:
         if handler is not None and entry.size <= sftp.limits.max_read_len:
             data = await get_small_lean(handler, remote, entry.size)
         else:
-            whole = 0 if entry.size <= sftp.limits.max_read_len else -1
-            inp = await sftp.open(remote, "rb", block_size=whole)
-            try:
-                # the server answers a handle's requests in order: the read before the close
-                done = await asyncio.gather(
-                    inp.read(max(1, entry.size), 0), inp.close(), return_exceptions=True
-                )
-                for outcome in done:
-                    if isinstance(outcome, BaseException):
-                        raise outcome
-                data = done[0]
-                assert isinstance(data, bytes)
-            finally:
-                await inp.close()
+            data = await get_small(sftp, remote, entry.size)
         fd = os.open(
             self.local.path(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
         )
@@ -1618,6 +1605,23 @@ async def lean_replies(
     if failure is not None:
         raise failure
     return results
+
+
+async def get_small(sftp: asyncssh.SFTPClient, remote: bytes, size: int) -> bytes:
+    """:func:`get_small_lean` with asyncssh's own requests (any server)."""
+    whole = 0 if size <= sftp.limits.max_read_len else -1
+    inp = await sftp.open(remote, "rb", block_size=whole)
+    try:
+        # the server answers a handle's requests in order: the read before the close
+        done = await asyncio.gather(inp.read(max(1, size), 0), inp.close(), return_exceptions=True)
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        data = done[0]
+        assert isinstance(data, bytes)
+        return data
+    finally:
+        await inp.close()
 
 
 async def get_small_lean(handler: Any, remote: bytes, size: int) -> bytes:
