@@ -1221,9 +1221,8 @@ class _PairRun:
             if entry.size <= _SMALL:
                 if push:
                     await self._put_small(path, tmp, entry)
-                else:
+                else:  # mode and mtime are set on the open temp file
                     await self._get_small(path, tmp, entry)
-                    await self.dst.set_attrs(tmp, entry)
             else:
                 channels = await self.session.channels() if entry.size >= _RANGE_MIN else []
                 if len(channels) > 1:
@@ -1304,7 +1303,7 @@ class _PairRun:
 
     async def _get_small(self, path: str, tmp: str, entry: Entry) -> None:
         """Open, then read and close in flight together; the local temp file is written
-        at once (mode and mtime follow in ``_copy``)."""
+        at once, its mode and mtime set through its descriptor."""
         sftp = self.remote.pick(path)
         remote = self.remote.path(path)
         handler = lean_handler(sftp)
@@ -1317,6 +1316,9 @@ class _PairRun:
         )
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
+            fh.flush()
+            os.fchmod(fd, entry.mode)
+            os.utime(fd, (entry.mtime, entry.mtime))
         self.progress.advance(len(data))
 
     async def _copy_ranges(
