@@ -1572,10 +1572,14 @@ def lean_request(handler: Any, kind: int, *fields: bytes) -> asyncio.Future[Any]
 
 async def lean_reply(handler: Any, waiter: asyncio.Future[Any], expected: int = 0) -> Any:
     """The reply to a :func:`lean_request`, decoded as asyncssh decodes its own: a failure
-    status raises; ``expected`` (a reply type such as a handle) returns its value."""
+    status raises; ``expected`` (a reply type such as a handle) returns its value (a
+    handle's or read data's bytes: :func:`reply_string`)."""
     kind, reply = await waiter
     if kind != _FXP_STATUS and kind != expected:
         raise asyncssh_error("SFTPBadMessage", f"Unexpected response type: {kind}")
+    if kind in (_FXP_HANDLE, _FXP_DATA):
+        # asyncssh's decoders would format a debug log line for each (even with it off)
+        return reply_string(reply.get_remaining_payload())
     if kind == _FXP_STATUS and not expected:
         code = reply.get_uint32()
         if code == 0:
@@ -1640,11 +1644,20 @@ async def get_small_lean(handler: Any, remote: bytes, size: int) -> bytes:
         lean_request(handler, _FXP_CLOSE, handle),
     )
     try:
-        (data, _at_end), _ = await lean_replies(handler, sent, _FXP_DATA)
+        data, _ = await lean_replies(handler, sent, _FXP_DATA)
     except asyncssh.SFTPEOFError:
         return b""
     assert isinstance(data, bytes)
     return data
+
+
+def reply_string(payload: bytes) -> bytes:
+    """The one string an SFTP version 3 handle or data reply carries after its type and
+    id (``payload``): ``uint32`` length, then the bytes. Anything else, short or with bytes
+    after it, is ``SFTPBadMessage`` (asyncssh: a packet decode error)."""
+    if len(payload) < 4 or int.from_bytes(payload[:4], "big") != len(payload) - 4:
+        raise asyncssh_error("SFTPBadMessage", "Invalid string in SFTP reply")
+    return payload[4:]
 
 
 def _string(data: bytes) -> bytes:

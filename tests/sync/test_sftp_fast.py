@@ -288,6 +288,34 @@ def test_packet_reader_cuts_replies_from_any_pieces(packets: list[bytes], cuts: 
     assert asyncio.run(go()) == packets
 
 
+@given(
+    st.one_of(
+        st.binary(max_size=64).map(sftp._string),  # a well-formed reply's payload
+        st.binary(max_size=64),  # anything
+        st.tuples(st.binary(max_size=64), st.binary(min_size=1, max_size=8)).map(
+            lambda t: sftp._string(t[0]) + t[1]  # bytes after the string
+        ),
+    )
+)
+def test_reply_string_decodes_as_asyncssh_does(payload: bytes) -> None:
+    """A handle or data reply's string (``lean_reply``) is what asyncssh's ``get_string`` and
+    ``check_end`` give; what they refuse is ``SFTPBadMessage`` (never a wrong value)."""
+    import asyncssh
+    from asyncssh.packet import PacketDecodeError, SSHPacket
+
+    try:
+        packet = SSHPacket(payload)
+        theirs: bytes | None = packet.get_string()
+        packet.check_end()
+    except PacketDecodeError:
+        theirs = None
+    if theirs is None:
+        with pytest.raises(asyncssh.SFTPBadMessage):
+            sftp.reply_string(payload)
+    else:
+        assert sftp.reply_string(payload) == theirs
+
+
 @pytest.mark.sshd
 def test_one_ssh_packet_per_request_without_ignore_messages(sshd: SshServer) -> None:
     """asyncssh precedes every packet with an empty SSH_MSG_IGNORE (a countermeasure for
