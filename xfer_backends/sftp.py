@@ -1311,14 +1311,8 @@ class _PairRun:
             data = await get_small_lean(handler, remote, entry.size)
         else:
             data = await get_small(sftp, remote, entry.size)
-        fd = os.open(
-            self.local.path(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
-        )
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fchmod(fd, entry.mode)
-            os.utime(fd, (entry.mtime, entry.mtime))
+        # the file system's work (~0.1 ms a file) in a thread, beside the event loop's
+        await in_thread(write_new, self.local.path(tmp), data, entry)
         self.progress.advance(len(data))
 
     async def _copy_ranges(
@@ -1611,6 +1605,29 @@ async def lean_replies(
     if failure is not None:
         raise failure
     return results
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in the loop's default thread pool. A cancelled caller still waits for
+    it to end: what it made is there for the caller's clean-up (a thread cannot be
+    stopped half-way)."""
+    work = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise
+
+
+def write_new(path: str, data: bytes, entry: Entry) -> None:
+    """Create ``path`` (a new file, never through a symlink) holding ``data``, with
+    ``entry``'s mode and mtime set through its descriptor."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fchmod(fd, entry.mode)
+        os.utime(fd, (entry.mtime, entry.mtime))
 
 
 async def get_small(sftp: asyncssh.SFTPClient, remote: bytes, size: int) -> bytes:
