@@ -20,7 +20,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
+from asyncssh.packet import PacketDecodeError, SSHPacket
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -288,6 +290,35 @@ def test_packet_reader_cuts_replies_from_any_pieces(packets: list[bytes], cuts: 
     assert asyncio.run(go()) == packets
 
 
+def test_cancelled_thread_work_is_waited_for() -> None:
+    """A small file's local writes run in a thread (``in_thread``); a cancelled transfer
+    waits for the thread to end, so the temp file it made is there for the clean-up (a
+    thread cannot be stopped half-way)."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    made: list[str] = []
+
+    def work() -> None:
+        started.set()
+        release.wait(30)
+        made.append("tmp")
+
+    async def main() -> None:
+        task = asyncio.ensure_future(sftp.in_thread(work))
+        await asyncio.to_thread(started.wait, 30)
+        task.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()  # still waiting for the thread
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert made == ["tmp"]
+
+    asyncio.run(main())
+
+
 @given(
     st.one_of(
         st.binary(max_size=64).map(sftp._string),  # a well-formed reply's payload
@@ -300,9 +331,6 @@ def test_packet_reader_cuts_replies_from_any_pieces(packets: list[bytes], cuts: 
 def test_reply_string_decodes_as_asyncssh_does(payload: bytes) -> None:
     """A handle or data reply's string (``lean_reply``) is what asyncssh's ``get_string`` and
     ``check_end`` give; what they refuse is ``SFTPBadMessage`` (never a wrong value)."""
-    import asyncssh
-    from asyncssh.packet import PacketDecodeError, SSHPacket
-
     try:
         packet = SSHPacket(payload)
         theirs: bytes | None = packet.get_string()
