@@ -35,7 +35,15 @@ and that tool skipped on the later links of that tree. The default run takes abo
 ``--trees large`` (or ``small``) runs one tree only; ``--link-repeat N`` lets the tools take
 turns N times and shows the median; ``--before DIR`` adds ``xfer-rsync-before`` and
 ``xfer-sftp-before``, an older xfer tree (a checkout; run with its own ``.venv`` when it
-has one, as ``uv sync`` makes it, else from this venv). Issue 17's loopback
+has one, as ``uv sync`` makes it, else from this venv). The pull direction, on request
+(``--tools``): ``xfer-rsync-fetch``, ``xfer-sftp-fetch`` (``xfer fetch``), ``rsync-pull``
+(``rsync -a host:dir/ dir/``) and ``rclone-pull`` take the same tree from a copy on the
+server into a fresh local directory; their ratio column is to ``rsync-pull``::
+
+    uv run python bench/bench_sync.py --link --links 80 --trees small --link-small 10000 \
+        --tools xfer-sftp-fetch,xfer-rsync-fetch,rsync-pull,rclone-pull --link-repeat 3
+
+Issue 17's loopback
 large-file row, in about a minute::
 
     uv run python bench/bench_sync.py --link --links 0 --trees large --tools xfer-sftp,sftp --link-repeat 7
@@ -158,6 +166,7 @@ class Tools:
         self.env = env if env is not None else dict(os.environ)
         #: The ``xfer`` executable run for the xfer contenders.
         self.xfer_exe = xfer_exe
+        self._served: dict[Path, Path] = {}
         work.mkdir(parents=True, exist_ok=True)
         # the server's key, known under the port the tools connect to
         self.known_hosts = work / "known_hosts"
@@ -211,33 +220,52 @@ class Tools:
         }
         if rclone_binary():
             tools["rclone"] = self.rclone
+        # the pull direction: the same tree, served from the server into the local ``dest``
+        tools["xfer-rsync-fetch"] = lambda s, d: self.xfer(s, d, "rsync", "fetch")
+        tools["xfer-sftp-fetch"] = lambda s, d: self.xfer(s, d, "sftp", "fetch")
+        tools["rsync-pull"] = lambda s, d: self.rsync(s, d, pull=True)
+        if rclone_binary():
+            tools["rclone-pull"] = lambda s, d: self.rclone(s, d, pull=True)
         if self.sbatchman:
             tools["sbatchman-rsync"] = lambda s, d: self.sbatchman_sync(s, d, "rsync")
             tools["sbatchman-sftp"] = lambda s, d: self.sbatchman_sync(s, d, "sftp")
         return tools
 
-    def config(self, src: Path, dest: Path, backend: str) -> Path:
+    def config(self, src: Path, dest: Path, backend: str, command: str = "sync") -> Path:
         sshd = self.sshd
-        path = self.work / f"remotes-{backend}.toml"
+        path = self.work / f"remotes-{backend}-{command}.toml"
+        local, remote = (src, dest) if command == "sync" else (dest, self.served(src))
         path.write_text(
             f'[global]\ntransfer_backend = "{backend}"\n\n'
             f'[[clusters]]\nname = "bench"\nhost = "{sshd.host}"\nport = {self.port}\n'
             f'user = "{sshd.user}"\nkey_path = "{sshd.key_path}"\n\n'
-            f'[[clusters.sync_dirs]]\nalias = "tree"\nlocal = "{src}"\nremote = "{dest}"\n'
+            f'[[clusters.{command}_dirs]]\nalias = "tree"\nlocal = "{local}"\n'
+            f'remote = "{remote}"\n'
         )
         return path
 
-    def xfer(self, src: Path, dest: Path, backend: str) -> int | None:
-        cfg = self.config(src, dest, backend)
+    def served(self, src: Path) -> Path:
+        """The server's copy of ``src`` the pull tools read (made once, modes and mtimes kept):
+        a pull tool's ``dest`` is a fresh local directory."""
+        if src not in self._served:
+            copy = self.sshd.mkdtemp("served") / "tree"
+            shutil.copytree(src, copy, symlinks=True)
+            self.sshd.chown(copy)
+            self._served[src] = copy
+        return self._served[src]
+
+    def xfer(self, src: Path, dest: Path, backend: str, command: str = "sync") -> int | None:
+        cfg = self.config(src, dest, backend, command)
         res = self._run(
-            f"xfer-{backend}",
-            [self.xfer_exe, "sync", "--config", str(cfg), "-b", backend, "--json"],
+            f"xfer-{backend}-{command}",
+            [self.xfer_exe, command, "--config", str(cfg), "-b", backend, "--json"],
             env={**self.env, "XFER_SSH_CONFIG": str(self.ssh_config)},
         )
         summary = json.loads(res.stdout.splitlines()[-1])
         return int(summary["bytes_sent"])
 
-    def rsync(self, src: Path, dest: Path) -> int | None:
+    def rsync(self, src: Path, dest: Path, *, pull: bool = False) -> int | None:
+        there = f"{self.sshd.destination}:{self.served(src) if pull else dest}/"
         res = self._run(
             "rsync",
             [
@@ -246,8 +274,7 @@ class Tools:
                 "--stats",
                 "-e",
                 shlex.join(["ssh", *self.ssh_args()]),
-                f"{src}/",
-                f"{self.sshd.destination}:{dest}/",
+                *((there, f"{dest}/") if pull else (f"{src}/", there)),
             ],
         )
         m = re.search(r"Total transferred file size: ([\d,]+)", res.stdout)
@@ -267,8 +294,9 @@ class Tools:
         )
         return tree_bytes(src)  # no skip either
 
-    def rclone(self, src: Path, dest: Path) -> int | None:
-        """``rclone copy`` to an sftp remote, rclone's defaults otherwise (4 transfers)."""
+    def rclone(self, src: Path, dest: Path, *, pull: bool = False) -> int | None:
+        """``rclone copy`` to an sftp remote (from it with ``pull``), rclone's defaults
+        otherwise (4 transfers)."""
         sshd = self.sshd
         conf = self.work / "rclone.conf"
         conf.write_text(
@@ -290,8 +318,11 @@ class Tools:
                 "NOTICE",
                 "--use-json-log",
                 "-v",
-                str(src),
-                f"bench:{dest}",
+                *(
+                    (f"bench:{self.served(src)}", str(dest))
+                    if pull
+                    else (str(src), f"bench:{dest}")
+                ),
             ],
         )
         sent = 0
@@ -495,7 +526,8 @@ def table(rows: list[tuple[str, str, str, Measure | str]], startup: float = 0.0)
             lines.append(f"| {label} | {phase} | {name} | failed: {m} | | | | |")
             continue
         ratios = []
-        for ref in ("rsync", "sftp"):
+        pulled = name.removesuffix("-before") in PULL_TOOLS
+        for ref in ("rsync-pull", "sftp-pull") if pulled else ("rsync", "sftp"):
             r = base.get((label, phase, ref))
             ratios.append(f"{m.seconds / r:.2f}x" if r else "")
         sent = f"{m.bytes_sent:,}" if m.bytes_sent is not None else "n/a"
@@ -510,6 +542,9 @@ def table(rows: list[tuple[str, str, str, Measure | str]], startup: float = 0.0)
 
 #: The tools of the link benchmark, in the order they take turns.
 LINK_TOOLS = ("xfer-rsync", "xfer-sftp", "rsync", "sftp", "scp", "rclone")
+#: The pull direction (``--tools``): ``xfer fetch``, ``rsync -a host:dir/ dir/``, ``rclone copy``
+#: from the sftp remote; compared with ``rsync-pull``.
+PULL_TOOLS = ("xfer-rsync-fetch", "xfer-sftp-fetch", "rsync-pull", "rclone-pull")
 #: Tools without a skip: a re-run sends everything again (its time is the initial one).
 NO_SKIP = frozenset({"sftp", "scp"})
 
@@ -714,10 +749,13 @@ def link_table(rows: list[LinkRow]) -> str:
             lines.append(f"| {link} | {tree} | {phase} | {name} | {m} | | | | |")
             continue
         ratios = []
-        for ref in ("rsync", "sftp"):
+        pulled = name.removesuffix("-before") in PULL_TOOLS
+        for ref in ("rsync-pull", "sftp-pull") if pulled else ("rsync", "sftp"):
             r = base.get((link, tree, phase, ref)) or base.get((link, tree, "initial", ref))
             ratios.append(
-                f"{m.seconds / r:.2f}x" if r and (phase == "initial" or ref == "rsync") else ""
+                f"{m.seconds / r:.2f}x"
+                if r and (phase == "initial" or ref.startswith("rsync"))
+                else ""
             )
         rate = f"{size / 2**20 / m.seconds:.1f}" if phase == "initial" else ""
         cpu = f"{m.cpu:.2f}" if m.cpu is not None else ""

@@ -77,7 +77,7 @@ _CHANNELS = 4
 _RANGE_MIN = 8 * 1024 * 1024
 #: Requests in flight per range (of the server's largest block each).
 _RANGE_REQUESTS = 16
-#: Pushes of at least this many small files spread them over the channels.
+#: Transfers of at least this many small files spread them over the channels.
 _SPREAD_MIN = 256
 #: Writes of at least this many bytes are not joined with others (``_Coalescing``).
 _JOIN_MAX = 64 * 1024
@@ -1048,13 +1048,11 @@ class _PairRun:
         result.deleted = len(plan.delete)
 
     async def _apply(self, plan: Plan, src: dict[str, Entry], dst: dict[str, Entry]) -> None:
-        # the SFTP channels of large files (ranges) and of many small files to push (each is
-        # its own SFTP server process on OpenSSH: opens, writes and renames are handled side
-        # by side) open while the directories are made (a few round trips each; opened
-        # channels belong to the session, which closes them)
-        spread = self.job.direction == "push" and (
-            sum(1 for p in plan.send if src[p].size <= _SMALL) >= _SPREAD_MIN
-        )
+        # the SFTP channels of large files (ranges) and of many small files either way (each
+        # is its own SFTP server process on OpenSSH: opens, reads, writes and renames are
+        # handled side by side) open while the directories are made (a few round trips
+        # each; opened channels belong to the session, which closes them)
+        spread = sum(1 for p in plan.send if src[p].size <= _SMALL) >= _SPREAD_MIN
         large = any(src[p].size >= _RANGE_MIN for p in plan.send)
         opening = asyncio.ensure_future(self.session.channels()) if spread or large else None
         dst_tree = self.dst
@@ -1073,7 +1071,7 @@ class _PairRun:
         await self._by_depth(plan.mkdirs, lambda p: self._mkdir(p, dst.get(p)))
         if opening is not None:
             opened = list(await opening)
-            if spread:  # many small files to push: spread over the channels too
+            if spread:  # many small files: spread over the channels too
                 self.remote.spread = opened
         wide = files_in_flight(self.session.options.parallel_files, await self.session.handles())
         # big files each keep many blocks in flight already, and a small file is held in
@@ -1223,9 +1221,8 @@ class _PairRun:
             if entry.size <= _SMALL:
                 if push:
                     await self._put_small(path, tmp, entry)
-                else:
+                else:  # mode and mtime are set on the open temp file
                     await self._get_small(path, tmp, entry)
-                    await self.dst.set_attrs(tmp, entry)
             else:
                 channels = await self.session.channels() if entry.size >= _RANGE_MIN else []
                 if len(channels) > 1:
@@ -1301,40 +1298,21 @@ class _PairRun:
             ),
             lean_request(handler, _FXP_CLOSE, handle),
         )
-        failure: BaseException | None = None
-        for waiter in sent:
-            try:
-                await lean_reply(handler, waiter)
-            except Exception as exc:
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+        await lean_replies(handler, sent)
         self.progress.advance(len(data))
 
     async def _get_small(self, path: str, tmp: str, entry: Entry) -> None:
         """Open, then read and close in flight together; the local temp file is written
-        at once (mode and mtime follow in ``_copy``)."""
-        sftp = self.session.sftp
-        remote = os.fsencode(join(self.remote_root, path))
-        whole = 0 if entry.size <= sftp.limits.max_read_len else -1
-        inp = await sftp.open(remote, "rb", block_size=whole)
-        try:
-            # the server answers a handle's requests in order: the read before the close
-            done = await asyncio.gather(
-                inp.read(max(1, entry.size), 0), inp.close(), return_exceptions=True
-            )
-            for outcome in done:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-            data = done[0]
-            assert isinstance(data, bytes)
-        finally:
-            await inp.close()
-        fd = os.open(
-            self.local.path(tmp), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
-        )
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        at once, its mode and mtime set through its descriptor."""
+        sftp = self.remote.pick(path)
+        remote = self.remote.path(path)
+        handler = lean_handler(sftp)
+        if handler is not None and entry.size <= sftp.limits.max_read_len:
+            data = await get_small_lean(handler, remote, entry.size)
+        else:
+            data = await get_small(sftp, remote, entry.size)
+        # the file system's work (~0.1 ms a file) in a thread, beside the event loop's
+        await in_thread(write_new, self.local.path(tmp), data, entry)
         self.progress.advance(len(data))
 
     async def _copy_ranges(
@@ -1540,9 +1518,11 @@ def asyncssh_error(name: str, reason: str) -> Exception:
 
 
 #: SFTP request types (draft-ietf-secsh-filexfer-02) the small-file path sends itself.
-_FXP_OPEN, _FXP_CLOSE, _FXP_FSETSTAT, _FXP_EXTENDED, _FXP_HANDLE = 3, 4, 10, 200, 102
-#: ``wb``: SSH_FXF_WRITE | SSH_FXF_CREAT | SSH_FXF_TRUNC.
-_FXF_WB = 0x02 | 0x08 | 0x10
+_FXP_OPEN, _FXP_CLOSE, _FXP_READ, _FXP_FSETSTAT, _FXP_EXTENDED = 3, 4, 5, 10, 200
+#: Its replies beside the status: a handle, read data.
+_FXP_HANDLE, _FXP_DATA = 102, 103
+#: ``rb``: SSH_FXF_READ; ``wb``: SSH_FXF_WRITE | SSH_FXF_CREAT | SSH_FXF_TRUNC.
+_FXF_READ, _FXF_WB = 0x01, 0x02 | 0x08 | 0x10
 #: Version 3 attributes: SSH_FILEXFER_ATTR_PERMISSIONS, with ``| ACMODTIME`` the times too.
 _ATTR_PERM, _ATTR_PERM_TIMES = 0x04, 0x04 | 0x08
 _POSIX_RENAME = b"posix-rename@openssh.com"
@@ -1586,10 +1566,14 @@ def lean_request(handler: Any, kind: int, *fields: bytes) -> asyncio.Future[Any]
 
 async def lean_reply(handler: Any, waiter: asyncio.Future[Any], expected: int = 0) -> Any:
     """The reply to a :func:`lean_request`, decoded as asyncssh decodes its own: a failure
-    status raises; ``expected`` (a reply type such as a handle) returns its value."""
+    status raises; ``expected`` (a reply type such as a handle) returns its value (a
+    handle's or read data's bytes: :func:`reply_string`)."""
     kind, reply = await waiter
     if kind != _FXP_STATUS and kind != expected:
         raise asyncssh_error("SFTPBadMessage", f"Unexpected response type: {kind}")
+    if kind in (_FXP_HANDLE, _FXP_DATA):
+        # asyncssh's decoders would format a debug log line for each (even with it off)
+        return reply_string(reply.get_remaining_payload())
     if kind == _FXP_STATUS and not expected:
         code = reply.get_uint32()
         if code == 0:
@@ -1601,6 +1585,96 @@ async def lean_reply(handler: Any, waiter: asyncio.Future[Any], expected: int = 
     if expected and result is None:
         raise asyncssh_error("SFTPBadMessage", "Unexpected FX_OK response")
     return result
+
+
+async def lean_replies(
+    handler: Any, sent: tuple[asyncio.Future[Any], ...], *expected: int
+) -> list[Any]:
+    """The replies to requests sent together (:func:`lean_reply`; ``expected[i]`` for the
+    ``i``-th, 0 past its end): all are awaited, then the first failure is raised."""
+    results: list[Any] = []
+    failure: BaseException | None = None
+    for i, waiter in enumerate(sent):
+        try:
+            results.append(
+                await lean_reply(handler, waiter, expected[i] if i < len(expected) else 0)
+            )
+        except Exception as exc:
+            results.append(None)
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return results
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in the loop's default thread pool. A cancelled caller still waits for
+    it to end: what it made is there for the caller's clean-up (a thread cannot be
+    stopped half-way)."""
+    work = asyncio.get_running_loop().run_in_executor(None, fn, *args)
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise
+
+
+def write_new(path: str, data: bytes, entry: Entry) -> None:
+    """Create ``path`` (a new file, never through a symlink) holding ``data``, with
+    ``entry``'s mode and mtime set through its descriptor."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fchmod(fd, entry.mode)
+        os.utime(fd, (entry.mtime, entry.mtime))
+
+
+async def get_small(sftp: asyncssh.SFTPClient, remote: bytes, size: int) -> bytes:
+    """:func:`get_small_lean` with asyncssh's own requests (any server)."""
+    whole = 0 if size <= sftp.limits.max_read_len else -1
+    inp = await sftp.open(remote, "rb", block_size=whole)
+    try:
+        # the server answers a handle's requests in order: the read before the close
+        done = await asyncio.gather(inp.read(max(1, size), 0), inp.close(), return_exceptions=True)
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        data = done[0]
+        assert isinstance(data, bytes)
+        return data
+    finally:
+        await inp.close()
+
+
+async def get_small_lean(handler: Any, remote: bytes, size: int) -> bytes:
+    """The first ``size`` bytes (at least one asked for) of the remote file ``remote`` as
+    plain requests (:func:`lean_request`): open, then one read and the close sent at once
+    (the server answers a handle's requests in order). Fewer bytes when the file is
+    shorter; an empty file's end-of-file is ``b""``, as asyncssh's ``read`` returns it."""
+    import asyncssh
+
+    opened = lean_request(handler, _FXP_OPEN, _string(remote), struct.pack(">II", _FXF_READ, 0))
+    handle = _string(await lean_reply(handler, opened, _FXP_HANDLE))
+    sent = (
+        lean_request(handler, _FXP_READ, handle, struct.pack(">QI", 0, max(1, size))),
+        lean_request(handler, _FXP_CLOSE, handle),
+    )
+    try:
+        data, _ = await lean_replies(handler, sent, _FXP_DATA)
+    except asyncssh.SFTPEOFError:
+        return b""
+    assert isinstance(data, bytes)
+    return data
+
+
+def reply_string(payload: bytes) -> bytes:
+    """The one string an SFTP version 3 handle or data reply carries after its type and
+    id (``payload``): ``uint32`` length, then the bytes. Anything else, short or with bytes
+    after it, is ``SFTPBadMessage`` (asyncssh: a packet decode error)."""
+    if len(payload) < 4 or int.from_bytes(payload[:4], "big") != len(payload) - 4:
+        raise asyncssh_error("SFTPBadMessage", "Invalid string in SFTP reply")
+    return payload[4:]
 
 
 def _string(data: bytes) -> bytes:

@@ -20,7 +20,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+import asyncssh
 import pytest
+from asyncssh.packet import PacketDecodeError, SSHPacket
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -130,6 +132,94 @@ def test_many_small_files_at_once_capped_by_the_server(sshd: SshServer, tmp_path
     assert seen["channels"] == 0  # nothing to send: no extra channel opened
 
 
+def _served_tree(sshd: SshServer, files: int) -> tuple[Path, dict[str, bytes]]:
+    """A server-side tree of ``files`` small files (empty ones, hostile names, mixed modes
+    and mtimes), owned by the server's user."""
+    rdir = sshd.mkdtemp("served")
+    names = ["-rf", "a\nb", " sp ", "ü.txt", "*?[x]"]
+    made = {}
+    for i in range(files):
+        rel = f"d{i % 5}/{names[i] if i < len(names) else f'f{i:04d}'}"
+        data = os.urandom(i * 37 % 9000) if i % 50 else b""
+        path = rdir / rel
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(0o600 | (0o044 if i % 3 else 0) | (0o100 if i % 7 == 0 else 0))
+        os.utime(path, (MTIME + i, MTIME + i))
+        made[rel] = data
+    sshd.chown(rdir)
+    return rdir, made
+
+
+@pytest.mark.sshd
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "asyncssh"])
+def test_many_small_files_pulled_whole(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lean: bool
+) -> None:
+    """A pull of many small files: xfer's own requests (``lean_request``: open, then read
+    and close at once), spread over the channels like a push; byte-identical with modes and
+    mtimes, no temp file. Without the lean path (``lean_handler`` says no, as for a server
+    other than SFTP version 3) asyncssh's requests give the same tree."""
+    sent: list[int] = []
+    real = sftp.lean_request
+
+    def spy(handler: Any, kind: int, *fields: bytes) -> Any:
+        sent.append(kind)
+        return real(handler, kind, *fields)
+
+    monkeypatch.setattr(sftp, "lean_request", spy)
+    if not lean:
+        monkeypatch.setattr(sftp, "lean_handler", lambda _sftp: None)
+    rdir, made = _served_tree(sshd, sftp._SPREAD_MIN + 44)
+    back = tmp_path / "back"
+    result, seen = asyncio.run(_move(sshd, job_for(back, rdir, "pull")))
+    assert result.error == "" and result.files_sent == len(made), result
+    assert snapshot(back) == snapshot(rdir)  # bytes, modes, mtimes
+    for rel, data in made.items():
+        assert (back / rel).read_bytes() == data
+    assert not [p for p in back.rglob("*") if sftp.is_own_temp(p.name)]
+    assert seen["channels"] == sftp._CHANNELS
+    assert sent.count(sftp._FXP_READ) == (len(made) if lean else 0)
+    result, seen = asyncio.run(_move(sshd, job_for(back, rdir, "pull")))
+    assert result.files_sent == 0 and result.skipped == len(made)
+
+
+@pytest.mark.sshd
+def test_pull_of_an_unreadable_file_fails_it_alone(
+    sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file the server cannot read (mode 000, at a chosen file) fails on the lean path with
+    one line naming it; its older local copy is kept as it was, every other file arrives
+    whole, and no temp file is left."""
+    opened: list[bytes] = []
+    real = sftp.lean_request
+
+    def spy(handler: Any, kind: int, *fields: bytes) -> Any:
+        if kind == sftp._FXP_OPEN:
+            opened.append(fields[0])
+        return real(handler, kind, *fields)
+
+    monkeypatch.setattr(sftp, "lean_request", spy)
+    rdir, made = _served_tree(sshd, 40)
+    bad = "d2/f0017"
+    (rdir / bad).chmod(0)
+    back = tmp_path / "back"
+    (back / "d2").mkdir(parents=True)
+    (back / bad).write_bytes(b"old copy")
+    os.utime(back / bad, (MTIME - 60, MTIME - 60))  # older: to be replaced (a newer one stays)
+    result, _ = asyncio.run(_move(sshd, job_for(back, rdir, "pull")))
+    assert result.failed == 1 and result.files_sent == len(made) - 1, result
+    assert bad in result.error and "ermission denied" in result.error, result.error
+    assert "\n" not in result.error.strip()
+    assert any(name.endswith(b"/" + bad.encode()) for name in opened)  # it was tried, lean
+    assert (back / bad).read_bytes() == b"old copy"
+    for rel, data in made.items():
+        if rel != bad:
+            assert (back / rel).read_bytes() == data
+            assert (back / rel).stat().st_mtime == (rdir / rel).stat().st_mtime
+    assert not [p for p in back.rglob("*") if sftp.is_own_temp(p.name)]
+
+
 @pytest.mark.sshd
 def test_small_file_failing_on_the_lean_path_leaves_nothing(
     sshd: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -198,6 +288,60 @@ def test_packet_reader_cuts_replies_from_any_pieces(packets: list[bytes], cuts: 
         return got
 
     assert asyncio.run(go()) == packets
+
+
+def test_cancelled_thread_work_is_waited_for() -> None:
+    """A small file's local writes run in a thread (``in_thread``); a cancelled transfer
+    waits for the thread to end, so the temp file it made is there for the clean-up (a
+    thread cannot be stopped half-way)."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    made: list[str] = []
+
+    def work() -> None:
+        started.set()
+        release.wait(30)
+        made.append("tmp")
+
+    async def main() -> None:
+        task = asyncio.ensure_future(sftp.in_thread(work))
+        await asyncio.to_thread(started.wait, 30)
+        task.cancel()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()  # still waiting for the thread
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert made == ["tmp"]
+
+    asyncio.run(main())
+
+
+@given(
+    st.one_of(
+        st.binary(max_size=64).map(sftp._string),  # a well-formed reply's payload
+        st.binary(max_size=64),  # anything
+        st.tuples(st.binary(max_size=64), st.binary(min_size=1, max_size=8)).map(
+            lambda t: sftp._string(t[0]) + t[1]  # bytes after the string
+        ),
+    )
+)
+def test_reply_string_decodes_as_asyncssh_does(payload: bytes) -> None:
+    """A handle or data reply's string (``lean_reply``) is what asyncssh's ``get_string`` and
+    ``check_end`` give; what they refuse is ``SFTPBadMessage`` (never a wrong value)."""
+    try:
+        packet = SSHPacket(payload)
+        theirs: bytes | None = packet.get_string()
+        packet.check_end()
+    except PacketDecodeError:
+        theirs = None
+    if theirs is None:
+        with pytest.raises(asyncssh.SFTPBadMessage):
+            sftp.reply_string(payload)
+    else:
+        assert sftp.reply_string(payload) == theirs
 
 
 @pytest.mark.sshd
