@@ -139,3 +139,28 @@ class ShardEngine(Plugin):
         an engine whose tool has equivalents returns them in its own spelling.
         """
         return list(analysis.suggested_rclone_flags) if self.tool == "rclone" else []
+
+    def machine_flags(self, flags: Sequence[str]) -> list[tuple[str, int]]:
+        """The parallelism flags among ``flags`` that count for the whole machine:
+        ``(name, value)`` pairs, e.g. ``[("--transfers", 16), ("--checkers", 32)]``.
+
+        When several shards run on one machine at once (the local scheduler), each
+        gets its share of them (:func:`share_flags`), passed to the tool after the
+        user's own flags (``$XFER_SPLIT_ARGS`` in ``worker.sh``: the engine's
+        functions put it there). Default: none (nothing is split).
+        """
+        return []
+
+
+def share_flags(flags: Sequence[str], ways: int) -> list[str]:
+    """Each of ``ways`` shards running at once on one machine: its share of ``flags``
+    (``[name, value, name, value...]``, the machine's total), ``value // ways`` and at
+    least 1; ``[]`` when there is nothing to split (``ways`` ≤ 1). ``worker.sh``
+    computes the same in bash (``xfer_split_args``)."""
+    if ways <= 1:
+        return []
+    return [
+        a
+        for name, value in zip(flags[::2], flags[1::2], strict=False)
+        for a in (name, str(max(1, int(value) // ways)))
+    ]
