@@ -22,7 +22,10 @@ Both functions, on failure, write a one-line reason (``rclone exit 5: ...``,
 The tool itself runs through the chosen container runtime. The worker defines
 a bash function ``xfer_tool`` that runs the tool (``rclone``, ``s5cmd``...)
 through the runtime with the arguments it is given, so engine functions call
-``xfer_tool copy ...``, never the binary directly. A function that needs a file
+``xfer_tool copy ...``, never the binary directly. When several shards run
+on one machine at once (the local scheduler), ``$XFER_SPLIT_ARGS`` holds each
+shard's share of the tool's parallelism flags (:meth:`ShardEngine.machine_flags`);
+an engine passes it after the user's flags. A function that needs a file
 of its own (a check listing beside ``LOG``) creates it with ``xfer_new_file PATH``
 first and then only appends to it: that never writes through a symlink planted at
 ``PATH`` (docs/security.md).
