@@ -11,7 +11,8 @@ then copies the tree to two fresh prefixes of bucket ``dst``:
   manifest build, analyze, shard, render, copy and verify.
 
 Both verify the same way (size, plus MD5 where both sides have one). Prints a
-markdown table with the ratio xfer / baseline (target ≤ 1.2). With ``--slurm``
+markdown table with the ratio xfer / baseline (issue 12: ≤ 1.0 at 100,000 files, 8 shards
+2 at a time). With ``--slurm``
 it also measures the Slurm-array overhead per task on the single-node fixture:
 an array of no-op shards (already done) submitted through ``xfer slurm submit``.
 
@@ -218,6 +219,7 @@ def timed_run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     t0 = time.monotonic()
     seen: dict[str, float] = {}
     done: list[float] = []
+    each = ""
     with (
         tempfile.TemporaryFile("w+") as errors,
         subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=errors, text=True) as proc,
@@ -226,8 +228,11 @@ def timed_run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
         for line in proc.stdout:
             now = time.monotonic() - t0
             with contextlib.suppress(ValueError):
-                event = json.loads(line).get("event")
+                record = json.loads(line)
+                event = record.get("event")
                 seen.setdefault(event, now)
+                if event == "shard_flags":
+                    each = f", each shard {' '.join(record['shard_flags'])}"
                 if event == "shard_done":
                     done.append(now)
         proc.wait()
@@ -242,7 +247,7 @@ def timed_run(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     parts = (
         f"{first:.1f} prepare (start-up + list {listed:.1f}, analyze + shard "
         f"{sharded - listed:.1f}, render + plan + first start {first - sharded:.1f}) + "
-        f"{seconds - first:.1f} shards (tail: last shard alone {tail:.1f})"
+        f"{seconds - first:.1f} shards (tail: last shard alone {tail:.1f}{each})"
     )
     return seconds, parts
 
@@ -434,6 +439,11 @@ def main() -> int:
     parser.add_argument("--slurm", action="store_true", help="also measure Slurm task overhead")
     parser.add_argument("--slurm-tasks", type=int, default=20)
     parser.add_argument(
+        "--no-split-row",
+        action="store_true",
+        help="also time xfer run --no-split-transfers (each shard the full --transfers)",
+    )
+    parser.add_argument(
         "--requests", action="store_true", help="count S3 requests per shard count instead"
     )
     parser.add_argument("--shard-counts", default="1,8,64,256")
@@ -489,25 +499,34 @@ def main() -> int:
         check = timed([*base, "check", "--one-way", str(tree), f"{remote}/base"], env)
         run_dir = args.workdir / "xfer-run"
         shutil.rmtree(run_dir, ignore_errors=True)
-        # one `xfer run ... --submit`, as a user runs it; its JSON events give the parts
-        xfer, parts = timed_run(
-            [
-                *[sys.executable, "-m", "xfer_core.cli", "--json", "run", "--run-dir"],
-                *[str(run_dir), "--source", str(tree), "--dest", f"{remote}/xfer"],
-                *["--num-shards", str(args.shards), "--array-concurrency"],
-                *[str(args.concurrency), "--rclone-config", conf, "--rclone-flags", FLAGS],
-                *["--scheduler", "local", "--submit"],
-            ],
-            env,
-        )
         rows.append(("rclone copy + rclone check", copy + check, f"{copy:.1f} + {check:.1f}"))
-        rows.append(
-            (
-                f"xfer run --scheduler local ({args.shards} shards, {args.concurrency} at a time)",
-                xfer,
-                parts,
+        # one `xfer run ... --submit`, as a user runs it; its JSON events give the parts.
+        # The local scheduler splits FLAGS' --transfers/--checkers across the shards at
+        # once; --no-split-row also times each shard with the full values.
+        for split in [True, False] if args.no_split_row else [True]:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            xfer_seconds, parts = timed_run(
+                [
+                    *[sys.executable, "-m", "xfer_core.cli", "--json", "run", "--run-dir"],
+                    *[str(run_dir), "--source", str(tree)],
+                    *["--dest", f"{remote}/xfer{'' if split else '-nosplit'}"],
+                    *["--num-shards", str(args.shards), "--array-concurrency"],
+                    *[str(args.concurrency), "--rclone-config", conf, "--rclone-flags", FLAGS],
+                    *["--scheduler", "local", "--submit"],
+                    *([] if split else ["--no-split-transfers"]),
+                ],
+                env,
             )
-        )
+            rows.append(
+                (
+                    f"xfer run --scheduler local ({args.shards} shards, {args.concurrency} at a "
+                    f"time{'' if split else ', --no-split-transfers'})",
+                    xfer_seconds,
+                    parts,
+                )
+            )
+            if split:
+                xfer = xfer_seconds
         if args.rerun_shards:
             changed = change_one_percent(tree)
             rerun_dir = args.workdir / "xfer-rerun"

@@ -151,12 +151,34 @@ class LocalScheduler(Scheduler):
         if options.started is not None:
             options.started(submission)  # jobs.json names it while it runs
         refs = load_shard_refs(run_dir)
+        at_once = max(1, min(concurrency, len(shard_indices)))
+        _say_shares(run_dir, at_once)
         display = _Display(current(), len(shard_indices), sum(refs[i].bytes for i in shard_indices))
         with _open_log(run_dir) as log, display:
-            _Runner(run_dir, refs, concurrency, options.max_attempts, display, log).run(
-                shard_indices
-            )
+            _Runner(run_dir, refs, at_once, options.max_attempts, display, log).run(shard_indices)
         return submission
+
+
+def _say_shares(run_dir: Path, at_once: int) -> None:
+    """Say how the engine's parallelism flags are shared by the shards running at once
+    here (each worker computes its share from ``XFER_SHARDS_AT_ONCE``, set below)."""
+    from xfer_core.bulk.engine import share_flags
+    from xfer_core.bulk.render import load_resolved
+    from xfer_core.errors import XferError
+
+    try:
+        machine = load_resolved(run_dir).split_flags
+    except XferError:  # not rendered by xfer: the workers say what they do
+        return
+    each = share_flags(machine, at_once)
+    if not each:
+        return
+    out = current()
+    out.event("shard_flags", shards_at_once=at_once, machine_flags=machine, shard_flags=each)
+    out.info(
+        f"local: {at_once} shards at once share {' '.join(machine)}: each runs "
+        f"{' '.join(each)} (--no-split-transfers: each the full value)"
+    )
 
 
 @contextlib.contextmanager
@@ -248,6 +270,8 @@ class _Runner:
         self.tries[shard] = self.tries.get(shard, 0) + 1
         proc = subprocess.Popen(
             ["bash", str(self.worker), str(shard)],
+            # the machine's --transfers/--checkers are shared by the workers at once
+            env={**os.environ, "XFER_SHARDS_AT_ONCE": str(self.concurrency)},
             stdin=subprocess.DEVNULL,
             stdout=self.log,
             stderr=self.log,

@@ -118,7 +118,8 @@ xfer_copy() {  # FILES LOG
     local rc last
     xfer_shard_args "$1" "$2" || return 1
     if [ -e "$2.report" ] || [ -L "$2.report" ]; then rm -f "$2.report"; fi
-    xfer_tool copy ${XFER_RCLONE_ARGS[@]+"${XFER_RCLONE_ARGS[@]}"} ${XFER_COPY_ARGS[@]+"${XFER_COPY_ARGS[@]}"} \
+    xfer_tool copy ${XFER_RCLONE_ARGS[@]+"${XFER_RCLONE_ARGS[@]}"} ${XFER_SPLIT_ARGS[@]+"${XFER_SPLIT_ARGS[@]}"} \
+        ${XFER_COPY_ARGS[@]+"${XFER_COPY_ARGS[@]}"} \
         ${XFER_SHARD_ARGS[@]+"${XFER_SHARD_ARGS[@]}"} --combined "$2.report" \
         --files-from-raw "$XFER_LIST" -- "$XFER_S" "$XFER_D" >>"$2" 2>&1 </dev/null
     rc=$?
@@ -179,7 +180,8 @@ xfer_verify_check() {  # FILES LOG
     local combined="$2.check" rc expected ok missing differ errors unseen first
     rm -f "$2.report"
     xfer_new_file "$combined" || return 1
-    xfer_tool check ${XFER_RCLONE_ARGS[@]+"${XFER_RCLONE_ARGS[@]}"} ${XFER_CHECK_ARGS[@]+"${XFER_CHECK_ARGS[@]}"} \
+    xfer_tool check ${XFER_RCLONE_ARGS[@]+"${XFER_RCLONE_ARGS[@]}"} ${XFER_SPLIT_ARGS[@]+"${XFER_SPLIT_ARGS[@]}"} \
+        ${XFER_CHECK_ARGS[@]+"${XFER_CHECK_ARGS[@]}"} \
         --one-way --files-from-raw "$1" --combined - -- "$XFER_S" "$XFER_D" \
         >>"$combined" 2>>"$2" </dev/null
     rc=$?
@@ -228,6 +230,26 @@ def verify_mode(ctx: EngineContext) -> str:
     return "report"
 
 
+#: rclone's parallelism flags: the machine's total when shards share one machine.
+PARALLEL = ("--transfers", "--checkers")
+
+
+def parallel_flags(flags: Sequence[str]) -> list[tuple[str, int]]:
+    """``(name, value)`` of each of :data:`PARALLEL` in ``flags`` (``--transfers 16`` or
+    ``--transfers=16``; the last one given wins, as in rclone), in :data:`PARALLEL`'s
+    order. A value that is not a positive number is left to rclone to refuse."""
+    found: dict[str, int] = {}
+    for k, flag in enumerate(flags):
+        name, eq, value = flag.partition("=")
+        if name not in PARALLEL:
+            continue
+        if not eq:
+            value = flags[k + 1] if k + 1 < len(flags) else ""
+        if value.isascii() and value.isdigit() and int(value) > 0:
+            found[name] = int(value)
+    return [(name, found[name]) for name in PARALLEL if name in found]
+
+
 #: First attempt of a shard that does not look at the destination: nor at its bucket
 #: (the run's listing of the destination just found it; rclone would otherwise try to
 #: create it before its first upload or copy, one PUT per shard). A retry checks again.
@@ -271,6 +293,10 @@ class RcloneEngine(ShardEngine):
 
     def verify_mode(self, ctx: EngineContext) -> str:
         return verify_mode(ctx)
+
+    def machine_flags(self, flags: Sequence[str]) -> list[tuple[str, int]]:
+        """``--transfers`` and ``--checkers`` as given (the last of each wins, as in rclone)."""
+        return parallel_flags(flags)
 
     def prepare(self, run_dir: Path, shard_indices: Sequence[int], ctx: EngineContext) -> None:
         """Write each shard's lookup flags (``shard_%06d.rclone``) from ``shards.meta.json``."""

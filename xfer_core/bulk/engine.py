@@ -22,7 +22,10 @@ Both functions, on failure, write a one-line reason (``rclone exit 5: ...``,
 The tool itself runs through the chosen container runtime. The worker defines
 a bash function ``xfer_tool`` that runs the tool (``rclone``, ``s5cmd``...)
 through the runtime with the arguments it is given, so engine functions call
-``xfer_tool copy ...``, never the binary directly. A function that needs a file
+``xfer_tool copy ...``, never the binary directly. When several shards run
+on one machine at once (the local scheduler), ``$XFER_SPLIT_ARGS`` holds each
+shard's share of the tool's parallelism flags (:meth:`ShardEngine.machine_flags`);
+an engine passes it after the user's flags. A function that needs a file
 of its own (a check listing beside ``LOG``) creates it with ``xfer_new_file PATH``
 first and then only appends to it: that never writes through a symlink planted at
 ``PATH`` (docs/security.md).
@@ -139,3 +142,28 @@ class ShardEngine(Plugin):
         an engine whose tool has equivalents returns them in its own spelling.
         """
         return list(analysis.suggested_rclone_flags) if self.tool == "rclone" else []
+
+    def machine_flags(self, flags: Sequence[str]) -> list[tuple[str, int]]:
+        """The parallelism flags among ``flags`` that count for the whole machine:
+        ``(name, value)`` pairs, e.g. ``[("--transfers", 16), ("--checkers", 32)]``.
+
+        When several shards run on one machine at once (the local scheduler), each
+        gets its share of them (:func:`share_flags`), passed to the tool after the
+        user's own flags (``$XFER_SPLIT_ARGS`` in ``worker.sh``: the engine's
+        functions put it there). Default: none (nothing is split).
+        """
+        return []
+
+
+def share_flags(flags: Sequence[str], ways: int) -> list[str]:
+    """Each of ``ways`` shards running at once on one machine: its share of ``flags``
+    (``[name, value, name, value...]``, the machine's total), ``value // ways`` and at
+    least 1; ``[]`` when there is nothing to split (``ways`` ≤ 1). ``worker.sh``
+    computes the same in bash (``xfer_split_args``)."""
+    if ways <= 1:
+        return []
+    return [
+        a
+        for name, value in zip(flags[::2], flags[1::2], strict=False)
+        for a in (name, str(max(1, int(value) // ways)))
+    ]

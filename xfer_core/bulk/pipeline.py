@@ -290,8 +290,9 @@ def prepare_run(
         engine=resolved.engine,
         tasks=resolved.tasks,
         rclone_flags=resolved.rclone_flags,
+        split_flags=resolved.split_flags,
     )
-    from xfer_core.bulk.plan import make_plan, write_plan
+    from xfer_core.bulk.plan import make_plan, with_shard_flags, write_plan
 
     verify = _verify_mode(
         resolved.engine,
@@ -303,6 +304,7 @@ def prepare_run(
     if resolved.engine != "rclone":
         note = f"the request model is the rclone engine's; engine {resolved.engine} may differ"
         plan = msgspec.structs.replace(plan, notes=[*plan.notes, note])
+    plan = with_shard_flags(plan, resolved)
     write_plan(root, plan)
     stage(
         "plan",
@@ -313,6 +315,9 @@ def prepare_run(
         lookups=plan.lookups,
         bytes=plan.bytes,
         rates=msgspec.to_builtins(plan.rates),
+        shards_at_once=plan.shards_at_once,
+        machine_flags=plan.machine_flags,
+        shard_flags=plan.shard_flags,
     )
     return Prepared(
         resolved=resolved,

@@ -47,6 +47,7 @@ from xfer_core.manifest.locality import choose_lookup, route_sides
 __all__ = ["MULTIPART_CUTOFF", "Plan", "make_plan"]
 
 if TYPE_CHECKING:
+    from xfer_core.bulk.render import ResolvedConfig
     from xfer_core.manifest.analyze import Analysis
     from xfer_core.manifest.shard import ShardMeta
 
@@ -105,6 +106,14 @@ class Plan(msgspec.Struct, frozen=True, kw_only=True):
     #: cheaper; the manifest keeps every object) or ``diff-dest`` (listed once; the
     #: manifest holds only what was missing or different).
     dest_listing: str = ""
+    #: The local scheduler: shards running at once on this machine (0: a batch
+    #: scheduler's array tasks, each in its own allocation).
+    shards_at_once: int = 0
+    #: The engine's parallelism flags as given (``--transfers 16 --checkers 32``) and
+    #: what each shard runs with: on the local scheduler the machine's total split
+    #: across ``shards_at_once`` (``--no-split-transfers``: the full values).
+    machine_flags: list[str] = []
+    shard_flags: list[str] = []
     schema: str = PLAN_SCHEMA
 
 
@@ -303,6 +312,25 @@ def load_plan(run_dir: str | os.PathLike[str]) -> Plan | None:
         return None
 
 
+def with_shard_flags(plan: Plan, resolved: ResolvedConfig) -> Plan:
+    """``plan`` with the parallelism each shard runs with: on the local scheduler the
+    machine's ``--transfers``/``--checkers`` split across the shards it runs at once
+    (``--array-concurrency``, at most the shard count); a batch scheduler's tasks keep
+    the full values."""
+    from xfer_core.bulk.engine import share_flags
+
+    machine = list(resolved.split_flags)
+    if resolved.scheduler != "local":
+        return msgspec.structs.replace(plan, machine_flags=machine, shard_flags=machine)
+    at_once = max(1, min(resolved.array_concurrency, resolved.num_shards))
+    return msgspec.structs.replace(
+        plan,
+        shards_at_once=at_once,
+        machine_flags=machine,
+        shard_flags=share_flags(machine, at_once) or machine,
+    )
+
+
 def plan_lines(plan: Plan) -> list[str]:
     """The plan as a few human lines."""
     from xfer_core.output import human_bytes
@@ -321,6 +349,12 @@ def plan_lines(plan: Plan) -> list[str]:
         modes[key] = modes.get(key, 0) + 1
     if modes:
         lines.append("  shards: " + ", ".join(f"{n:,} {m}" for m, n in sorted(modes.items())))
+    if plan.shard_flags and plan.shard_flags != plan.machine_flags:
+        lines.append(
+            f"  per shard: {' '.join(plan.shard_flags)} ({' '.join(plan.machine_flags)} shared "
+            f"by {plan.shards_at_once} shards at once on this machine; --no-split-transfers: "
+            "each the full value)"
+        )
     for r in plan.rates:
         lines.append(
             f"  at {r.requests_per_second:,.0f} req/s and {human_bytes(r.bytes_per_second)}/s: "

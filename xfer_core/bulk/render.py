@@ -81,6 +81,10 @@ class RenderOptions(msgspec.Struct, kw_only=True):
     #: Accept rclone connection strings among the roots read from shards.meta.json
     #: (``--trust-manifest-roots``); without it only local paths and ``remote:path``.
     trust_manifest_roots: bool = False
+    #: The engine's parallelism flags (rclone: ``--transfers``/``--checkers``) are the
+    #: machine's total on the local scheduler, split across the shards it runs at once
+    #: (``--no-split-transfers``: each shard gets the full values).
+    split_transfers: bool = True
 
 
 class ResolvedConfig(msgspec.Struct, kw_only=True):
@@ -122,6 +126,10 @@ class ResolvedConfig(msgspec.Struct, kw_only=True):
     pyxis_extra: list[str] = []
     #: Why this runtime (``--runtime``, or which default), printed by the CLI.
     runtime_reason: str = ""
+    #: The engine's parallelism flags as given (``--transfers 16 --checkers 32``): the
+    #: machine's total, which the local scheduler splits across the shards it runs at
+    #: once (``worker.sh``'s ``XFER_SPLIT_FLAGS``); empty with ``--no-split-transfers``.
+    split_flags: list[str] = []
 
 
 # --- checks ------------------------------------------------------------------------
@@ -338,8 +346,10 @@ def render_worker(
     ctx: EngineContext,
     image: str | None,
     pyxis_extra: Sequence[str] = (),
+    split_flags: Sequence[str] = (),
 ) -> tuple[str, str]:
-    """``(worker.sh text, xfer_tool body)``."""
+    """``(worker.sh text, xfer_tool body)``. ``split_flags``: the engine's parallelism
+    flags, the machine's total (see ``xfer_split_args`` in the template)."""
     template = resources.files("xfer_core.bulk").joinpath("templates/worker.sh").read_text()
     settings = "\n".join(
         [
@@ -347,6 +357,7 @@ def render_worker(
             f"NUM_SHARDS={int(num_shards)}",
             f"TASKS={int(tasks)}",
             f"MAX_ATTEMPTS={int(max_attempts)}",
+            "XFER_SPLIT_FLAGS=(" + " ".join(sh(a) for a in split_flags) + ")",
         ]
     )
     tool = tool_function_body(runtime, engine, ctx, image, pyxis_extra)
@@ -526,6 +537,11 @@ def render_run(
     if runtime.needs_image and dest_root.startswith("/"):
         # a container runtime bind-mounts the local destination: it must exist
         Path(dest_root).mkdir(parents=True, exist_ok=True)
+    split = (
+        [a for name, value in engine.machine_flags(secrets.kept) for a in (name, str(value))]
+        if opts.split_transfers
+        else []
+    )
     worker, tool = render_worker(
         run_dir=root,
         num_shards=found,
@@ -536,6 +552,7 @@ def render_run(
         ctx=ctx,
         image=opts.rclone_image,
         pyxis_extra=pyxis_extra,
+        split_flags=split,
     )
     engine.prepare(root, range(found), ctx)
     resolved = ResolvedConfig(
@@ -564,6 +581,7 @@ def render_run(
         tool_command=tool,
         pyxis_extra=pyxis_extra,
         runtime_reason=why,
+        split_flags=split,
         scheduler=scheduler.name,
         scheduler_options=msgspec.to_builtins(sched_options),
     )

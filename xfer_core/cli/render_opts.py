@@ -84,6 +84,17 @@ def _declared(
             rich_help_panel=WORKER,
         ),
     ] = None,
+    split_transfers: Annotated[
+        bool,
+        typer.Option(
+            "--split-transfers/--no-split-transfers",
+            help="On the local scheduler, --transfers/--checkers of --rclone-flags are this "
+            "machine's total, split across the shards running at once (16 transfers, 2 at a "
+            "time: 8 each; at least 1); --no-split-transfers gives each shard the full "
+            "value. A batch scheduler's tasks (each its own allocation) always get the full value.",
+            rich_help_panel=WORKER,
+        ),
+    ] = True,
     engine: Annotated[
         str,
         typer.Option(

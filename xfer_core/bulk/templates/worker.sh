@@ -130,6 +130,25 @@ xfer_check_parents() {
     done
 }
 
+# xfer_split_args: XFER_SPLIT_ARGS, this worker's share of the engine's parallelism
+# flags. XFER_SPLIT_FLAGS (rendered: e.g. --transfers 16 --checkers 32) are the whole
+# machine's when the local scheduler runs several shards on it at once: it sets
+# XFER_SHARDS_AT_ONCE=N, and each shard's tool gets value / N (at least 1) after the
+# user's own flags (the last one given wins). A batch scheduler's array task runs in
+# its own allocation, sets nothing and keeps the full values.
+xfer_split_args() {
+    local ways=${XFER_SHARDS_AT_ONCE:-1} k n
+    XFER_SPLIT_ARGS=()
+    case $ways in '' | *[!0-9]*) ways=1 ;; esac
+    ways=$((10#$ways))
+    [ "$ways" -gt 1 ] || return 0
+    for ((k = 0; k + 1 < ${#XFER_SPLIT_FLAGS[@]}; k += 2)); do
+        n=$((10#${XFER_SPLIT_FLAGS[k + 1]} / ways))
+        [ "$n" -ge 1 ] || n=1
+        XFER_SPLIT_ARGS+=("${XFER_SPLIT_FLAGS[k]}" "$n")
+    done
+}
+
 log() {
     printf 'xfer worker: %s\n' "$*" >>"$CUR_LOG"
     printf 'xfer worker: %s\n' "$*" >&2
@@ -258,6 +277,9 @@ run_shard() {  # SHARD -> 0 done, 1 failed
     put "$STATE_DIR/shard_$i.running" "$HOST $$ $now $attempt"
     TZ=UTC printf -v now '%(%Y-%m-%dT%H:%M:%SZ)T' -1
     log "shard $i attempt $attempt on $HOST pid $$ at $now"
+    if [ "${#XFER_SPLIT_ARGS[@]}" -gt 0 ]; then
+        log "shard $i: ${XFER_SPLIT_ARGS[*]} (${XFER_SPLIT_FLAGS[*]} shared by $XFER_SHARDS_AT_ONCE shards at once on this machine)"
+    fi
     run_step xfer_copy "$base.files" "$CUR_LOG"
     rc=$?
     if [ "$rc" -eq 0 ]; then
@@ -319,6 +341,7 @@ if [ -e "$SECRETS" ] || [ -L "$SECRETS" ]; then
     . "$SECRETS"
 fi
 
+xfer_split_args
 failed=0
 for i in "${shards[@]}"; do
     run_shard "$i" || failed=$((failed + 1))
