@@ -7,6 +7,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from hypothesis import HealthCheck, settings
+
 pytest_plugins = ["xfer_core.testing.fixtures"]
 
 
@@ -37,6 +39,22 @@ def _share_bytecode() -> None:
 
 
 _share_bytecode()
+
+
+# Property tests draw the same examples on every run (derandomize: the examples come from a
+# hash of the test, never from chance or from an example database left by an earlier run),
+# and nothing is timed: no per-example deadline and no "too slow" health check, which a loaded
+# 2-CPU CI machine can trip. A test's own @settings overrides only what it names. Explore
+# with random examples by hand: `pytest --hypothesis-profile=random`.
+settings.register_profile(
+    "xfer",
+    derandomize=True,
+    database=None,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("random", settings.get_profile("xfer"), derandomize=False)
+settings.load_profile("xfer")
 
 
 def pytest_configure() -> None:

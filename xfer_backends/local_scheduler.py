@@ -191,6 +191,29 @@ def _open_log(run_dir: Path) -> Iterator[IO[bytes]]:
         yield fh
 
 
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Take Ctrl-C / SIGTERM only after the block: raised inside ``Popen`` once the worker
+    was forked, the KeyboardInterrupt lost its pid, and the worker ran on, never stopped."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers run in the main thread only
+        return
+    held: list[int] = []
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: held.append(signum)) for sig in wanted
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        if held:
+            signal.raise_signal(held[0])
+
+
 class _Runner:
     def __init__(
         self,
@@ -268,16 +291,17 @@ class _Runner:
 
     def _start(self, shard: int) -> None:
         self.tries[shard] = self.tries.get(shard, 0) + 1
-        proc = subprocess.Popen(
-            ["bash", str(self.worker), str(shard)],
-            # the machine's --transfers/--checkers are shared by the workers at once
-            env={**os.environ, "XFER_SHARDS_AT_ONCE": str(self.concurrency)},
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=self.log,
-            start_new_session=True,
-        )
-        self.running[proc.pid] = (shard, proc)
+        with _interrupts_held():
+            proc = subprocess.Popen(
+                ["bash", str(self.worker), str(shard)],
+                # the machine's --transfers/--checkers are shared by the workers at once
+                env={**os.environ, "XFER_SHARDS_AT_ONCE": str(self.concurrency)},
+                stdin=subprocess.DEVNULL,
+                stdout=self.log,
+                stderr=self.log,
+                start_new_session=True,
+            )
+            self.running[proc.pid] = (shard, proc)
         self._watch(proc.pid)
         self.display.started(shard, self.tries[shard])
 

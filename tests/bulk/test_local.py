@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -227,6 +228,46 @@ def test_ctrl_c_of_xfer_run_leaves_consistent_state_and_rerun_completes(tmp_path
     assert rerun.returncode == 0, rerun.stderr
     assert load_run_state(run).complete
     assert read_tree(dst) == read_tree(src)
+
+
+def test_ctrl_c_while_a_worker_starts_stops_that_worker_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C delivered at a chosen point: inside ``Popen``, just after the first worker
+    was forked. The interrupt is taken once the worker is known, so it is stopped with
+    the others; raised inside ``Popen`` it lost the worker's pid and the worker ran on."""
+    src = tmp_path / "src"
+    make_tree(src, ["a.txt", "b.txt"])
+    run, dst = tmp_path / "run", tmp_path / "dst"
+    wrapper, _marker = slow_rclone(tmp_path)  # a worker that got away would hang here
+    monkeypatch.setenv("XFER_RCLONE", str(wrapper))
+    prepare_run(
+        run,
+        PrepareOptions(source=str(src), dest=str(dst), num_shards=1),
+        RenderOptions(max_array_size=1001),
+    )
+    forked: list[int] = []
+
+    class CtrlCAfterFork(subprocess.Popen):  # type: ignore[type-arg]
+        def _execute_child(self, args: Any, *rest: Any) -> None:
+            super()._execute_child(args, *rest)
+            if not forked and str(run / "worker.sh") in args:
+                forked.append(self.pid)
+                signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(subprocess, "Popen", CtrlCAfterFork)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            submit_run(run, "local")
+        monkeypatch.undo()
+        assert forked, "the worker was not started"
+        # the worker was stopped and reaped: no process left (a zombie would be unreaped)
+        assert not Path(f"/proc/{forked[0]}").exists()
+        assert not list((run / "state").glob("*.running"))
+    finally:
+        for pid in forked:
+            for left in session_pids(pid):
+                os.kill(left, signal.SIGKILL)
 
 
 def test_time_limit_signal_records_fail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

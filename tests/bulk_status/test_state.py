@@ -33,13 +33,19 @@ CURRENT = "a" * 64
 OLD = "b" * 64
 
 
+_dead: list[int] = []
+
+
 def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
+    """A pid that no process or thread has now. Checked at each use, not taken once at
+    import: minutes of tests later (pid_max 32768 wraps in ~10 min of this suite) the pid
+    can belong to a live process again, whose worker would then count as alive."""
+    while not _dead or os.path.exists(f"/proc/{_dead[0]}"):
+        proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        proc.wait()
+        _dead[:] = [proc.pid]
+    return _dead[0]
 
-
-DEAD_PID = _dead_pid()
 
 #: One shard's files: done ∈ {None, current, old}, attempt, fail, running ∈ {None, alive, dead, remote}
 shard_files = st.fixed_dictionaries(
@@ -72,7 +78,7 @@ def _write_state(state: Path, i: int, spec: dict) -> None:
         attempt = spec["attempt"] or 1
         text = {
             "alive": f"{HOST} {os.getpid()} {time.time():.0f} {attempt}",
-            "dead": f"{HOST} {DEAD_PID} {time.time():.0f} {attempt}",
+            "dead": f"{HOST} {_dead_pid()} {time.time():.0f} {attempt}",
             "remote": f"node-elsewhere-17 4242 {time.time():.0f} {attempt}",
             "garbage": "not a running line",
         }[running]

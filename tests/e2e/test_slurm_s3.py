@@ -134,12 +134,19 @@ def test_kill_9_of_a_worker_mid_shard_then_retry(
         env={"XFER_RCLONE": str(wrapper)},
     )  # fmt: skip
     gate.touch()
-    _submit(run, slurm)
+    job_id = _submit(run, slurm)
     running = run / "state" / "shard_0.running"
     wait_for(running.exists, "shard 0 to start")
     host, pid, _start, attempt = running.read_text().split()
     os.kill(int(pid), signal.SIGKILL)
     wait_for((run / "state" / "shard_1.running").exists, "shard 1 to start")
+    # the killed task leaves the queue a moment later (COMPLETING counts as running)
+    wait_for(
+        lambda: (
+            len(slurm.run(["squeue", "-h", "-r", "-j", job_id, "-o", "%i"]).stdout.split()) == 1
+        ),
+        "the killed task to leave the queue",
+    )
     # shard 1 is held at the gate: status shows the queue, retry refuses to double-run
     proc = xfer("status", "--run-dir", str(run), env=slurm.env)
     assert "slurm scheduler: 1 running" in proc.stdout, proc.stdout

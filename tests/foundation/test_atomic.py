@@ -104,14 +104,18 @@ def test_concurrent_reader_never_sees_a_partial_file(tmp_path: Path) -> None:
     atomic_write_bytes(target, versions[0])
     seen: list[bytes] = []
     done = threading.Event()
+    reading = threading.Event()
 
     def reader() -> None:
         while not done.is_set():
             seen.append(target.read_bytes())
+            reading.set()
 
     thread = threading.Thread(target=reader)
     thread.start()
     try:
+        # the writes begin once the reader reads (a starved thread may not have yet)
+        assert reading.wait(60)
         for data in versions[1:]:
             atomic_write_bytes(target, data)
     finally:

@@ -243,7 +243,7 @@ def test_host_key_delete_and_checksum_flags(setup: Setup) -> None:
     # same size and mtime, other content: only --checksum notices
     st = (dest / "o.txt").stat()
     (dest / "o.txt").write_text("OTHER")
-    os.utime(dest / "o.txt", (st.st_atime, st.st_mtime))
+    os.utime(dest / "o.txt", ns=(st.st_atime_ns, st.st_mtime_ns))
     assert events(setup.run(*args, env=env).stdout)[-1]["files_sent"] == 0
     assert events(setup.run(*args, "--checksum", env=env).stdout)[-1]["files_sent"] == 1
     assert (dest / "o.txt").read_text() == "other"

@@ -143,11 +143,18 @@ def _wait_for(
     log: Path,
     timeout: float = 30.0,
 ) -> None:
-    """Poll ``ready()`` until true; fail with the log's tail if the process dies or time runs out."""
+    """Poll ``ready()`` until true; fail with the log's tail if the process dies or time runs out.
+
+    A probe that runs a command (``sinfo``, ``scontrol ping``) and times out on a loaded
+    machine is a "not yet", not the end of the wait: only ``timeout`` ends it.
+    """
     deadline = time.monotonic() + timeout
     while True:
-        if ready():
-            return
+        try:
+            if ready():
+                return
+        except subprocess.TimeoutExpired:
+            pass
         if proc is not None and proc.poll() is not None:
             raise ServiceError(
                 f"{what} exited with {proc.returncode} while starting:\n{_tail(log)}"

@@ -38,6 +38,8 @@ LOG_DIR="$RUN_DIR/logs"
 HOST=${HOSTNAME:-$(uname -n)}
 HOST=${HOST%%.*}
 CHILD=""
+FORKING=""
+DEFERRED=""
 CUR_SHARD=""
 CUR_ATTEMPT=""
 CUR_LOG=/dev/null
@@ -159,9 +161,16 @@ log() {
 run_step() {
     local rc
     set -m
+    # a signal while the tool is started runs its trap before CHILD is set: deferred to
+    # here, or the tool would be left running on its own (FORKING: see on_signal)
+    FORKING=1
     "$@" </dev/null &
     CHILD=$!
+    FORKING=""
     set +m
+    if [ -n "$DEFERRED" ]; then
+        on_signal "${DEFERRED%%|*}" "${DEFERRED##*|}"
+    fi
     wait "$CHILD"
     rc=$?
     CHILD=""
@@ -201,6 +210,10 @@ count_interrupted() {
 }
 
 on_signal() {  # REASON EXIT_CODE
+    if [ -n "$FORKING" ]; then
+        DEFERRED=${DEFERRED:-$1|$2}
+        return
+    fi
     trap '' TERM INT USR1
     if [ -n "$REQUEUED" ]; then
         exit 0  # our own requeue ends the job; state is already written
