@@ -26,6 +26,8 @@ from xfer_core.testing.services import ServiceError, SshServer, machine_lock, mi
 
 #: Subnets are /30s taken from here (one per link, chosen free).
 POOL = ipaddress.ip_network("10.231.0.0/16")
+#: A port nothing in the namespace listens on: :meth:`NetLink.up` is answered with a refusal.
+_PROBE_PORT = 9
 
 
 def ip(
@@ -102,9 +104,35 @@ class NetLink:
         ip("link", "set", self._peer, "down", netns=self.netns)
 
     def up(self) -> None:
-        """Bring the link back."""
+        """Bring the link back, and return once the namespace answers through it.
+
+        Setting the ends up is not enough: carrier comes back a moment later, and the
+        neighbour (ARP) entries that failed while the link was down answer a new
+        connection at once with "No route to host" until they are resolved again. So
+        the failed entries are flushed, and a TCP connection to a port nothing listens
+        on (refused: the namespace answered) is tried until it gets through."""
         ip("link", "set", self._peer, "up", netns=self.netns)
         ip("link", "set", self.veth, "up")
+        ip("neigh", "flush", "dev", self.veth, check=False)
+        ip("neigh", "flush", "dev", self._peer, netns=self.netns, check=False)
+        self._wait_reachable()
+
+    def _wait_reachable(self, timeout: float = 30.0) -> None:
+        import errno
+        import socket
+        import time
+
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.settimeout(1.0)
+                code = probe.connect_ex((self.inner_ip, _PROBE_PORT))
+            if code in (0, errno.ECONNREFUSED):
+                return
+            last = errno.errorcode.get(code, str(code))
+            time.sleep(0.05)
+        raise ServiceError(f"{self.inner_ip} not reachable through {self.veth} after up: {last}")
 
     def throttle(self, rate: str = "50mbit") -> None:
         """Limit both directions of the link to ``rate`` (tc tbf), so transfers last a while."""
@@ -153,5 +181,7 @@ def netns_sshd() -> Iterator[tuple[NetLink, SshServer]]:
         try:
             yield link, server
         finally:
-            link.up()  # so close() can reach nothing stale; sshd is stopped by pid anyway
-            server.close()
+            try:
+                link.up()  # so close() can reach nothing stale; sshd is stopped by pid anyway
+            finally:
+                server.close()
