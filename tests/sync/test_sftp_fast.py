@@ -151,6 +151,23 @@ def _served_tree(sshd: SshServer, files: int) -> tuple[Path, dict[str, bytes]]:
     return rdir, made
 
 
+def _record_lean_requests(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, tuple[bytes, ...]]]:
+    """Record every request xfer sends itself (``lean_request``): its type and fields."""
+    sent: list[tuple[int, tuple[bytes, ...]]] = []
+    real = sftp.lean_request
+
+    def spy(handler: Any, kind: int, *fields: bytes) -> Any:
+        sent.append((kind, fields))
+        return real(handler, kind, *fields)
+
+    monkeypatch.setattr(sftp, "lean_request", spy)
+    return sent
+
+
+def _kinds(requests: list[tuple[int, tuple[bytes, ...]]]) -> list[int]:
+    return [kind for kind, _ in requests]
+
+
 @pytest.mark.sshd
 @pytest.mark.parametrize("lean", [True, False], ids=["lean", "asyncssh"])
 def test_many_small_files_pulled_whole(
@@ -160,14 +177,7 @@ def test_many_small_files_pulled_whole(
     and close at once), spread over the channels like a push; byte-identical with modes and
     mtimes, no temp file. Without the lean path (``lean_handler`` says no, as for a server
     other than SFTP version 3) asyncssh's requests give the same tree."""
-    sent: list[int] = []
-    real = sftp.lean_request
-
-    def spy(handler: Any, kind: int, *fields: bytes) -> Any:
-        sent.append(kind)
-        return real(handler, kind, *fields)
-
-    monkeypatch.setattr(sftp, "lean_request", spy)
+    requests = _record_lean_requests(monkeypatch)
     if not lean:
         monkeypatch.setattr(sftp, "lean_handler", lambda _sftp: None)
     rdir, made = _served_tree(sshd, sftp._SPREAD_MIN + 44)
@@ -179,7 +189,7 @@ def test_many_small_files_pulled_whole(
         assert (back / rel).read_bytes() == data
     assert not [p for p in back.rglob("*") if sftp.is_own_temp(p.name)]
     assert seen["channels"] == sftp._CHANNELS
-    assert sent.count(sftp._FXP_READ) == (len(made) if lean else 0)
+    assert _kinds(requests).count(sftp._FXP_READ) == (len(made) if lean else 0)
     result, seen = asyncio.run(_move(sshd, job_for(back, rdir, "pull")))
     assert result.files_sent == 0 and result.skipped == len(made)
 
@@ -191,15 +201,7 @@ def test_pull_of_an_unreadable_file_fails_it_alone(
     """A file the server cannot read (mode 000, at a chosen file) fails on the lean path with
     one line naming it; its older local copy is kept as it was, every other file arrives
     whole, and no temp file is left."""
-    opened: list[bytes] = []
-    real = sftp.lean_request
-
-    def spy(handler: Any, kind: int, *fields: bytes) -> Any:
-        if kind == sftp._FXP_OPEN:
-            opened.append(fields[0])
-        return real(handler, kind, *fields)
-
-    monkeypatch.setattr(sftp, "lean_request", spy)
+    requests = _record_lean_requests(monkeypatch)
     rdir, made = _served_tree(sshd, 40)
     bad = "d2/f0017"
     (rdir / bad).chmod(0)
@@ -211,6 +213,7 @@ def test_pull_of_an_unreadable_file_fails_it_alone(
     assert result.failed == 1 and result.files_sent == len(made) - 1, result
     assert bad in result.error and "ermission denied" in result.error, result.error
     assert "\n" not in result.error.strip()
+    opened = [fields[0] for kind, fields in requests if kind == sftp._FXP_OPEN]
     assert any(name.endswith(b"/" + bad.encode()) for name in opened)  # it was tried, lean
     assert (back / bad).read_bytes() == b"old copy"
     for rel, data in made.items():
@@ -227,14 +230,7 @@ def test_small_file_failing_on_the_lean_path_leaves_nothing(
     """Small files go as xfer's own requests (``lean_request``); a write the server refuses
     (a 64 KiB tmpfs: the third 24 KiB file does not fit) fails that file with one line,
     leaves nothing under its final name and no temp file; the others arrive whole."""
-    sent: list[int] = []
-    real = sftp.lean_request
-
-    def spy(handler: Any, kind: int, *fields: bytes) -> Any:
-        sent.append(kind)
-        return real(handler, kind, *fields)
-
-    monkeypatch.setattr(sftp, "lean_request", spy)
+    requests = _record_lean_requests(monkeypatch)
     src = tmp_path / "src"
     src.mkdir()
     for i in range(3):
@@ -254,8 +250,8 @@ def test_small_file_failing_on_the_lean_path_leaves_nothing(
             assert (mnt / name).read_bytes() == (src / name).read_bytes()
             assert (mnt / name).stat().st_mtime == MTIME
     # open, write, fsetstat, close per file; posix-rename for the two that arrived
-    assert sorted(sent).count(sftp._FXP_OPEN) == 3
-    assert sent.count(sftp._FXP_EXTENDED) == 2
+    assert _kinds(requests).count(sftp._FXP_OPEN) == 3
+    assert _kinds(requests).count(sftp._FXP_EXTENDED) == 2
 
 
 @given(st.lists(st.binary(max_size=300), max_size=20), st.lists(st.integers(1, 700)))
